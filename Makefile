@@ -1,0 +1,132 @@
+# mtbert — build, test and demo.
+#
+#   make            build every stage into bin/ (probes printed first)
+#   make test       install deps if missing, build, run every C unit test and bats suite
+#   make demo       install deps, build, fetch the default model, run a real pipeline
+#   make asan       build everything with AddressSanitizer + UBSan into build-asan/
+#   make model      fetch all-MiniLM-L6-v2 into models/all-MiniLM-L6-v2
+#   make deps       apt-get the libraries that are missing (needs root)
+
+SHELL := /bin/bash
+CC    ?= cc
+BUILD ?= build
+BIN   ?= bin
+
+CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -Ilib -Ilib/cpu
+OPT         ?= -O3 -march=native -fno-math-errno
+CFLAGS      ?= $(OPT) -g
+LDLIBS      := -lz -lm
+
+# ---- feature probes -------------------------------------------------------
+probe = $(shell $(CC) tools/probe/$(1).c -o /dev/null $(2) >/dev/null 2>&1 && echo 1)
+
+HAVE_ZLIB     := $(call probe,zlib,-lz)
+HAVE_UTF8PROC := $(call probe,utf8proc,-lutf8proc)
+HAVE_OPENBLAS := $(if $(NO_BLAS),,$(call probe,openblas,-lopenblas))
+HAVE_OPENMP   := $(call probe,openmp,-fopenmp)
+NVCC          ?= $(shell command -v nvcc 2>/dev/null)
+CUDA_HOME     ?= $(if $(NVCC),$(patsubst %/bin/nvcc,%,$(NVCC)),)
+
+ifeq ($(HAVE_OPENBLAS),1)
+  CFLAGS_BASE += -DMT_HAVE_OPENBLAS
+  LDLIBS      += -lopenblas
+endif
+ifeq ($(HAVE_OPENMP),1)
+  CFLAGS_BASE += -fopenmp
+  LDLIBS      += -fopenmp
+endif
+ifeq ($(HAVE_UTF8PROC),1)
+  LDLIBS      += -lutf8proc
+endif
+
+ALL_CFLAGS := $(CFLAGS_BASE) $(CFLAGS)
+
+# ---- sources --------------------------------------------------------------
+LIB_SRC   := $(wildcard lib/*.c lib/cpu/*.c)
+LIB_OBJ   := $(LIB_SRC:%.c=$(BUILD)/%.o)
+TOOLS     := $(patsubst %/main.c,%,$(wildcard */main.c))
+TOOL_BINS := $(TOOLS:%=$(BIN)/%)
+UNIT_SRC  := $(wildcard tests/unit/test_*.c)
+UNIT_BINS := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+
+CU_SRC    := $(wildcard kernels/*.cu)
+CU_OBJ    := $(CU_SRC:%.cu=$(BUILD)/%.o)
+NVCCFLAGS ?= -O3 -std=c++17 -Ilib -arch=sm_90 -Xcompiler -Wall,-Wextra
+ifneq ($(NVCC),)
+ifneq ($(CU_SRC),)
+  CUDA_LIBS := $(BUILD)/libmtbert_cuda.a
+  CUDA_LINK := $(CUDA_LIBS) -L$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lcudart -lstdc++ -Wl,-rpath,$(CUDA_HOME)/lib64
+  ALL_CFLAGS += -DMT_HAVE_CUDA
+endif
+endif
+
+.PHONY: all probes deps model demo test unit bats asan clean distclean bench
+all: probes $(TOOL_BINS) $(UNIT_BINS)
+
+probes:
+	@mark() { if [ "$$1" = 1 ]; then printf '  \033[32m✓\033[0m %s\n' "$$2"; else printf '  \033[31m✗\033[0m %s\n' "$$2"; fi; }; \
+	echo "mtbert build probes:"; \
+	mark "$(HAVE_ZLIB)" "zlib (required)"; \
+	mark "$(HAVE_UTF8PROC)" "utf8proc (required by tokenize)"; \
+	mark "$(HAVE_OPENBLAS)" "OpenBLAS $(if $(HAVE_OPENBLAS),,— using the plain-C GEMM fallback)"; \
+	mark "$(HAVE_OPENMP)" "OpenMP $(if $(HAVE_OPENMP),,— single-threaded)"; \
+	mark "$(if $(NVCC),1,)" "nvcc $(if $(NVCC),$(NVCC) — building kernels/ (sm_90),— CPU backend only)"; \
+	if [ "$(HAVE_ZLIB)" != 1 ] || [ "$(HAVE_UTF8PROC)" != 1 ]; then echo "missing required libraries: run 'make deps'" >&2; exit 1; fi
+
+$(BUILD)/%.o: %.c $(wildcard lib/*.h lib/cpu/*.h)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+$(BUILD)/libmtbert.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/kernels/%.o: kernels/%.cu $(wildcard kernels/*.cuh lib/*.h)
+	@mkdir -p $(@D)
+	$(NVCC) $(NVCCFLAGS) -c $< -o $@
+
+$(BUILD)/libmtbert_cuda.a: $(CU_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BIN)/%: $(BUILD)/%/main.o $(BUILD)/libmtbert.a $(CUDA_LIBS)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) $< $(BUILD)/libmtbert.a $(CUDA_LINK) $(LDLIBS) -o $@
+
+$(BUILD)/tests/%: tests/unit/%.c tests/unit/check.h $(BUILD)/libmtbert.a $(CUDA_LIBS)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -Itests/unit $< $(BUILD)/libmtbert.a $(CUDA_LINK) $(LDLIBS) -o $@
+
+# ---- set-up ----------------------------------------------------------------
+deps:
+	@./tools/install-deps.sh
+
+MODEL_DIR := models/all-MiniLM-L6-v2
+model: $(MODEL_DIR)/model.safetensors
+$(MODEL_DIR)/model.safetensors:
+	@./tools/fetch-model.sh $(MODEL_DIR)
+
+# ---- tests -------------------------------------------------------------------
+test: deps
+	@$(MAKE) --no-print-directory all asan
+	@$(MAKE) --no-print-directory model
+	@./tests/run.sh
+
+asan:
+	@$(MAKE) --no-print-directory BUILD=build-asan BIN=build-asan/bin \
+	  OPT="-O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
+	  NVCC= $(addprefix build-asan/bin/,$(TOOLS)) $(UNIT_SRC:tests/unit/%.c=build-asan/tests/%)
+
+demo: deps
+	@$(MAKE) --no-print-directory all model
+	@./pipelines/demo.sh
+
+bench: all model
+	@./bench/run.sh
+
+clean:
+	rm -rf $(BUILD) build-asan $(BIN)
+distclean: clean
+	rm -rf models runs
+
+.SECONDARY:

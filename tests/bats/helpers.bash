@@ -1,0 +1,6 @@
+# Shared set-up for the bats suites: paths to the built programs, the model and the data.
+ROOT=${MTBERT_ROOT:-$(cd "$(dirname "${BATS_TEST_FILENAME}")/../.." && pwd)}
+BIN=${MTBERT_BIN:-$ROOT/bin}
+MODEL=${MTBERT_MODEL:-$ROOT/models/all-MiniLM-L6-v2}
+DATA=$ROOT/data
+set -o pipefail
