@@ -24,14 +24,12 @@ void mt_philox4x32_10(const uint32_t ctr[4], const uint32_t key[2], uint32_t out
 // Dropout sites are packed from (pass, layer, kind) and stay below MT_SITE_RESERVED;
 // `pass` tells apart several forward passes in one step (the task in PCGrad, the two
 // views of SimCSE). Sites at and above MT_SITE_RESERVED serve the sequential streams.
-enum {
-    MT_SITE_RESERVED = 0xFF000000u,
-    MT_SITE_SHUFFLE = 0xFF000001u,      // data order; stream (epoch, site)
-    MT_SITE_TASK_SAMPLE = 0xFF000002u,  // tasks sampled with replacement; (step, site)
-    MT_SITE_PCGRAD = 0xFF000003u,       // PCGrad's random projection order; (step, site)
-    MT_SITE_INIT = 0xFF000004u,         // weight initialisation of new heads; (0, site)
-};
-// pass < 256, layer < 65536, kind < 256; pass < 255 keeps the site below MT_SITE_RESERVED.
+#define MT_SITE_RESERVED 0xFF000000u
+#define MT_SITE_SHUFFLE 0xFF000001u      // data order; stream (epoch, site)
+#define MT_SITE_TASK_SAMPLE 0xFF000002u  // tasks sampled with replacement; (step, site)
+#define MT_SITE_PCGRAD 0xFF000003u       // PCGrad's random projection order; (step, site)
+#define MT_SITE_INIT 0xFF000004u         // weight initialisation of new heads; (0, site)
+// pass < 255 (255 would reach the reserved sites), layer < 65536, kind < 256.
 static inline uint32_t mt_dropout_site(uint32_t pass, uint32_t layer, uint32_t kind) {
     return (pass & 0xFFu) << 24 | (layer & 0xFFFFu) << 8 | (kind & 0xFFu);
 }
