@@ -13,9 +13,8 @@
 // How: every g_i' is g_i minus a combination of the original gradients, so the whole
 // algorithm runs on the K x K Gram matrix G[i][j] = g_i . g_j (in double): one pass over
 // the buffers computes G, the projections are K^2 arithmetic on it, and one more pass
-// writes out = sum_j w_j g_j. That is exact in exact arithmetic, makes two passes over the
-// buffers (the first reads k of them per cache-sized block),
-// and needs no per-task copies. The passes use fixed 8192-element blocks whose partial
+// writes out = sum_j w_j g_j. Exact in exact arithmetic, two passes over the buffers, no
+// per-task copies. The passes use fixed 8192-element blocks whose partial
 // sums are added in block order, so results do not depend on the thread count.
 //
 // Random order: for task i = 0..K-1 in turn, the other tasks in ascending order are put
