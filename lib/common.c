@@ -127,6 +127,30 @@ void mt_progress_done(mt_progress *p) {
     progress_print(p, 1);
 }
 
+// Temporary files not yet committed; removed when the program dies, so a failed stage
+// never leaves PATH.tmp.PID behind.
+#define MAX_PENDING 32
+static char *pending[MAX_PENDING];
+
+static void remove_pending(void) {
+    for (int i = 0; i < MAX_PENDING; i++)
+        if (pending[i]) unlink(pending[i]);
+}
+
+static void track_pending(char *tmp, int add) {
+    static int registered;
+    if (!registered) {
+        atexit(remove_pending);
+        registered = 1;
+    }
+    for (int i = 0; i < MAX_PENDING; i++)
+        if (add ? pending[i] == NULL : pending[i] == tmp) {
+            pending[i] = add ? tmp : NULL;
+            return;
+        }
+    if (add) mt_die("too many output files open at once");
+}
+
 void mt_outfile_open(mt_outfile *o, const char *path, int binary) {
     memset(o, 0, sizeof *o);
     if (!path || strcmp(path, "-") == 0) {
@@ -140,6 +164,7 @@ void mt_outfile_open(mt_outfile *o, const char *path, int binary) {
     snprintf(o->tmp_path, n, "%s.tmp.%ld", path, (long)getpid());
     o->fp = fopen(o->tmp_path, binary ? "wb" : "w");
     if (!o->fp) mt_die("%s: cannot create: %s", o->tmp_path, strerror(errno));
+    track_pending(o->tmp_path, 1);
 }
 
 void mt_outfile_commit(mt_outfile *o) {
@@ -150,6 +175,7 @@ void mt_outfile_commit(mt_outfile *o) {
     if (fclose(o->fp) != 0) mt_die("%s: close: %s", o->tmp_path, strerror(errno));
     if (rename(o->tmp_path, o->path) != 0)
         mt_die("cannot rename %s to %s: %s", o->tmp_path, o->path, strerror(errno));
+    track_pending(o->tmp_path, 0);
     free(o->path);
     free(o->tmp_path);
     memset(o, 0, sizeof *o);
@@ -159,6 +185,7 @@ void mt_outfile_abort(mt_outfile *o) {
     if (!o->path) return;
     fclose(o->fp);
     unlink(o->tmp_path);
+    track_pending(o->tmp_path, 0);
     free(o->path);
     free(o->tmp_path);
     memset(o, 0, sizeof *o);

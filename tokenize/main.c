@@ -209,13 +209,6 @@ static long count_data_lines(const char *path) {
     return lines > 0 ? lines - 1 : 0;
 }
 
-// The stream writer renames its temporary file only on success; a fatal error (mt_die
-// exits) must not leave PATH.tmp.PID behind, so remove it at exit unless committed.
-static char *pending_tmp;
-static void remove_pending_tmp(void) {
-    if (pending_tmp) unlink(pending_tmp);
-}
-
 static mt_writer *open_output(const options *o, const char *vocab, const char *labels) {
     mt_meta meta = {0};
     char fp[17], max_len[32];
@@ -228,14 +221,7 @@ static mt_writer *open_output(const options *o, const char *vocab, const char *l
     mt_meta_set(&meta, "mode", o->text_col ? "single" : "pair");
     mt_meta_set(&meta, "max_len", max_len);
     mt_meta_set(&meta, "labels", labels);
-    const char *path = o->out_path ? o->out_path : "-";
-    if (strcmp(path, "-")) {
-        size_t n = strlen(path) + 32;
-        pending_tmp = mt_malloc(n);
-        snprintf(pending_tmp, n, "%s.tmp.%ld", path, (long)getpid());
-        atexit(remove_pending_tmp);
-    }
-    mt_writer *w = mt_writer_open(path, &meta);
+    mt_writer *w = mt_writer_open(o->out_path ? o->out_path : "-", &meta);
     mt_meta_free(&meta);
     return w;
 }
@@ -282,8 +268,6 @@ int main(int argc, char **argv) {
                          skipped == 1 ? "" : "s", strcmp(o.in_path, "-") ? o.in_path : "stdin");
     long written = mt_writer_count(out);
     mt_writer_close(out);
-    free(pending_tmp);
-    pending_tmp = NULL;
     mt_log("%ld records written", written);
     mt_tsv_close(tsv);
     mt_tokenizer_free(w.tok);
