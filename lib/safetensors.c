@@ -13,6 +13,7 @@
 
 #include "common.h"
 #include "json.h"
+#include "stream.h"  // mt_bf16_to_f32
 
 static int st_error(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static int st_error(char *err, size_t errlen, const char *fmt, ...) {
@@ -37,13 +38,6 @@ static int dtype_from_name(const char *s, mt_st_dtype *out) {
     for (int d = 0; d < 4; d++)
         if (strcmp(s, mt_st_dtype_name((mt_st_dtype)d)) == 0) { *out = (mt_st_dtype)d; return 0; }
     return -1;
-}
-
-float mt_bf16_to_f32(uint16_t b) {
-    uint32_t u = (uint32_t)b << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
 }
 
 float mt_f16_to_f32(uint16_t h) {

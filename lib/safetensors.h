@@ -57,8 +57,7 @@ typedef struct {
 int mt_safetensors_write(const char *path, const mt_st_write_tensor *tensors, int n,
                          char *err, size_t errlen);
 
-// Scalar conversions, exposed for tests and backends.
+// IEEE half to float, exact (bf16 is mt_bf16_to_f32 in stream.h).
 float mt_f16_to_f32(uint16_t h);
-float mt_bf16_to_f32(uint16_t b);
 
 #endif

@@ -7,6 +7,7 @@
 
 #include "check.h"
 #include "safetensors.h"
+#include "stream.h"
 
 static char dir[] = "/tmp/mt_st_XXXXXX";
 static char path[256], err[512];
