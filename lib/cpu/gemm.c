@@ -7,6 +7,9 @@
 #ifdef MT_HAVE_OPENBLAS
 #include <cblas.h>
 #endif
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #define KC 256
 #define NC 256
@@ -78,12 +81,42 @@ void mt_cpu_gemm_plain(int ta, int tb, int M, int N, int K, float alpha, const f
     }
 }
 
+#ifdef MT_HAVE_OPENBLAS
+// One thread pool, not two: OpenBLAS runs single-threaded (see ops.c) and the product is
+// split into column (or row) slices over the OpenMP threads. Two pools, OpenMP spinning
+// while OpenBLAS threads wait for a core, made a forward 20× slower on 2 shared cores.
+static void gemm_blas_split(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+                            const float *B, int ldb, float beta, float *C, int ldc) {
+    int nt = 1;
+#ifdef _OPENMP
+    if ((double)M * N * K >= 1 << 18 && !omp_in_parallel()) nt = omp_get_max_threads();
+#endif
+    int by_cols = N >= 64 * nt || N >= M;  // slices of at least 64 columns keep sgemm efficient
+    int extent = by_cols ? N : M;
+    if (nt > extent) nt = extent;
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (int t = 0; t < nt; t++) {
+        int lo = (int)((long)extent * t / nt), hi = (int)((long)extent * (t + 1) / nt);
+        if (by_cols) {
+            lo = lo / 16 * 16; hi = t == nt - 1 ? N : hi / 16 * 16;  // aligned slice edges
+            if (hi <= lo) continue;
+            const float *Bs = tb ? B + (size_t)lo * ldb : B + lo;
+            cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, hi - lo,
+                        K, alpha, A, lda, Bs, ldb, beta, C + lo, ldc);
+        } else {
+            const float *As = ta ? A + lo : A + (size_t)lo * lda;
+            cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, hi - lo, N,
+                        K, alpha, As, lda, B, ldb, beta, C + (size_t)lo * ldc, ldc);
+        }
+    }
+}
+#endif
+
 void mt_cpu_gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
                  const float *B, int ldb, float beta, float *C, int ldc) {
     if (M <= 0 || N <= 0) return;
 #ifdef MT_HAVE_OPENBLAS
-    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K, alpha, A,
-                lda, B, ldb, beta, C, ldc);
+    gemm_blas_split(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 #else
     mt_cpu_gemm_plain(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 #endif

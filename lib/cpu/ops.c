@@ -15,6 +15,10 @@
 #include "common.h"
 #include "cpu.h"
 
+// Below this many floats of work a loop runs on one thread: a barrier costs more than it saves
+// (and much more on a machine whose cores are shared with other processes).
+#define PAR_MIN 32768
+
 // ---- memory and control --------------------------------------------------------------
 
 static void *cpu_alloc(size_t bytes) {
@@ -28,12 +32,14 @@ static void cpu_free(void *p) { free(p); }
 static void cpu_copy(void *dst, const void *src, size_t bytes) { if (bytes) memmove(dst, src, bytes); }
 static void cpu_synchronize(void) {}
 
+// n OpenMP threads do everything, GEMMs included (gemm.c slices them); OpenBLAS itself
+// stays at one thread so that two thread pools never fight over the cores.
 static void cpu_set_threads(int n) {
 #ifdef _OPENMP
     if (n > 0) omp_set_num_threads(n);
 #endif
 #ifdef MT_HAVE_OPENBLAS
-    if (n > 0) openblas_set_num_threads(n);
+    openblas_set_num_threads(1);
 #endif
     (void)n;
 }
@@ -46,7 +52,7 @@ static void cpu_set_threads(int n) {
 static void matmul_forward(float *out, const float *inp, const float *weight, const float *bias,
                            const float *residual, int N, int IC, int OC) {
     if (bias || residual) {
-#pragma omp parallel for
+#pragma omp parallel for if ((int64_t)N * OC >= PAR_MIN)
         for (int n = 0; n < N; n++) {
             float *o = out + (size_t)n * OC;
             const float *r = residual ? residual + (size_t)n * OC : NULL;
@@ -58,7 +64,7 @@ static void matmul_forward(float *out, const float *inp, const float *weight, co
 
 static void embeddings_forward(float *out, const int32_t *ids, const int32_t *types, const int32_t *pos,
                                const float *wte, const float *wpe, const float *wtt, int N, int C) {
-#pragma omp parallel for
+#pragma omp parallel for if ((int64_t)N * C >= PAR_MIN)
     for (int n = 0; n < N; n++) {
         const float *w = wte + (size_t)ids[n] * C, *p = wpe + (size_t)pos[n] * C, *t = wtt + (size_t)types[n] * C;
         float *o = out + (size_t)n * C;
@@ -68,7 +74,7 @@ static void embeddings_forward(float *out, const int32_t *ids, const int32_t *ty
 
 static void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *weight,
                               const float *bias, int N, int C, float eps) {
-#pragma omp parallel for
+#pragma omp parallel for if ((int64_t)N * C >= PAR_MIN)
     for (int n = 0; n < N; n++) {
         const float *x = inp + (size_t)n * C;
         float *o = out + (size_t)n * C;
@@ -117,7 +123,7 @@ static void attention_forward(float *out, float *att, const float *qkv, const in
     float scale = 1.0f / sqrtf((float)hs);
     size_t stride = (size_t)3 * C;
     // dynamic: sequences differ in length, so (sequence, head) items differ in cost
-#pragma omp parallel for collapse(2) schedule(dynamic)
+#pragma omp parallel for collapse(2) schedule(dynamic) if ((int64_t)offsets[B] * C >= PAR_MIN / 4)
     for (int b = 0; b < B; b++)
         for (int h = 0; h < NH; h++) {
             int L = offsets[b + 1] - offsets[b];
@@ -133,17 +139,17 @@ static void attention_forward(float *out, float *att, const float *qkv, const in
 
 static void gelu_forward(float *out, const float *inp, int64_t n) {
     const float inv_sqrt2 = 0.70710678118654752f;
-#pragma omp parallel for simd
+#pragma omp parallel for simd if (n >= PAR_MIN)
     for (int64_t i = 0; i < n; i++) out[i] = 0.5f * inp[i] * (1.0f + erff(inp[i] * inv_sqrt2));
 }
 
 static void tanh_forward(float *out, const float *inp, int64_t n) {
-#pragma omp parallel for simd
+#pragma omp parallel for simd if (n >= PAR_MIN)
     for (int64_t i = 0; i < n; i++) out[i] = tanhf(inp[i]);
 }
 
 static void pool_forward(float *out, const float *inp, const int32_t *offsets, int B, int C, int mode) {
-#pragma omp parallel for
+#pragma omp parallel for if ((int64_t)offsets[B] * C >= PAR_MIN)
     for (int b = 0; b < B; b++) {
         float *o = out + (size_t)b * C;
         int first = offsets[b], L = offsets[b + 1] - first;
@@ -159,7 +165,7 @@ static void pool_forward(float *out, const float *inp, const int32_t *offsets, i
 }
 
 static void unpack_forward(float *out, const float *inp, const int32_t *offsets, int B, int T, int C) {
-#pragma omp parallel for
+#pragma omp parallel for if ((int64_t)B * T * C >= PAR_MIN)
     for (int b = 0; b < B; b++) {
         int L = offsets[b + 1] - offsets[b];
         float *o = out + (size_t)b * T * C;
@@ -188,4 +194,11 @@ static const mt_backend cpu_backend = {
     .unpack_forward = unpack_forward,
 };
 
-const mt_backend *mt_backend_cpu(void) { return &cpu_backend; }
+const mt_backend *mt_backend_cpu(void) {
+    static int initialised;
+    if (!initialised) {
+        cpu_set_threads(0);
+        initialised = 1;
+    }
+    return &cpu_backend;
+}
