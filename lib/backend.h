@@ -1,0 +1,73 @@
+// backend.h — the op interface the model is written against (DESIGN.md §5).
+//
+// One table of function pointers per device. lib/bert.c calls only these, so the CPU backend
+// (lib/cpu/) and a CUDA backend (kernels/, launchers with the same names) are interchangeable.
+// Conventions, after llm.c:
+//   - every pointer argument is device memory, its shape given in a comment;
+//   - activations are PACKED: the N real tokens of a batch laid end to end, no padding;
+//     sequence b occupies rows offsets[b] .. offsets[b+1]-1 (offsets[B] = N), so padding
+//     costs nothing and a mask never needs materialising;
+//   - C hidden size, NH heads (C % NH == 0), F feed-forward width, V vocabulary;
+//   - a forward saves what its backward will need (LayerNorm mean/rstd, attention
+//     probabilities, pre-GELU input); backward ops "x_backward(dinp, dparams, ..., dout)"
+//     accumulating with += are added to this table op by op.
+#ifndef MT_BACKEND_H
+#define MT_BACKEND_H
+#include <stddef.h>
+#include <stdint.h>
+
+enum { MT_POOL_CLS = 0, MT_POOL_MEAN = 1, MT_POOL_MAX = 2 };
+
+typedef struct mt_backend mt_backend;
+struct mt_backend {
+    const char *name;
+    int host_memory;  // 1 when device pointers are ordinary host pointers (CPU)
+
+    // ---- memory and control ----
+    void *(*alloc)(size_t bytes);  // zero-filled, 64-byte aligned; dies when out of memory
+    void (*free)(void *p);
+    void (*copy_to_device)(void *dst, const void *src, size_t bytes);
+    void (*copy_to_host)(void *dst, const void *src, size_t bytes);
+    void (*set_threads)(int n);  // n <= 0: the library default
+    void (*synchronize)(void);
+
+    // ---- forward ops ----
+    // C[M,N] = alpha * op(A)[M,K] @ op(B)[K,N] + beta * C, row-major, leading dimensions
+    // lda/ldb/ldc; op(X) = X^T when trans_x. beta == 0 overwrites C (NaNs in C ignored).
+    void (*gemm)(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
+                 const float *B, int ldb, float beta, float *C, int ldc);
+    // out[N,OC] = inp[N,IC] @ weight[OC,IC]^T + bias[OC] (+ residual[N,OC] when not NULL).
+    // weight in PyTorch nn.Linear layout; bias may be NULL.
+    void (*matmul_forward)(float *out, const float *inp, const float *weight, const float *bias,
+                           const float *residual, int N, int IC, int OC);
+    // out[N,C] = wte[ids[n]] + wpe[pos[n]] + wtt[types[n]]   (ids, types, pos: int32 [N];
+    // wte[V,C] words, wpe[P,C] positions, wtt[TV,C] token types; indices already validated)
+    void (*embeddings_forward)(float *out, const int32_t *ids, const int32_t *types, const int32_t *pos,
+                               const float *wte, const float *wpe, const float *wtt, int N, int C);
+    // out[N,C] = (inp - mean) * rstd * weight[C] + bias[C]; saves mean[N], rstd[N]
+    // (rstd = 1/sqrt(biased variance + eps), as torch.nn.LayerNorm).
+    void (*layernorm_forward)(float *out, float *mean, float *rstd, const float *inp, const float *weight,
+                              const float *bias, int N, int C, float eps);
+    // Multi-head self-attention of each sequence over its own tokens (the padding mask of
+    // Hugging Face BERT, exactly: masked keys get weight 0). qkv[N,3C] holds q | k | v, head h
+    // in columns h*hs .. (h+1)*hs-1 of each (hs = C/NH); out[N,C] heads concatenated.
+    // att: NULL, or softmax probabilities saved for backward: sequence b's [NH, L_b, L_b] block at
+    // att + att_offsets[b] (att_offsets[b] = NH * sum over earlier sequences of L^2).
+    void (*attention_forward)(float *out, float *att, const float *qkv, const int32_t *offsets,
+                              const int64_t *att_offsets, int B, int C, int NH);
+    // out[n] = x * Phi(x), the erf form of GELU; out may equal inp.
+    void (*gelu_forward)(float *out, const float *inp, int64_t n);
+    // out[n] = tanh(inp[n]); out may equal inp.
+    void (*tanh_forward)(float *out, const float *inp, int64_t n);
+    // out[B,C] from inp[N,C] per sequence: MT_POOL_CLS first token, MT_POOL_MEAN mean of its
+    // tokens, MT_POOL_MAX element-wise max over its tokens.
+    void (*pool_forward)(float *out, const float *inp, const int32_t *offsets, int B, int C, int mode);
+    // out[B,T,C] (padded, pad rows zero) from packed inp[N,C]; requires L_b <= T.
+    void (*unpack_forward)(float *out, const float *inp, const int32_t *offsets, int B, int T, int C);
+};
+
+// The CPU backend: OpenBLAS sgemm when built with it (MT_HAVE_OPENBLAS), else a blocked
+// plain-C GEMM; OpenMP loops for the rest.
+const mt_backend *mt_backend_cpu(void);
+
+#endif

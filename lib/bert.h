@@ -1,0 +1,113 @@
+// bert.h — the BERT encoder, forward as Hugging Face BertModel, written once against the op
+// table of backend.h.
+//
+//   mt_bert *m = mt_bert_load("models/all-MiniLM-L6-v2", mt_backend_cpu(), err, sizeof err);
+//   mt_bert_forward(m, ids, types, lengths, B, T, hidden, pooled);  // hidden[B,T,C], pooled[B,C]
+//   mt_bert_pool(m, MT_POOL_MEAN, sentence);                        // sentence[B,C] of that batch
+//   mt_bert_free(m);
+//
+// Parameters live in ONE allocation; a table maps each Hugging Face tensor name to its shape
+// and offset, so loading and (later) checkpoint writing use the same names. The layout puts a
+// layer's query, key and value weights (and biases) next to each other, so they form one
+// [3C, C] matrix and the three projections are one GEMM.
+//
+// Activations live in one arena sized from a token budget (real tokens: padding is never
+// computed, see backend.h); a forward allocates nothing once the arena covers the batch.
+#ifndef MT_BERT_H
+#define MT_BERT_H
+#include <stddef.h>
+#include <stdint.h>
+
+#include "backend.h"
+#include "config.h"
+
+typedef struct {
+    char *name;        // Hugging Face name, e.g. "encoder.layer.0.attention.self.query.weight"
+    int ndim;          // 1 or 2
+    int shape[2];
+    size_t offset;     // in floats from the start of mt_bert.params
+    size_t numel;
+} mt_bert_param;
+
+typedef struct {  // views into mt_bert.params for one encoder layer (C hidden, F intermediate)
+    float *qkv_w;       // [3C, C] query | key | value weights
+    float *qkv_b;       // [3C]
+    float *attn_out_w;  // [C, C]
+    float *attn_out_b;  // [C]
+    float *ln1_w, *ln1_b;    // [C] attention.output.LayerNorm
+    float *fc_w;        // [F, C] intermediate.dense
+    float *fc_b;        // [F]
+    float *fc_out_w;    // [C, F] output.dense
+    float *fc_out_b;    // [C]
+    float *ln2_w, *ln2_b;    // [C] output.LayerNorm
+} mt_bert_layer;
+
+typedef struct {  // the activation arena; per-layer buffers have L copies when training, else 1
+    float *emb;                 // [N, C] word + type + position, before LayerNorm
+    float *emb_mean, *emb_rstd; // [N]
+    float *x;                   // [L+1 | 2][N, C] layer inputs; the last is the final hidden state
+    float *qkv;                 // [L | 1][N, 3C]
+    float *att;                 // training only: [L][NH * sum L_b^2] attention probabilities
+    float *atty;                // [L | 1][N, C] attention output, heads concatenated
+    float *res1;                // [L | 1][N, C] atty @ Wo^T + bo + x
+    float *ln1;                 // [L | 1][N, C]
+    float *ln1_mean, *ln1_rstd; // [L | 1][N]
+    float *fch;                 // [L | 1][N, F] before GELU
+    float *fch_gelu;            // [L | 1][N, F] (aliases fch in inference: GELU in place)
+    float *res2;                // [L | 1][N, C] fch_gelu @ W2^T + b2 + ln1
+    float *ln2_mean, *ln2_rstd; // [L | 1][N]
+    float *cls, *pooled;        // [B, C] pooler input and output
+    int32_t *ids, *types, *pos; // [N] packed inputs
+    int32_t *offsets;           // [B + 1]
+    int64_t *att_offsets;       // [B]
+} mt_bert_acts;
+
+typedef struct {
+    mt_bert_config cfg;
+    const mt_backend *be;
+    char *dir;
+    char fingerprint[17];   // mt_file_fingerprint of model.safetensors
+    int has_pooler;
+    float *params;          // device memory, one allocation
+    size_t num_params;      // floats
+    mt_bert_param *param_table;
+    int num_param_tensors;
+    float *wte, *wpe, *wtt, *emb_ln_w, *emb_ln_b;  // [V,C] [P,C] [TV,C] [C] [C]
+    mt_bert_layer *layers;                         // [L]
+    float *pool_w, *pool_b;                        // [C,C] [C], NULL without a pooler
+    // activation arena
+    void *arena;
+    int max_tokens, max_batch, max_len, training;
+    mt_bert_acts acts;
+    int32_t *h_ids, *h_types, *h_pos, *h_offsets;  // host staging [max_tokens] / [max_batch+1]
+    int64_t *h_att_offsets;                        // [max_batch]
+    float *h_hidden;                               // host staging for device backends
+    int last_B, last_N;                            // the batch of the last forward
+    char err[512];
+} mt_bert;
+
+// Loads config.json and model.safetensors from dir (weights may carry a "bert." prefix, as
+// in BertFor* checkpoints). NULL with a message in err when anything is missing or mis-shaped.
+mt_bert *mt_bert_load(const char *dir, const mt_backend *be, char *err, size_t errlen);
+void mt_bert_free(mt_bert *m);
+
+// Sizes the activation arena for up to max_tokens real tokens in up to max_batch sequences
+// (training: keep every layer's activations for backward, and attention probabilities for
+// sequences up to max_len). forward grows it when a batch needs more.
+void mt_bert_reserve(mt_bert *m, int max_tokens, int max_batch, int max_len, int training);
+
+// Forward of B sequences padded to T: ids, types [B*T] (int32), lengths [B] (1..T real tokens
+// at the start of each row). Writes out_hidden [B,T,C] (last hidden state; padding rows zero)
+// and out_pooled [B,C] (the tanh pooler), each when not NULL. Returns 0, or -1 with a message
+// in mt_bert_error(m) (bad length, token id or type, no pooler in the checkpoint).
+int mt_bert_forward(mt_bert *m, const int32_t *ids, const int32_t *types, const int32_t *lengths, int B, int T,
+                    float *out_hidden, float *out_pooled);
+// Pools the last forward's hidden states: out[B,C], mode MT_POOL_CLS | MT_POOL_MEAN | MT_POOL_MAX
+// (over real tokens only).
+void mt_bert_pool(mt_bert *m, int mode, float *out);
+const char *mt_bert_error(const mt_bert *m);
+
+const mt_bert_param *mt_bert_find_param(const mt_bert *m, const char *hf_name);
+void mt_bert_set_threads(mt_bert *m, int n);
+
+#endif

@@ -1,0 +1,123 @@
+// gemm.c — CPU matrix products: cblas_sgemm when built with OpenBLAS, otherwise a blocked,
+// packed plain-C GEMM (GotoBLAS structure: pack a KC×NC panel of B and an MC×KC block of A,
+// then a 4×16 register-tile micro-kernel that the compiler vectorises).
+#include <string.h>
+
+#include "cpu.h"
+#ifdef MT_HAVE_OPENBLAS
+#include <cblas.h>
+#endif
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#define KC 256
+#define NC 256
+#define MC 64
+#define MR 4
+#define NR 16
+
+// Element (i, k) of op(X) for a row-major X with leading dimension ld.
+static inline float at(const float *X, int ld, int trans, int i, int k) {
+    return trans ? X[(size_t)k * ld + i] : X[(size_t)i * ld + k];
+}
+
+// Bp: nc/NR panels, each [kc][NR], zero-padded past n.
+static void pack_b(float *Bp, const float *B, int ldb, int tb, int k0, int kc, int n0, int nc) {
+    for (int j0 = 0; j0 < nc; j0 += NR)
+        for (int k = 0; k < kc; k++) {
+            float *dst = Bp + (size_t)j0 * kc + (size_t)k * NR;
+            for (int j = 0; j < NR; j++) dst[j] = j0 + j < nc ? at(B, ldb, tb, k0 + k, n0 + j0 + j) : 0.0f;
+        }
+}
+
+// Ap: mc/MR panels, each [kc][MR], scaled by alpha, zero-padded past m.
+static void pack_a(float *Ap, const float *A, int lda, int ta, float alpha, int i0, int mc, int k0, int kc) {
+    for (int r0 = 0; r0 < mc; r0 += MR)
+        for (int k = 0; k < kc; k++) {
+            float *dst = Ap + (size_t)r0 * kc + (size_t)k * MR;
+            for (int r = 0; r < MR; r++) dst[r] = r0 + r < mc ? alpha * at(A, lda, ta, i0 + r0 + r, k0 + k) : 0.0f;
+        }
+}
+
+// C[0..m, 0..n] += Ap-panel[kc][MR] @ Bp-panel[kc][NR] (m <= MR, n <= NR).
+static void micro_kernel(int kc, const float *restrict a, const float *restrict b, float *C, int ldc, int m, int n) {
+    float acc[MR][NR] = {{0}};
+    for (int k = 0; k < kc; k++)
+        for (int r = 0; r < MR; r++)
+            for (int j = 0; j < NR; j++) acc[r][j] += a[k * MR + r] * b[k * NR + j];
+    for (int r = 0; r < m; r++)
+        for (int j = 0; j < n; j++) C[(size_t)r * ldc + j] += acc[r][j];
+}
+
+static void scale_c(float *C, int ldc, int M, int N, float beta) {
+    if (beta == 1.0f) return;
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) C[(size_t)i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[(size_t)i * ldc + j];
+}
+
+void mt_cpu_gemm_plain(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+                       const float *B, int ldb, float beta, float *C, int ldc) {
+    scale_c(C, ldc, M, N, beta);
+    if (K == 0 || alpha == 0.0f) return;
+    _Alignas(64) float Bp[KC * NC];
+    for (int n0 = 0; n0 < N; n0 += NC) {
+        int nc = N - n0 < NC ? N - n0 : NC;
+        for (int k0 = 0; k0 < K; k0 += KC) {
+            int kc = K - k0 < KC ? K - k0 : KC;
+            pack_b(Bp, B, ldb, tb, k0, kc, n0, nc);
+#pragma omp parallel for schedule(dynamic)
+            for (int i0 = 0; i0 < M; i0 += MC) {
+                _Alignas(64) float Ap[MC * KC];
+                int mc = M - i0 < MC ? M - i0 : MC;
+                pack_a(Ap, A, lda, ta, alpha, i0, mc, k0, kc);
+                for (int r0 = 0; r0 < mc; r0 += MR)
+                    for (int j0 = 0; j0 < nc; j0 += NR)
+                        micro_kernel(kc, Ap + (size_t)r0 * kc, Bp + (size_t)j0 * kc,
+                                     C + (size_t)(i0 + r0) * ldc + n0 + j0, ldc,
+                                     mc - r0 < MR ? mc - r0 : MR, nc - j0 < NR ? nc - j0 : NR);
+            }
+        }
+    }
+}
+
+#ifdef MT_HAVE_OPENBLAS
+// One thread pool, not two: OpenBLAS runs single-threaded (see ops.c) and the product is
+// split into column (or row) slices over the OpenMP threads. Two pools, OpenMP spinning
+// while OpenBLAS threads wait for a core, made a forward 20× slower on 2 shared cores.
+static void gemm_blas_split(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+                            const float *B, int ldb, float beta, float *C, int ldc) {
+    int nt = 1;
+#ifdef _OPENMP
+    if ((double)M * N * K >= 1 << 18 && !omp_in_parallel()) nt = omp_get_max_threads();
+#endif
+    int by_cols = N >= 64 * nt || N >= M;  // slices of at least 64 columns keep sgemm efficient
+    int extent = by_cols ? N : M;
+    if (nt > extent) nt = extent;
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (int t = 0; t < nt; t++) {
+        int lo = (int)((long)extent * t / nt), hi = (int)((long)extent * (t + 1) / nt);
+        if (by_cols) {
+            lo = lo / 16 * 16; hi = t == nt - 1 ? N : hi / 16 * 16;  // aligned slice edges
+            if (hi <= lo) continue;
+            const float *Bs = tb ? B + (size_t)lo * ldb : B + lo;
+            cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, hi - lo,
+                        K, alpha, A, lda, Bs, ldb, beta, C + lo, ldc);
+        } else {
+            const float *As = ta ? A + lo : A + (size_t)lo * lda;
+            cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, hi - lo, N,
+                        K, alpha, As, lda, B, ldb, beta, C + (size_t)lo * ldc, ldc);
+        }
+    }
+}
+#endif
+
+void mt_cpu_gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+                 const float *B, int ldb, float beta, float *C, int ldc) {
+    if (M <= 0 || N <= 0) return;
+#ifdef MT_HAVE_OPENBLAS
+    gemm_blas_split(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+#else
+    mt_cpu_gemm_plain(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+#endif
+}

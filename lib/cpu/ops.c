@@ -1,0 +1,204 @@
+// ops.c — the CPU backend: forward ops over packed token rows (see backend.h for shapes),
+// OpenMP over rows / sequences × heads, sgemm for every matrix product.
+#include <float.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#ifdef MT_HAVE_OPENBLAS
+#include <cblas.h>
+#endif
+
+#include "backend.h"
+#include "common.h"
+#include "cpu.h"
+
+// Below this many floats of work a loop runs on one thread: a barrier costs more than it saves
+// (and much more on a machine whose cores are shared with other processes).
+#define PAR_MIN 32768
+
+// ---- memory and control --------------------------------------------------------------
+
+static void *cpu_alloc(size_t bytes) {
+    size_t rounded = (bytes + 63) / 64 * 64;
+    void *p = aligned_alloc(64, rounded ? rounded : 64);
+    if (!p) mt_die("out of memory allocating %zu bytes", bytes);
+    memset(p, 0, rounded);
+    return p;
+}
+static void cpu_free(void *p) { free(p); }
+static void cpu_copy(void *dst, const void *src, size_t bytes) { if (bytes) memmove(dst, src, bytes); }
+static void cpu_synchronize(void) {}
+
+// n OpenMP threads do everything, GEMMs included (gemm.c slices them); OpenBLAS itself
+// stays at one thread so that two thread pools never fight over the cores.
+static void cpu_set_threads(int n) {
+#ifdef _OPENMP
+    if (n > 0) omp_set_num_threads(n);
+#endif
+#ifdef MT_HAVE_OPENBLAS
+    openblas_set_num_threads(1);
+#endif
+    (void)n;
+}
+
+// ---- forward ops -----------------------------------------------------------------------
+
+// out[N,OC] = inp[N,IC] @ weight[OC,IC]^T + bias[OC] (+ residual[N,OC]).
+// The bias and residual are written first so one sgemm with beta = 1 finishes the job:
+// out is swept once instead of three times.
+static void matmul_forward(float *out, const float *inp, const float *weight, const float *bias,
+                           const float *residual, int N, int IC, int OC) {
+    if (bias || residual) {
+#pragma omp parallel for if ((int64_t)N * OC >= PAR_MIN)
+        for (int n = 0; n < N; n++) {
+            float *o = out + (size_t)n * OC;
+            const float *r = residual ? residual + (size_t)n * OC : NULL;
+            for (int j = 0; j < OC; j++) o[j] = (bias ? bias[j] : 0.0f) + (r ? r[j] : 0.0f);
+        }
+    }
+    mt_cpu_gemm(0, 1, N, OC, IC, 1.0f, inp, IC, weight, IC, bias || residual ? 1.0f : 0.0f, out, OC);
+}
+
+static void embeddings_forward(float *out, const int32_t *ids, const int32_t *types, const int32_t *pos,
+                               const float *wte, const float *wpe, const float *wtt, int N, int C) {
+#pragma omp parallel for if ((int64_t)N * C >= PAR_MIN)
+    for (int n = 0; n < N; n++) {
+        const float *w = wte + (size_t)ids[n] * C, *p = wpe + (size_t)pos[n] * C, *t = wtt + (size_t)types[n] * C;
+        float *o = out + (size_t)n * C;
+        for (int c = 0; c < C; c++) o[c] = w[c] + t[c] + p[c];  // HF order: (word + type) + position
+    }
+}
+
+static void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *weight,
+                              const float *bias, int N, int C, float eps) {
+#pragma omp parallel for if ((int64_t)N * C >= PAR_MIN)
+    for (int n = 0; n < N; n++) {
+        const float *x = inp + (size_t)n * C;
+        float *o = out + (size_t)n * C;
+        float m = 0.0f, v = 0.0f;
+#pragma omp simd reduction(+ : m)
+        for (int c = 0; c < C; c++) m += x[c];
+        m /= C;
+#pragma omp simd reduction(+ : v)
+        for (int c = 0; c < C; c++) v += (x[c] - m) * (x[c] - m);  // two passes: no cancellation
+        float s = 1.0f / sqrtf(v / C + eps);
+        for (int c = 0; c < C; c++) o[c] = (x[c] - m) * s * weight[c] + bias[c];
+        mean[n] = m;
+        rstd[n] = s;
+    }
+}
+
+// One query row of one head: p[L] = softmax(q·k_j * scale), o[hs] = sum_j p[j] v_j.
+static void attend_row(float *o, float *p, const float *q, const float *k0, const float *v0, size_t stride,
+                       int L, int hs, float scale) {
+    float maxv = -FLT_MAX;
+    for (int j = 0; j < L; j++) {
+        const float *k = k0 + j * stride;
+        float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+        for (int d = 0; d < hs; d++) s += q[d] * k[d];
+        p[j] = s * scale;
+        if (p[j] > maxv) maxv = p[j];
+    }
+    float sum = 0.0f;
+    for (int j = 0; j < L; j++) {
+        p[j] = expf(p[j] - maxv);
+        sum += p[j];
+    }
+    float inv = 1.0f / sum;
+    for (int d = 0; d < hs; d++) o[d] = 0.0f;
+    for (int j = 0; j < L; j++) {
+        p[j] *= inv;
+        const float *v = v0 + j * stride;
+        for (int d = 0; d < hs; d++) o[d] += p[j] * v[d];
+    }
+}
+
+static void attention_forward(float *out, float *att, const float *qkv, const int32_t *offsets,
+                              const int64_t *att_offsets, int B, int C, int NH) {
+    int hs = C / NH;
+    float scale = 1.0f / sqrtf((float)hs);
+    size_t stride = (size_t)3 * C;
+    // dynamic: sequences differ in length, so (sequence, head) items differ in cost
+#pragma omp parallel for collapse(2) schedule(dynamic) if ((int64_t)offsets[B] * C >= PAR_MIN / 4)
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++) {
+            int L = offsets[b + 1] - offsets[b];
+            const float *base = qkv + (size_t)offsets[b] * stride + (size_t)h * hs;
+            float scratch[att ? 1 : L];  // one row of probabilities when they need not be kept
+            for (int i = 0; i < L; i++) {
+                float *p = att ? att + att_offsets[b] + ((size_t)h * L + i) * L : scratch;
+                attend_row(out + (size_t)(offsets[b] + i) * C + h * hs, p, base + i * stride, base + C,
+                           base + 2 * C, stride, L, hs, scale);
+            }
+        }
+}
+
+static void gelu_forward(float *out, const float *inp, int64_t n) {
+    const float inv_sqrt2 = 0.70710678118654752f;
+#pragma omp parallel for simd if (n >= PAR_MIN)
+    for (int64_t i = 0; i < n; i++) out[i] = 0.5f * inp[i] * (1.0f + erff(inp[i] * inv_sqrt2));
+}
+
+static void tanh_forward(float *out, const float *inp, int64_t n) {
+#pragma omp parallel for simd if (n >= PAR_MIN)
+    for (int64_t i = 0; i < n; i++) out[i] = tanhf(inp[i]);
+}
+
+static void pool_forward(float *out, const float *inp, const int32_t *offsets, int B, int C, int mode) {
+#pragma omp parallel for if ((int64_t)offsets[B] * C >= PAR_MIN)
+    for (int b = 0; b < B; b++) {
+        float *o = out + (size_t)b * C;
+        int first = offsets[b], L = offsets[b + 1] - first;
+        memcpy(o, inp + (size_t)first * C, sizeof(float) * C);
+        if (mode == MT_POOL_CLS) continue;
+        for (int t = 1; t < L; t++) {
+            const float *x = inp + (size_t)(first + t) * C;
+            if (mode == MT_POOL_MAX) for (int c = 0; c < C; c++) o[c] = x[c] > o[c] ? x[c] : o[c];
+            else for (int c = 0; c < C; c++) o[c] += x[c];
+        }
+        if (mode == MT_POOL_MEAN) for (int c = 0; c < C; c++) o[c] /= (float)L;
+    }
+}
+
+static void unpack_forward(float *out, const float *inp, const int32_t *offsets, int B, int T, int C) {
+#pragma omp parallel for if ((int64_t)B * T * C >= PAR_MIN)
+    for (int b = 0; b < B; b++) {
+        int L = offsets[b + 1] - offsets[b];
+        float *o = out + (size_t)b * T * C;
+        memcpy(o, inp + (size_t)offsets[b] * C, sizeof(float) * L * C);
+        memset(o + (size_t)L * C, 0, sizeof(float) * (T - L) * C);
+    }
+}
+
+static const mt_backend cpu_backend = {
+    .name = "cpu",
+    .host_memory = 1,
+    .alloc = cpu_alloc,
+    .free = cpu_free,
+    .copy_to_device = cpu_copy,
+    .copy_to_host = cpu_copy,
+    .set_threads = cpu_set_threads,
+    .synchronize = cpu_synchronize,
+    .gemm = mt_cpu_gemm,
+    .matmul_forward = matmul_forward,
+    .embeddings_forward = embeddings_forward,
+    .layernorm_forward = layernorm_forward,
+    .attention_forward = attention_forward,
+    .gelu_forward = gelu_forward,
+    .tanh_forward = tanh_forward,
+    .pool_forward = pool_forward,
+    .unpack_forward = unpack_forward,
+};
+
+const mt_backend *mt_backend_cpu(void) {
+    static int initialised;
+    if (!initialised) {
+        cpu_set_threads(0);
+        initialised = 1;
+    }
+    return &cpu_backend;
+}

@@ -1,0 +1,238 @@
+// test_ops.c — every forward op of the CPU backend against a plain double-precision
+// reference on random inputs.
+#include <float.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "check.h"
+#include "cpu.h"
+
+static const mt_backend *be;
+static uint64_t rng_state = 0x9E3779B97F4A7C15ULL;
+
+static float frand(void) {  // uniform in [-1, 1), xorshift64*
+    rng_state ^= rng_state >> 12; rng_state ^= rng_state << 25; rng_state ^= rng_state >> 27;
+    return (float)((rng_state * 0x2545F4914F6CDD1DULL) >> 40) / (float)(1 << 23) - 1.0f;
+}
+static float *rand_vec(size_t n, float scale) {
+    float *v = malloc(n * sizeof *v);
+    for (size_t i = 0; i < n; i++) v[i] = scale * frand();
+    return v;
+}
+static double max_abs_diff(const float *a, const double *b, size_t n) {
+    double m = 0;
+    for (size_t i = 0; i < n; i++) m = fmax(m, fabs(a[i] - b[i]));
+    return m;
+}
+
+typedef void gemm_fn(int, int, int, int, int, float, const float *, int, const float *, int, float, float *, int);
+
+// One gemm against the triple loop, every transpose combination, sizes past the blocking.
+static void check_gemm(gemm_fn *gemm, int M, int N, int K) {
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++) {
+            int lda = (ta ? M : K) + 3, ldb = (tb ? K : N) + 1, ldc = N + 2;  // padded leading dims
+            float *A = rand_vec((size_t)(ta ? K : M) * lda, 1), *B = rand_vec((size_t)(tb ? N : K) * ldb, 1);
+            float *C = rand_vec((size_t)M * ldc, 1);
+            double *ref = malloc(sizeof(double) * M * ldc);
+            float alpha = 0.75f, beta = -0.5f;
+            for (int i = 0; i < M; i++)
+                for (int j = 0; j < ldc; j++) {
+                    double s = 0;
+                    if (j < N)
+                        for (int k = 0; k < K; k++)
+                            s += (double)(ta ? A[k * lda + i] : A[i * lda + k]) * (tb ? B[j * ldb + k] : B[k * ldb + j]);
+                    ref[i * ldc + j] = j < N ? alpha * s + beta * C[i * ldc + j] : C[i * ldc + j];  // padding untouched
+                }
+            gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+            double d = max_abs_diff(C, ref, (size_t)M * ldc);
+            if (d > 1e-4 * sqrt(K)) printf("# gemm ta=%d tb=%d %dx%dx%d: max diff %g\n", ta, tb, M, N, K, d);
+            CHECK(d <= 1e-4 * sqrt(K));
+            free(A); free(B); free(C); free(ref);
+        }
+}
+
+TEST(gemm_matches_reference) {
+    check_gemm(be->gemm, 37, 53, 300);
+    check_gemm(be->gemm, 1, 1, 1);
+    check_gemm(mt_cpu_gemm_plain, 37, 53, 300);
+    check_gemm(mt_cpu_gemm_plain, 70, 270, 513);  // past MC, NC and two KC blocks
+    check_gemm(mt_cpu_gemm_plain, 3, 5, 7);
+    // beta == 0 overwrites C, even a NaN in it
+    float A[2] = {1, 2}, B[2] = {3, 4}, C[1] = {NAN};
+    mt_cpu_gemm_plain(0, 0, 1, 1, 2, 1.0f, A, 2, B, 1, 0.0f, C, 1);
+    CHECK(C[0] == 11.0f);
+}
+
+TEST(matmul_forward_with_bias_and_residual) {
+    int N = 19, IC = 45, OC = 33;
+    float *inp = rand_vec(N * IC, 1), *w = rand_vec(OC * IC, 1), *bias = rand_vec(OC, 1), *res = rand_vec(N * OC, 1);
+    float *out = rand_vec(N * OC, 1);
+    double *ref = malloc(sizeof(double) * N * OC);
+    for (int variant = 0; variant < 3; variant++) {  // bias+residual, bias only, neither
+        const float *bb = variant < 2 ? bias : NULL, *rr = variant == 0 ? res : NULL;
+        for (int n = 0; n < N; n++)
+            for (int o = 0; o < OC; o++) {
+                double s = (bb ? bb[o] : 0) + (rr ? rr[n * OC + o] : 0);
+                for (int i = 0; i < IC; i++) s += (double)inp[n * IC + i] * w[o * IC + i];
+                ref[n * OC + o] = s;
+            }
+        be->matmul_forward(out, inp, w, bb, rr, N, IC, OC);
+        CHECK(max_abs_diff(out, ref, N * OC) < 1e-5);
+    }
+    free(inp); free(w); free(bias); free(res); free(out); free(ref);
+}
+
+TEST(layernorm_matches_reference) {
+    int N = 13, C = 384;
+    float *x = rand_vec(N * C, 3), *w = rand_vec(C, 1), *b = rand_vec(C, 1);
+    for (int c = 0; c < C; c++) x[c] += 100.0f;  // a large offset: variance must not cancel
+    float *out = malloc(sizeof(float) * N * C), mean[13], rstd[13];
+    double *ref = malloc(sizeof(double) * N * C);
+    double worst_stat = 0;
+    be->layernorm_forward(out, mean, rstd, x, w, b, N, C, 1e-12f);
+    for (int n = 0; n < N; n++) {
+        double m = 0, v = 0;
+        for (int c = 0; c < C; c++) m += x[n * C + c];
+        m /= C;
+        for (int c = 0; c < C; c++) v += (x[n * C + c] - m) * (x[n * C + c] - m);
+        double s = 1 / sqrt(v / C + 1e-12);
+        for (int c = 0; c < C; c++) ref[n * C + c] = (x[n * C + c] - m) * s * w[c] + b[c];
+        worst_stat = fmax(worst_stat, fabs(mean[n] - m) / fmax(1, fabs(m)) + fabs(rstd[n] - s) / s);
+    }
+    CHECK(max_abs_diff(out, ref, N * C) < 2e-5);
+    CHECK(worst_stat < 1e-5);
+    free(x); free(w); free(b); free(out); free(ref);
+}
+
+// The padded, masked formulation of Hugging Face (additive finfo.min on padded keys),
+// computed in double, against the packed op.
+TEST(attention_matches_masked_softmax_reference) {
+    enum { B = 3, T = 9, C = 24, NH = 4, HS = C / NH };
+    int lengths[B] = {9, 1, 5};
+    int32_t offsets[B + 1] = {0};
+    int64_t att_off[B] = {0};
+    for (int b = 0; b < B; b++) {
+        offsets[b + 1] = offsets[b] + lengths[b];
+        if (b + 1 < B) att_off[b + 1] = att_off[b] + (int64_t)NH * lengths[b] * lengths[b];
+    }
+    int N = offsets[B];
+    float *qkv = rand_vec((size_t)N * 3 * C, 2), *out = malloc(sizeof(float) * N * C), *out2 = malloc(sizeof(float) * N * C);
+    float *att = malloc(sizeof(float) * (att_off[B - 1] + NH * lengths[B - 1] * lengths[B - 1]));
+    double *ref = malloc(sizeof(double) * N * C), worst_p = 0;
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++)
+            for (int i = 0; i < lengths[b]; i++) {
+                const float *q = qkv + (size_t)(offsets[b] + i) * 3 * C + h * HS;
+                double s[T], mx = -INFINITY, sum = 0;
+                for (int j = 0; j < T; j++) {  // all T padded positions, masked as HF does
+                    double dot = 0;
+                    if (j < lengths[b]) {
+                        const float *k = qkv + (size_t)(offsets[b] + j) * 3 * C + C + h * HS;
+                        for (int d = 0; d < HS; d++) dot += (double)q[d] * k[d];
+                    }
+                    s[j] = dot / sqrt(HS) + (j < lengths[b] ? 0.0 : -FLT_MAX);
+                    mx = fmax(mx, s[j]);
+                }
+                for (int j = 0; j < T; j++) sum += s[j] = exp(s[j] - mx);
+                for (int d = 0; d < HS; d++) {
+                    double o = 0;
+                    for (int j = 0; j < lengths[b]; j++) o += s[j] / sum * qkv[(size_t)(offsets[b] + j) * 3 * C + 2 * C + h * HS + d];
+                    ref[(size_t)(offsets[b] + i) * C + h * HS + d] = o;
+                }
+                be->attention_forward(out2, att, qkv, offsets, att_off, B, C, NH);
+                for (int j = 0; j < lengths[b]; j++)
+                    worst_p = fmax(worst_p, fabs(att[att_off[b] + ((size_t)h * lengths[b] + i) * lengths[b] + j] - s[j] / sum));
+            }
+    be->attention_forward(out, NULL, qkv, offsets, att_off, B, C, NH);
+    CHECK(max_abs_diff(out, ref, (size_t)N * C) < 1e-5);
+    CHECK(max_abs_diff(out2, ref, (size_t)N * C) < 1e-5);  // with probabilities saved: same output
+    CHECK(worst_p < 1e-6);
+    free(qkv); free(out); free(out2); free(att); free(ref);
+}
+
+TEST(gelu_and_tanh_match_reference) {
+    int n = 2001;
+    float *x = malloc(sizeof(float) * n), *out = malloc(sizeof(float) * n);
+    double *ref = malloc(sizeof(double) * n);
+    for (int i = 0; i < n; i++) x[i] = -10.0f + 20.0f * i / (n - 1);
+    for (int i = 0; i < n; i++) ref[i] = 0.5 * x[i] * (1 + erf(x[i] / sqrt(2.0)));
+    be->gelu_forward(out, x, n);
+    CHECK(max_abs_diff(out, ref, n) < 1e-6);
+    be->gelu_forward(x, x, n);  // in place
+    CHECK(max_abs_diff(x, ref, n) < 1e-6);
+    for (int i = 0; i < n; i++) x[i] = -10.0f + 20.0f * i / (n - 1);
+    for (int i = 0; i < n; i++) ref[i] = tanh(x[i]);
+    be->tanh_forward(out, x, n);
+    CHECK(max_abs_diff(out, ref, n) < 1e-6);
+    free(x); free(out); free(ref);
+}
+
+TEST(embeddings_sum_three_tables) {
+    enum { V = 11, P = 7, TV = 2, C = 5, N = 6 };
+    float *wte = rand_vec(V * C, 1), *wpe = rand_vec(P * C, 1), *wtt = rand_vec(TV * C, 1), out[N * C];
+    int32_t ids[N] = {0, 10, 3, 3, 7, 1}, types[N] = {0, 0, 1, 1, 0, 1}, pos[N] = {0, 1, 2, 0, 1, 6};
+    double ref[N * C];
+    for (int n = 0; n < N; n++)
+        for (int c = 0; c < C; c++)
+            ref[n * C + c] = (double)wte[ids[n] * C + c] + wtt[types[n] * C + c] + wpe[pos[n] * C + c];
+    be->embeddings_forward(out, ids, types, pos, wte, wpe, wtt, N, C);
+    CHECK(max_abs_diff(out, ref, N * C) < 1e-6);
+    free(wte); free(wpe); free(wtt);
+}
+
+TEST(pooling_and_unpack) {
+    enum { B = 3, C = 4, T = 5 };
+    int32_t offsets[B + 1] = {0, 2, 7, 8};
+    float *x = rand_vec(8 * C, 1), out[B * C], padded[B * T * C];
+    double cls[B * C], mean[B * C], mx[B * C];
+    for (int b = 0; b < B; b++)
+        for (int c = 0; c < C; c++) {
+            double s = 0, m = -INFINITY;
+            for (int t = offsets[b]; t < offsets[b + 1]; t++) { s += x[t * C + c]; m = fmax(m, x[t * C + c]); }
+            cls[b * C + c] = x[offsets[b] * C + c];
+            mean[b * C + c] = s / (offsets[b + 1] - offsets[b]);
+            mx[b * C + c] = m;
+        }
+    be->pool_forward(out, x, offsets, B, C, MT_POOL_CLS);
+    CHECK(max_abs_diff(out, cls, B * C) == 0);
+    be->pool_forward(out, x, offsets, B, C, MT_POOL_MEAN);
+    CHECK(max_abs_diff(out, mean, B * C) < 1e-6);
+    be->pool_forward(out, x, offsets, B, C, MT_POOL_MAX);
+    CHECK(max_abs_diff(out, mx, B * C) == 0);
+    memset(padded, 0x7f, sizeof padded);  // garbage that unpack must overwrite
+    be->unpack_forward(padded, x, offsets, B, T, C);
+    int bad = 0;
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++)
+            for (int c = 0; c < C; c++) {
+                float want = t < offsets[b + 1] - offsets[b] ? x[(offsets[b] + t) * C + c] : 0.0f;
+                bad += padded[(b * T + t) * C + c] != want;
+            }
+    CHECK(bad == 0);
+    free(x);
+}
+
+TEST(alloc_is_aligned_and_zeroed) {
+    float *p = be->alloc(1000);
+    CHECK(((uintptr_t)p & 63) == 0);
+    int nonzero = 0;
+    for (int i = 0; i < 250; i++) nonzero += p[i] != 0.0f;
+    CHECK(nonzero == 0);
+    be->free(p);
+}
+
+int main(void) {
+    be = mt_backend_cpu();
+    RUN(gemm_matches_reference);
+    RUN(matmul_forward_with_bias_and_residual);
+    RUN(layernorm_matches_reference);
+    RUN(attention_matches_masked_softmax_reference);
+    RUN(gelu_and_tanh_match_reference);
+    RUN(embeddings_sum_three_tables);
+    RUN(pooling_and_unpack);
+    RUN(alloc_is_aligned_and_zeroed);
+    return check_summary();
+}
