@@ -1,0 +1,48 @@
+// common.cuh — what every kernels/*.cu file shares: error checks that die with file:line and
+// the CUDA / cuBLAS error string, launch helpers and warp reductions.
+#pragma once
+#include <cublasLt.h>
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+// From lib/common.c: "prog: message" on stderr, exit(1). Declared here rather than by
+// including common.h, whose C11 _Noreturn is not C++.
+extern "C" [[noreturn]] void mt_die(const char *fmt, ...);
+
+#define CUDA_CHECK(call)                                                                  \
+    do {                                                                                  \
+        cudaError_t mt_err_ = (call);                                                     \
+        if (mt_err_ != cudaSuccess)                                                       \
+            mt_die("CUDA error at %s:%d: %s (%s)", __FILE__, __LINE__,                    \
+                   cudaGetErrorString(mt_err_), #call);                                   \
+    } while (0)
+
+#define CUBLAS_CHECK(call)                                                                \
+    do {                                                                                  \
+        cublasStatus_t mt_st_ = (call);                                                   \
+        if (mt_st_ != CUBLAS_STATUS_SUCCESS)                                              \
+            mt_die("cuBLAS error at %s:%d: %s (%s)", __FILE__, __LINE__,                  \
+                   cublasGetStatusString(mt_st_), #call);                                 \
+    } while (0)
+
+// After every launch: catches bad configurations at once, not at the next sync.
+#define LAUNCH_CHECK() CUDA_CHECK(cudaGetLastError())
+
+static inline int ceil_div(int64_t a, int64_t b) { return (int)((a + b - 1) / b); }
+
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+// ---- shared between backend_cuda.cu (memory, GEMM) and ops.cu (custom kernels) ----------
+namespace mt_cuda {
+extern cudaStream_t stream;  // every launch and cuBLAS call goes here, in order
+extern int num_sms;          // multiprocessors of the device, for persistent grids
+}

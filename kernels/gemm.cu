@@ -1,0 +1,138 @@
+// gemm.cu — matrix products through cuBLAS (gemm, bf16 gemm) and cuBLASLt (matmul_forward
+// with the bias in the epilogue and the residual as the C operand: one pass over out).
+//
+// cuBLAS is column-major and our matrices are row-major. A row-major X[r,c] with leading
+// dimension ld is, read column-major, X^T[c,r] with the same ld, so the row-major product
+// C = op(A) op(B) is computed as the column-major C^T = op(B)^T op(A)^T: swap the operands
+// and keep each one's transpose flag.
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend_cuda.h"
+#include "ops.cuh"
+
+namespace mt_cuda {
+
+int use_tf32;
+static cublasHandle_t cublas;
+static cublasLtHandle_t cublaslt;
+static void *lt_workspace;
+static const size_t lt_workspace_bytes = 32u << 20;  // cuBLASLt's Hopper kernels like 32 MiB
+
+void gemm_init(void) {
+    CUBLAS_CHECK(cublasCreate(&cublas));
+    CUBLAS_CHECK(cublasSetStream(cublas, stream));
+    CUBLAS_CHECK(cublasLtCreate(&cublaslt));
+    CUDA_CHECK(cudaMalloc(&lt_workspace, lt_workspace_bytes));
+    const char *t = getenv("MTBERT_TF32");
+    use_tf32 = t && *t && strcmp(t, "0") != 0;
+}
+
+static cublasComputeType_t fp32_compute(void) {
+    return use_tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+}
+static cublasOperation_t op(int trans) { return trans ? CUBLAS_OP_T : CUBLAS_OP_N; }
+
+// C[M,N] = alpha * op(A)[M,K] @ op(B)[K,N] + beta * C, all row-major fp32.
+void gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb,
+          float beta, float *C, int ldc) {
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0 || alpha == 0.0f) return scale_matrix(C, M, N, ldc, beta);  // cuBLAS rejects lda 0
+    CUBLAS_CHECK(cublasGemmEx(cublas, op(tb), op(ta), N, M, K, &alpha, B, CUDA_R_32F, ldb, A, CUDA_R_32F, lda,
+                              &beta, C, CUDA_R_32F, ldc, fp32_compute(), CUBLAS_GEMM_DEFAULT));
+}
+
+static bool aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
+
+// Column-major: out^T[OC,N] = (weight^T[IC,OC])^T @ inp^T[IC,N] + bias[OC] (+ residual^T).
+// Returns false, having done nothing, when cuBLASLt offers no algorithm for this case.
+static bool lt_matmul(float *out, const float *inp, const float *weight, const float *bias, const float *residual,
+                      int N, int IC, int OC) {
+    cublasLtMatmulDesc_t desc;
+    cublasLtMatrixLayout_t a, b, c;
+    cublasLtMatmulPreference_t pref;
+    cublasOperation_t opT = CUBLAS_OP_T, opN = CUBLAS_OP_N;
+    cublasLtEpilogue_t epilogue = bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
+    CUBLAS_CHECK(cublasLtMatmulDescCreate(&desc, fp32_compute(), CUDA_R_32F));
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &opT, sizeof opT));
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &opN, sizeof opN));
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof epilogue));
+    if (bias)
+        CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&a, CUDA_R_32F, IC, OC, IC));
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&b, CUDA_R_32F, IC, N, IC));
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&c, CUDA_R_32F, OC, N, OC));
+    CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                      &lt_workspace_bytes, sizeof lt_workspace_bytes));
+    cublasLtMatmulHeuristicResult_t heur;
+    int found = 0;
+    cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(cublaslt, desc, a, b, c, c, pref, 1, &heur, &found);
+    bool ok = st == CUBLAS_STATUS_SUCCESS && found > 0;
+    if (ok) {
+        float alpha = 1.0f, beta = residual ? 1.0f : 0.0f;
+        CUBLAS_CHECK(cublasLtMatmul(cublaslt, desc, &alpha, weight, a, inp, b, &beta, residual ? residual : out, c,
+                                    out, c, &heur.algo, lt_workspace, lt_workspace_bytes, stream));
+    }
+    // TODO(speed): cache descriptors and algorithms per shape; this is host work per call.
+    cublasLtMatmulPreferenceDestroy(pref);
+    cublasLtMatrixLayoutDestroy(c);
+    cublasLtMatrixLayoutDestroy(b);
+    cublasLtMatrixLayoutDestroy(a);
+    cublasLtMatmulDescDestroy(desc);
+    return ok;
+}
+
+// out[N,OC] = inp[N,IC] @ weight[OC,IC]^T + bias[OC] (+ residual[N,OC]). cuBLASLt when every
+// pointer and row is 16-byte aligned (its kernels require it); otherwise, as the CPU does,
+// bias + residual written first and one gemm with beta = 1.
+void matmul_forward(float *out, const float *inp, const float *weight, const float *bias, const float *residual,
+                    int N, int IC, int OC) {
+    if (N <= 0 || OC <= 0) return;
+    bool lt = IC > 0 && IC % 4 == 0 && OC % 4 == 0 && aligned16(out) && aligned16(inp) && aligned16(weight) &&
+              (!bias || aligned16(bias)) && (!residual || aligned16(residual));
+    if (lt && lt_matmul(out, inp, weight, bias, residual, N, IC, OC)) return;
+    if (bias || residual) bias_residual_forward(out, bias, residual, N, OC);
+    gemm(0, 1, N, OC, IC, 1.0f, inp, IC, weight, IC, bias || residual ? 1.0f : 0.0f, out, OC);
+}
+
+__global__ void f32_to_bf16_kernel(__nv_bfloat16 *out, const float *inp, int64_t n) {
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+        out[i] = __float2bfloat16_rn(inp[i]);
+}
+__global__ void bf16_to_f32_kernel(float *out, const __nv_bfloat16 *inp, int64_t n) {
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+        out[i] = __bfloat162float(inp[i]);
+}
+static int convert_grid(int64_t n) {
+    int64_t blocks = (n + 255) / 256, cap = (int64_t)num_sms * 32;
+    return (int)(blocks < cap ? blocks : cap);
+}
+
+}  // namespace mt_cuda
+
+using namespace mt_cuda;
+
+extern "C" void mt_cuda_set_tf32(int on) { use_tf32 = on != 0; }
+extern "C" int mt_cuda_tf32(void) { return use_tf32; }
+
+extern "C" void mt_cuda_f32_to_bf16(mt_bf16 *out, const float *inp, int64_t n) {
+    if (n <= 0) return;
+    f32_to_bf16_kernel<<<convert_grid(n), 256, 0, stream>>>(reinterpret_cast<__nv_bfloat16 *>(out), inp, n);
+    LAUNCH_CHECK();
+}
+
+extern "C" void mt_cuda_bf16_to_f32(float *out, const mt_bf16 *inp, int64_t n) {
+    if (n <= 0) return;
+    bf16_to_f32_kernel<<<convert_grid(n), 256, 0, stream>>>(out, reinterpret_cast<const __nv_bfloat16 *>(inp), n);
+    LAUNCH_CHECK();
+}
+
+// As gemm, with bf16 A and B (tensor cores), fp32 accumulation and fp32 C.
+extern "C" void mt_cuda_gemm_bf16(int ta, int tb, int M, int N, int K, float alpha, const mt_bf16 *A, int lda,
+                                  const mt_bf16 *B, int ldb, float beta, float *C, int ldc) {
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0 || alpha == 0.0f) return scale_matrix(C, M, N, ldc, beta);
+    CUBLAS_CHECK(cublasGemmEx(cublas, op(tb), op(ta), N, M, K, &alpha, B, CUDA_R_16BF, ldb, A, CUDA_R_16BF, lda,
+                              &beta, C, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}

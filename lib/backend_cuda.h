@@ -1,0 +1,41 @@
+// backend_cuda.h — the CUDA backend (kernels/*.cu), for C callers. Exists only in builds
+// with MT_HAVE_CUDA (the Makefile defines it when nvcc is found); lib/device.h is the
+// portable way to pick a backend.
+#ifndef MT_BACKEND_CUDA_H
+#define MT_BACKEND_CUDA_H
+#include <stddef.h>
+#include <stdint.h>
+
+#include "backend.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// The table, on device 0 (choose with CUDA_VISIBLE_DEVICES). Creates the cuBLAS handles on
+// the first call; dies when no usable GPU is present (call mt_cuda_probe first).
+const mt_backend *mt_backend_cuda(void);
+
+// 1 when a GPU is present that the kernels of this build can run on; desc then describes
+// it ("NVIDIA H100 80GB HBM3, sm_90, 132 SMs, 79.1 GiB"). 0 otherwise, desc saying why.
+// Never dies: safe on a machine with the CUDA runtime and no driver or GPU.
+int mt_cuda_probe(char *desc, size_t desc_len);
+
+// TF32 tensor cores for the fp32 GEMMs (gemm, matmul_forward): off by default so fp32 runs
+// match the CPU; the environment variable MTBERT_TF32=1 turns it on at start-up.
+void mt_cuda_set_tf32(int on);
+int mt_cuda_tf32(void);
+
+// ---- bf16 path, for the mixed-precision model to come ---------------------------------
+typedef uint16_t mt_bf16;  // raw bfloat16 bits (the upper half of an IEEE float)
+// out[n] = bf16(inp[n]), round to nearest even; and back (exact).
+void mt_cuda_f32_to_bf16(mt_bf16 *out, const float *inp, int64_t n);
+void mt_cuda_bf16_to_f32(float *out, const mt_bf16 *inp, int64_t n);
+// As mt_backend.gemm with bf16 A and B, fp32 accumulation and fp32 C.
+void mt_cuda_gemm_bf16(int trans_a, int trans_b, int M, int N, int K, float alpha, const mt_bf16 *A, int lda,
+                       const mt_bf16 *B, int ldb, float beta, float *C, int ldc);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

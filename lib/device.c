@@ -1,0 +1,50 @@
+// device.c — --device auto|cpu|cuda. The CUDA query lives in kernels/ (mt_cuda_probe) so
+// this file needs no CUDA headers, and builds without nvcc (then "cuda" is an error).
+#include "device.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "common.h"
+#ifdef MT_HAVE_CUDA
+#include "backend_cuda.h"
+#endif
+
+int mt_gpu_available(char *desc, size_t desc_len) {
+#ifdef MT_HAVE_CUDA
+    return mt_cuda_probe(desc, desc_len);
+#else
+    snprintf(desc, desc_len, "this build has no CUDA backend (nvcc was not found when it was built)");
+    return 0;
+#endif
+}
+
+const mt_backend *mt_backend_try_select(const char *device, char *err, size_t err_len) {
+    if (!device) device = "auto";
+    if (!strcmp(device, "cpu")) return mt_backend_cpu();
+    int want_cuda = !strcmp(device, "cuda");
+    if (!want_cuda && strcmp(device, "auto") != 0) {
+        snprintf(err, err_len, "unknown device '%s' (expected auto, cpu or cuda)", device);
+        return NULL;
+    }
+    char desc[256];
+    if (mt_gpu_available(desc, sizeof desc)) {
+#ifdef MT_HAVE_CUDA
+        mt_log("device: CUDA, %s", desc);
+        return mt_backend_cuda();
+#endif
+    }
+    if (want_cuda) {
+        snprintf(err, err_len, "--device cuda: no usable GPU: %s", desc);
+        return NULL;
+    }
+    mt_log("device: CPU (no usable CUDA GPU: %s)", desc);
+    return mt_backend_cpu();
+}
+
+const mt_backend *mt_backend_select(const char *device) {
+    char err[512];
+    const mt_backend *be = mt_backend_try_select(device, err, sizeof err);
+    if (!be) mt_die("%s", err);
+    return be;
+}

@@ -1,0 +1,20 @@
+// device.h — picking the backend for --device auto|cpu|cuda (DESIGN.md §5).
+#ifndef MT_DEVICE_H
+#define MT_DEVICE_H
+#include <stddef.h>
+
+#include "backend.h"
+
+// "cpu": the CPU backend. "cuda": the CUDA backend, or an error when this build has no CUDA
+// or no usable GPU is present. "auto" (or NULL): CUDA when usable, saying which GPU on
+// stderr, else the CPU with a note on stderr. Anything else is an error.
+// mt_backend_select dies with the error; mt_backend_try_select returns NULL and writes it
+// into err[err_len].
+const mt_backend *mt_backend_select(const char *device);
+const mt_backend *mt_backend_try_select(const char *device, char *err, size_t err_len);
+
+// 1 when this build has CUDA and a usable GPU is present (desc describes it), else 0 with
+// desc saying why. Never dies, on any machine.
+int mt_gpu_available(char *desc, size_t desc_len);
+
+#endif

@@ -1,0 +1,67 @@
+// test_device.c — --device selection. Runs on any machine: where no usable GPU is present
+// (or the build has no CUDA), auto must fall back to the CPU and cuda must be an error; where
+// one is, both must give the CUDA backend. MT_EXPECT_GPU=0|1 pins which case this machine
+// must be (tests/gpu/check.sh sets 1), so a probe that wrongly finds no GPU cannot pass there.
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "device.h"
+
+static int gpu;
+static char desc[256];
+
+TEST(probe_answers_without_dying) {
+    CHECK(gpu == 0 || gpu == 1);
+    CHECK(desc[0] != '\0');  // a device description, or the reason there is none
+    const char *expect = getenv("MT_EXPECT_GPU");
+    if (expect && *expect) {
+        if (gpu != atoi(expect)) printf("# MT_EXPECT_GPU=%s but the probe says %d: %s\n", expect, gpu, desc);
+        CHECK(gpu == atoi(expect));
+    }
+}
+
+TEST(cpu_gives_the_cpu_backend) {
+    char err[256] = "";
+    const mt_backend *be = mt_backend_try_select("cpu", err, sizeof err);
+    CHECK(be && !strcmp(be->name, "cpu") && be->host_memory == 1);
+    CHECK(mt_backend_select("cpu") == be);
+}
+
+TEST(auto_follows_the_gpu) {
+    char err[256] = "";
+    const mt_backend *be = mt_backend_try_select("auto", err, sizeof err);
+    CHECK(be != NULL);
+    if (be) CHECK(!strcmp(be->name, gpu ? "cuda" : "cpu"));
+    CHECK(mt_backend_try_select(NULL, err, sizeof err) == be);  // NULL means auto
+}
+
+TEST(cuda_without_gpu_is_an_error) {
+    char err[256] = "";
+    const mt_backend *be = mt_backend_try_select("cuda", err, sizeof err);
+    if (gpu) {
+        CHECK(be && !strcmp(be->name, "cuda") && be->host_memory == 0);
+    } else {
+        CHECK(be == NULL);
+        CHECK(strstr(err, "--device cuda") != NULL);
+        if (be == NULL) printf("# the error reads: %s\n", err);
+    }
+}
+
+TEST(unknown_device_is_an_error) {
+    char err[256] = "";
+    CHECK(mt_backend_try_select("tpu", err, sizeof err) == NULL);
+    CHECK(strstr(err, "'tpu'") != NULL);
+    CHECK(mt_backend_try_select("", err, sizeof err) == NULL);
+}
+
+int main(void) {
+    gpu = mt_gpu_available(desc, sizeof desc);
+    printf("# gpu: %d (%s)\n", gpu, desc);
+    RUN(probe_answers_without_dying);
+    RUN(cpu_gives_the_cpu_backend);
+    RUN(auto_follows_the_gpu);
+    RUN(cuda_without_gpu_is_an_error);
+    RUN(unknown_device_is_an_error);
+    return check_summary();
+}
