@@ -1,0 +1,267 @@
+// embedder.c — see embedder.h.
+//
+// A window of records is read; every sequence in it (ids_a, ids_b, ids_ab) becomes one item;
+// items are sorted by length and cut into batches of at most batch_tokens real tokens and
+// batch_size sequences; each batch runs through the encoder once; results go back to their
+// record's slot, and the window is written in input order. Memory is bounded by the window.
+#include "embedder.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bert.h"
+#include "common.h"
+#include "stream.h"
+
+enum { SLOT_A, SLOT_B, SLOT_AB, N_SLOTS };
+static const char *IDS_NAME[N_SLOTS] = {"ids_a", "ids_b", "ids_ab"};
+static const char *POOLED_NAME[N_SLOTS] = {"emb_a", "emb_b", "cls_ab"};
+static const char *STATES_NAME[N_SLOTS] = {"states_a", "states_b", "states_ab"};
+
+typedef struct {
+    int rec, slot, len;
+    const int32_t *ids, *types;  // types NULL: all zero
+    size_t out;                  // float offset of this item's output in the window buffer
+} item;
+
+struct mt_embedder {
+    mt_bert *m;
+    mt_embed_options o;
+    char vocab_fp[17];
+    int C;
+    // window state, reused
+    mt_record *recs;
+    item *items;
+    float *out;  // pooled [C] or states [len, C] per item
+    size_t out_cap;
+    mt_record outrec;
+    // batch staging
+    int32_t *ids, *types, *lengths;
+    float *hidden, *pooled, *cls;
+    int stage_tokens;  // B*T capacity of ids/types/hidden
+};
+
+mt_embed_options mt_embed_defaults(void) {
+    mt_embed_options o = {MT_POOL_MEAN, 0, 0, 4096, 64, 1024};
+    return o;
+}
+
+int mt_embed_parse_pool(const char *s) {
+    if (!strcmp(s, "cls")) return MT_POOL_CLS;
+    if (!strcmp(s, "mean")) return MT_POOL_MEAN;
+    if (!strcmp(s, "max")) return MT_POOL_MAX;
+    mt_die("--pool: unknown mode '%s' (cls, mean or max)", s);
+}
+
+const char *mt_embed_pool_name(int pool) {
+    return pool == MT_POOL_CLS ? "cls" : pool == MT_POOL_MAX ? "max" : "mean";
+}
+
+mt_embedder *mt_embedder_open(const char *dir, const mt_backend *be, int threads,
+                              const mt_embed_options *o) {
+    mt_embedder *e = mt_calloc(1, sizeof *e);
+    char err[512];
+    e->m = mt_bert_load(dir, be, err, sizeof err);
+    if (!e->m) mt_die("%s", err);
+    if (threads > 0) mt_bert_set_threads(e->m, threads);
+    e->o = *o;
+    e->C = e->m->cfg.hidden_size;
+    char vocab[4096];
+    snprintf(vocab, sizeof vocab, "%s/vocab.txt", dir);
+    mt_file_fingerprint(vocab, e->vocab_fp);
+    e->recs = mt_calloc((size_t)o->window, sizeof *e->recs);
+    e->items = mt_malloc((size_t)o->window * N_SLOTS * sizeof *e->items);
+    e->lengths = mt_malloc((size_t)o->batch_size * sizeof *e->lengths);
+    e->pooled = mt_malloc((size_t)o->batch_size * e->C * sizeof(float));
+    e->cls = mt_malloc((size_t)o->batch_size * e->C * sizeof(float));
+    int max_pos = e->m->cfg.max_position_embeddings;
+    int budget = o->batch_tokens > max_pos ? o->batch_tokens : max_pos;
+    mt_bert_reserve(e->m, budget, o->batch_size, max_pos, 0);
+    return e;
+}
+
+void mt_embedder_close(mt_embedder *e) {
+    for (int i = 0; i < e->o.window; i++) mt_record_free(&e->recs[i]);
+    free(e->recs);
+    free(e->items);
+    free(e->out);
+    free(e->ids);
+    free(e->types);
+    free(e->lengths);
+    free(e->hidden);
+    free(e->pooled);
+    free(e->cls);
+    mt_record_free(&e->outrec);
+    mt_bert_free(e->m);
+    free(e);
+}
+
+static int by_length(const void *a, const void *b) {
+    const item *x = a, *y = b;
+    if (x->len != y->len) return x->len - y->len;
+    return (x->rec * N_SLOTS + x->slot) - (y->rec * N_SLOTS + y->slot);  // stable
+}
+
+// Collects the sequences of the window's records into e->items; returns their number and
+// reserves the output buffer. Every id and length is checked here, naming the record.
+static int collect_items(mt_embedder *e, int n_recs, const char *src) {
+    const mt_bert_config *cfg = &e->m->cfg;
+    int n = 0;
+    size_t out = 0;
+    for (int r = 0; r < n_recs; r++) {
+        const mt_record *rec = &e->recs[r];
+        int found = 0;
+        for (int s = 0; s < N_SLOTS; s++) {
+            const mt_tensor *t = mt_record_get(rec, IDS_NAME[s]);
+            if (!t) continue;
+            if (t->dtype != MT_I32 || t->ndim != 1)
+                mt_die("%s: record '%s': %s must be a 1-D i32 tensor", src, rec->id, IDS_NAME[s]);
+            int len = t->dims[0];
+            if (len < 1) mt_die("%s: record '%s': %s is empty", src, rec->id, IDS_NAME[s]);
+            if (len > cfg->max_position_embeddings)
+                mt_die("%s: record '%s': %s has %d tokens, the model takes at most %d "
+                       "(max_position_embeddings); tokenize with --max-len %d",
+                       src, rec->id, IDS_NAME[s], len, cfg->max_position_embeddings,
+                       cfg->max_position_embeddings);
+            const int32_t *ids = t->data;
+            for (int i = 0; i < len; i++)
+                if (ids[i] < 0 || ids[i] >= cfg->vocab_size)
+                    mt_die("%s: record '%s': token id %d outside the vocabulary (%d)", src,
+                           rec->id, ids[i], cfg->vocab_size);
+            const mt_tensor *ty = s == SLOT_AB ? mt_record_get(rec, "types_ab") : NULL;
+            if (ty && (ty->dtype != MT_I32 || ty->dims[0] != len))
+                mt_die("%s: record '%s': types_ab does not match ids_ab", src, rec->id);
+            if (ty)
+                for (int i = 0; i < len; i++)
+                    if (((const int32_t *)ty->data)[i] < 0 || ((const int32_t *)ty->data)[i] >= cfg->type_vocab_size)
+                        mt_die("%s: record '%s': token type outside 0..%d", src, rec->id, cfg->type_vocab_size - 1);
+            e->items[n] = (item){r, s, len, ids, ty ? ty->data : NULL, out};
+            out += (size_t)(e->o.tokens ? len : 1) * e->C;
+            n++;
+            found = 1;
+        }
+        if (!found) mt_die("%s: record '%s' has no ids_a/ids_b/ids_ab tensor (is it a token stream?)", src, rec->id);
+    }
+    if (out > e->out_cap) {
+        e->out_cap = out + out / 2;
+        e->out = mt_realloc(e->out, e->out_cap * sizeof(float));
+    }
+    return n;
+}
+
+static void l2_normalize(float *v, int C) {
+    double s = 0;
+    for (int i = 0; i < C; i++) s += (double)v[i] * v[i];
+    float inv = s > 0 ? (float)(1.0 / sqrt(s)) : 0.f;
+    for (int i = 0; i < C; i++) v[i] *= inv;
+}
+
+// Runs items[0..B) (sorted by length, so the last is the longest) through the encoder.
+static void run_batch(mt_embedder *e, item *it, int B) {
+    int T = it[B - 1].len, C = e->C;
+    if ((size_t)B * T > (size_t)e->stage_tokens) {
+        e->stage_tokens = B * T;
+        e->ids = mt_realloc(e->ids, (size_t)B * T * sizeof(int32_t));
+        e->types = mt_realloc(e->types, (size_t)B * T * sizeof(int32_t));
+        if (e->o.tokens) e->hidden = mt_realloc(e->hidden, (size_t)B * T * C * sizeof(float));
+    }
+    for (int b = 0; b < B; b++) {
+        int32_t *ids = e->ids + (size_t)b * T, *types = e->types + (size_t)b * T;
+        memcpy(ids, it[b].ids, it[b].len * sizeof(int32_t));
+        memset(ids + it[b].len, 0, (size_t)(T - it[b].len) * sizeof(int32_t));
+        if (it[b].types) memcpy(types, it[b].types, it[b].len * sizeof(int32_t));
+        else memset(types, 0, it[b].len * sizeof(int32_t));
+        memset(types + it[b].len, 0, (size_t)(T - it[b].len) * sizeof(int32_t));
+        e->lengths[b] = it[b].len;
+    }
+    if (mt_bert_forward(e->m, e->ids, e->types, e->lengths, B, T, e->o.tokens ? e->hidden : NULL, NULL))
+        mt_die("encoder: %s", mt_bert_error(e->m));
+    if (e->o.tokens) {
+        for (int b = 0; b < B; b++)
+            memcpy(e->out + it[b].out, e->hidden + (size_t)b * T * C, (size_t)it[b].len * C * sizeof(float));
+        return;
+    }
+    mt_bert_pool(e->m, e->o.pool, e->pooled);
+    int need_cls = 0;
+    for (int b = 0; b < B; b++) need_cls |= it[b].slot == SLOT_AB;
+    if (need_cls) mt_bert_pool(e->m, MT_POOL_CLS, e->cls);
+    for (int b = 0; b < B; b++) {
+        // The cross-encoder output is always the [CLS] state, whatever the pooling.
+        const float *src = (it[b].slot == SLOT_AB ? e->cls : e->pooled) + (size_t)b * C;
+        float *dst = e->out + it[b].out;
+        memcpy(dst, src, C * sizeof(float));
+        if (e->o.normalize && it[b].slot != SLOT_AB) l2_normalize(dst, C);
+    }
+}
+
+// Replaces each record's token tensors by its outputs, in place, and writes it.
+static void write_window(mt_embedder *e, mt_writer *w, int n_recs, int n_items) {
+    mt_record *o = &e->outrec;
+    int k = 0;
+    for (int r = 0; r < n_recs; r++) {
+        const mt_record *rec = &e->recs[r];
+        mt_record_clear(o);
+        mt_record_set_id(o, rec->id);
+        for (int l = 0; l < rec->n_labels; l++) mt_record_add_label(o, rec->label_name[l], rec->label[l]);
+        for (; k < n_items && e->items[k].rec == r; k++) {
+            const item *it = &e->items[k];
+            mt_tensor *t = e->o.tokens ? mt_record_add2(o, STATES_NAME[it->slot], MT_F32, it->len, e->C)
+                                       : mt_record_add1(o, POOLED_NAME[it->slot], MT_F32, e->C);
+            memcpy(t->data, e->out + it->out, mt_tensor_numel(t) * sizeof(float));
+        }
+        mt_writer_put(w, o);
+    }
+}
+
+static void process_window(mt_embedder *e, mt_writer *w, int n_recs, const char *src) {
+    int n = collect_items(e, n_recs, src);
+    item *sorted = mt_malloc((size_t)n * sizeof *sorted);
+    memcpy(sorted, e->items, (size_t)n * sizeof *sorted);
+    qsort(sorted, (size_t)n, sizeof *sorted, by_length);
+    for (int i = 0; i < n;) {
+        int B = 1;
+        // Grow the batch while the padded size stays within budget (sorted: the new item is
+        // the longest so far, so B*len is the padded cost).
+        while (i + B < n && B < e->o.batch_size && (long)(B + 1) * sorted[i + B].len <= e->o.batch_tokens) B++;
+        run_batch(e, sorted + i, B);
+        i += B;
+    }
+    free(sorted);
+    write_window(e, w, n_recs, n);
+}
+
+void mt_embed_stream(mt_embedder *e, const char *in, const char *out) {
+    mt_reader *r = mt_reader_open(in, 1);
+    const mt_meta *im = mt_reader_meta(r);
+    const char *kind = mt_meta_get(im, "kind");
+    if (!kind || strcmp(kind, "tokens") != 0)
+        mt_die("%s: expected a token stream from tokenize (kind=tokens), got kind=%s",
+               mt_reader_path(r), kind ? kind : "(none)");
+    mt_reader_expect(r, "vocab_fp", e->vocab_fp, "vocabulary (tokenize with the same --model)");
+    mt_meta meta = {0};
+    mt_meta_copy(&meta, im);
+    char hidden[32];
+    snprintf(hidden, sizeof hidden, "%d", e->C);
+    mt_meta_set(&meta, "kind", "embeddings");
+    mt_meta_set(&meta, "producer", "embed 0.1");
+    mt_meta_set(&meta, "model_fp", e->m->fingerprint);
+    mt_meta_set(&meta, "hidden", hidden);
+    mt_meta_set(&meta, "pool", e->o.tokens ? "tokens" : mt_embed_pool_name(e->o.pool));
+    mt_meta_set(&meta, "normalize", e->o.normalize ? "1" : "0");
+    mt_writer *w = mt_writer_open(out, &meta);
+    mt_progress p;
+    mt_progress_start(&p, "embedded", 0);
+    for (;;) {
+        int n = 0;
+        while (n < e->o.window && mt_reader_next(r, &e->recs[n]) == 1) n++;
+        if (n == 0) break;
+        process_window(e, w, n, mt_reader_path(r));
+        mt_progress_add(&p, n);
+        if (n < e->o.window) break;
+    }
+    mt_progress_done(&p);
+    mt_writer_close(w);
+    mt_meta_free(&meta);
+    mt_reader_close(r);
+}

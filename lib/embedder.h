@@ -1,0 +1,28 @@
+// embedder.h — the logic of the `embed` stage: token stream in, embedding stream out,
+// with length bucketing inside a window and batching under a token budget.
+#ifndef MT_EMBEDDER_H
+#define MT_EMBEDDER_H
+#include "backend.h"
+
+typedef struct {
+    int pool;          // MT_POOL_CLS | MT_POOL_MEAN | MT_POOL_MAX
+    int normalize;     // L2-normalise pooled vectors
+    int tokens;        // write token states instead of pooled vectors
+    int batch_tokens;  // real tokens per batch at most
+    int batch_size;    // sequences per batch at most
+    int window;        // records sorted by length together
+} mt_embed_options;
+
+mt_embed_options mt_embed_defaults(void);
+int mt_embed_parse_pool(const char *s);  // dies on an unknown mode
+const char *mt_embed_pool_name(int pool);
+
+typedef struct mt_embedder mt_embedder;
+// Loads the model in dir on backend be (dies with a clear message on a bad directory).
+mt_embedder *mt_embedder_open(const char *dir, const mt_backend *be, int threads,
+                              const mt_embed_options *o);
+// Reads the token stream at in ("-" stdin), writes the embedding stream at out ("-" stdout).
+void mt_embed_stream(mt_embedder *e, const char *in, const char *out);
+void mt_embedder_close(mt_embedder *e);
+
+#endif
