@@ -43,6 +43,10 @@ static void gemm(int trans_a, int trans_b, int M, int N, int K, float alpha, con
         }
 }
 
+// Loops run once per LSTM time step are parallel only above this many elements: a thread
+// team per step costs more than small steps (and much more on a busy machine).
+#define PAR_MIN_STEP_WORK 65536
+
 static int seq_len(const int32_t *offsets, int b) { return offsets[b + 1] - offsets[b]; }
 
 // ---- pooling -------------------------------------------------------------------------------
@@ -244,7 +248,7 @@ static int active_at(int32_t *rows, const int32_t *offsets, int B, int s) {
 // One step for the active sequences: step_g holds W_hh h_{t-1}; gates[row] holds
 // x W_ih^T + b_ih + b_hh. Writes the activated gates, c and h of each row.
 static void lstm_cell_step(mt_lstm_acts *a, const int32_t *offsets, int nact, int s, int H, int reverse) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((long)nact * H > PAR_MIN_STEP_WORK)
     for (int j = 0; j < nact; j++) {
         int b = a->rows[j], row = step_row(offsets, b, s, reverse);
         int prev = reverse ? row + 1 : row - 1;
@@ -295,7 +299,7 @@ void mt_lstm_forward(float *hfinal, mt_lstm_acts *a, const float *x, const float
 // the pre-activation gate gradients into step_g[j] and dgates[row]; dc becomes dc_{t-1}.
 static void lstm_cell_step_backward(mt_lstm_acts *a, const int32_t *offsets, int nact, int s,
                                     int H, int reverse) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((long)nact * H > PAR_MIN_STEP_WORK)
     for (int j = 0; j < nact; j++) {
         int b = a->rows[j], row = step_row(offsets, b, s, reverse);
         int prev = reverse ? row + 1 : row - 1;
