@@ -23,13 +23,18 @@
 //
 // Dropout of the CNN feature map: element (n, f) of the [N, sum F_w] map is kept iff
 // mt_dropout_keep(seed, step, site, n * sum_F + f, threshold); kept values are scaled by
-// 1/(1-p). The caller picks the site (e.g. mt_dropout_site(pass, layer, kind)) so the two
-// views of SimCSE or the tasks of PCGrad draw different masks, and a resumed run the same.
+// 1/(1-p). The caller picks the site, by convention
+// mt_dropout_site(pass, MT_SENT_DROPOUT_LAYER, 0), where pass tells apart the forward passes
+// of one step (PCGrad's tasks, SimCSE's anchor/positive/negative), so they draw different
+// masks and a resumed run the same ones.
 #ifndef MT_SENTENCE_H
 #define MT_SENTENCE_H
 
 #include <stddef.h>
 #include <stdint.h>
+
+// The layer field of the sentence model's dropout site (above any encoder layer index).
+#define MT_SENT_DROPOUT_LAYER 0xFFF0u
 
 // ---- the building blocks -------------------------------------------------------------------
 
