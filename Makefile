@@ -57,11 +57,17 @@ ifneq ($(CU_SRC),)
   CUDA_LIBS := $(BUILD)/libmtbert_cuda.a
   CUDA_LINK := $(CUDA_LIBS) -L$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lcudart -lstdc++ -Wl,-rpath,$(CUDA_HOME)/lib64
   ALL_CFLAGS += -DMT_HAVE_CUDA
+  # the GPU check's programs: built by `make` too, so every CUDA build proves they link
+  GPU_CHECK_BINS := $(BUILD)/gpu/op_parity $(BUILD)/gpu/test_device
 endif
 endif
+# what the GPU check links: the CPU backend and device selection only, so it builds where
+# zlib / utf8proc / BLAS development files are missing (NO_BLAS=1 on the GPU machine)
+GPU_CHECK_OBJ := $(addprefix $(BUILD)/lib/,common.o device.o cpu/gemm.o cpu/ops.o)
+GPU_CHECK_LIBS := $(filter-out -lz -lutf8proc,$(LDLIBS))
 
-.PHONY: all probes deps model demo test unit bats asan clean distclean bench
-all: probes $(TOOL_BINS) $(UNIT_BINS)
+.PHONY: all probes deps model demo test unit bats asan clean distclean bench gpu-check-build
+all: probes $(TOOL_BINS) $(UNIT_BINS) $(GPU_CHECK_BINS)
 
 probes:
 	@mark() { if [ "$$1" = 1 ]; then printf '  \033[32m✓\033[0m %s\n' "$$2"; else printf '  \033[31m✗\033[0m %s\n' "$$2"; fi; }; \
@@ -96,6 +102,19 @@ $(BIN)/%: $(BUILD)/%/main.o $(BUILD)/libmtbert.a $(CUDA_LIBS)
 $(BUILD)/tests/%: tests/unit/%.c tests/unit/check.h $(BUILD)/libmtbert.a $(CUDA_LIBS)
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -Itests/unit $< $(BUILD)/libmtbert.a $(CUDA_LINK) $(LDLIBS) -o $@
+
+# tests/gpu/check.sh builds these alone (make NO_BLAS=1 BUILD=build-gpu gpu-check-build)
+gpu-check-build: $(if $(GPU_CHECK_BINS),$(GPU_CHECK_BINS),gpu-check-needs-nvcc)
+gpu-check-needs-nvcc:
+	@echo "gpu-check-build: nvcc not found (set NVCC=/path/to/nvcc)" >&2; exit 1
+
+$(BUILD)/gpu/op_parity: tests/gpu/op_parity.c $(GPU_CHECK_OBJ) $(CUDA_LIBS)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) $< $(GPU_CHECK_OBJ) $(CUDA_LINK) $(GPU_CHECK_LIBS) -o $@
+
+$(BUILD)/gpu/test_device: tests/unit/test_device.c tests/unit/check.h $(GPU_CHECK_OBJ) $(CUDA_LIBS)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -Itests/unit $< $(GPU_CHECK_OBJ) $(CUDA_LINK) $(GPU_CHECK_LIBS) -o $@
 
 # ---- set-up ----------------------------------------------------------------
 deps:

@@ -78,12 +78,15 @@ static void layernorm_forward(float *out, float *mean, float *rstd, const float 
     for (int n = 0; n < N; n++) {
         const float *x = inp + (size_t)n * C;
         float *o = out + (size_t)n * C;
-        float m = 0.0f, v = 0.0f;
-#pragma omp simd reduction(+ : m)
-        for (int c = 0; c < C; c++) m += x[c];
-        m /= C;
-#pragma omp simd reduction(+ : v)
-        for (int c = 0; c < C; c++) v += (x[c] - m) * (x[c] - m);  // two passes: no cancellation
+        // double sums: the mean of large, nearly equal values must not depend on the order
+        // the compiler picks (vectorised or not) — float sums lost 1e-4 at an offset of 100
+        double sum = 0.0, sq = 0.0;
+#pragma omp simd reduction(+ : sum)
+        for (int c = 0; c < C; c++) sum += x[c];
+        float m = (float)(sum / C);
+#pragma omp simd reduction(+ : sq)
+        for (int c = 0; c < C; c++) sq += (double)(x[c] - m) * (x[c] - m);  // two passes: no cancellation
+        float v = (float)sq;
         float s = 1.0f / sqrtf(v / C + eps);
         for (int c = 0; c < C; c++) o[c] = (x[c] - m) * s * weight[c] + bias[c];
         mean[n] = m;
