@@ -199,7 +199,7 @@ static void print_tsv(FILE *f, const mt_evaluation *ev) {
                     ev->resamples ? &rows[j].ci : NULL, te->n);
         for (int g = 0; g < k; g++)
             for (int p = 0; p < k; p++) {
-                char name[32];
+                char name[64];
                 snprintf(name, sizeof name, "confusion_%d_%d", g, p);
                 tsv_row(f, mt_task_name(te->task), name, (double)te->m.confusion[g * k + p], NULL, te->n);
             }
