@@ -2,7 +2,7 @@
 // heads and evaluate while no encoder is at hand. The data carry real signal, so a fitted
 // head must score well on them and a broken one cannot:
 //   sst: 5 Gaussian clusters (class means N(0, 1) per dim, noise sd --noise), label 0..4
-//   qqp: u ~ N(0, I); duplicates v = u + noise, others v ~ N(0, I) independent; is_duplicate
+//   qqp: u, w random unit vectors; duplicates v = unit(u + noise·w), others v = w; is_duplicate
 //   sts: similarity s ~ U{0, 0.2, ..., 5}; v = a·u + sqrt(1 − a²)·w with a = s / 5, so
 //        cos(u, v) ≈ s / 5 (unit-length u, w in high dimension); emb_b, cls_ab too
 //
@@ -99,8 +99,14 @@ int main(int argc, char **argv) {
             float y;
             if (qqp) {
                 y = uniform() < 0.4;
-                if (y)
-                    for (long j = 0; j < h; j++) b[j] = a[j] + (float)(noise * 0.5 * gauss() / sqrt((double)h));
+                if (y) {  // v = unit(u + noise·w): cos(u, v) ≈ 1 / sqrt(1 + noise²)
+                    double s = 0;
+                    for (long j = 0; j < h; j++) {
+                        b[j] = a[j] + (float)noise * b[j];
+                        s += (double)b[j] * b[j];
+                    }
+                    for (long j = 0; j < h; j++) b[j] = (float)(b[j] / sqrt(s));
+                }
             } else {
                 y = (float)((int)(uniform() * 26) / 5.0);
                 double al = y / 5;
