@@ -48,7 +48,7 @@ static const char *USAGE =
     "\n"
     "examples:\n"
     "  set -o pipefail; mkdir -p runs\n"
-    "  bin/tokenize --text sentence1,sentence2 --label similarity --model models/all-MiniLM-L6-v2 \\\n"
+    "  bin/tokenize --model models/all-MiniLM-L6-v2 --pair sentence1,sentence2 --label similarity \\\n"
     "      data/sts-train.tsv | bin/embed --model models/all-MiniLM-L6-v2 --pool mean \\\n"
     "      | bin/heads --task sts --zero-shot | bin/evaluate\n"
     "  bin/heads fit --task sst -o runs/sst.head.safetensors runs/sst-train.emb\n"
