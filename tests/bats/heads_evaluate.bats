@@ -227,3 +227,10 @@ ge() { awk -v a="$1" -v b="$2" 'BEGIN { print (a >= b) ? 1 : 0 }'; }
   [ "$status" -ne 0 ]
   [[ "$output" == *"expects hidden size 32"*"hidden=48"* ]]
 }
+
+@test "binary output is refused on a terminal" {
+  command -v script >/dev/null || skip "script(1) not installed"
+  run script -qec "'$BIN/heads' -q --task sts --zero-shot '$D/sts-test.emb'" /dev/null
+  [ "$status" -ne 0 ]
+  [[ "$output" == *"refusing to write a binary stream to a terminal"* ]]
+}
