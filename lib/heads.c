@@ -322,12 +322,12 @@ static void shuffle(int *a, int n, uint64_t *rng) {
     }
 }
 
-// Mean and 1/std of each feature over the first n_train rows of x (rows in `order`).
-static void fit_standardisation(mt_head *h, const float *x, const int *order, int n_train) {
+// Mean and 1/std of each feature over the first n_train rows of x.
+static void fit_standardisation(mt_head *h, const float *x, int n_train) {
     int D = h->dim;
     double *s = mt_calloc((size_t)D, sizeof *s), *ss = mt_calloc((size_t)D, sizeof *ss);
     for (int i = 0; i < n_train; i++) {
-        const float *row = x + (size_t)order[i] * D;
+        const float *row = x + (size_t)i * D;
         for (int j = 0; j < D; j++) s[j] += row[j], ss[j] += (double)row[j] * row[j];
     }
     for (int j = 0; j < D; j++) {
@@ -429,6 +429,28 @@ static void fit_loop(mt_head *h, const float *xt, const float *yt, int nt, const
     free(a.m), free(a.v), free(gw), free(gb), free(xb), free(yb), free(best.w), free(best.b);
 }
 
+// Reorders the rows of x[n, D] in place so that new row i is old row order[i] (cycle by
+// cycle, one spare row), so a fit needs no second copy of the data.
+static void permute_rows(float *x, const int *order, int n, int D) {
+    char *done = mt_calloc((size_t)n, 1);
+    float *tmp = mt_malloc((size_t)D * sizeof *tmp);
+    size_t row = (size_t)D * sizeof *tmp;
+    for (int start = 0; start < n; start++) {
+        if (done[start]) continue;
+        memcpy(tmp, x + (size_t)start * D, row);
+        int i = start;
+        while (order[i] != start) {
+            memcpy(x + (size_t)i * D, x + (size_t)order[i] * D, row);
+            done[i] = 1;
+            i = order[i];
+        }
+        memcpy(x + (size_t)i * D, tmp, row);
+        done[i] = 1;
+    }
+    free(done);
+    free(tmp);
+}
+
 void mt_head_fit(mt_head *h, float *x, const float *y, int n, const mt_fit_opts *o,
                  mt_fit_report *rep) {
     memset(rep, 0, sizeof *rep);
@@ -439,21 +461,21 @@ void mt_head_fit(mt_head *h, float *x, const float *y, int n, const mt_fit_opts 
     shuffle(order, n, &rng);
     int nh = (int)(o->holdout * n + 0.5);
     if (nh >= n) nh = n - 1;
-    int nt = n - nh;  // rows order[0..nt) train, order[nt..n) held out
-    fit_standardisation(h, x, order, nt);
+    int nt = n - nh;  // after the permutation: rows [0, nt) train, [nt, n) held out
+    float *ys = mt_malloc((size_t)n * sizeof *ys);
+    for (int i = 0; i < n; i++) ys[i] = y[order[i]];
+    permute_rows(x, order, n, D);
+    fit_standardisation(h, x, nt);
     mt_head_standardise(h, x, n);
-    float *xt = mt_malloc((size_t)nt * D * sizeof *xt), *yt = mt_malloc((size_t)nt * sizeof *yt);
-    float *xh = mt_malloc(((size_t)nh * D + 1) * sizeof *xh), *yh = mt_malloc(((size_t)nh + 1) * sizeof *yh);
-    gather(x, y, order, nt, D, xt, yt);
-    gather(x, y, order + nt, nh, D, xh, yh);
-    fit_loop(h, xt, yt, nt, xh, yh, nh, o, rep);
+    float *xh = x + (size_t)nt * D, *yh = ys + nt;
+    fit_loop(h, x, ys, nt, xh, yh, nh, o, rep);
     rep->n_train = nt;
     rep->n_held = nh;
-    rep->train_loss = mt_head_loss(h, xt, yt, nt, 0, NULL, NULL);
-    rep->train_metric = mt_head_metric(h, xt, yt, nt);
+    rep->train_loss = mt_head_loss(h, x, ys, nt, 0, NULL, NULL);
+    rep->train_metric = mt_head_metric(h, x, ys, nt);
     rep->held_loss = nh ? mt_head_loss(h, xh, yh, nh, 0, NULL, NULL) : NAN;
     rep->held_metric = nh ? mt_head_metric(h, xh, yh, nh) : NAN;
-    free(order), free(xt), free(yt), free(xh), free(yh);
+    free(order), free(ys);
 }
 
 // ---- head files ------------------------------------------------------------------------

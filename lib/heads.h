@@ -96,9 +96,9 @@ typedef struct {
     double train_loss, held_loss, train_metric, held_metric;
 } mt_fit_report;
 
-// Fits h on x[n, D] (raw features; standardised in place) and targets y[n]: standardisation
-// from the training rows, then minibatch Adam with early stopping on the held-out loss,
-// keeping the best epoch's weights. Deterministic for a given seed.
+// Fits h on x[n, D] (raw features; shuffled and standardised in place) and targets y[n]:
+// standardisation from the training rows, then minibatch Adam with early stopping on the
+// held-out loss, keeping the best epoch's weights. Deterministic for a given seed.
 void mt_head_fit(mt_head *h, float *x, const float *y, int n, const mt_fit_opts *o,
                  mt_fit_report *rep);
 
