@@ -38,7 +38,7 @@ static const char *USAGE =
     "                     default: sst emb, qqp pair, sts pair,cos\n"
     "  --holdout F        fraction held out for early stopping (default 0.1; 0: none)\n"
     "  --seed S           held-out split and shuffling (default 1)\n"
-    "  --l2 X             L2 penalty on the weights (default 1e-4)\n"
+    "  --l2 X             L2 penalty on the (standardised) weights (default 0.1)\n"
     "  --lr X             Adam learning rate (default 1e-3)\n"
     "  --epochs N         at most N epochs (default 100)\n"
     "  --patience N       stop after N epochs without a better held-out loss (default 5)\n"

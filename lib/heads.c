@@ -296,7 +296,7 @@ double mt_head_metric(const mt_head *h, const float *xs, const float *y, int n) 
 
 void mt_fit_opts_default(mt_fit_opts *o) {
     o->holdout = 0.1;
-    o->l2 = 1e-4;
+    o->l2 = 0.1;  // best or equal on all three tasks with frozen MiniLM embeddings (validation split)
     o->lr = 1e-3;
     o->epochs = 100;
     o->patience = 5;
