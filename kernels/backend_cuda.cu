@@ -79,7 +79,7 @@ static void attention_backward_stub(float *, const float *, const float *, const
                                     const int64_t *, int, int, int, const mt_dropout_key *) {
     not_on_cuda("attention_backward");
 }
-static void gelu_backward_stub(float *, const float *, const float *, int64_t) { not_on_cuda("gelu_backward"); }
+static void gelu_backward_stub(float *, const float *, const float *, const float *, int64_t) { not_on_cuda("gelu_backward"); }
 static void embeddings_backward_stub(float *, float *, float *, const float *, const int32_t *, const int32_t *,
                                      const int32_t *, int, int) {
     not_on_cuda("embeddings_backward");

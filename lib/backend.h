@@ -105,8 +105,9 @@ struct mt_backend {
     void (*attention_backward)(float *dqkv, const float *dout, const float *qkv, const float *att,
                                const int32_t *offsets, const int64_t *att_offsets, int B, int C, int NH,
                                const mt_dropout_key *drop);
-    // dinp[n] += gelu'(inp[n]) * dout[n] (erf form); inp the forward's input.
-    void (*gelu_backward)(float *dinp, const float *inp, const float *dout, int64_t n);
+    // dinp[n] += gelu'(inp[n]) * dout[n] (erf form); inp the forward's input, out its output
+    // x Phi(x) or NULL (out gives Phi(x) by a division instead of a second erf).
+    void (*gelu_backward)(float *dinp, const float *inp, const float *out, const float *dout, int64_t n);
     // Scatter-add of dout[N,C] into dwte[V,C] (rows ids), dwpe[P,C] (rows pos), dwtt[TV,C]
     // (rows types); any of the three may be NULL. Deterministic: rows added in order n = 0..N-1.
     void (*embeddings_backward)(float *dwte, float *dwpe, float *dwtt, const float *dout, const int32_t *ids,

@@ -507,7 +507,7 @@ static void layer_backward(mt_bert *m, int l, float *dx, float *grads) {
     be->zero(g->dgelu, NF * f);
     be->matmul_backward(g->dgelu, GRAD(w->fc_out_w), GRAD(w->fc_out_b), ddense, v.fch_gelu, w->fc_out_w, N, F, C);
     be->zero(g->dfch, NF * f);
-    be->gelu_backward(g->dfch, v.fch, g->dgelu, (int64_t)NF);
+    be->gelu_backward(g->dfch, v.fch, v.fch_gelu, g->dgelu, (int64_t)NF);
     // d ln1 = the residual's g2 + the FFN input's gradient, accumulated in place
     be->matmul_backward(g->g2, GRAD(w->fc_w), GRAD(w->fc_b), g->dfch, v.ln1, w->fc_w, N, C, F);
 

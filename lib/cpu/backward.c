@@ -144,6 +144,7 @@ static void attention_head_backward(float *dq0, const float *dout0, const float 
         for (int j = 0; j < L; j++) {
             const float *v = v0 + j * stride;
             float *dv = dv0 + j * stride, pj = p[j] * factor[j], s = 0.0f;
+#pragma omp simd reduction(+ : s)
             for (int d = 0; d < hs; d++) {
                 s += dO[d] * v[d];
                 dv[d] += pj * dO[d];
@@ -156,6 +157,7 @@ static void attention_head_backward(float *dq0, const float *dout0, const float 
             float ds = p[j] * (dp[j] - (float)dot_pdp) * scale;
             const float *k = k0 + j * stride;
             float *dk = dk0 + j * stride;
+#pragma omp simd
             for (int d = 0; d < hs; d++) {
                 dq[d] += ds * k[d];
                 dk[d] += ds * q[d];
@@ -187,13 +189,17 @@ void mt_cpu_attention_backward(float *dqkv, const float *dout, const float *qkv,
 
 // ---- GELU, embeddings ------------------------------------------------------------------------
 
-// d/dx [x Phi(x)] = Phi(x) + x phi(x)
-void mt_cpu_gelu_backward(float *dinp, const float *inp, const float *dout, int64_t n) {
+// d/dx [x Phi(x)] = Phi(x) + x phi(x). With the forward's output, Phi(x) = out / x (a scalar
+// erff was an eighth of a training step; the division vectorises), and near 0, where the
+// quotient loses precision, Phi(x) = 1/2 + x / sqrt(2 pi) (next term ~x^3/15: < 1e-10 there).
+void mt_cpu_gelu_backward(float *dinp, const float *inp, const float *out, const float *dout, int64_t n) {
     const float inv_sqrt2 = 0.70710678118654752f, inv_sqrt_2pi = 0.39894228040143268f;
 #pragma omp parallel for simd if (n >= PAR_MIN)
     for (int64_t i = 0; i < n; i++) {
-        float x = inp[i];
-        float cdf = 0.5f * (1.0f + erff(x * inv_sqrt2)), pdf = inv_sqrt_2pi * expf(-0.5f * x * x);
+        float x = inp[i], cdf;
+        if (!out) cdf = 0.5f * (1.0f + erff(x * inv_sqrt2));
+        else cdf = fabsf(x) > 1e-3f ? out[i] / x : 0.5f + x * inv_sqrt_2pi;
+        float pdf = inv_sqrt_2pi * expf(-0.5f * x * x);
         dinp[i] += (cdf + x * pdf) * dout[i];
     }
 }

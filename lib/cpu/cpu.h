@@ -28,7 +28,7 @@ void mt_cpu_layernorm_backward(float *dinp, float *dweight, float *dbias, const 
 void mt_cpu_attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att,
                                const int32_t *offsets, const int64_t *att_offsets, int B, int C, int NH,
                                const mt_dropout_key *drop);
-void mt_cpu_gelu_backward(float *dinp, const float *inp, const float *dout, int64_t n);
+void mt_cpu_gelu_backward(float *dinp, const float *inp, const float *out, const float *dout, int64_t n);
 void mt_cpu_embeddings_backward(float *dwte, float *dwpe, float *dwtt, const float *dout, const int32_t *ids,
                                 const int32_t *types, const int32_t *pos, int N, int C);
 #endif
