@@ -145,9 +145,9 @@ static int parse_args(int argc, char **argv, options *o) {
 // Sentences for the report, one entry per stream (none: a == NULL). Read, and the report's
 // directory made, before anything is printed, so bad input leaves no partial output.
 static mt_texts *prepare_report(const mt_evaluation *ev, const options *o) {
-    mt_report_prepare_dir(o->report_dir);
     mt_texts *texts = mt_calloc((size_t)ev->n, sizeof *texts);
     for (int i = 0; i < o->n_text; i++) mt_texts_read(&ev->t[i], o->text[i], &texts[i]);
+    mt_report_prepare_dir(o->report_dir);
     return texts;
 }
 

@@ -458,7 +458,9 @@ static void md_metrics(FILE *f, const mt_evaluation *ev, const part *parts) {
 
 static void md_error_table(FILE *f, const part *p, int d) {
     const mt_task_eval *te = p->te;
-    fprintf(f, "\n#### %s\n\n", direction_title(te->task, d));
+    fputs("\n#### ", f);
+    mt_write_md_escaped(f, direction_title(te->task, d));
+    fputs("\n\n", f);
     if (p->n_rank[d] == 0) {
         fputs("None.\n", f);
         return;
@@ -508,8 +510,10 @@ static void write_index_md(const mt_evaluation *ev, const part *parts, const cha
 
 // ---- index.html ----------------------------------------------------------------------
 
+// Written so that it is well-formed XML as well as HTML (void elements self-closed), so
+// tests can check its escaping with any XML parser.
 static const char *HTML_HEAD =
-    "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+    "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\"/>\n"
     "<title>Evaluation report</title>\n<style>\n"
     "body { font-family: Helvetica, Arial, sans-serif; max-width: 1200px; margin: 2em auto; "
     "padding: 0 1em; color: #222; }\n"
@@ -555,7 +559,9 @@ static void html_cell(FILE *f, const char *cls, const char *text) {
 
 static void html_error_table(FILE *f, const part *p, int d) {
     const mt_task_eval *te = p->te;
-    fprintf(f, "<h4>%s</h4>\n", direction_title(te->task, d));
+    fputs("<h4>", f);
+    mt_write_xml_escaped(f, direction_title(te->task, d));
+    fputs("</h4>\n", f);
     if (p->n_rank[d] == 0) {
         fputs("<p>None.</p>\n", f);
         return;
