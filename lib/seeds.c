@@ -90,8 +90,10 @@ static void print_row(FILE *f, const char *format, mt_task t, const seed_metric 
         }
         fputc('}', f);
     } else {
-        fprintf(f, "%-4s %-9s %.4f ± %.4f  (%d runs; min %.4f, max %.4f)\n", task, s->name, s->mean,
-                s->sd, runs, s->min, s->max);
+        char sd[32];  // one run has no spread
+        snprintf(sd, sizeof sd, isnan(s->sd) ? "n/a" : "%.4f", s->sd);
+        fprintf(f, "%-4s %-9s %.4f ± %s  (%d run%s; min %.4f, max %.4f)\n", task, s->name, s->mean, sd,
+                runs, runs == 1 ? "" : "s", s->min, s->max);
     }
 }
 
