@@ -17,17 +17,17 @@
 
 // ---- sentences from a TSV ---------------------------------------------------------------
 
-// Column indexes of the sentence(s); dies when the TSV has none or the wrong kind for te.
+// Column indexes of the sentence(s): `sentence`, or `sentence1` and `sentence2`; dies when
+// the TSV has neither, or not the kind that te's task needs.
 static void sentence_columns(const mt_tsv *t, const mt_task_eval *te, int *ca, int *cb) {
-    *ca = mt_tsv_col(t, "sentence"), *cb = -1;
-    if (*ca < 0) *ca = mt_tsv_col(t, "sentence1"), *cb = mt_tsv_col(t, "sentence2");
-    if (*ca < 0 || (*cb < 0 && mt_tsv_col(t, "sentence1") >= 0))
-        mt_die("%s: no column 'sentence', nor 'sentence1' and 'sentence2'", t->path);
-    int pair = *cb >= 0;
-    if (pair != mt_task_is_pair(te->task))
-        mt_die("%s has %s, but %s is a %s stream (%s)", t->path,
-               pair ? "sentence pairs" : "single sentences", te->path, mt_task_name(te->task),
-               pair ? "single sentences" : "sentence pairs");
+    int single = mt_tsv_col(t, "sentence"), s1 = mt_tsv_col(t, "sentence1"), s2 = mt_tsv_col(t, "sentence2");
+    int pair = s1 >= 0 && s2 >= 0, want_pair = mt_task_is_pair(te->task);
+    if (single < 0 && !pair) mt_die("%s: no column 'sentence', nor 'sentence1' and 'sentence2'", t->path);
+    if (want_pair ? !pair : single < 0)
+        mt_die("%s has %s, but %s is a %s stream (%s)", t->path, pair ? "sentence pairs" : "single sentences",
+               te->path, mt_task_name(te->task), want_pair ? "sentence pairs" : "single sentences");
+    *ca = want_pair ? s1 : single;
+    *cb = want_pair ? s2 : -1;
 }
 
 static void die_missing_texts(const mt_task_eval *te, const mt_texts *tx, const char *tsv) {
@@ -381,7 +381,7 @@ static int value_cells(const part *p, int i, char cells[4][32]) {
     int n = 0;
     fmt_value(cells[n++], 32, te, te->gold[i], 1);
     fmt_value(cells[n++], 32, te, te->pred[i], 1);
-    if (has_prob(te)) fmt_value(cells[n++], 32, te, te->conf[i], 0);
+    if (has_prob(te)) fmt_value(cells[n++], 32, te, te->conf ? te->conf[i] : NAN, 0);
     snprintf(cells[n++], 32, te->task == MT_TASK_SST ? "%+.0f" : "%+.3f", p->diff[i]);
     return n;
 }
