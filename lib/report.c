@@ -589,10 +589,10 @@ static void html_part(FILE *f, const part *p, int top) {
     mt_write_xml_escaped(f, p->te->path);
     fprintf(f, "</h2>\n<p><a href=\"%s\">%s</a></p>\n", p->plot, p->plot);
     svg_plot(f, p->te);  // inlined, so the page stands alone
-    fprintf(f, "<h3>Largest errors (top %d each way; all columns: <a href=\"%s\">%s</a>)</h3>\n", top,
-            p->errors, p->errors);
     if (p->te->task == MT_TASK_SST)
         fputs("<p>Classes: 0 very negative, 1 negative, 2 neutral, 3 positive, 4 very positive.</p>\n", f);
+    fprintf(f, "<h3>Largest errors (top %d each way; all columns: <a href=\"%s\">%s</a>)</h3>\n", top,
+            p->errors, p->errors);
     if (!p->tx) fputs("<p>No <code>--text</code> given for this stream: sentences are left empty.</p>\n", f);
     for (int d = 0; d < 2; d++) html_error_table(f, p, d);
 }
