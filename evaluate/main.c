@@ -6,9 +6,13 @@
 
 #include "common.h"
 #include "evaluation.h"
+#include "report.h"
+#include "seeds.h"
 
 static const char *USAGE =
     "usage: evaluate [options] [PRED...]\n"
+    "       evaluate --report DIR [--text FILE.tsv ...] [options] PRED...\n"
+    "       evaluate --over-seeds [options] PRED...\n"
     "\n"
     "Reads prediction streams (from 'heads'; default: one on stdin), joins them with gold\n"
     "labels, and prints per task: accuracy, macro-F1 and the confusion matrix (sst, qqp), or\n"
@@ -18,14 +22,35 @@ static const char *USAGE =
     "Gold labels come from the records (tokenize --label carries them through every stage),\n"
     "or from a TSV joined by id; ids missing on either side are an error.\n"
     "\n"
+    "--report DIR also writes the analysis report into DIR (created; files written atomically):\n"
+    "  index.md, index.html     metric table with intervals, the plots, the error tables\n"
+    "  sst-confusion.svg        confusion matrix heat map (counts, shares of the gold row);\n"
+    "  qqp-confusion.svg        likewise\n"
+    "  sts-scatter.svg          predicted vs gold similarity with the y = x line\n"
+    "  TASK-errors.tsv          the --top largest errors each way: sst over/under-predicted\n"
+    "                           classes (ties: most confident first), qqp most confident false\n"
+    "                           positives/negatives, sts largest positive/negative differences\n"
+    "  (a second stream of one task gets 'sst-2-...', and so on)\n"
+    "\n"
+    "--over-seeds prints, per task and metric, mean ± sample std (n - 1), min and max over the\n"
+    "streams given: the same task from runs that differ only by seed.\n"
+    "\n"
     "options:\n"
     "  --gold FILE.tsv     gold labels from this TSV (repeat: one per stream, in order)\n"
     "  --gold-col COL      its column (default: label, is_duplicate or similarity by task)\n"
-    "  --format F          text (default), tsv (task, metric, value, ci_lo, ci_hi, n) or json\n"
-    "  --ci N              bootstrap resamples for the 95% intervals (default 1000; 0: none)\n"
+    "  --format F          text (default), tsv (task, metric, value, ci_lo, ci_hi, n) or json;\n"
+    "                      with --over-seeds tsv is task, metric, mean, std, runs, min, max\n"
+    "  --ci N              bootstrap resamples for the 95% intervals (default 1000; 0: none;\n"
+    "                      not computed with --over-seeds)\n"
     "  --seed S            bootstrap seed (default 1)\n"
     "  --submission FILE   also write the per-example CS224N submission file (repeat: one per\n"
     "                      stream); works without gold labels (then no metrics are printed)\n"
+    "  --report DIR        write the analysis report into DIR (see above)\n"
+    "  --text FILE.tsv     sentences for the report's error tables (repeat: one per stream, in\n"
+    "                      order): column 'sentence', or 'sentence1' and 'sentence2', joined by\n"
+    "                      'id' (or the data line number); every predicted id must be in it\n"
+    "  --top N             rows per error table and direction (default 10)\n"
+    "  --over-seeds        mean ± std over runs instead of per-stream metrics (see above)\n"
     "  -o, --output FILE   metrics to FILE instead of stdout (written atomically)\n"
     "  -q, --quiet         no log lines;  -h, --help  this text\n"
     "\n"
@@ -36,15 +61,21 @@ static const char *USAGE =
     "      | bin/heads --task sts --zero-shot | bin/evaluate\n"
     "  bin/evaluate runs/sst-val.pred runs/qqp-val.pred runs/sts-val.pred\n"
     "  bin/evaluate --format json --ci 2000 runs/sst-val.pred\n"
-    "  bin/evaluate --gold data/sst-train.tsv --submission runs/sst-dev-output.csv runs/sst.pred\n";
+    "  bin/evaluate --gold data/sst-train.tsv --submission runs/sst-dev-output.csv runs/sst.pred\n"
+    "  # after ./pipelines/demo.sh: the report, then open runs/demo/report/index.html\n"
+    "  bin/evaluate --report runs/demo/report --top 10 \\\n"
+    "      --text runs/demo/sst-val.tsv --text runs/demo/qqp-val.tsv --text runs/demo/sts-val.tsv \\\n"
+    "      runs/demo/sst-val.pred runs/demo/qqp-val.pred runs/demo/sts-val.pred\n"
+    "  # single-task baseline over 10 seeds, one row per metric\n"
+    "  bin/evaluate --over-seeds --format tsv runs/seed-{1..10}/sst-val.pred\n";
 
 #define MAX_STREAMS 16
 
 typedef struct {
-    const char *gold[MAX_STREAMS], *submission[MAX_STREAMS];
-    int n_gold, n_submission;
-    const char *gold_col, *format, *out_path;
-    int resamples;
+    const char *gold[MAX_STREAMS], *submission[MAX_STREAMS], *text[MAX_STREAMS];
+    int n_gold, n_submission, n_text;
+    const char *gold_col, *format, *out_path, *report_dir;
+    int resamples, top, over_seeds;
     uint64_t seed;
 } options;
 
@@ -53,17 +84,31 @@ static void add_path(const char **list, int *n, const char *path, const char *op
     list[(*n)++] = path;
 }
 
+static void check_report_args(options *o, int n) {
+    if (o->n_text && !o->report_dir) mt_die("--text is for the error tables of --report DIR");
+    if (o->n_text && o->n_text != n)
+        mt_die("%d --text files for %d prediction streams: give one per stream, in order", o->n_text, n);
+    if (o->over_seeds && (o->report_dir || o->n_submission))
+        mt_die("--over-seeds summarises runs: it takes neither --report nor --submission");
+    if (o->report_dir && o->n_submission)
+        mt_die("--report needs gold labels; write --submission files in a separate call");
+    if (o->over_seeds) o->resamples = 0;  // intervals per run are not part of the summary
+}
+
 static int parse_args(int argc, char **argv, options *o) {
-    enum { O_GOLD = 256, O_COL, O_FMT, O_CI, O_SEED, O_SUB };
+    enum { O_GOLD = 256, O_COL, O_FMT, O_CI, O_SEED, O_SUB, O_REPORT, O_TEXT, O_TOP, O_SEEDS };
     static const struct option opts[] = {
         {"gold", required_argument, 0, O_GOLD},   {"gold-col", required_argument, 0, O_COL},
         {"format", required_argument, 0, O_FMT},  {"ci", required_argument, 0, O_CI},
         {"seed", required_argument, 0, O_SEED},   {"submission", required_argument, 0, O_SUB},
+        {"report", required_argument, 0, O_REPORT}, {"text", required_argument, 0, O_TEXT},
+        {"top", required_argument, 0, O_TOP},     {"over-seeds", no_argument, 0, O_SEEDS},
         {"output", required_argument, 0, 'o'},    {"quiet", no_argument, 0, 'q'},
         {"help", no_argument, 0, 'h'},            {0, 0, 0, 0}};
     o->format = "text";
     o->resamples = 1000;
     o->seed = 1;
+    o->top = 10;
     int c;
     while ((c = getopt_long(argc, argv, "o:qh", opts, NULL)) != -1) {
         switch (c) {
@@ -73,6 +118,10 @@ static int parse_args(int argc, char **argv, options *o) {
         case O_CI: o->resamples = (int)mt_parse_long("--ci", optarg, 0, 1000000); break;
         case O_SEED: o->seed = (uint64_t)mt_parse_long("--seed", optarg, 0, 1L << 62); break;
         case O_SUB: add_path(o->submission, &o->n_submission, optarg, "--submission"); break;
+        case O_REPORT: o->report_dir = optarg; break;
+        case O_TEXT: add_path(o->text, &o->n_text, optarg, "--text"); break;
+        case O_TOP: o->top = (int)mt_parse_long("--top", optarg, 1, 100000); break;
+        case O_SEEDS: o->over_seeds = 1; break;
         case 'o': o->out_path = optarg; break;
         case 'q': mt_quiet = 1; break;
         case 'h': fputs(USAGE, stdout); exit(0);
@@ -89,7 +138,17 @@ static int parse_args(int argc, char **argv, options *o) {
         mt_die("%d --submission files for %d prediction streams: give one per stream, in order",
                o->n_submission, n);
     if (o->gold_col && !o->n_gold) mt_die("--gold-col needs --gold");
+    check_report_args(o, n);
     return n;
+}
+
+// Sentences for the report, one entry per stream (none: a == NULL). Read, and the report's
+// directory made, before anything is printed, so bad input leaves no partial output.
+static mt_texts *prepare_report(const mt_evaluation *ev, const options *o) {
+    mt_texts *texts = mt_calloc((size_t)ev->n, sizeof *texts);
+    for (int i = 0; i < o->n_text; i++) mt_texts_read(&ev->t[i], o->text[i], &texts[i]);
+    mt_report_prepare_dir(o->report_dir);
+    return texts;
 }
 
 int main(int argc, char **argv) {
@@ -112,11 +171,18 @@ int main(int argc, char **argv) {
         mt_log("no gold labels in the streams and no --gold: metrics skipped");
     } else {
         for (int i = 0; i < n; i++) mt_eval_check(&ev.t[i]);
+        mt_texts *texts = o.report_dir ? prepare_report(&ev, &o) : NULL;
         mt_evaluation_compute(&ev);
         mt_outfile out;
         mt_outfile_open(&out, o.out_path, 0);
-        mt_evaluation_print(out.fp, &ev, o.format);
+        if (o.over_seeds) mt_seeds_print(out.fp, &ev, o.format);
+        else mt_evaluation_print(out.fp, &ev, o.format);
         mt_outfile_commit(&out);
+        if (texts) {
+            mt_report_write(&ev, texts, o.report_dir, o.top);
+            for (int i = 0; i < n; i++) mt_texts_free(&texts[i]);
+            free(texts);
+        }
     }
     mt_evaluation_free(&ev);
     return 0;

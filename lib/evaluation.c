@@ -31,6 +31,16 @@ static float pred_of(const mt_reader *r, const mt_record *rec) {
     return *(const float *)p->data;
 }
 
+// The head's probability behind the prediction (see mt_task_eval.conf), NAN if absent.
+static double confidence_of(mt_task task, const mt_record *rec, double pred) {
+    const mt_tensor *t = mt_record_get(rec, task == MT_TASK_SST ? "probs" : "prob");
+    if (task == MT_TASK_STS || !t || t->dtype != MT_F32) return NAN;
+    const float *p = t->data;
+    if (task == MT_TASK_QQP) return mt_tensor_numel(t) == 1 ? p[0] : NAN;
+    int c = (int)pred;
+    return c >= 0 && (size_t)c < mt_tensor_numel(t) ? p[c] : NAN;
+}
+
 void mt_eval_load(mt_task_eval *te, const char *path) {
     memset(te, 0, sizeof *te);
     mt_reader *r = mt_reader_open(path, 1);
@@ -46,12 +56,14 @@ void mt_eval_load(mt_task_eval *te, const char *path) {
             te->ids = mt_realloc(te->ids, (size_t)cap * sizeof *te->ids);
             te->gold = mt_realloc(te->gold, (size_t)cap * sizeof *te->gold);
             te->pred = mt_realloc(te->pred, (size_t)cap * sizeof *te->pred);
+            te->conf = mt_realloc(te->conf, (size_t)cap * sizeof *te->conf);
         }
         float y;
         int has = mt_record_label(&rec, label, &y);
         labelled += has;
         te->gold[te->n] = has ? y : NAN;
         te->pred[te->n] = pred_of(r, &rec);
+        te->conf[te->n] = confidence_of(te->task, &rec, te->pred[te->n]);
         te->ids[te->n++] = mt_strdup(rec.id);
     }
     te->has_gold = te->n > 0 && labelled == te->n;
@@ -292,7 +304,7 @@ void mt_evaluation_free(mt_evaluation *ev) {
     for (int i = 0; i < ev->n; i++) {
         mt_task_eval *te = &ev->t[i];
         for (int j = 0; j < te->n; j++) free(te->ids[j]);
-        free(te->ids), free(te->gold), free(te->pred), free(te->path);
+        free(te->ids), free(te->gold), free(te->pred), free(te->conf), free(te->path);
         mt_meta_free(&te->meta);
     }
     free(ev->t);

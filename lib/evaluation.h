@@ -18,6 +18,8 @@ typedef struct {
     int n;
     char **ids;
     double *gold, *pred;  // pred: class (sst, qqp) or score (sts)
+    double *conf;         // sst: probability of the predicted class; qqp: probability of a
+                          // duplicate; sts: NAN. NAN too where the stream carries none.
     int has_gold;
     mt_eval_metrics m;
     mt_eval_ci ci;
