@@ -49,3 +49,8 @@ bin/tokenize -q --model "$M" --pair sentence1,sentence2 --label is_duplicate "$R
 
 say "Validation scores (frozen all-MiniLM-L6-v2, seed $SEED)"
 bin/evaluate "$R/sst-val.pred" "$R/qqp-val.pred" "$R/sts-val.pred" | tee "$R/scores.txt"
+
+say "Analysis report: confusion matrices, STS scatter plot, largest errors"
+bin/evaluate -q --ci 0 --report "$R/report" --text "$R/sst-val.tsv" --text "$R/qqp-val.tsv" \
+  --text "$R/sts-val.tsv" "$R/sst-val.pred" "$R/qqp-val.pred" "$R/sts-val.pred" >/dev/null
+echo "open $R/report/index.html (or read $R/report/index.md)" >&2
