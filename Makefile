@@ -48,6 +48,9 @@ TOOLS     := $(patsubst %/main.c,%,$(wildcard */main.c))
 TOOL_BINS := $(TOOLS:%=$(BIN)/%)
 UNIT_SRC  := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+# small programs that only the tests use (e.g. synthetic stream generators)
+TEST_TOOL_SRC := $(wildcard tests/tools/*.c)
+TEST_TOOLS    := $(TEST_TOOL_SRC:tests/tools/%.c=$(BUILD)/tests/tools/%)
 
 CU_SRC    := $(wildcard kernels/*.cu)
 CU_OBJ    := $(CU_SRC:%.cu=$(BUILD)/%.o)
@@ -67,7 +70,7 @@ GPU_CHECK_OBJ := $(addprefix $(BUILD)/lib/,common.o device.o cpu/gemm.o cpu/ops.
 GPU_CHECK_LIBS := $(filter-out -lz -lutf8proc,$(LDLIBS))
 
 .PHONY: all probes deps model demo test unit bats asan clean distclean bench gpu-check-build
-all: probes $(TOOL_BINS) $(UNIT_BINS) $(GPU_CHECK_BINS)
+all: probes $(TOOL_BINS) $(UNIT_BINS) $(TEST_TOOLS) $(GPU_CHECK_BINS)
 
 probes:
 	@mark() { if [ "$$1" = 1 ]; then printf '  \033[32m✓\033[0m %s\n' "$$2"; else printf '  \033[31m✗\033[0m %s\n' "$$2"; fi; }; \
@@ -98,6 +101,10 @@ $(BUILD)/libmtbert_cuda.a: $(CU_OBJ)
 $(BIN)/%: $(BUILD)/%/main.o $(BUILD)/libmtbert.a $(CUDA_LIBS)
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) $< $(BUILD)/libmtbert.a $(CUDA_LINK) $(LDLIBS) -o $@
+
+$(BUILD)/tests/tools/%: tests/tools/%.c $(BUILD)/libmtbert.a
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) $< $(BUILD)/libmtbert.a $(LDLIBS) -o $@
 
 $(BUILD)/tests/%: tests/unit/%.c tests/unit/check.h $(BUILD)/libmtbert.a $(CUDA_LIBS)
 	@mkdir -p $(@D)

@@ -25,6 +25,7 @@ static const char *USAGE =
     "  -p, --pool MODE         cls | mean | max (default mean, over real tokens, as SBERT)\n"
     "  -n, --normalize         L2-normalise pooled embeddings\n"
     "  -t, --tokens            write last-layer token states instead of pooled vectors\n"
+    "  -x, --no-cross          pairs: skip the joint sequence (no cls_ab), a third faster\n"
     "  -b, --batch-tokens N    real tokens per batch (default 4096)\n"
     "  -B, --batch-size N      sequences per batch at most (default 64; 1 = no batching)\n"
     "  -w, --window N          records sorted by length together (default 1024)\n"
@@ -49,18 +50,20 @@ int main(int argc, char **argv) {
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'},        {"pool", required_argument, 0, 'p'},
         {"normalize", no_argument, 0, 'n'},          {"tokens", no_argument, 0, 't'},
+        {"no-cross", no_argument, 0, 'x'},
         {"batch-tokens", required_argument, 0, 'b'}, {"batch-size", required_argument, 0, 'B'},
         {"window", required_argument, 0, 'w'},       {"threads", required_argument, 0, 'j'},
         {"device", required_argument, 0, 'd'},       {"output", required_argument, 0, 'o'},
         {"quiet", no_argument, 0, 'q'},              {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     int c;
-    while ((c = getopt_long(argc, argv, "m:p:ntb:B:w:j:d:o:qh", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "m:p:ntxb:B:w:j:d:o:qh", opts, NULL)) != -1) {
         switch (c) {
         case 'm': model_dir = optarg; break;
         case 'p': o.pool = mt_embed_parse_pool(optarg); break;
         case 'n': o.normalize = 1; break;
         case 't': o.tokens = 1; break;
+        case 'x': o.no_cross = 1; break;
         case 'b': o.batch_tokens = (int)mt_parse_long("--batch-tokens", optarg, 1, 1 << 24); break;
         case 'B': o.batch_size = (int)mt_parse_long("--batch-size", optarg, 1, 1 << 16); break;
         case 'w': o.window = (int)mt_parse_long("--window", optarg, 1, 1 << 20); break;

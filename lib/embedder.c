@@ -43,7 +43,7 @@ struct mt_embedder {
 };
 
 mt_embed_options mt_embed_defaults(void) {
-    mt_embed_options o = {MT_POOL_MEAN, 0, 0, 4096, 64, 1024};
+    mt_embed_options o = {MT_POOL_MEAN, 0, 0, 4096, 64, 1024, 0};
     return o;
 }
 
@@ -114,7 +114,7 @@ static int collect_items(mt_embedder *e, int n_recs, const char *src) {
         int found = 0;
         for (int s = 0; s < N_SLOTS; s++) {
             const mt_tensor *t = mt_record_get(rec, IDS_NAME[s]);
-            if (!t) continue;
+            if (!t || (s == SLOT_AB && e->o.no_cross)) continue;
             if (t->dtype != MT_I32 || t->ndim != 1)
                 mt_die("%s: record '%s': %s must be a 1-D i32 tensor", src, rec->id, IDS_NAME[s]);
             int len = t->dims[0];

@@ -11,6 +11,7 @@ typedef struct {
     int batch_tokens;  // real tokens per batch at most
     int batch_size;    // sequences per batch at most
     int window;        // records sorted by length together
+    int no_cross;      // skip the joint sequence of pairs (no cls_ab)
 } mt_embed_options;
 
 mt_embed_options mt_embed_defaults(void);

@@ -1,0 +1,299 @@
+// heads — task predictions from sentence embeddings, and fitting heads on frozen embeddings.
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+#include "heads.h"
+#include "stream.h"
+
+#define PRODUCER "heads 0.1"
+
+static const char *USAGE =
+    "usage: heads [--task sst|qqp|sts] (--head FILE | --zero-shot) [-o OUT] [STREAM]\n"
+    "       heads fit --task sst|qqp|sts -o HEAD.safetensors [fit options] [STREAM]\n"
+    "\n"
+    "Reads an embedding stream (from 'embed'; default stdin) and writes a prediction stream\n"
+    "keyed by the same ids, labels carried through: sst 'probs' f32[5] + 'pred' (argmax);\n"
+    "qqp 'prob' f32[1] + 'pred' (0/1); sts 'score' f32[1] in 0..5 + 'pred' (the same).\n"
+    "'heads fit' (or --fit) trains a head on the stream's embeddings and gold labels:\n"
+    "softmax regression (sst), logistic regression (qqp) or linear regression (sts), with\n"
+    "standardised features, L2 penalty, minibatch Adam, and early stopping on a held-out\n"
+    "part of the input; it logs train and held-out metrics and writes the head (safetensors).\n"
+    "\n"
+    "predict options:\n"
+    "  --head FILE        a head written by 'heads fit'; its task, features and the encoder\n"
+    "                     fingerprint (model_fp) and pooling must match the stream\n"
+    "  --zero-shot        sts without a head: score = 5 * clamp(cos(emb_a, emb_b), 0, 1)\n"
+    "  --task T           sst, qqp or sts (with --head: checked against the head's task)\n"
+    "  -o, --output FILE  prediction stream (default stdout; written atomically)\n"
+    "\n"
+    "fit options:\n"
+    "  --task T           required\n"
+    "  -o, --output FILE  the head file (required; written atomically)\n"
+    "  --features SPEC    comma list of emb, pair, cos, cls: emb = emb_a; pair = [u; v; |u-v|;\n"
+    "                     u*v] of emb_a, emb_b; cos = cos(u, v); cls = cls_ab (cross-encoder).\n"
+    "                     default: sst emb, qqp pair, sts pair,cos\n"
+    "  --holdout F        fraction held out for early stopping (default 0.1; 0: none)\n"
+    "  --seed S           held-out split and shuffling (default 1)\n"
+    "  --l2 X             L2 penalty on the (standardised) weights (default 0.1)\n"
+    "  --lr X             Adam learning rate (default 1e-3)\n"
+    "  --epochs N         at most N epochs (default 100)\n"
+    "  --patience N       stop after N epochs without a better held-out loss (default 5)\n"
+    "  --batch N          minibatch size (default 64)\n"
+    "\n"
+    "  -v, --verbose      log every epoch;  -q, --quiet  no log lines;  -h, --help  this text\n"
+    "\n"
+    "examples:\n"
+    "  set -o pipefail; mkdir -p runs\n"
+    "  bin/tokenize --model models/all-MiniLM-L6-v2 --pair sentence1,sentence2 --label similarity \\\n"
+    "      data/sts-train.tsv | bin/embed --model models/all-MiniLM-L6-v2 --pool mean \\\n"
+    "      | bin/heads --task sts --zero-shot | bin/evaluate\n"
+    "  bin/heads fit --task sst -o runs/sst.head.safetensors runs/sst-train.emb\n"
+    "  bin/heads --head runs/sst.head.safetensors runs/sst-val.emb > runs/sst-val.pred\n"
+    "  bin/evaluate runs/sst-val.pred runs/qqp-val.pred runs/sts-val.pred\n";
+
+typedef struct {
+    int fit, zero_shot, have_task;
+    mt_task task;
+    const char *head_path, *out_path, *in_path, *features;
+    mt_fit_opts fit_opts;
+} options;
+
+static mt_task parse_task(const char *s) {
+    mt_task t;
+    if (mt_task_parse(s, &t)) mt_die("option --task: '%s' is not sst, qqp or sts", s);
+    return t;
+}
+
+static void parse_args(int argc, char **argv, options *o) {
+    enum { O_TASK = 256, O_HEAD, O_ZERO, O_FIT, O_FEAT, O_HOLD, O_SEED, O_L2, O_LR, O_EP, O_PAT, O_BATCH };
+    static const struct option opts[] = {
+        {"task", required_argument, 0, O_TASK}, {"head", required_argument, 0, O_HEAD},
+        {"zero-shot", no_argument, 0, O_ZERO},  {"fit", no_argument, 0, O_FIT},
+        {"features", required_argument, 0, O_FEAT}, {"holdout", required_argument, 0, O_HOLD},
+        {"seed", required_argument, 0, O_SEED}, {"l2", required_argument, 0, O_L2},
+        {"lr", required_argument, 0, O_LR},     {"epochs", required_argument, 0, O_EP},
+        {"patience", required_argument, 0, O_PAT}, {"batch", required_argument, 0, O_BATCH},
+        {"output", required_argument, 0, 'o'},  {"verbose", no_argument, 0, 'v'},
+        {"quiet", no_argument, 0, 'q'},         {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
+    mt_fit_opts *f = &o->fit_opts;
+    mt_fit_opts_default(f);
+    if (argc > 1 && strcmp(argv[1], "fit") == 0) o->fit = 1, argv[1] = argv[0], argv++, argc--;
+    int c;
+    while ((c = getopt_long(argc, argv, "o:vqh", opts, NULL)) != -1) {
+        switch (c) {
+        case O_TASK: o->task = parse_task(optarg), o->have_task = 1; break;
+        case O_HEAD: o->head_path = optarg; break;
+        case O_ZERO: o->zero_shot = 1; break;
+        case O_FIT: o->fit = 1; break;
+        case O_FEAT: o->features = optarg; break;
+        case O_HOLD: f->holdout = mt_parse_double("--holdout", optarg); break;
+        case O_SEED: f->seed = (uint64_t)mt_parse_long("--seed", optarg, 0, 1L << 62); break;
+        case O_L2: f->l2 = mt_parse_double("--l2", optarg); break;
+        case O_LR: f->lr = mt_parse_double("--lr", optarg); break;
+        case O_EP: f->epochs = (int)mt_parse_long("--epochs", optarg, 1, 1000000); break;
+        case O_PAT: f->patience = (int)mt_parse_long("--patience", optarg, 1, 1000000); break;
+        case O_BATCH: f->batch = (int)mt_parse_long("--batch", optarg, 1, 1 << 20); break;
+        case 'o': o->out_path = optarg; break;
+        case 'v': f->verbose = 1; break;
+        case 'q': mt_quiet = 1; break;
+        case 'h': fputs(USAGE, stdout); exit(0);
+        default: fputs(USAGE, stderr); exit(2);
+        }
+    }
+    if (argc - optind > 1) mt_die("expected at most one stream argument (see --help)");
+    o->in_path = optind < argc ? argv[optind] : "-";
+    if (f->holdout < 0 || f->holdout >= 1) mt_die("option --holdout: must be in [0, 1)");
+    if (f->l2 < 0 || !(f->lr > 0)) mt_die("options --l2 and --lr: need l2 >= 0 and lr > 0");
+}
+
+// Dies unless the stream is an embedding stream; returns its hidden size (0 if not stated).
+static int check_embedding_stream(const mt_reader *r) {
+    const mt_meta *m = mt_reader_meta(r);
+    const char *kind = mt_meta_get(m, "kind");
+    if (!kind || strcmp(kind, "embeddings") != 0)
+        mt_die("%s: expected an embedding stream (kind=embeddings, from 'embed'), got kind=%s",
+               mt_reader_path(r), kind ? kind : "(none)");
+    const char *h = mt_meta_get(m, "hidden");
+    return h ? (int)mt_parse_long("stream header 'hidden'", h, 1, 1 << 16) : 0;
+}
+
+// Hidden size from the header, or else from the first record's emb_a.
+static int hidden_of(int from_header, const mt_record *first) {
+    if (from_header) return from_header;
+    const mt_tensor *t = mt_record_get(first, "emb_a");
+    if (!t || t->ndim != 1) mt_die("record '%s' has no 1-d tensor 'emb_a'", first->id);
+    return t->dims[0];
+}
+
+static void features_or_die(unsigned feat, int hidden, const mt_record *rec, long n, mt_task task,
+                            float *out) {
+    const char *err;
+    if (mt_features_from_record(feat, hidden, rec, out, &err))
+        mt_die("record %ld (id %s): %s%s", n, rec->id, err,
+               mt_task_is_pair(task) && !mt_record_get(rec, "emb_b")
+                   ? " (is this a single-sentence stream? --task qqp/sts need sentence pairs)"
+                   : "");
+}
+
+// The gold value of rec for task, validated (class 0..4, 0/1, or score 0..5).
+static float gold_or_die(mt_task task, const mt_record *rec, long n) {
+    float y;
+    const char *name = mt_task_label(task);
+    if (!mt_record_label(rec, name, &y))
+        mt_die("record %ld (id %s) has no label '%s': fitting a %s head needs labelled "
+               "embeddings (tokenize --label %s)", n, rec->id, name, mt_task_name(task), name);
+    int ok = task == MT_TASK_STS ? y >= 0 && y <= 5
+             : task == MT_TASK_QQP ? (y == 0 || y == 1)
+                                   : (y >= 0 && y <= 4 && y == floorf(y));
+    if (!ok) mt_die("record %ld (id %s): label %s = %g is not valid for task %s", n, rec->id, name,
+                    y, mt_task_name(task));
+    return y;
+}
+
+// ---- fit ------------------------------------------------------------------------------
+
+static void run_fit(const options *o) {
+    if (!o->have_task) mt_die("heads fit: --task is required");
+    if (!o->out_path) mt_die("heads fit: -o HEAD.safetensors is required");
+    if (o->head_path || o->zero_shot) mt_die("heads fit: --head and --zero-shot are for prediction");
+    unsigned feat = mt_features_default(o->task);
+    if (o->features && mt_features_parse(o->features, &feat))
+        mt_die("option --features: '%s' is not a comma list of emb, pair, cos, cls", o->features);
+    mt_reader *r = mt_reader_open(o->in_path, 1);
+    int hidden = check_embedding_stream(r), dim = 0;
+    mt_record rec = {0};
+    float *x = NULL, *y = NULL;
+    long n = 0, cap = 0;
+    mt_progress pr;
+    mt_progress_start(&pr, "read", 0);
+    while (mt_reader_next(r, &rec) == 1) {
+        if (n == 0) hidden = hidden_of(hidden, &rec), dim = mt_features_dim(feat, hidden);
+        if (n == cap) {
+            cap = cap ? 2 * cap : 1024;
+            x = mt_realloc(x, (size_t)cap * dim * sizeof *x);
+            y = mt_realloc(y, (size_t)cap * sizeof *y);
+        }
+        features_or_die(feat, hidden, &rec, n + 1, o->task, x + (size_t)n * dim);
+        y[n] = gold_or_die(o->task, &rec, n + 1);
+        n++;
+        mt_progress_add(&pr, 1);
+    }
+    mt_progress_done(&pr);
+    if (n < 2) mt_die("%s: %ld records: too few to fit a head", mt_reader_path(r), n);
+    if (n > 1L << 30) mt_die("too many records");
+    mt_head *h = mt_head_new(o->task, feat, hidden);
+    const mt_meta *m = mt_reader_meta(r);
+    snprintf(h->model_fp, sizeof h->model_fp, "%s", mt_meta_get(m, "model_fp") ? mt_meta_get(m, "model_fp") : "");
+    snprintf(h->pool, sizeof h->pool, "%s", mt_meta_get(m, "pool") ? mt_meta_get(m, "pool") : "");
+    mt_fit_report rep;
+    double t0 = mt_now();
+    mt_head_fit(h, x, y, (int)n, &o->fit_opts, &rep);
+    const char *metric = o->task == MT_TASK_STS ? "pearson" : "accuracy";
+    mt_log("fit %s: %d train / %d held-out rows, %d features, best epoch %d of %d (%.1f s)",
+           mt_task_name(o->task), rep.n_train, rep.n_held, h->dim, rep.best_epoch, rep.epochs_run,
+           mt_now() - t0);
+    mt_log("train:    loss %.4f  %s %.4f", rep.train_loss, metric, rep.train_metric);
+    if (rep.n_held) mt_log("held-out: loss %.4f  %s %.4f", rep.held_loss, metric, rep.held_metric);
+    mt_head_save(o->out_path, h);
+    mt_log("wrote %s", o->out_path);
+    mt_head_free(h);
+    free(x), free(y);
+    mt_record_free(&rec);
+    mt_reader_close(r);
+}
+
+// ---- predict --------------------------------------------------------------------------
+
+// Dies unless the head was fitted on embeddings like these (encoder, pooling, size, task).
+static void check_head_matches(const mt_head *h, const options *o, const mt_reader *r, int hidden) {
+    const mt_meta *m = mt_reader_meta(r);
+    const char *fp = mt_meta_get(m, "model_fp"), *pool = mt_meta_get(m, "pool");
+    if (o->have_task && o->task != h->task)
+        mt_die("%s is a %s head, but --task is %s", o->head_path, mt_task_name(h->task), mt_task_name(o->task));
+    if (h->model_fp[0] && (!fp || strcmp(fp, h->model_fp) != 0))
+        mt_die("%s was fitted on embeddings of model_fp=%s, but %s has model_fp=%s: embed with "
+               "the same model, or fit a head for this one", o->head_path, h->model_fp,
+               mt_reader_path(r), fp ? fp : "(none)");
+    if (h->pool[0] && pool && strcmp(pool, h->pool) != 0)
+        mt_die("%s was fitted on pool=%s embeddings, but %s has pool=%s", o->head_path, h->pool,
+               mt_reader_path(r), pool);
+    if (hidden && hidden != h->hidden)
+        mt_die("%s expects hidden size %d, but %s has hidden=%d", o->head_path, h->hidden,
+               mt_reader_path(r), hidden);
+}
+
+// Copies id and labels of in to out and adds the task's output tensors.
+static void write_prediction(mt_task task, const mt_record *in, const float *outv, float pred,
+                             mt_record *out) {
+    mt_record_clear(out);
+    mt_record_set_id(out, in->id);
+    for (int i = 0; i < in->n_labels; i++) mt_record_add_label(out, in->label_name[i], in->label[i]);
+    const char *name = task == MT_TASK_SST ? "probs" : task == MT_TASK_QQP ? "prob" : "score";
+    int k = mt_task_outputs(task);
+    memcpy(mt_record_add1(out, name, MT_F32, k)->data, outv, (size_t)k * sizeof *outv);
+    *(float *)mt_record_add1(out, "pred", MT_F32, 1)->data = pred;
+}
+
+static void predict_one(const mt_head *h, const options *o, int hidden, const mt_record *rec,
+                        long n, float *feat, float *outv, float *pred) {
+    if (!h) {  // zero-shot similarity
+        features_or_die(MT_FEAT_COS, hidden, rec, n, MT_TASK_STS, feat);
+        *pred = outv[0] = mt_zero_shot_score(feat[0]);
+        return;
+    }
+    features_or_die(h->features, hidden, rec, n, h->task, feat);
+    mt_head_predict(h, feat, outv, pred);
+}
+
+static void run_predict(const options *o) {
+    if (o->head_path && o->zero_shot) mt_die("give either --head or --zero-shot, not both");
+    if (!o->head_path && !o->zero_shot)
+        mt_die("give --head FILE (written by 'heads fit') or, for sts, --zero-shot (see --help)");
+    if (o->zero_shot && o->have_task && o->task != MT_TASK_STS)
+        mt_die("--zero-shot is cosine similarity: it is only for --task sts");
+    mt_head *h = o->head_path ? mt_head_load(o->head_path) : NULL;
+    mt_task task = h ? h->task : MT_TASK_STS;
+    mt_reader *r = mt_reader_open(o->in_path, 1);
+    int hidden = check_embedding_stream(r);
+    if (h) check_head_matches(h, o, r, hidden);
+    mt_meta meta = {0};
+    mt_meta_copy(&meta, mt_reader_meta(r));
+    mt_meta_set(&meta, "kind", "predictions");
+    mt_meta_set(&meta, "task", mt_task_name(task));
+    mt_meta_set(&meta, "producer", PRODUCER);
+    mt_meta_set(&meta, "head", h ? o->head_path : "zero-shot");
+    mt_writer *w = mt_writer_open(o->out_path ? o->out_path : "-", &meta);
+    mt_record rec = {0}, out = {0};
+    float *feat = NULL, outv[MT_SST_CLASSES], pred;
+    mt_progress pr;
+    mt_progress_start(&pr, "predict", 0);
+    while (mt_reader_next(r, &rec) == 1) {
+        if (!feat) {
+            hidden = hidden_of(hidden, &rec);
+            if (h) check_head_matches(h, o, r, hidden);
+            feat = mt_malloc((size_t)mt_features_dim(h ? h->features : MT_FEAT_COS, hidden) * sizeof *feat);
+        }
+        predict_one(h, o, hidden, &rec, mt_reader_count(r), feat, outv, &pred);
+        write_prediction(task, &rec, outv, pred, &out);
+        mt_writer_put(w, &out);
+        mt_progress_add(&pr, 1);
+    }
+    mt_progress_done(&pr);
+    mt_writer_close(w);
+    mt_reader_close(r);
+    mt_record_free(&rec), mt_record_free(&out), mt_meta_free(&meta), mt_head_free(h), free(feat);
+}
+
+int main(int argc, char **argv) {
+    mt_set_prog(argv[0]);
+    options o = {0};
+    parse_args(argc, argv, &o);
+    if (o.fit) run_fit(&o);
+    else run_predict(&o);
+    return 0;
+}
