@@ -18,6 +18,17 @@
 
 enum { MT_POOL_CLS = 0, MT_POOL_MEAN = 1, MT_POOL_MAX = 2 };
 
+// One dropout site's mask (inverted dropout, lib/rng.h): element i of the op's array is kept
+// iff mt_dropout_keep(seed, step, site, i, mt_dropout_threshold(p)), and kept values are
+// scaled by 1/(1-p). A NULL key or p == 0 means no dropout. The element index is the op's own
+// (documented per op), so a CUDA kernel computes the same mask from the same key.
+typedef struct {
+    float p;        // drop probability in [0, 1)
+    uint64_t seed;  // run seed
+    uint32_t step;  // stream low word (the optimizer step)
+    uint32_t site;  // stream high word: mt_dropout_site(pass, layer, kind)
+} mt_dropout_key;
+
 typedef struct mt_backend mt_backend;
 struct mt_backend {
     const char *name;
@@ -64,6 +75,42 @@ struct mt_backend {
     void (*pool_forward)(float *out, const float *inp, const int32_t *offsets, int B, int C, int mode);
     // out[B,T,C] (padded, pad rows zero) from packed inp[N,C]; requires L_b <= T.
     void (*unpack_forward)(float *out, const float *inp, const int32_t *offsets, int B, int T, int C);
+
+    // ---- training: forward ops with dropout, backward ops (accumulate +=) ----
+    // p[bytes] = 0 (gradients accumulate, so buffers are cleared before a backward).
+    void (*zero)(void *p, size_t bytes);
+    // attention_forward with dropout on the probabilities: out = dropout(P) @ V per head, while
+    // att (required) keeps P itself. Element index of the mask: the probability's index in att,
+    // att_offsets[b] + (h * L_b + i) * L_b + j. drop NULL or p == 0: attention_forward exactly.
+    void (*attention_forward_dropout)(float *out, float *att, const float *qkv, const int32_t *offsets,
+                                      const int64_t *att_offsets, int B, int C, int NH,
+                                      const mt_dropout_key *drop);
+    // out[n] = dropout(inp)[n] + residual[n] (residual may be NULL; out may equal inp);
+    // element index i in [0, n). drop NULL or p == 0: a copy (plus residual).
+    void (*dropout_forward)(float *out, const float *inp, const float *residual, int64_t n,
+                            const mt_dropout_key *drop);
+    // dinp[n] += dropout mask ⊙ dout[n] / (1-p), the same mask as dropout_forward with drop.
+    void (*dropout_backward)(float *dinp, const float *dout, int64_t n, const mt_dropout_key *drop);
+    // Backward of matmul_forward (the residual's gradient is dout itself, the caller's business):
+    // dinp[N,IC] += dout[N,OC] @ weight[OC,IC]; dweight[OC,IC] += dout^T @ inp[N,IC];
+    // dbias[OC] += sum over rows of dout. Each output may be NULL (not wanted).
+    void (*matmul_backward)(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                            const float *weight, int N, int IC, int OC);
+    // Backward of layernorm_forward from its saved mean[N], rstd[N]: dinp[N,C], dweight[C],
+    // dbias[C] += ...; dout[N,C], inp[N,C] the forward's input.
+    void (*layernorm_backward)(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                               const float *weight, const float *mean, const float *rstd, int N, int C);
+    // Backward of attention_forward_dropout through the saved probabilities att (pre-dropout P):
+    // dqkv[N,3C] += d(q | k | v) from dout[N,C]; qkv[N,3C] the forward's input; drop the same key.
+    void (*attention_backward)(float *dqkv, const float *dout, const float *qkv, const float *att,
+                               const int32_t *offsets, const int64_t *att_offsets, int B, int C, int NH,
+                               const mt_dropout_key *drop);
+    // dinp[n] += gelu'(inp[n]) * dout[n] (erf form); inp the forward's input.
+    void (*gelu_backward)(float *dinp, const float *inp, const float *dout, int64_t n);
+    // Scatter-add of dout[N,C] into dwte[V,C] (rows ids), dwpe[P,C] (rows pos), dwtt[TV,C]
+    // (rows types); any of the three may be NULL. Deterministic: rows added in order n = 0..N-1.
+    void (*embeddings_backward)(float *dwte, float *dwpe, float *dwtt, const float *dout, const int32_t *ids,
+                                const int32_t *types, const int32_t *pos, int N, int C);
 };
 
 // The CPU backend: OpenBLAS sgemm when built with it (MT_HAVE_OPENBLAS), else a blocked

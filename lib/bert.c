@@ -3,10 +3,13 @@
 // LayerNorm → dense → GELU → dense + residual → LayerNorm] → optional tanh pooler on [CLS].
 #include "bert.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "common.h"
 #include "safetensors.h"
@@ -134,13 +137,31 @@ static int load_weights(mt_bert *m, const mt_safetensors *st, const char *prefix
     return rc;
 }
 
+// The whole file as a string (kept so that checkpoints carry the config exactly as loaded).
+static char *read_text(const char *path, char *err, size_t errlen) {
+    FILE *f = fopen(path, "rb");
+    if (!f) { fail(err, errlen, "cannot open %s: %s", path, strerror(errno)); return NULL; }
+    size_t cap = 4096, len = 0, got;
+    char *text = mt_malloc(cap);
+    while ((got = fread(text + len, 1, cap - len - 1, f)) > 0)
+        if ((len += got) == cap - 1) text = mt_realloc(text, cap *= 2);
+    int bad = ferror(f);
+    fclose(f);
+    if (bad) { free(text); fail(err, errlen, "cannot read %s", path); return NULL; }
+    text[len] = 0;
+    return text;
+}
+
 mt_bert *mt_bert_load(const char *dir, const mt_backend *be, char *err, size_t errlen) {
     mt_bert *m = mt_calloc(1, sizeof *m);
     m->be = be;
     m->dir = mt_strdup(dir);
     char path[4096];
     snprintf(path, sizeof path, "%s/config.json", dir);
-    if (mt_config_load(&m->cfg, path, err, errlen)) { mt_bert_free(m); return NULL; }
+    if (mt_config_load(&m->cfg, path, err, errlen) || !(m->config_json = read_text(path, err, errlen))) {
+        mt_bert_free(m);
+        return NULL;
+    }
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
     mt_safetensors st;
     if (mt_safetensors_open(&st, path, err, errlen)) { mt_bert_free(m); return NULL; }
@@ -165,6 +186,8 @@ void mt_bert_free(mt_bert *m) {
     if (!m) return;
     if (m->params) m->be->free(m->params);
     if (m->arena) m->be->free(m->arena);
+    if (m->grad_arena) m->be->free(m->grad_arena);
+    free(m->config_json);
     for (int i = 0; i < m->num_param_tensors; i++) free(m->param_table[i].name);
     free(m->param_table);
     free(m->layers);
@@ -239,31 +262,39 @@ void mt_bert_reserve(mt_bert *m, int max_tokens, int max_batch, int max_len, int
 
 // ---- forward ---------------------------------------------------------------------------
 
-// Checks the batch and packs its real tokens into the host staging arrays; returns N or -1.
-static int pack_batch(mt_bert *m, const int32_t *ids, const int32_t *types, const int32_t *lengths, int B, int T) {
+// Checks a batch and packs its real tokens into the host staging arrays; returns N or -1.
+// Sequence b's tokens: padded (offsets NULL) at ids[b*T ..], lengths[b] of them (1..T);
+// packed at ids[offsets[b] .. offsets[b+1]-1].
+static int pack_batch(mt_bert *m, const int32_t *ids, const int32_t *types, const int32_t *lengths,
+                      const int32_t *offsets, int B, int T, int training) {
     const mt_bert_config *c = &m->cfg;
-    if (B < 1 || T < 1) return fail(m->err, sizeof m->err, "empty batch (B = %d, T = %d)", B, T);
+    if (B < 1 || (!offsets && T < 1)) return fail(m->err, sizeof m->err, "empty batch (B = %d, T = %d)", B, T);
+    if (offsets && offsets[0] != 0) return fail(m->err, sizeof m->err, "offsets[0] is %d, not 0", offsets[0]);
     int64_t N = 0;
     int max_len = 0;
     for (int b = 0; b < B; b++) {
-        if (lengths[b] < 1 || lengths[b] > T)
-            return fail(m->err, sizeof m->err, "sequence %d has length %d, outside 1..%d", b, lengths[b], T);
-        if (lengths[b] > c->max_position_embeddings)
-            return fail(m->err, sizeof m->err, "sequence %d has %d tokens; the model accepts at most %d "
-                        "(max_position_embeddings)", b, lengths[b], c->max_position_embeddings);
-        N += lengths[b];
-        if (lengths[b] > max_len) max_len = lengths[b];
+        int64_t len = offsets ? (int64_t)offsets[b + 1] - offsets[b] : lengths[b];
+        if (len < 1 || (!offsets && len > T))
+            return fail(m->err, sizeof m->err, "sequence %d has length %lld, outside 1..%d", b, (long long)len,
+                        offsets ? c->max_position_embeddings : T);
+        if (len > c->max_position_embeddings)
+            return fail(m->err, sizeof m->err, "sequence %d has %lld tokens; the model accepts at most %d "
+                        "(max_position_embeddings)", b, (long long)len, c->max_position_embeddings);
+        N += len;
+        if (len > max_len) max_len = (int)len;
     }
     if (N > INT32_MAX / 4) return fail(m->err, sizeof m->err, "batch of %lld tokens is too large", (long long)N);
-    mt_bert_reserve(m, (int)N, B, max_len, m->training);
+    mt_bert_reserve(m, (int)N, B, max_len, training);
     int n = 0;
     int64_t att = 0;
     for (int b = 0; b < B; b++) {
+        int len = offsets ? offsets[b + 1] - offsets[b] : lengths[b];
+        size_t start = offsets ? (size_t)offsets[b] : (size_t)b * T;
         m->h_offsets[b] = n;
         m->h_att_offsets[b] = att;
-        att += (int64_t)c->num_attention_heads * lengths[b] * lengths[b];
-        for (int t = 0; t < lengths[b]; t++, n++) {
-            int32_t id = ids[(size_t)b * T + t], ty = types ? types[(size_t)b * T + t] : 0;
+        att += (int64_t)c->num_attention_heads * len * len;
+        for (int t = 0; t < len; t++, n++) {
+            int32_t id = ids[start + t], ty = types ? types[start + t] : 0;
             if (id < 0 || id >= c->vocab_size)
                 return fail(m->err, sizeof m->err, "sequence %d, position %d: token id %d outside the vocabulary "
                             "(0..%d)", b, t, id, c->vocab_size - 1);
@@ -279,28 +310,58 @@ static int pack_batch(mt_bert *m, const int32_t *ids, const int32_t *types, cons
     return n;
 }
 
+// One encoder layer's activations in the arena (the training layout keeps L of each; the
+// inference layout one, shared by every layer). Strides use this batch's N.
+typedef struct {
+    float *x, *qkv, *att, *atty, *res1, *ln1, *ln1_mean, *ln1_rstd, *fch, *fch_gelu, *res2, *ln2_mean, *ln2_rstd;
+    float *out;  // the layer's output: the next layer's x
+} layer_view;
+
+static layer_view view_layer(const mt_bert *m, int l, int N) {
+    const mt_bert_acts *a = &m->acts;
+    const mt_bert_config *c = &m->cfg;
+    size_t C = c->hidden_size, F = c->intermediate_size, k = m->training ? (size_t)l : 0, NN = (size_t)N;
+    size_t xin = m->training ? (size_t)l : 0, xout = m->training ? (size_t)l + 1 : 0;
+    return (layer_view){
+        .x = a->x + xin * NN * C, .qkv = a->qkv + k * NN * 3 * C,
+        .att = a->att ? a->att + k * c->num_attention_heads * NN * m->max_len : NULL,
+        .atty = a->atty + k * NN * C, .res1 = a->res1 + k * NN * C, .ln1 = a->ln1 + k * NN * C,
+        .ln1_mean = a->ln1_mean + k * NN, .ln1_rstd = a->ln1_rstd + k * NN, .fch = a->fch + k * NN * F,
+        .fch_gelu = a->fch_gelu + k * NN * F, .res2 = a->res2 + k * NN * C, .ln2_mean = a->ln2_mean + k * NN,
+        .ln2_rstd = a->ln2_rstd + k * NN, .out = a->x + xout * NN * C,
+    };
+}
+
+static int dropout_active(const mt_bert *m) { return m->trained_forward && m->drop.p > 0.0f; }
+
+// The mask key of one dropout site of the current training forward.
+static mt_dropout_key site_key(const mt_bert *m, int layer, uint32_t kind) {
+    return (mt_dropout_key){m->drop.p, m->drop.seed, m->drop.step, mt_dropout_site(m->drop.pass, (uint32_t)layer, kind)};
+}
+
 static void encoder_layer(mt_bert *m, int l, int N, int B) {
     const mt_backend *be = m->be;
     const mt_bert_config *c = &m->cfg;
     const mt_bert_layer *w = &m->layers[l];
-    mt_bert_acts *a = &m->acts;
-    size_t C = c->hidden_size, F = c->intermediate_size, k = m->training ? (size_t)l : 0, NN = (size_t)N;
-    size_t xin = m->training ? (size_t)l : 0, xout = m->training ? (size_t)l + 1 : 0;
-    float *x = a->x + xin * NN * C, *qkv = a->qkv + k * NN * 3 * C, *atty = a->atty + k * NN * C;
-    float *res1 = a->res1 + k * NN * C, *ln1 = a->ln1 + k * NN * C, *fch = a->fch + k * NN * F;
-    float *fch_gelu = a->fch_gelu + k * NN * F, *res2 = a->res2 + k * NN * C;
-    float *att = a->att ? a->att + k * c->num_attention_heads * NN * m->max_len : NULL;
+    const mt_bert_acts *a = &m->acts;
+    int C = c->hidden_size, F = c->intermediate_size, drop = dropout_active(m);
+    int64_t NC = (int64_t)N * C;
+    layer_view v = view_layer(m, l, N);
+    mt_dropout_key probs = site_key(m, l, MT_BERT_DROP_ATTENTION_PROBS);
+    mt_dropout_key att_out = site_key(m, l, MT_BERT_DROP_ATTENTION_OUTPUT), ffn_out = site_key(m, l, MT_BERT_DROP_FFN_OUTPUT);
 
-    be->matmul_forward(qkv, x, w->qkv_w, w->qkv_b, NULL, N, C, 3 * C);
-    be->attention_forward(atty, att, qkv, a->offsets, a->att_offsets, B, C, c->num_attention_heads);
-    be->matmul_forward(res1, atty, w->attn_out_w, w->attn_out_b, x, N, C, C);
-    be->layernorm_forward(ln1, a->ln1_mean + k * NN, a->ln1_rstd + k * NN, res1, w->ln1_w, w->ln1_b, N, C,
-                          c->layer_norm_eps);
-    be->matmul_forward(fch, ln1, w->fc_w, w->fc_b, NULL, N, C, F);
-    be->gelu_forward(fch_gelu, fch, (int64_t)NN * F);
-    be->matmul_forward(res2, fch_gelu, w->fc_out_w, w->fc_out_b, ln1, N, F, C);
-    be->layernorm_forward(a->x + xout * NN * C, a->ln2_mean + k * NN, a->ln2_rstd + k * NN, res2, w->ln2_w, w->ln2_b,
-                          N, C, c->layer_norm_eps);
+    be->matmul_forward(v.qkv, v.x, w->qkv_w, w->qkv_b, NULL, N, C, 3 * C);
+    if (drop) be->attention_forward_dropout(v.atty, v.att, v.qkv, a->offsets, a->att_offsets, B, C, c->num_attention_heads, &probs);
+    else be->attention_forward(v.atty, v.att, v.qkv, a->offsets, a->att_offsets, B, C, c->num_attention_heads);
+    // res1 = dropout(atty @ Wo^T + bo) + x; without dropout the residual is fused into the GEMM
+    be->matmul_forward(v.res1, v.atty, w->attn_out_w, w->attn_out_b, drop ? NULL : v.x, N, C, C);
+    if (drop) be->dropout_forward(v.res1, v.res1, v.x, NC, &att_out);
+    be->layernorm_forward(v.ln1, v.ln1_mean, v.ln1_rstd, v.res1, w->ln1_w, w->ln1_b, N, C, c->layer_norm_eps);
+    be->matmul_forward(v.fch, v.ln1, w->fc_w, w->fc_b, NULL, N, C, F);
+    be->gelu_forward(v.fch_gelu, v.fch, (int64_t)N * F);
+    be->matmul_forward(v.res2, v.fch_gelu, w->fc_out_w, w->fc_out_b, drop ? NULL : v.ln1, N, F, C);
+    if (drop) be->dropout_forward(v.res2, v.res2, v.ln1, NC, &ffn_out);
+    be->layernorm_forward(v.out, v.ln2_mean, v.ln2_rstd, v.res2, w->ln2_w, w->ln2_b, N, C, c->layer_norm_eps);
 }
 
 static const float *last_hidden(const mt_bert *m) {
@@ -308,16 +369,11 @@ static const float *last_hidden(const mt_bert *m) {
     return m->acts.x + last * (size_t)m->last_N * m->cfg.hidden_size;  // layer stride is this batch's N
 }
 
-int mt_bert_forward(mt_bert *m, const int32_t *ids, const int32_t *types, const int32_t *lengths, int B, int T,
-                    float *out_hidden, float *out_pooled) {
+// Uploads the staged batch (N tokens, B sequences) and runs embeddings and every layer.
+static void run_encoder(mt_bert *m, int N, int B) {
     const mt_backend *be = m->be;
-    int C = m->cfg.hidden_size;
-    m->err[0] = 0;
-    if (out_pooled && !m->has_pooler)
-        return fail(m->err, sizeof m->err, "%s has no pooler weights; use a pooling mode instead", m->dir);
-    int N = pack_batch(m, ids, types, lengths, B, T);
-    if (N < 0) return -1;
     mt_bert_acts *a = &m->acts;
+    int C = m->cfg.hidden_size;
     be->copy_to_device(a->ids, m->h_ids, N * sizeof(int32_t));
     be->copy_to_device(a->types, m->h_types, N * sizeof(int32_t));
     be->copy_to_device(a->pos, m->h_pos, N * sizeof(int32_t));
@@ -326,9 +382,27 @@ int mt_bert_forward(mt_bert *m, const int32_t *ids, const int32_t *types, const 
     be->embeddings_forward(a->emb, a->ids, a->types, a->pos, m->wte, m->wpe, m->wtt, N, C);
     be->layernorm_forward(a->x, a->emb_mean, a->emb_rstd, a->emb, m->emb_ln_w, m->emb_ln_b, N, C,
                           m->cfg.layer_norm_eps);
+    if (dropout_active(m)) {
+        mt_dropout_key k = site_key(m, 0, MT_BERT_DROP_EMBEDDINGS);
+        be->dropout_forward(a->x, a->x, NULL, (int64_t)N * C, &k);
+    }
     for (int l = 0; l < m->cfg.num_hidden_layers; l++) encoder_layer(m, l, N, B);
     m->last_B = B;
     m->last_N = N;
+}
+
+int mt_bert_forward(mt_bert *m, const int32_t *ids, const int32_t *types, const int32_t *lengths, int B, int T,
+                    float *out_hidden, float *out_pooled) {
+    const mt_backend *be = m->be;
+    int C = m->cfg.hidden_size;
+    m->err[0] = 0;
+    m->trained_forward = 0;
+    if (out_pooled && !m->has_pooler)
+        return fail(m->err, sizeof m->err, "%s has no pooler weights; use a pooling mode instead", m->dir);
+    int N = pack_batch(m, ids, types, lengths, NULL, B, T, m->training);
+    if (N < 0) return -1;
+    run_encoder(m, N, B);
+    mt_bert_acts *a = &m->acts;
     const float *hidden = last_hidden(m);
     if (out_pooled) {
         be->pool_forward(a->cls, hidden, a->offsets, B, C, MT_POOL_CLS);
@@ -358,4 +432,191 @@ void mt_bert_pool(mt_bert *m, int mode, float *out) {
         m->be->pool_forward(m->acts.cls, last_hidden(m), m->acts.offsets, B, C, mode);
         m->be->copy_to_host(out, m->acts.cls, (size_t)B * C * sizeof(float));
     }
+}
+
+// ---- training: forward and backward ------------------------------------------------------
+
+const float *mt_bert_forward_train(mt_bert *m, const int32_t *ids, const int32_t *types, const int32_t *offsets,
+                                   int B, const mt_bert_dropout *drop) {
+    m->err[0] = 0;
+    m->trained_forward = 0;
+    if (drop && !(drop->p >= 0.0f && drop->p < 1.0f)) {
+        fail(m->err, sizeof m->err, "dropout probability %g is outside [0, 1)", drop->p);
+        return NULL;
+    }
+    if (drop && drop->pass >= 255) {
+        fail(m->err, sizeof m->err, "dropout pass %u is not below 255", drop->pass);
+        return NULL;
+    }
+    int N = pack_batch(m, ids, types, NULL, offsets, B, 0, 1);
+    if (N < 0) return NULL;
+    m->drop = drop ? *drop : (mt_bert_dropout){0};
+    m->trained_forward = 1;
+    run_encoder(m, N, B);
+    return last_hidden(m);
+}
+
+// Carves (base NULL: measures) the gradient buffers for `rows` tokens.
+static size_t layout_grad_arena(mt_bert *m, char *base, size_t rows) {
+    size_t C = m->cfg.hidden_size, F = m->cfg.intermediate_size, cur = 0, f = sizeof(float);
+    mt_bert_grad_acts *g = &m->grad_acts;
+    g->g2 = carve(base, &cur, rows * C * f);
+    g->dropped = carve(base, &cur, rows * C * f);
+    g->datty = carve(base, &cur, rows * C * f);
+    g->dqkv = carve(base, &cur, rows * 3 * C * f);
+    g->dgelu = carve(base, &cur, rows * F * f);
+    g->dfch = carve(base, &cur, rows * F * f);
+    return cur;
+}
+
+static void reserve_grad_arena(mt_bert *m) {
+    if (m->grad_arena && m->grad_tokens >= m->max_tokens) return;
+    if (m->grad_arena) m->be->free(m->grad_arena);
+    m->grad_tokens = m->max_tokens;
+    m->grad_arena = m->be->alloc(layout_grad_arena(m, NULL, (size_t)m->grad_tokens));
+    layout_grad_arena(m, m->grad_arena, (size_t)m->grad_tokens);
+}
+
+#define GRAD(p) (grads + ((p) - m->params))  // a parameter's gradient, same offset
+
+// The gradient through a dropout site: dout itself without dropout, else the masked copy in
+// the `dropped` buffer.
+static const float *through_dropout(mt_bert *m, const float *dout, int64_t n, int layer, uint32_t kind) {
+    if (!dropout_active(m)) return dout;
+    mt_dropout_key k = site_key(m, layer, kind);
+    m->be->zero(m->grad_acts.dropped, (size_t)n * sizeof(float));
+    m->be->dropout_backward(m->grad_acts.dropped, dout, n, &k);
+    return m->grad_acts.dropped;
+}
+
+// dx: on entry d loss / d layer output [N, C]; on return d loss / d layer input.
+static void layer_backward(mt_bert *m, int l, float *dx, float *grads) {
+    const mt_backend *be = m->be;
+    const mt_bert_config *c = &m->cfg;
+    const mt_bert_layer *w = &m->layers[l];
+    const mt_bert_grad_acts *g = &m->grad_acts;
+    int N = m->last_N, B = m->last_B, C = c->hidden_size, F = c->intermediate_size;
+    size_t NC = (size_t)N * C, NF = (size_t)N * F, f = sizeof(float);
+    layer_view v = view_layer(m, l, N);
+    mt_dropout_key probs = site_key(m, l, MT_BERT_DROP_ATTENTION_PROBS);
+
+    // out = LN2(res2), res2 = dropout(fch_gelu @ W2^T + b2) + ln1: g2 = d res2
+    be->zero(g->g2, NC * f);
+    be->layernorm_backward(g->g2, GRAD(w->ln2_w), GRAD(w->ln2_b), dx, v.res2, w->ln2_w, v.ln2_mean, v.ln2_rstd, N, C);
+    const float *ddense = through_dropout(m, g->g2, (int64_t)NC, l, MT_BERT_DROP_FFN_OUTPUT);
+    be->zero(g->dgelu, NF * f);
+    be->matmul_backward(g->dgelu, GRAD(w->fc_out_w), GRAD(w->fc_out_b), ddense, v.fch_gelu, w->fc_out_w, N, F, C);
+    be->zero(g->dfch, NF * f);
+    be->gelu_backward(g->dfch, v.fch, g->dgelu, (int64_t)NF);
+    // d ln1 = the residual's g2 + the FFN input's gradient, accumulated in place
+    be->matmul_backward(g->g2, GRAD(w->fc_w), GRAD(w->fc_b), g->dfch, v.ln1, w->fc_w, N, C, F);
+
+    // ln1 = LN1(res1), res1 = dropout(atty @ Wo^T + bo) + x: dx = d res1 (dx's old value is spent)
+    be->zero(dx, NC * f);
+    be->layernorm_backward(dx, GRAD(w->ln1_w), GRAD(w->ln1_b), g->g2, v.res1, w->ln1_w, v.ln1_mean, v.ln1_rstd, N, C);
+    ddense = through_dropout(m, dx, (int64_t)NC, l, MT_BERT_DROP_ATTENTION_OUTPUT);
+    be->zero(g->datty, NC * f);
+    be->matmul_backward(g->datty, GRAD(w->attn_out_w), GRAD(w->attn_out_b), ddense, v.atty, w->attn_out_w, N, C, C);
+    be->zero(g->dqkv, 3 * NC * f);
+    be->attention_backward(g->dqkv, g->datty, v.qkv, v.att, m->acts.offsets, m->acts.att_offsets, B, C,
+                           c->num_attention_heads, dropout_active(m) ? &probs : NULL);
+    // d x = the residual's d res1 + the projections' input gradient
+    be->matmul_backward(dx, GRAD(w->qkv_w), GRAD(w->qkv_b), g->dqkv, v.x, w->qkv_w, N, C, 3 * C);
+}
+
+// dx: d loss / d (dropped-out) embedding LayerNorm output.
+static void embeddings_backward(mt_bert *m, const float *dx, float *grads) {
+    const mt_backend *be = m->be;
+    const mt_bert_acts *a = &m->acts;
+    int N = m->last_N, C = m->cfg.hidden_size;
+    const float *dln = through_dropout(m, dx, (int64_t)N * C, 0, MT_BERT_DROP_EMBEDDINGS);
+    float *demb = m->grad_acts.g2;
+    be->zero(demb, (size_t)N * C * sizeof(float));
+    be->layernorm_backward(demb, GRAD(m->emb_ln_w), GRAD(m->emb_ln_b), dln, a->emb, m->emb_ln_w, a->emb_mean,
+                           a->emb_rstd, N, C);
+    be->embeddings_backward(GRAD(m->wte), GRAD(m->wpe), GRAD(m->wtt), demb, a->ids, a->types, a->pos, N, C);
+}
+
+void mt_bert_backward(mt_bert *m, float *dhidden, float *grads) {
+    if (!m->trained_forward) mt_die("mt_bert_backward: the last forward was not mt_bert_forward_train");
+    reserve_grad_arena(m);
+    for (int l = m->cfg.num_hidden_layers - 1; l >= 0; l--) layer_backward(m, l, dhidden, grads);
+    embeddings_backward(m, dhidden, grads);
+}
+#undef GRAD
+
+// ---- checkpoints and optimizer information -------------------------------------------------
+
+// mkdir -p; 0 or -1 with a message.
+static int make_dirs(const char *dir, char *err, size_t errlen) {
+    char path[4096];
+    if (snprintf(path, sizeof path, "%s", dir) >= (int)sizeof path) return fail(err, errlen, "%s: path too long", dir);
+    for (char *p = path + 1;; p++) {
+        if (*p != '/' && *p) continue;
+        char saved = *p;
+        *p = 0;
+        if (mkdir(path, 0777) != 0 && errno != EEXIST) return fail(err, errlen, "cannot create %s: %s", path, strerror(errno));
+        *p = saved;
+        if (!saved) break;
+    }
+    struct stat st;
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) return fail(err, errlen, "%s is not a directory", dir);
+    return 0;
+}
+
+// Writes text as path atomically: path.tmp.PID, fsync, rename.
+static int write_text_atomic(const char *path, const char *text, char *err, size_t errlen) {
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+    FILE *f = fopen(tmp, "wb");
+    if (!f) return fail(err, errlen, "cannot create %s: %s", tmp, strerror(errno));
+    size_t n = strlen(text);
+    int ok = fwrite(text, 1, n, f) == n && fflush(f) == 0 && fsync(fileno(f)) == 0;
+    ok = fclose(f) == 0 && ok;
+    if (ok && rename(tmp, path) == 0) return 0;
+    int e = errno;
+    remove(tmp);
+    return fail(err, errlen, "cannot write %s: %s", path, strerror(e));
+}
+
+int mt_bert_save(const mt_bert *m, const char *dir, char *err, size_t errlen) {
+    if (make_dirs(dir, err, errlen)) return -1;
+    const float *host = m->params;
+    float *copy = NULL;
+    if (!m->be->host_memory) {
+        copy = mt_malloc(m->num_params * sizeof(float));
+        m->be->copy_to_host(copy, m->params, m->num_params * sizeof(float));
+        host = copy;
+    }
+    mt_st_write_tensor *ts = mt_calloc(m->num_param_tensors, sizeof *ts);
+    for (int i = 0; i < m->num_param_tensors; i++) {  // the table's names are Hugging Face's
+        const mt_bert_param *p = &m->param_table[i];
+        ts[i] = (mt_st_write_tensor){p->name, p->ndim, {p->shape[0], p->shape[1]}, host + p->offset};
+    }
+    char path[4096];
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    int rc = mt_safetensors_write(path, ts, m->num_param_tensors, err, errlen);
+    free(ts);
+    free(copy);
+    if (rc) return -1;
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    return write_text_atomic(path, m->config_json, err, errlen);
+}
+
+static int ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
+int mt_bert_tensor_info(const mt_bert *m, struct mt_bert_tensor_info *out, int max) {
+    for (int i = 0; out && i < m->num_param_tensors && i < max; i++) {
+        const mt_bert_param *p = &m->param_table[i];
+        int layer = -1;
+        if (strncmp(p->name, "pooler.", 7) == 0) layer = m->cfg.num_hidden_layers;
+        else if (sscanf(p->name, "encoder.layer.%d.", &layer) != 1) layer = -1;
+        // as transformers' examples and the paper: no decay on biases and LayerNorm weights
+        int decay = !ends_with(p->name, ".bias") && !ends_with(p->name, "LayerNorm.weight");
+        out[i] = (struct mt_bert_tensor_info){p->offset, p->numel, decay, layer, p->name};
+    }
+    return m->num_param_tensors;
 }

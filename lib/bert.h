@@ -6,6 +6,12 @@
 //   mt_bert_pool(m, MT_POOL_MEAN, sentence);                        // sentence[B,C] of that batch
 //   mt_bert_free(m);
 //
+// Training (CPU backend; the CUDA table has no backward ops yet):
+//   mt_bert_reserve(m, max_tokens, max_batch, max_len, 1);
+//   const float *h = mt_bert_forward_train(m, ids, types, offsets, B, &drop);  // packed [N,C]
+//   ... loss, dh[N,C] ...
+//   mt_bert_backward(m, dh, grads);                                            // grads += d loss/d params
+//
 // Parameters live in ONE allocation; a table maps each Hugging Face tensor name to its shape
 // and offset, so loading and (later) checkpoint writing use the same names. The layout puts a
 // layer's query, key and value weights (and biases) next to each other, so they form one
@@ -20,6 +26,7 @@
 
 #include "backend.h"
 #include "config.h"
+#include "rng.h"
 
 typedef struct {
     char *name;        // Hugging Face name, e.g. "encoder.layer.0.attention.self.query.weight"
@@ -62,6 +69,45 @@ typedef struct {  // the activation arena; per-layer buffers have L copies when 
     int64_t *att_offsets;       // [B]
 } mt_bert_acts;
 
+// Dropout for a training forward (p = 0: off), as Hugging Face BertModel in train mode: after
+// the embedding LayerNorm, on the attention probabilities, after the attention output dense,
+// after the FFN output dense. The config's hidden_dropout_prob / attention_probs_dropout_prob
+// are NOT used: the caller's p applies to every site (the paper's "dropout 0.1").
+// Masks (lib/rng.h): element i of a site is kept iff
+// mt_dropout_keep(seed, step, mt_dropout_site(pass, layer, kind), i, mt_dropout_threshold(p)),
+// with the kinds below (the embedding dropout is layer 0, kind MT_BERT_DROP_EMBEDDINGS) and i
+// the element's index in the packed [N, C] activation, or for the attention probabilities
+// its index in the layer's saved probabilities (backend.h, attention_forward_dropout).
+typedef struct {
+    float p;        // in [0, 1)
+    uint64_t seed;  // run seed
+    uint32_t step;  // optimizer step
+    uint32_t pass;  // tells apart several forwards of one step (PCGrad's tasks, SimCSE's views); < 255
+} mt_bert_dropout;
+#define MT_BERT_DROP_EMBEDDINGS 0u
+#define MT_BERT_DROP_ATTENTION_PROBS 1u
+#define MT_BERT_DROP_ATTENTION_OUTPUT 2u
+#define MT_BERT_DROP_FFN_OUTPUT 3u
+
+// Gradient buffers of mt_bert_backward (backend memory, sized from max_tokens).
+typedef struct {
+    float *g2;            // [N, C] the second of two ping-pong row gradients (the first is dhidden)
+    float *dropped;       // [N, C] a row gradient through a dropout mask
+    float *datty;         // [N, C] attention output
+    float *dqkv;          // [N, 3C]
+    float *dgelu, *dfch;  // [N, F] after / before GELU
+} mt_bert_grad_acts;
+
+// Per-tensor information for the optimizer, filled by the function of the same name. A struct
+// tag, not a typedef: C has one name space for typedefs and functions, and the function keeps
+// its name. Use it as `struct mt_bert_tensor_info info[n];`.
+struct mt_bert_tensor_info {
+    size_t offset, size;  // in floats, into params (and a gradient of the same layout)
+    int decay;            // 1: weight decay applies (not to biases and LayerNorm weights, as HF)
+    int layer;            // for layer-wise lr decay: -1 embeddings, 0..L-1 encoder layers, L pooler
+    const char *name;     // Hugging Face name (owned by the model)
+};
+
 typedef struct {
     mt_bert_config cfg;
     const mt_backend *be;
@@ -83,6 +129,13 @@ typedef struct {
     int64_t *h_att_offsets;                        // [max_batch]
     float *h_hidden;                               // host staging for device backends
     int last_B, last_N;                            // the batch of the last forward
+    char *config_json;                             // config.json as loaded, written back by mt_bert_save
+    // training
+    int trained_forward;                           // 1 when the last forward was mt_bert_forward_train
+    mt_bert_dropout drop;                          // its dropout, replayed by mt_bert_backward
+    void *grad_arena;
+    int grad_tokens;                               // rows the gradient arena holds
+    mt_bert_grad_acts grad_acts;
     char err[512];
 } mt_bert;
 
@@ -106,6 +159,31 @@ int mt_bert_forward(mt_bert *m, const int32_t *ids, const int32_t *types, const 
 // (over real tokens only).
 void mt_bert_pool(mt_bert *m, int mode, float *out);
 const char *mt_bert_error(const mt_bert *m);
+
+// ---- training ------------------------------------------------------------------------------
+
+// Training forward over PACKED sequences: ids, types [N] int32 (types may be NULL: all 0),
+// offsets [B+1] (offsets[0] = 0, strictly increasing, offsets[B] = N). Uses the training
+// layout of mt_bert_reserve (switches to it, and grows it, if needed), keeping every layer's
+// activations for mt_bert_backward. drop NULL or p = 0: exactly the inference forward.
+// Returns the packed last hidden state [N, C] (memory of m's backend; host memory for the CPU
+// backend, valid until the next forward), or NULL with mt_bert_error(m) set.
+const float *mt_bert_forward_train(mt_bert *m, const int32_t *ids, const int32_t *types, const int32_t *offsets,
+                                   int B, const mt_bert_dropout *drop);
+// Backward of the last mt_bert_forward_train: dhidden [N, C] packed (backend memory; it is
+// overwritten, used as scratch) → grads [m->num_params] accumulated with += (the layout of
+// m->params). The pooler's gradients are left untouched: the pooler is not used in training.
+// Dies when the last forward was not a training forward.
+void mt_bert_backward(mt_bert *m, float *dhidden, float *grads);
+// Writes dir/model.safetensors (Hugging Face names without a "bert." prefix, query / key /
+// value as their own tensors, the pooler when the model has one: transformers.BertModel.
+// from_pretrained(dir) loads it) and dir/config.json (as loaded), each atomically (temporary
+// name, fsync, rename). Creates dir (and its parents) if missing. Returns 0, or -1 with a
+// message in err.
+int mt_bert_save(const mt_bert *m, const char *dir, char *err, size_t errlen);
+// Fills out[0 .. min(max, n) - 1] (out may be NULL) for the n parameter tensors, in the order
+// of m->params; returns n.
+int mt_bert_tensor_info(const mt_bert *m, struct mt_bert_tensor_info *out, int max);
 
 const mt_bert_param *mt_bert_find_param(const mt_bert *m, const char *hf_name);
 void mt_bert_set_threads(mt_bert *m, int n);

@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -158,6 +159,13 @@ void mt_outfile_open(mt_outfile *o, const char *path, int binary) {
         o->fp = stdout;
         return;
     }
+    struct stat st;
+    if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+        // A device or FIFO (/dev/null, a named pipe): write it directly, nothing to rename.
+        o->fp = fopen(path, binary ? "wb" : "w");
+        if (!o->fp) mt_die("%s: cannot open for writing: %s", path, strerror(errno));
+        return;
+    }
     o->path = mt_strdup(path);
     size_t n = strlen(path) + 32;
     o->tmp_path = mt_malloc(n);
@@ -169,7 +177,11 @@ void mt_outfile_open(mt_outfile *o, const char *path, int binary) {
 
 void mt_outfile_commit(mt_outfile *o) {
     if (fflush(o->fp) != 0) mt_die("%s: write error: %s", o->path ? o->path : "stdout", strerror(errno));
-    if (!o->path) return;
+    if (!o->path) {
+        if (o->fp != stdout) fclose(o->fp);
+        memset(o, 0, sizeof *o);
+        return;
+    }
     if (fsync(fileno(o->fp)) != 0 && errno != EINVAL)
         mt_die("%s: fsync: %s", o->tmp_path, strerror(errno));
     if (fclose(o->fp) != 0) mt_die("%s: close: %s", o->tmp_path, strerror(errno));
@@ -182,7 +194,10 @@ void mt_outfile_commit(mt_outfile *o) {
 }
 
 void mt_outfile_abort(mt_outfile *o) {
-    if (!o->path) return;
+    if (!o->path) {
+        if (o->fp && o->fp != stdout) fclose(o->fp);
+        return;
+    }
     fclose(o->fp);
     unlink(o->tmp_path);
     track_pending(o->tmp_path, 0);

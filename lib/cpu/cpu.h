@@ -1,6 +1,14 @@
 // cpu.h — pieces of the CPU backend shared between lib/cpu/*.c.
 #ifndef MT_CPU_H
 #define MT_CPU_H
+#include <stddef.h>
+#include <stdint.h>
+
+#include "backend.h"
+
+// Below this many floats of work a loop runs on one thread: a barrier costs more than it saves
+// (and much more on a machine whose cores are shared with other processes).
+#define PAR_MIN 32768
 
 // C[M,N] = alpha * op(A) @ op(B) + beta * C (row-major); see mt_backend.gemm.
 void mt_cpu_gemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
@@ -8,4 +16,19 @@ void mt_cpu_gemm(int trans_a, int trans_b, int M, int N, int K, float alpha, con
 // The plain-C blocked GEMM, always compiled so tests can compare it with BLAS.
 void mt_cpu_gemm_plain(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
                        const float *B, int ldb, float beta, float *C, int ldc);
+
+// The training ops of lib/cpu/backward.c (shapes and semantics in backend.h).
+void mt_cpu_dropout_forward(float *out, const float *inp, const float *residual, int64_t n,
+                            const mt_dropout_key *drop);
+void mt_cpu_dropout_backward(float *dinp, const float *dout, int64_t n, const mt_dropout_key *drop);
+void mt_cpu_matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                            const float *weight, int N, int IC, int OC);
+void mt_cpu_layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                               const float *weight, const float *mean, const float *rstd, int N, int C);
+void mt_cpu_attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att,
+                               const int32_t *offsets, const int64_t *att_offsets, int B, int C, int NH,
+                               const mt_dropout_key *drop);
+void mt_cpu_gelu_backward(float *dinp, const float *inp, const float *dout, int64_t n);
+void mt_cpu_embeddings_backward(float *dwte, float *dwpe, float *dwtt, const float *dout, const int32_t *ids,
+                                const int32_t *types, const int32_t *pos, int N, int C);
 #endif

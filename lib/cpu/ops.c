@@ -14,10 +14,7 @@
 #include "backend.h"
 #include "common.h"
 #include "cpu.h"
-
-// Below this many floats of work a loop runs on one thread: a barrier costs more than it saves
-// (and much more on a machine whose cores are shared with other processes).
-#define PAR_MIN 32768
+#include "rng.h"
 
 // ---- memory and control --------------------------------------------------------------
 
@@ -94,9 +91,10 @@ static void layernorm_forward(float *out, float *mean, float *rstd, const float 
     }
 }
 
-// One query row of one head: p[L] = softmax(q·k_j * scale), o[hs] = sum_j p[j] v_j.
+// One query row of one head: p[L] = softmax(q·k_j * scale), o[hs] = sum_j p[j] keep[j] v_j.
+// keep: NULL, or the row's dropout factors (0 or 1/(1-p)); p keeps the probabilities before dropout.
 static void attend_row(float *o, float *p, const float *q, const float *k0, const float *v0, size_t stride,
-                       int L, int hs, float scale) {
+                       int L, int hs, float scale, const float *keep) {
     float maxv = -FLT_MAX;
     for (int j = 0; j < L; j++) {
         const float *k = k0 + j * stride;
@@ -115,14 +113,25 @@ static void attend_row(float *o, float *p, const float *q, const float *k0, cons
     for (int d = 0; d < hs; d++) o[d] = 0.0f;
     for (int j = 0; j < L; j++) {
         p[j] *= inv;
+        float w = keep ? p[j] * keep[j] : p[j];
         const float *v = v0 + j * stride;
-        for (int d = 0; d < hs; d++) o[d] += p[j] * v[d];
+        for (int d = 0; d < hs; d++) o[d] += w * v[d];
     }
 }
 
-static void attention_forward(float *out, float *att, const float *qkv, const int32_t *offsets,
-                              const int64_t *att_offsets, int B, int C, int NH) {
-    int hs = C / NH;
+// Row i of head h of sequence b: factors[L] = keep ? 1/(1-p) : 0, keyed by the index in att.
+static void attention_dropout_row(float *factors, const mt_dropout_key *drop, uint32_t threshold, uint64_t first,
+                                  int L) {
+    uint8_t keep[L];
+    mt_dropout_mask(keep, (size_t)L, first, drop->seed, drop->step, drop->site, threshold);
+    float scale = 1.0f / (1.0f - drop->p);
+    for (int j = 0; j < L; j++) factors[j] = keep[j] ? scale : 0.0f;
+}
+
+static void attention_forward_dropout(float *out, float *att, const float *qkv, const int32_t *offsets,
+                                      const int64_t *att_offsets, int B, int C, int NH, const mt_dropout_key *drop) {
+    int hs = C / NH, on = drop && drop->p > 0.0f && att;
+    uint32_t threshold = on ? mt_dropout_threshold(drop->p) : 0;
     float scale = 1.0f / sqrtf((float)hs);
     size_t stride = (size_t)3 * C;
     // dynamic: sequences differ in length, so (sequence, head) items differ in cost
@@ -132,12 +141,20 @@ static void attention_forward(float *out, float *att, const float *qkv, const in
             int L = offsets[b + 1] - offsets[b];
             const float *base = qkv + (size_t)offsets[b] * stride + (size_t)h * hs;
             float scratch[att ? 1 : L];  // one row of probabilities when they need not be kept
+            float factors[on ? L : 1];
             for (int i = 0; i < L; i++) {
-                float *p = att ? att + att_offsets[b] + ((size_t)h * L + i) * L : scratch;
+                size_t row = (size_t)att_offsets[b] + ((size_t)h * L + i) * L;
+                float *p = att ? att + row : scratch;
+                if (on) attention_dropout_row(factors, drop, threshold, row, L);
                 attend_row(out + (size_t)(offsets[b] + i) * C + h * hs, p, base + i * stride, base + C,
-                           base + 2 * C, stride, L, hs, scale);
+                           base + 2 * C, stride, L, hs, scale, on ? factors : NULL);
             }
         }
+}
+
+static void attention_forward(float *out, float *att, const float *qkv, const int32_t *offsets,
+                              const int64_t *att_offsets, int B, int C, int NH) {
+    attention_forward_dropout(out, att, qkv, offsets, att_offsets, B, C, NH, NULL);
 }
 
 static void gelu_forward(float *out, const float *inp, int64_t n) {
@@ -167,6 +184,8 @@ static void pool_forward(float *out, const float *inp, const int32_t *offsets, i
     }
 }
 
+static void zero(void *p, size_t bytes) { if (bytes) memset(p, 0, bytes); }
+
 static void unpack_forward(float *out, const float *inp, const int32_t *offsets, int B, int T, int C) {
 #pragma omp parallel for if ((int64_t)B * T * C >= PAR_MIN)
     for (int b = 0; b < B; b++) {
@@ -195,6 +214,15 @@ static const mt_backend cpu_backend = {
     .tanh_forward = tanh_forward,
     .pool_forward = pool_forward,
     .unpack_forward = unpack_forward,
+    .zero = zero,
+    .attention_forward_dropout = attention_forward_dropout,
+    .dropout_forward = mt_cpu_dropout_forward,
+    .dropout_backward = mt_cpu_dropout_backward,
+    .matmul_backward = mt_cpu_matmul_backward,
+    .layernorm_backward = mt_cpu_layernorm_backward,
+    .attention_backward = mt_cpu_attention_backward,
+    .gelu_backward = mt_cpu_gelu_backward,
+    .embeddings_backward = mt_cpu_embeddings_backward,
 };
 
 const mt_backend *mt_backend_cpu(void) {
