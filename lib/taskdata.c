@@ -12,7 +12,7 @@
 static const char *const SEQ_NAMES[MT_N_SEQ] = {"ids_a", "ids_b", "ids_ab"};
 
 static void check_label(const mt_taskdata *d, const mt_record *r, long rec, float *out) {
-    const char *name = mt_task_label_name(d->task);
+    const char *name = mt_task_label(d->task);
     float y;
     if (!mt_record_label(r, name, &y))
         mt_die("%s: record %ld (id %s) has no '%s' label: is this a %s shard (tokenize --label %s)?", d->path, rec,

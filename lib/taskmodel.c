@@ -10,8 +10,6 @@
 #include "rng.h"
 #include "safetensors.h"
 
-static const char *const TASK_NAMES[MT_N_TASKS] = {"sst", "qqp", "sts"};
-static const char *const LABEL_NAMES[MT_N_TASKS] = {"label", "is_duplicate", "similarity"};
 static const char *const PAIR_NAMES[3] = {"bi", "cross", "ensemble"};
 static const char *const HEAD_NAMES[MT_TM_N_HEAD_TENSORS] = {
     "sst.weight", "sst.bias", "qqp_bi.weight", "qqp_bi.bias",
@@ -20,16 +18,7 @@ static const char *const HEAD_NAMES[MT_TM_N_HEAD_TENSORS] = {
 // Dropout inputs of the heads (the `kind` of their dropout site).
 enum { IN_SST = 1, IN_QQP_BI = 2, IN_QQP_CROSS = 3, IN_STS_CROSS = 4 };
 
-const char *mt_task_name(int task) { return (unsigned)task < MT_N_TASKS ? TASK_NAMES[task] : "?"; }
-const char *mt_task_label_name(int task) { return (unsigned)task < MT_N_TASKS ? LABEL_NAMES[task] : "?"; }
-int mt_task_is_pair(int task) { return task == MT_TASK_QQP || task == MT_TASK_STS; }
 const char *mt_pair_model_name(int pair) { return (unsigned)pair < 3 ? PAIR_NAMES[pair] : "?"; }
-
-int mt_task_parse(const char *name) {
-    for (int t = 0; t < MT_N_TASKS; t++)
-        if (!strcmp(name, TASK_NAMES[t])) return t;
-    return -1;
-}
 
 int mt_pair_model_parse(const char *name) {
     for (int p = 0; p < 3; p++)
@@ -178,7 +167,6 @@ static int config_from_meta(const mt_safetensors *st, mt_sentence_config *sc, in
         return -1;
     }
     *sc = mt_sentence_default_config((mt_sentence_kind)k, C, 1, 1);
-    if (k != MT_SENT_SBERT_CNN_BILSTM) return 0;
     int filters[MT_SENT_MAX_WIDTHS];
     if (mt_safetensors_meta(st, "cnn_widths", buf, sizeof buf)) sc->n_widths = parse_ints(buf, sc->width, MT_SENT_MAX_WIDTHS);
     if (mt_safetensors_meta(st, "cnn_filters", buf, sizeof buf) && parse_ints(buf, filters, MT_SENT_MAX_WIDTHS) == sc->n_widths)

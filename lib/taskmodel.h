@@ -36,19 +36,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "heads.h"  // mt_task, MT_N_TASKS, MT_SST_CLASSES, mt_task_name / _parse / _label / _is_pair
 #include "sentence.h"
 
-typedef enum { MT_TASK_SST, MT_TASK_QQP, MT_TASK_STS, MT_N_TASKS } mt_task;
 typedef enum { MT_PAIR_BI, MT_PAIR_CROSS, MT_PAIR_ENSEMBLE } mt_pair_model;
 
-#define MT_SST_CLASSES 5
 #define MT_HEAD_DROPOUT_LAYER 0xFFF1u  // above MT_SENT_DROPOUT_LAYER and any encoder layer
 #define MT_TM_INIT_STREAM 0x48000000u  // head tensor i initialised from stream (this + i, MT_SITE_INIT)
 
-const char *mt_task_name(int task);        // "sst", "qqp", "sts"
-int mt_task_parse(const char *name);       // -1 if unknown
-const char *mt_task_label_name(int task);  // the stream label: "label", "is_duplicate", "similarity"
-int mt_task_is_pair(int task);
 const char *mt_pair_model_name(int pair);  // "bi", "cross", "ensemble"
 int mt_pair_model_parse(const char *name); // -1 if unknown
 
