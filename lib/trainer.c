@@ -78,6 +78,13 @@ void mt_train_defaults(mt_train_options *o) {
     o->device = "auto";
 }
 
+void mt_train_options_free(mt_train_options *o) {
+    free(o->model_dir), free(o->init_dir), free(o->out_dir);
+    for (int t = 0; t < K; t++) free(o->task_path[t]), free(o->dev_path[t]);
+    o->model_dir = o->init_dir = o->out_dir = NULL;
+    memset(o->task_path, 0, sizeof o->task_path), memset(o->dev_path, 0, sizeof o->dev_path);
+}
+
 // ---- the run's options in the state file ---------------------------------------------------------
 
 typedef enum { OPT_STR, OPT_INT, OPT_LONG, OPT_DOUBLE, OPT_FLOAT } opt_type;
@@ -329,9 +336,12 @@ static double run_task(trainer *T, int t, int B, float *enc, float *sent, float 
 }
 
 _Noreturn static void die_nan(trainer *T, int t) {
-    mt_die("%s loss is not finite (NaN/inf) at step %ld: stopping; the last good checkpoint is %s/last%s "
-           "(try a lower --lr or --clip 1)", mt_task_name(t), T->step + 1, T->o.out_dir,
-           T->step ? "" : " (none was written yet)");
+    char last[4200], where[4300];
+    snprintf(last, sizeof last, "%s/last", T->o.out_dir);
+    if (access(last, F_OK) == 0) snprintf(where, sizeof where, "the last good checkpoint is %s", last);
+    else snprintf(where, sizeof where, "no checkpoint was written yet");
+    mt_die("%s loss is not finite (NaN/inf) at step %ld: stopping; %s (try a lower --lr or --clip 1)",
+           mt_task_name(t), T->step + 1, where);
 }
 
 // Partial batches of each task this step: one each, the rest drawn with replacement.
@@ -697,6 +707,7 @@ int mt_train_resume(const char *dir, mt_train_options *o) {
     truncate_log(path, T->step);
     int rc = run(T);
     trainer_free(T);
+    mt_train_options_free(&T->o);
     free(T);
     return rc;
 }

@@ -52,6 +52,8 @@ typedef struct {
 } mt_train_options;
 
 void mt_train_defaults(mt_train_options *o);
+// Frees the strings of o (model_dir, init_dir, task/dev paths, out_dir).
+void mt_train_options_free(mt_train_options *o);
 // Runs a training from scratch (o->out_dir must not hold a run) and returns the exit status.
 int mt_train(mt_train_options *o);
 // Continues the run in dir from dir/last (the run's options come from its state file; only

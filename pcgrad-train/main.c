@@ -126,10 +126,10 @@ static int recipe_option(mt_train_options *o, int c, const char *a) {
     const char *path;
     int t;
     switch (c) {
-    case 'm': o->model_dir = mt_strdup(a); break;
-    case O_INIT: o->init_dir = mt_strdup(a); break;
-    case O_TASK: t = task_of("--task", a, &path), o->task_path[t] = mt_strdup(path); break;
-    case O_DEV: t = task_of("--dev", a, &path), o->dev_path[t] = mt_strdup(path); break;
+    case 'm': free(o->model_dir), o->model_dir = mt_strdup(a); break;
+    case O_INIT: free(o->init_dir), o->init_dir = mt_strdup(a); break;
+    case O_TASK: t = task_of("--task", a, &path), free(o->task_path[t]), o->task_path[t] = mt_strdup(path); break;
+    case O_DEV: t = task_of("--dev", a, &path), free(o->dev_path[t]), o->dev_path[t] = mt_strdup(path); break;
     case O_SENT:
         if ((o->sentence_model = mt_sentence_kind_parse(a)) < 0) mt_die("--sentence-model %s: cls, mean or sbert-cnn-bilstm", a);
         break;
@@ -173,7 +173,7 @@ int main(int argc, char **argv) {
     int c, recipe_given = 0;
     while ((c = getopt_long(argc, argv, "m:o:j:d:qh", OPTS, NULL)) != -1) {
         switch (c) {
-        case 'o': o.out_dir = mt_strdup(optarg); break;
+        case 'o': free(o.out_dir), o.out_dir = mt_strdup(optarg); break;
         case O_RESUME: resume = optarg; break;
         case O_STOP: o.stop_after_steps = mt_parse_long("--stop-after-steps", optarg, 1, 1L << 40); break;
         case O_FAIL: o.fail_at_step = mt_parse_long("--fail-at-step", optarg, 1, 1L << 40); break;
@@ -189,9 +189,13 @@ int main(int argc, char **argv) {
     if (optind < argc) mt_die("unexpected argument '%s' (see --help)", argv[optind]);
     if (resume) {
         if (recipe_given || o.out_dir) mt_die("--resume takes the run's own options: give only --resume DIR (and -j, -d, -q, --stop-after-steps)");
-        return mt_train_resume(resume, &o);
+        int rc = mt_train_resume(resume, &o);
+        mt_train_options_free(&o);
+        return rc;
     }
     if (!o.model_dir) mt_die("--model DIR is required (see --help)");
     if (!o.out_dir) mt_die("-o OUTDIR is required (see --help)");
-    return mt_train(&o);
+    int rc = mt_train(&o);
+    mt_train_options_free(&o);
+    return rc;
 }

@@ -179,7 +179,7 @@ TEST(dropout_is_keyed) {
 
 static int same_file(const char *a, const char *b) {
     FILE *f = fopen(a, "rb"), *g = fopen(b, "rb");
-    int same = f && g, x, y;
+    int same = f && g, x = 0, y = 0;
     while (same && (x = fgetc(f)) == (y = fgetc(g)) && x != EOF) {}
     same = same && x == y;
     if (f) fclose(f);
