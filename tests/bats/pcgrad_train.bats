@@ -103,7 +103,9 @@ same_weights() {  # two run directories ended with identical best and last check
 @test "the checkpoint is a model directory that embed loads" {
   train --max-steps 2 -o "$T/run"
   "$BIN/embed" -q --model "$T/run/best" "$S/sts-dev.tok" -o "$T/e"
-  "$BIN/dump" --header "$T/e" | head -1 | grep -q '"hidden":"32"'
+  run "$BIN/dump" --header "$T/e"
+  [ "$status" -eq 0 ]
+  [[ "${lines[0]}" == *'"hidden":"32"'* ]]
 }
 
 @test "refuses: missing shard, not a token stream, unknown task, no shards" {
