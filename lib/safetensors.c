@@ -215,12 +215,20 @@ static int64_t write_numel(const mt_st_write_tensor *t) {
 }
 
 // The JSON header, padded with spaces to a multiple of 8 so the data area is aligned.
-static char *build_header(const mt_st_write_tensor *tensors, int n, size_t *out_len) {
+static char *build_header(const mt_st_write_tensor *tensors, int n, const char *const *meta,
+                          size_t *out_len) {
     char *buf = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&buf, &len);
     if (!f) mt_die("open_memstream: %s", strerror(errno));
-    fputs("{\"__metadata__\":{\"format\":\"pt\"}", f);
+    fputs("{\"__metadata__\":{\"format\":\"pt\"", f);
+    for (int i = 0; meta && meta[i] && meta[i + 1]; i += 2) {
+        fputc(',', f);
+        mt_json_write_string(f, meta[i]);
+        fputc(':', f);
+        mt_json_write_string(f, meta[i + 1]);
+    }
+    fputc('}', f);
     uint64_t offset = 0;
     for (int i = 0; i < n; i++) {
         const mt_st_write_tensor *t = &tensors[i];
@@ -241,6 +249,14 @@ static char *build_header(const mt_st_write_tensor *tensors, int n, size_t *out_
 }
 
 int mt_safetensors_write(const char *path, const mt_st_write_tensor *tensors, int n, char *err, size_t errlen) {
+    return mt_safetensors_write_meta(path, tensors, n, NULL, err, errlen);
+}
+
+int mt_safetensors_write_meta(const char *path, const mt_st_write_tensor *tensors, int n,
+                              const char *const *meta, char *err, size_t errlen) {
+    for (int i = 0; meta && meta[i]; i += 2)
+        if (!meta[i + 1] || !strcmp(meta[i], "format"))
+            return st_error(err, errlen, "%s: metadata key '%s' without a value or reserved", path, meta[i]);
     for (int i = 0; i < n; i++) {
         if (tensors[i].ndim < 0 || tensors[i].ndim > MT_ST_MAX_DIMS)
             return st_error(err, errlen, "%s: tensor '%s': bad number of dimensions %d", path, tensors[i].name, tensors[i].ndim);
@@ -249,7 +265,7 @@ int mt_safetensors_write(const char *path, const mt_st_write_tensor *tensors, in
                 return st_error(err, errlen, "%s: tensor name '%s' given twice", path, tensors[i].name);
     }
     size_t header_len;
-    char *header = build_header(tensors, n, &header_len);
+    char *header = build_header(tensors, n, meta, &header_len);
     size_t tmp_len = strlen(path) + 32;
     char *tmp = mt_malloc(tmp_len);
     snprintf(tmp, tmp_len, "%s.tmp.%ld", path, (long)getpid());
@@ -275,4 +291,17 @@ int mt_safetensors_write(const char *path, const mt_st_write_tensor *tensors, in
     free(tmp);
     free(header);
     return rc;
+}
+
+int mt_safetensors_meta(const mt_safetensors *st, const char *key, char *out, size_t outlen) {
+    const unsigned char *b = st->map;
+    uint64_t header_len = 0;
+    for (int i = 7; i >= 0; i--) header_len = header_len << 8 | b[i];
+    char err[256];
+    mt_json *root = mt_json_parse((const char *)b + 8, (size_t)header_len, err, sizeof err);
+    const mt_json *v = mt_json_get(mt_json_get(root, "__metadata__"), key);
+    int found = v && v->type == MT_JSON_STRING;
+    if (found) snprintf(out, outlen, "%s", v->string);
+    mt_json_free(root);
+    return found;
 }

@@ -57,6 +57,13 @@ typedef struct {
 int mt_safetensors_write(const char *path, const mt_st_write_tensor *tensors, int n,
                          char *err, size_t errlen);
 
+// The same with string metadata in "__metadata__": meta is a NULL-terminated list of
+// key, value, key, value, ... ("format" is reserved: always "pt").
+int mt_safetensors_write_meta(const char *path, const mt_st_write_tensor *tensors, int n,
+                              const char *const *meta, char *err, size_t errlen);
+// 1 and the value of metadata key (truncated to outlen) if the open file has it; else 0.
+int mt_safetensors_meta(const mt_safetensors *st, const char *key, char *out, size_t outlen);
+
 // IEEE half to float, exact (bf16 is mt_bf16_to_f32 in stream.h).
 float mt_f16_to_f32(uint16_t h);
 

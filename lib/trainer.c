@@ -1,0 +1,713 @@
+// trainer.c — see trainer.h. Layout of the gradient buffers:
+//   G     = [encoder (n_enc) | sentence model (n_sent) | heads (n_heads)]   the step's gradient
+//   P[t]  = [encoder | sentence model]   task t's gradient of the shared parameters (PCGrad)
+// so G + n_enc is exactly the task model's parameter layout, and PCGrad writes G's prefix.
+#include "trainer.h"
+
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "adamw.h"
+#include "bert.h"
+#include "checkpoint.h"
+#include "common.h"
+#include "config.h"
+#include "pcgrad.h"
+#include "rng.h"
+#include "safetensors.h"
+#include "taskdata.h"
+
+enum { K = MT_N_TASKS };
+
+typedef struct { long pass, batch; } cursor;
+
+typedef struct {
+    mt_train_options o;
+    mt_bert *m;
+    mt_taskmodel tm;
+    char vocab_fp[17];
+    mt_taskdata data[K], dev[K];
+    int has_data[K], has_dev[K];
+    mt_batches bt[K];
+    long bt_pass[K];
+    cursor cur[K];
+    int n_phases, phase_task[K][K], phase_k[K];
+    long phase_spe[K], total_steps;
+    // progress of the run (saved in the state file)
+    long step, step_in_epoch;
+    int phase, epoch;
+    double best;
+    long best_step;
+    // optimisation
+    size_t n_enc, n_sent, n_shared, n_total;
+    float *G, *P[K];
+    mt_pcgrad pc;
+    int pc_on;
+    mt_adamw opt_enc, opt_tm;
+    mt_lr_schedule sched;
+    // scratch
+    mt_packed pk;
+    mt_tm_acts acts;
+    float *dhidden;
+    size_t dhidden_cap;
+    int32_t *ex_buf;
+    int ex_cap;
+    // reporting
+    FILE *log, *devlog;
+    double t0, last_print;
+    long ex_done, tok_done, steps_done;
+    double loss_sum[K];
+    long loss_n[K];
+    double last_loss[K], last_norm;
+} trainer;
+
+static volatile sig_atomic_t stop_signal;
+static void on_signal(int sig) { stop_signal = sig; }
+
+void mt_train_defaults(mt_train_options *o) {
+    memset(o, 0, sizeof *o);
+    o->epochs = 3, o->batch_size = 16, o->partial_batch = 4, o->batch_tokens = 8192, o->window = 1024;
+    o->lr = 1e-5, o->weight_decay = 0.01, o->clip = 0, o->llrd = 0, o->dropout = 0.1f, o->seed = 0;
+    o->pair_model = MT_PAIR_ENSEMBLE, o->sentence_model = MT_SENT_MEAN, o->cnn_filters = 128, o->lstm_hidden = 128;
+    o->device = "auto";
+}
+
+void mt_train_options_free(mt_train_options *o) {
+    free(o->model_dir), free(o->init_dir), free(o->out_dir);
+    for (int t = 0; t < K; t++) free(o->task_path[t]), free(o->dev_path[t]);
+    o->model_dir = o->init_dir = o->out_dir = NULL;
+    memset(o->task_path, 0, sizeof o->task_path), memset(o->dev_path, 0, sizeof o->dev_path);
+}
+
+// ---- the run's options in the state file ---------------------------------------------------------
+
+typedef enum { OPT_STR, OPT_INT, OPT_LONG, OPT_DOUBLE, OPT_FLOAT } opt_type;
+typedef struct { const char *name; opt_type type; size_t off; } opt_field;
+#define F(name, type, field) {name, type, offsetof(mt_train_options, field)}
+static const opt_field FIELDS[] = {
+    F("model", OPT_STR, model_dir), F("init", OPT_STR, init_dir),
+    F("task.sst", OPT_STR, task_path[0]), F("task.qqp", OPT_STR, task_path[1]), F("task.sts", OPT_STR, task_path[2]),
+    F("dev.sst", OPT_STR, dev_path[0]), F("dev.qqp", OPT_STR, dev_path[1]), F("dev.sts", OPT_STR, dev_path[2]),
+    F("epochs", OPT_INT, epochs), F("batch_size", OPT_INT, batch_size), F("partial_batch", OPT_INT, partial_batch),
+    F("batch_tokens", OPT_INT, batch_tokens), F("window", OPT_INT, window), F("lr", OPT_DOUBLE, lr),
+    F("weight_decay", OPT_DOUBLE, weight_decay), F("warmup", OPT_DOUBLE, warmup), F("clip", OPT_DOUBLE, clip),
+    F("llrd", OPT_DOUBLE, llrd), F("lr_linear", OPT_INT, lr_linear), F("dropout", OPT_FLOAT, dropout),
+    F("seed", OPT_LONG, seed), F("pcgrad", OPT_INT, pcgrad), F("pcgrad_sum", OPT_INT, pcgrad_sum),
+    F("schedule.0", OPT_INT, schedule[0]), F("schedule.1", OPT_INT, schedule[1]), F("schedule.2", OPT_INT, schedule[2]),
+    F("n_schedule", OPT_INT, n_schedule), F("pair_model", OPT_INT, pair_model),
+    F("sentence_model", OPT_INT, sentence_model), F("cnn_filters", OPT_INT, cnn_filters),
+    F("lstm_hidden", OPT_INT, lstm_hidden), F("max_steps", OPT_LONG, max_steps), F("limit", OPT_LONG, limit),
+};
+#undef F
+#define N_FIELDS (int)(sizeof FIELDS / sizeof FIELDS[0])
+
+static char *options_text(const mt_train_options *o) {
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    for (int i = 0; i < N_FIELDS; i++) {
+        const void *p = (const char *)o + FIELDS[i].off;
+        fprintf(f, "%s=", FIELDS[i].name);
+        switch (FIELDS[i].type) {
+        case OPT_STR: fputs(*(char *const *)p ? *(char *const *)p : "", f); break;
+        case OPT_INT: fprintf(f, "%d", *(const int *)p); break;
+        case OPT_LONG: fprintf(f, "%ld", *(const long *)p); break;
+        case OPT_DOUBLE: fprintf(f, "%.17g", *(const double *)p); break;
+        case OPT_FLOAT: fprintf(f, "%.9g", (double)*(const float *)p); break;
+        }
+        fputc('\n', f);
+    }
+    fclose(f);
+    return buf;
+}
+
+static void options_parse(mt_train_options *o, const char *text, const char *what) {
+    for (int i = 0; i < N_FIELDS; i++) {
+        char key[64];
+        snprintf(key, sizeof key, "%s=", FIELDS[i].name);
+        const char *s = text;
+        while (s && strncmp(s, key, strlen(key)) != 0) s = (s = strchr(s, '\n')) ? s + 1 : NULL;
+        if (!s) mt_die("%s: the run's options lack '%s'", what, FIELDS[i].name);
+        s += strlen(key);
+        size_t n = strcspn(s, "\n");
+        char val[4096];
+        snprintf(val, sizeof val, "%.*s", (int)n, s);
+        void *p = (char *)o + FIELDS[i].off;
+        switch (FIELDS[i].type) {
+        case OPT_STR: *(char **)p = n ? mt_strdup(val) : NULL; break;
+        case OPT_INT: *(int *)p = atoi(val); break;
+        case OPT_LONG: *(long *)p = atol(val); break;
+        case OPT_DOUBLE: *(double *)p = strtod(val, NULL); break;
+        case OPT_FLOAT: *(float *)p = strtof(val, NULL); break;
+        }
+    }
+}
+
+// ---- set-up ------------------------------------------------------------------------------------
+
+static void check_init_dir(const trainer *T, const char *init) {
+    char err[512], p1[4096], p2[4096];
+    mt_bert_config a, b;
+    snprintf(p1, sizeof p1, "%s/config.json", T->o.model_dir);
+    snprintf(p2, sizeof p2, "%s/config.json", init);
+    if (mt_config_load(&a, p1, err, sizeof err) || mt_config_load(&b, p2, err, sizeof err)) mt_die("%s", err);
+    if (a.hidden_size != b.hidden_size || a.vocab_size != b.vocab_size || a.num_hidden_layers != b.num_hidden_layers)
+        mt_die("--init %s: a checkpoint of another model (hidden %d, %d layers, vocabulary %d; --model %s has hidden %d, "
+               "%d layers, vocabulary %d)", init, b.hidden_size, b.num_hidden_layers, b.vocab_size, T->o.model_dir,
+               a.hidden_size, a.num_hidden_layers, a.vocab_size);
+    snprintf(p2, sizeof p2, "%s/vocab.txt", init);
+    char fp[17];
+    if (access(p2, R_OK) == 0 && (mt_file_fingerprint(p2, fp), strcmp(fp, T->vocab_fp) != 0))
+        mt_die("--init %s: its vocab.txt differs from --model %s's", init, T->o.model_dir);
+}
+
+// The task model: from heads_path when it exists (its architecture wins, with a note), else new.
+static void setup_taskmodel(trainer *T, const char *heads_path) {
+    int C = T->m->cfg.hidden_size;
+    char err[512];
+    if (heads_path && access(heads_path, R_OK) == 0) {
+        if (mt_taskmodel_load(&T->tm, heads_path, err, sizeof err)) mt_die("%s", err);
+        if (T->tm.C != C) mt_die("%s: heads for hidden size %d, the encoder has %d", heads_path, T->tm.C, C);
+        if ((int)T->tm.pair != T->o.pair_model || (int)T->tm.sent.cfg.kind != T->o.sentence_model)
+            mt_log("note: %s sets the architecture: --sentence-model %s --pair-model %s", heads_path,
+                   mt_sentence_kind_name(T->tm.sent.cfg.kind), mt_pair_model_name(T->tm.pair));
+        T->o.pair_model = T->tm.pair, T->o.sentence_model = T->tm.sent.cfg.kind;
+        T->tm.sent.cfg.cnn_dropout = T->o.dropout;
+        return;
+    }
+    mt_sentence_config sc = mt_sentence_default_config((mt_sentence_kind)T->o.sentence_model, C, T->o.cnn_filters,
+                                                       T->o.lstm_hidden);
+    sc.cnn_dropout = T->o.dropout;
+    mt_taskmodel_init(&T->tm, &sc, (mt_pair_model)T->o.pair_model, (uint64_t)T->o.seed);
+}
+
+static void load_data(trainer *T) {
+    int any = 0;
+    for (int t = 0; t < K; t++) {
+        if (T->o.task_path[t]) {
+            mt_taskdata_load(&T->data[t], t, T->o.task_path[t], T->vocab_fp, T->o.limit);
+            mt_taskdata_set_cost(&T->data[t], &T->tm);
+            T->has_data[t] = any = 1;
+            T->bt_pass[t] = -1;
+        }
+        if (T->o.dev_path[t]) {
+            mt_taskdata_load(&T->dev[t], t, T->o.dev_path[t], T->vocab_fp, T->o.limit);
+            mt_taskdata_set_cost(&T->dev[t], &T->tm);
+            T->has_dev[t] = 1;
+        }
+    }
+    if (!any) mt_die("no training shards: give --task sst=FILE (qqp=, sts=)");
+}
+
+static int slots_per_step(const trainer *T, int k) {
+    int s = T->o.batch_size / T->o.partial_batch;
+    return s > k ? s : k;
+}
+
+static void ensure_batches(trainer *T, int t) {
+    if (T->bt_pass[t] == T->cur[t].pass) return;
+    mt_batches_free(&T->bt[t]);
+    int bs = T->pc_on ? T->o.partial_batch : T->o.batch_size;
+    mt_batches_make(&T->bt[t], &T->data[t], (uint64_t)T->o.seed, (uint32_t)T->cur[t].pass, bs, T->o.batch_tokens, T->o.window);
+    T->bt_pass[t] = T->cur[t].pass;
+}
+
+// Phases, steps per epoch of each, the total and the lr schedule.
+static void plan(trainer *T) {
+    if (T->o.n_schedule) {
+        T->n_phases = T->o.n_schedule;
+        for (int p = 0; p < T->n_phases; p++) {
+            int t = T->o.schedule[p];
+            if (!T->has_data[t]) mt_die("--schedule names %s but there is no --task %s=FILE", mt_task_name(t), mt_task_name(t));
+            T->phase_task[p][0] = t, T->phase_k[p] = 1;
+        }
+    } else {
+        T->n_phases = 1;
+        for (int t = 0; t < K; t++)
+            if (T->has_data[t]) T->phase_task[0][T->phase_k[0]++] = t;
+    }
+    T->pc_on = T->o.pcgrad && T->n_phases == 1 && T->phase_k[0] > 1;
+    if (T->o.pcgrad && !T->pc_on) mt_log("note: --pcgrad needs two or more tasks trained together: plain gradients");
+    T->total_steps = 0;
+    for (int p = 0; p < T->n_phases; p++) {
+        long most = 0;
+        for (int i = 0; i < T->phase_k[p]; i++) {
+            int t = T->phase_task[p][i];
+            ensure_batches(T, t);
+            most = T->bt[t].n_batches > most ? T->bt[t].n_batches : most;
+        }
+        int k = T->phase_k[p];
+        T->phase_spe[p] = T->pc_on ? (most * k + slots_per_step(T, k) - 1) / slots_per_step(T, k) : most;
+        T->total_steps += T->phase_spe[p] * T->o.epochs;
+    }
+    if (T->o.max_steps > 0 && T->o.max_steps < T->total_steps) T->total_steps = T->o.max_steps;
+    long warm = T->o.warmup < 1 ? (long)(T->o.warmup * T->total_steps) : (long)T->o.warmup;
+    T->sched = (mt_lr_schedule){T->o.lr_linear ? MT_LR_LINEAR : MT_LR_CONSTANT, T->o.lr, warm, T->total_steps};
+}
+
+static void setup_optimizers(trainer *T) {
+    int n = mt_bert_tensor_info(T->m, NULL, 0), L = T->m->cfg.num_hidden_layers;
+    struct mt_bert_tensor_info *info = mt_malloc((size_t)n * sizeof *info);
+    mt_bert_tensor_info(T->m, info, n);
+    mt_adamw_tensor *at = mt_malloc((size_t)(n > T->tm.n_tensors ? n : T->tm.n_tensors) * sizeof *at);
+    mt_adamw_hparams hp = mt_adamw_defaults();
+    hp.weight_decay = T->o.weight_decay;
+    for (int i = 0; i < n; i++) {
+        int pooler = info[i].layer >= L;  // unused in training: no gradient, no decay (as torch skips it)
+        double scale = T->o.llrd > 0 ? mt_llrd_scale(T->o.llrd, pooler ? L + 1 : info[i].layer + 1, L) : 1.0;
+        at[i] = (mt_adamw_tensor){.offset = info[i].offset, .size = info[i].size, .lr_scale = scale, .decay = info[i].decay && !pooler};
+    }
+    mt_adamw_init(&T->opt_enc, &hp, at, n, T->m->num_params);
+    for (int i = 0; i < T->tm.n_tensors; i++)
+        at[i] = (mt_adamw_tensor){.offset = T->tm.tensors[i].offset, .size = T->tm.tensors[i].size, .lr_scale = 1.0, .decay = T->tm.tensors[i].decay};
+    mt_adamw_init(&T->opt_tm, &hp, at, T->tm.n_tensors, T->tm.n_params);
+    free(at), free(info);
+    T->n_enc = T->m->num_params, T->n_sent = T->tm.n_sent;
+    T->n_shared = T->n_enc + T->n_sent, T->n_total = T->n_shared + T->tm.n_heads;
+    T->G = mt_calloc(T->n_total, sizeof(float));
+    if (T->pc_on) {
+        for (int i = 0; i < T->phase_k[0]; i++) T->P[i] = mt_calloc(T->n_shared, sizeof(float));
+        mt_pcgrad_init(&T->pc, T->phase_k[0], T->n_shared, T->o.pcgrad_sum ? MT_PCGRAD_SUM : MT_PCGRAD_MEAN);
+    }
+}
+
+// Everything but the run's progress counters: encoder from enc_dir, heads from heads_path.
+static void setup(trainer *T, const char *enc_dir, const char *heads_path) {
+    char err[512], path[4096];
+    snprintf(path, sizeof path, "%s/vocab.txt", T->o.model_dir);
+    if (access(path, R_OK) != 0) mt_die("--model %s: no vocab.txt", T->o.model_dir);
+    mt_file_fingerprint(path, T->vocab_fp);
+    if (strcmp(enc_dir, T->o.model_dir) != 0) check_init_dir(T, enc_dir);
+    const mt_backend *be = mt_backend_cpu();
+    if (T->o.device && strcmp(T->o.device, "cpu") && strcmp(T->o.device, "auto"))
+        mt_die("--device %s: training runs on the CPU (auto | cpu)", T->o.device);
+    T->m = mt_bert_load(enc_dir, be, err, sizeof err);
+    if (!T->m) mt_die("%s", err);
+    if (T->o.threads > 0) mt_bert_set_threads(T->m, T->o.threads);
+    setup_taskmodel(T, heads_path);
+    load_data(T);
+    plan(T);
+    setup_optimizers(T);
+    int max_len = 0;
+    for (int t = 0; t < K; t++) max_len = T->has_data[t] && T->data[t].max_len > max_len ? T->data[t].max_len : max_len;
+    mt_bert_reserve(T->m, T->o.batch_tokens, 3 * T->o.batch_size, max_len, 1);
+}
+
+// ---- one step ------------------------------------------------------------------------------------
+
+// The next batch of task t (advancing its cursor), appended to ex_buf at *B.
+static void take_batch(trainer *T, int t, int *B) {
+    ensure_batches(T, t);
+    if (T->cur[t].batch >= T->bt[t].n_batches) {
+        T->cur[t].pass++, T->cur[t].batch = 0;
+        ensure_batches(T, t);
+    }
+    const mt_batches *bt = &T->bt[t];
+    long b = T->cur[t].batch++;
+    int n = bt->first[b + 1] - bt->first[b];
+    if (*B + n > T->ex_cap) T->ex_cap = 2 * (*B + n), T->ex_buf = mt_realloc(T->ex_buf, (size_t)T->ex_cap * sizeof(int32_t));
+    memcpy(T->ex_buf + *B, bt->order + bt->first[b], (size_t)n * sizeof(int32_t));
+    *B += n;
+}
+
+// Forward and backward of task t on ex_buf[0..B): encoder gradient into enc, the sentence
+// model's into sent, the head's into heads. Returns the loss.
+static double run_task(trainer *T, int t, int B, float *enc, float *sent, float *heads) {
+    mt_pack(&T->pk, &T->data[t], &T->tm, T->ex_buf, B);
+    mt_bert_dropout bd = {T->o.dropout, (uint64_t)T->o.seed, (uint32_t)T->step, (uint32_t)t};
+    const float *h = mt_bert_forward_train(T->m, T->pk.ids, T->pk.types, T->pk.offsets, T->pk.nseq, &bd);
+    if (!h) mt_die("%s: %s", T->data[t].path, mt_bert_error(T->m));
+    mt_tm_dropout td = {T->o.dropout, (uint64_t)T->o.seed, (uint32_t)T->step, (uint32_t)t};
+    double loss = mt_taskmodel_forward(&T->tm, &T->acts, t, h, T->pk.offsets, B, T->pk.labels, &td);
+    if (T->o.fail_at_step && T->step + 1 == T->o.fail_at_step) loss = NAN;
+    if (!isfinite(loss)) return loss;
+    size_t need = (size_t)T->pk.N * T->m->cfg.hidden_size;
+    if (need > T->dhidden_cap) T->dhidden_cap = need, T->dhidden = mt_realloc(T->dhidden, need * sizeof(float));
+    mt_taskmodel_backward(&T->tm, &T->acts, T->dhidden, sent, heads, 1.0f);
+    mt_bert_backward(T->m, T->dhidden, enc);
+    T->ex_done += B, T->tok_done += T->pk.N;
+    return loss;
+}
+
+_Noreturn static void die_nan(trainer *T, int t) {
+    char last[4200], where[4300];
+    snprintf(last, sizeof last, "%s/last", T->o.out_dir);
+    if (access(last, F_OK) == 0) snprintf(where, sizeof where, "the last good checkpoint is %s", last);
+    else snprintf(where, sizeof where, "no checkpoint was written yet");
+    mt_die("%s loss is not finite (NaN/inf) at step %ld: stopping; %s (try a lower --lr or --clip 1)",
+           mt_task_name(t), T->step + 1, where);
+}
+
+// Partial batches of each task this step: one each, the rest drawn with replacement.
+static void pcgrad_counts(const trainer *T, int k, int *count) {
+    for (int i = 0; i < k; i++) count[i] = 1;
+    mt_rng r;
+    mt_rng_init(&r, (uint64_t)T->o.seed, (uint32_t)T->step, MT_SITE_TASK_SAMPLE);
+    for (int s = k; s < slots_per_step(T, k); s++) count[mt_rng_below(&r, (uint32_t)k)]++;
+}
+
+static void compute_gradient(trainer *T) {
+    int p = T->phase, k = T->phase_k[p], count[K];
+    float *heads = T->G + T->n_shared;
+    memset(T->G, 0, T->n_total * sizeof(float));
+    if (T->pc_on) pcgrad_counts(T, k, count);
+    for (int i = 0; i < k; i++) {
+        int t = T->phase_task[p][i], B = 0;
+        for (int c = 0; c < (T->pc_on ? count[i] : 1); c++) take_batch(T, t, &B);
+        if (T->pc_on) memset(T->P[i], 0, T->n_shared * sizeof(float));
+        float *enc = T->pc_on ? T->P[i] : T->G;
+        double loss = run_task(T, t, B, enc, enc + T->n_enc, heads);
+        if (!isfinite(loss)) die_nan(T, t);
+        T->last_loss[t] = loss, T->loss_sum[t] += loss, T->loss_n[t]++;
+    }
+    if (T->pc_on) {
+        mt_rng r;
+        mt_rng_init(&r, (uint64_t)T->o.seed, (uint32_t)T->step, MT_SITE_PCGRAD);
+        mt_pcgrad_step(&T->pc, (const float *const *)T->P, T->G, &r);
+    }
+}
+
+static void train_step(trainer *T) {
+    for (int t = 0; t < K; t++) T->last_loss[t] = NAN;
+    compute_gradient(T);
+    double norm = T->o.clip > 0 ? mt_clip_grad_norm(T->G, T->n_total, T->o.clip) : mt_grad_norm(T->G, T->n_total);
+    if (!isfinite(norm)) die_nan(T, T->phase_task[T->phase][0]);
+    double lr = mt_lr_at(&T->sched, T->step);
+    mt_adamw_step(&T->opt_enc, T->m->params, T->G, lr);
+    mt_adamw_step(&T->opt_tm, T->tm.params, T->G + T->n_enc, lr);
+    T->last_norm = norm;
+    T->step++, T->steps_done++;
+}
+
+// ---- evaluation ------------------------------------------------------------------------------------
+
+static double pearson(const double *x, const double *y, int n) {
+    double mx = 0, my = 0, sxy = 0, sxx = 0, syy = 0;
+    for (int i = 0; i < n; i++) mx += x[i], my += y[i];
+    mx /= n, my /= n;
+    for (int i = 0; i < n; i++) sxy += (x[i] - mx) * (y[i] - my), sxx += (x[i] - mx) * (x[i] - mx), syy += (y[i] - my) * (y[i] - my);
+    return sxx > 0 && syy > 0 ? sxy / sqrt(sxx * syy) : 0.0;
+}
+
+// Dev metric of task t: sst / qqp accuracy, sts Pearson r.
+static double evaluate_task(trainer *T, int t) {
+    mt_taskdata *d = &T->dev[t];
+    mt_batches bt;
+    mt_batches_make(&bt, d, 0, 0, 64, T->o.batch_tokens, 1 << 30);
+    double *pred = mt_malloc((size_t)d->n * sizeof(double)), *gold = mt_malloc((size_t)d->n * sizeof(double));
+    long correct = 0;
+    for (int b = 0; b < bt.n_batches; b++) {
+        const int32_t *ex = bt.order + bt.first[b];
+        int B = bt.first[b + 1] - bt.first[b];
+        mt_pack(&T->pk, d, &T->tm, ex, B);
+        const float *h = mt_bert_forward_train(T->m, T->pk.ids, T->pk.types, T->pk.offsets, T->pk.nseq, NULL);
+        if (!h) mt_die("%s: %s", d->path, mt_bert_error(T->m));
+        mt_taskmodel_forward(&T->tm, &T->acts, t, h, T->pk.offsets, B, NULL, NULL);
+        for (int i = 0; i < B; i++) {
+            const float *o = T->acts.out + (t == MT_TASK_SST ? i * MT_SST_CLASSES : i);
+            int arg = 0;
+            for (int k = 1; t == MT_TASK_SST && k < MT_SST_CLASSES; k++) arg = o[k] > o[arg] ? k : arg;
+            double y = d->label[ex[i]];
+            correct += t == MT_TASK_SST ? arg == (int)y : t == MT_TASK_QQP ? (o[0] > 0.5f) == (y > 0.5) : 0;
+            pred[bt.first[b] + i] = o[0], gold[bt.first[b] + i] = y;
+        }
+    }
+    double score = t == MT_TASK_STS ? pearson(pred, gold, d->n) : (double)correct / d->n;
+    free(pred), free(gold);
+    mt_batches_free(&bt);
+    return score;
+}
+
+// Overall = mean over the dev tasks of sst acc, qqp acc, (sts r + 1) / 2 (DESIGN.md §1 when all
+// three are there). NaN without dev shards.
+static double evaluate(trainer *T, double score[K]) {
+    double sum = 0;
+    int n = 0;
+    for (int t = 0; t < K; t++) {
+        score[t] = NAN;
+        if (!T->has_dev[t]) continue;
+        score[t] = evaluate_task(T, t);
+        sum += t == MT_TASK_STS ? (score[t] + 1) / 2 : score[t], n++;
+    }
+    return n ? sum / n : NAN;
+}
+
+// ---- checkpoints ---------------------------------------------------------------------------------
+
+static void write_state(trainer *T, const char *path) {
+    char *opts = options_text(&T->o), nums[8][64], cur[K][48];
+    snprintf(nums[0], 64, "%ld", T->step);
+    snprintf(nums[1], 64, "%d", T->phase);
+    snprintf(nums[2], 64, "%d", T->epoch);
+    snprintf(nums[3], 64, "%ld", T->step_in_epoch);
+    snprintf(nums[4], 64, "%.17g", T->best);
+    snprintf(nums[5], 64, "%ld", T->best_step);
+    snprintf(nums[6], 64, "%ld", T->opt_enc.step);
+    for (int t = 0; t < K; t++) snprintf(cur[t], 48, "%ld,%ld", T->cur[t].pass, T->cur[t].batch);
+    const char *meta[] = {"options", opts, "step", nums[0], "phase", nums[1], "epoch", nums[2], "step_in_epoch", nums[3],
+                          "best", nums[4], "best_step", nums[5], "adamw_step", nums[6], "cursor.sst", cur[0],
+                          "cursor.qqp", cur[1], "cursor.sts", cur[2], NULL};
+    int64_t ne = (int64_t)T->n_enc, nt = (int64_t)T->tm.n_params;
+    mt_st_write_tensor ts[4] = {{"adamw.encoder.m", 1, {ne}, T->opt_enc.m}, {"adamw.encoder.v", 1, {ne}, T->opt_enc.v},
+                                {"adamw.heads.m", 1, {nt}, T->opt_tm.m}, {"adamw.heads.v", 1, {nt}, T->opt_tm.v}};
+    char err[512];
+    if (mt_safetensors_write_meta(path, ts, 4, meta, err, sizeof err)) mt_die("%s", err);
+    free(opts);
+}
+
+// OUTDIR/name: model.safetensors, config.json, heads.safetensors, vocab.txt (+ state.safetensors).
+static void save_checkpoint(trainer *T, const char *name, int with_state) {
+    char final[4096], path[4200], src[4096], err[512];
+    snprintf(final, sizeof final, "%s/%s", T->o.out_dir, name);
+    char *tmp = mt_ckpt_tmpdir(final);
+    if (mt_bert_save(T->m, tmp, err, sizeof err)) mt_die("%s", err);
+    snprintf(path, sizeof path, "%s/model.safetensors", tmp);
+    mt_file_fingerprint(path, T->tm.model_fp);
+    snprintf(path, sizeof path, "%s/heads.safetensors", tmp);
+    if (mt_taskmodel_save(&T->tm, path, err, sizeof err)) mt_die("%s", err);
+    snprintf(src, sizeof src, "%s/vocab.txt", T->o.model_dir);
+    snprintf(path, sizeof path, "%s/vocab.txt", tmp);
+    if (mt_copy_file(src, path, err, sizeof err)) mt_die("%s", err);
+    if (with_state) {
+        snprintf(path, sizeof path, "%s/state.safetensors", tmp);
+        write_state(T, path);
+    }
+    if (mt_ckpt_commit(tmp, final, err, sizeof err)) mt_die("%s", err);
+    free(tmp);
+}
+
+static long meta_long(const mt_safetensors *st, const char *key) {
+    char v[64];
+    if (!mt_safetensors_meta(st, key, v, sizeof v)) mt_die("%s: no '%s' in the training state", st->path, key);
+    return atol(v);
+}
+
+static void restore_moments(const mt_safetensors *st, const char *name, float *dst, size_t n) {
+    const mt_st_tensor *t = mt_safetensors_find(st, name);
+    if (!t || t->dtype != MT_ST_F32 || (size_t)t->numel != n)
+        mt_die("%s: '%s' missing or not %zu floats (state of another model?)", st->path, name, n);
+    memcpy(dst, t->data, n * sizeof(float));
+}
+
+static void restore_state(trainer *T, const mt_safetensors *st) {
+    char v[64];
+    T->step = meta_long(st, "step"), T->phase = (int)meta_long(st, "phase"), T->epoch = (int)meta_long(st, "epoch");
+    T->step_in_epoch = meta_long(st, "step_in_epoch"), T->best_step = meta_long(st, "best_step");
+    T->best = mt_safetensors_meta(st, "best", v, sizeof v) ? strtod(v, NULL) : -INFINITY;
+    T->opt_enc.step = T->opt_tm.step = meta_long(st, "adamw_step");
+    for (int t = 0; t < K; t++) {
+        char key[32];
+        snprintf(key, sizeof key, "cursor.%s", mt_task_name(t));
+        if (!mt_safetensors_meta(st, key, v, sizeof v) || sscanf(v, "%ld,%ld", &T->cur[t].pass, &T->cur[t].batch) != 2)
+            mt_die("%s: bad %s", st->path, key);
+    }
+    restore_moments(st, "adamw.encoder.m", T->opt_enc.m, T->n_enc);
+    restore_moments(st, "adamw.encoder.v", T->opt_enc.v, T->n_enc);
+    restore_moments(st, "adamw.heads.m", T->opt_tm.m, T->tm.n_params);
+    restore_moments(st, "adamw.heads.v", T->opt_tm.v, T->tm.n_params);
+}
+
+// ---- logs and progress ------------------------------------------------------------------------------
+
+// Keeps the header and the rows whose first field (the step) is <= step: a resumed run
+// rewrites what the killed one logged after its last checkpoint.
+static void truncate_log(const char *path, long step) {
+    FILE *f = fopen(path, "r");
+    if (!f) return;
+    char *buf = NULL, *line = NULL;
+    size_t len = 0, cap = 0;
+    FILE *out = open_memstream(&buf, &len);
+    int first = 1;
+    while (getline(&line, &cap, f) > 0) {
+        if (first || atol(line) <= step) fputs(line, out);
+        first = 0;
+    }
+    fclose(f), fclose(out), free(line);
+    f = fopen(path, "w");
+    if (f) fwrite(buf, 1, len, f), fclose(f);
+    free(buf);
+}
+
+static FILE *open_log(const char *dir, const char *name, const char *header) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    int exists = access(path, F_OK) == 0;
+    FILE *f = fopen(path, "a");
+    if (!f) mt_die("cannot write %s: %s", path, strerror(errno));
+    if (!exists) fputs(header, f), fflush(f);
+    return f;
+}
+
+static void fmt_value(FILE *f, double v) {
+    if (isnan(v)) fputs("\tNA", f);
+    else fprintf(f, "\t%.6g", v);
+}
+
+static void log_step(trainer *T) {
+    FILE *f = T->log;
+    fprintf(f, "%ld\t%d\t%d\t%.6g", T->step, T->phase, T->epoch + 1, mt_lr_at(&T->sched, T->step - 1));
+    for (int t = 0; t < K; t++) fmt_value(f, T->last_loss[t]);
+    fmt_value(f, T->last_norm);
+    const mt_pcgrad *pc = &T->pc;
+    for (int i = 0; i < K; i++)
+        for (int j = i + 1; j < K; j++) fmt_value(f, T->pc_on && j < pc->k ? pc->cosine[i * pc->k + j] : NAN);
+    int conflicts = 0;
+    double removed = 0;
+    for (int i = 0; T->pc_on && i < pc->k; i++) {
+        removed += pc->removed[i];
+        for (int j = i + 1; j < pc->k; j++) conflicts += pc->conflict[i * pc->k + j];
+    }
+    fmt_value(f, T->pc_on ? conflicts : NAN);
+    fmt_value(f, T->pc_on ? removed : NAN);
+    fputc('\n', f);
+    fflush(f);
+}
+
+static void print_progress(trainer *T, int force) {
+    double now = mt_now();
+    if (mt_quiet || (!force && now - T->last_print < 5.0)) return;
+    T->last_print = now;
+    double el = now - T->t0, rate = T->steps_done / (el > 0 ? el : 1e-9);
+    long left = T->total_steps - T->step;
+    double eta = rate > 0 ? left / rate : 0;
+    fprintf(stderr, "%s: step %ld/%ld phase %d epoch %d/%d | loss", mt_prog, T->step, T->total_steps, T->phase + 1,
+            T->epoch + 1, T->o.epochs);
+    for (int t = 0; t < K; t++)
+        if (T->loss_n[t]) fprintf(stderr, " %s %.4f", mt_task_name(t), T->loss_sum[t] / T->loss_n[t]);
+    fprintf(stderr, " | %.1f ex/s %.0f tok/s | ETA %ld:%02ld:%02ld\n", T->ex_done / el, T->tok_done / el,
+            (long)eta / 3600, (long)eta / 60 % 60, (long)eta % 60);
+    for (int t = 0; t < K; t++) T->loss_sum[t] = 0, T->loss_n[t] = 0;
+}
+
+static const char *const TASK_NAMES_K[K] = {"sst", "qqp", "sts"};
+
+// After the last step of an epoch (or of the run): dev scores, best checkpoint, telemetry.
+static void end_epoch(trainer *T) {
+    print_progress(T, 1);
+    double score[K], overall = evaluate(T, score);
+    const char *names[K];
+    for (int i = 0; i < T->phase_k[0]; i++) names[i] = TASK_NAMES_K[T->phase_task[0][i]];
+    if (T->pc_on && !mt_quiet) mt_pcgrad_print_summary(&T->pc, names, stderr);
+    fprintf(T->devlog, "%ld\t%d\t%d", T->step, T->phase + 1, T->epoch + 1);
+    for (int t = 0; t < K; t++) fmt_value(T->devlog, score[t]);
+    fmt_value(T->devlog, overall);
+    fputc('\n', T->devlog), fflush(T->devlog);
+    int better = !isnan(overall) && overall > T->best;
+    if (!isnan(overall))
+        mt_log("dev after step %ld (phase %d epoch %d): sst %.4f qqp %.4f sts %.4f overall %.4f%s", T->step, T->phase + 1,
+               T->epoch + 1, score[0], score[1], score[2], overall, better ? " (best so far)" : "");
+    if (better) {
+        T->best = overall, T->best_step = T->step;
+        save_checkpoint(T, "best", 0);
+    }
+}
+
+// ---- the loop -----------------------------------------------------------------------------------------
+
+static void advance_epoch(trainer *T) {
+    T->step_in_epoch = 0;
+    if (++T->epoch == T->o.epochs) T->epoch = 0, T->phase++;
+}
+
+static int run(trainer *T) {
+    signal(SIGTERM, on_signal);
+    signal(SIGINT, on_signal);
+    T->log = open_log(T->o.out_dir, "train.log",
+                      "step\tphase\tepoch\tlr\tloss_sst\tloss_qqp\tloss_sts\tgrad_norm\tcos_sst_qqp\tcos_sst_sts\t"
+                      "cos_qqp_sts\tconflicts\tnorm_removed\n");
+    T->devlog = open_log(T->o.out_dir, "dev.tsv", "step\tphase\tepoch\tsst_acc\tqqp_acc\tsts_r\toverall\n");
+    T->t0 = T->last_print = mt_now();
+    mt_log("%ld steps (%d phase%s, %d epochs), %s, %zu encoder + %zu task-model parameters%s", T->total_steps, T->n_phases,
+           T->n_phases > 1 ? "s" : "", T->o.epochs, T->pc_on ? "PCGrad" : "summed task gradients", T->n_enc,
+           T->tm.n_params, T->step ? " (resumed)" : "");
+    int status = 0;
+    while (T->phase < T->n_phases && T->step < T->total_steps) {
+        train_step(T);
+        T->step_in_epoch++;
+        log_step(T);
+        print_progress(T, 0);
+        int epoch_end = T->step_in_epoch >= T->phase_spe[T->phase], done = T->step >= T->total_steps;
+        if (epoch_end || done) end_epoch(T);
+        if (epoch_end) advance_epoch(T);
+        int stop = T->o.stop_after_steps && T->step >= T->o.stop_after_steps && !done;
+        if (epoch_end || done || stop || stop_signal) save_checkpoint(T, "last", 1);
+        if (stop) { mt_log("stopped after step %ld as asked; continue with --resume %s", T->step, T->o.out_dir); break; }
+        if (stop_signal) { mt_log("signal %d: saved %s/last at step %ld", (int)stop_signal, T->o.out_dir, T->step); status = 128 + stop_signal; break; }
+    }
+    if (T->step >= T->total_steps && !mt_quiet)
+        mt_log("done: %ld steps; best dev overall %.4f at step %ld (%s/best)", T->step, T->best, T->best_step, T->o.out_dir);
+    fclose(T->log), fclose(T->devlog);
+    return status;
+}
+
+static void trainer_free(trainer *T) {
+    mt_bert_free(T->m);
+    mt_taskmodel_free(&T->tm);
+    for (int t = 0; t < K; t++) {
+        if (T->has_data[t]) mt_taskdata_free(&T->data[t]);
+        if (T->has_dev[t]) mt_taskdata_free(&T->dev[t]);
+        mt_batches_free(&T->bt[t]);
+        free(T->P[t]);
+    }
+    if (T->pc_on) mt_pcgrad_free(&T->pc);
+    mt_adamw_free(&T->opt_enc), mt_adamw_free(&T->opt_tm);
+    mt_packed_free(&T->pk);
+    mt_tm_acts_free(&T->acts);
+    free(T->G), free(T->dhidden), free(T->ex_buf);
+}
+
+int mt_train(mt_train_options *o) {
+    if (!o->model_dir || !o->out_dir) mt_die("--model DIR and -o OUTDIR are required");
+    if (o->batch_size % o->partial_batch) mt_log("note: --batch-size %d is not a multiple of --partial-batch %d", o->batch_size, o->partial_batch);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/last", o->out_dir);
+    if (access(path, F_OK) == 0) mt_die("%s already holds a run: continue it with --resume %s, or use another -o", o->out_dir, o->out_dir);
+    if (mt_mkdirs(o->out_dir) != 0) mt_die("cannot create %s: %s", o->out_dir, strerror(errno));
+    trainer *T = mt_calloc(1, sizeof *T);
+    T->o = *o;
+    T->best = -INFINITY;
+    char heads[4096];
+    snprintf(heads, sizeof heads, "%s/heads.safetensors", o->init_dir ? o->init_dir : "");
+    setup(T, o->init_dir ? o->init_dir : o->model_dir, o->init_dir ? heads : NULL);
+    int rc = run(T);
+    trainer_free(T);
+    free(T);
+    return rc;
+}
+
+int mt_train_resume(const char *dir, mt_train_options *o) {
+    char path[4096], err[512], heads[4096], last[4096];
+    snprintf(last, sizeof last, "%s/last", dir);
+    snprintf(path, sizeof path, "%.4000s/state.safetensors", last);
+    mt_safetensors st;
+    if (mt_safetensors_open(&st, path, err, sizeof err))
+        mt_die("--resume %s: not a pcgrad-train run to continue (%s)", dir, err);
+    char *opts = mt_malloc(1 << 16);
+    if (!mt_safetensors_meta(&st, "options", opts, 1 << 16)) mt_die("%s: no options in the training state", path);
+    trainer *T = mt_calloc(1, sizeof *T);
+    mt_train_defaults(&T->o);
+    options_parse(&T->o, opts, path);
+    T->o.out_dir = mt_strdup(dir);
+    T->o.stop_after_steps = o->stop_after_steps, T->o.fail_at_step = o->fail_at_step;
+    T->o.threads = o->threads, T->o.device = o->device;
+    snprintf(heads, sizeof heads, "%.4000s/heads.safetensors", last);
+    setup(T, last, heads);
+    restore_state(T, &st);
+    mt_safetensors_close(&st);
+    free(opts);
+    snprintf(path, sizeof path, "%s/train.log", dir);
+    truncate_log(path, T->step);
+    snprintf(path, sizeof path, "%s/dev.tsv", dir);
+    truncate_log(path, T->step);
+    int rc = run(T);
+    trainer_free(T);
+    mt_train_options_free(&T->o);
+    free(T);
+    return rc;
+}

@@ -1,0 +1,184 @@
+#!/usr/bin/env bats
+# bin/pcgrad-train on a tiny random BERT (tests/tools/tiny-bert: hidden 32, 2 layers, the
+# default model's vocabulary) and 32-example shards: checkpoints, logs, exact resume, and
+# every refusal. Each run takes about a second.
+load helpers
+bats_require_minimum_version 1.5.0
+
+TINY_BERT=${MTBERT_BUILD:-$ROOT/build}/tests/tools/tiny-bert
+
+setup_file() {
+  export S=$BATS_FILE_TMPDIR
+  "$TINY_BERT" "$MODEL/vocab.txt" "$S/tiny"
+  "$TINY_BERT" "$MODEL/vocab.txt" "$S/wide" 48 2 2 64 1   # another model: hidden 48
+  awk 'NR <= 33' "$DATA/sst-train.tsv" >"$S/sst.tsv"
+  awk 'NR == 1 || (NR >= 40 && NR < 72)' "$DATA/sst-train.tsv" >"$S/sst-dev.tsv"
+  awk 'NR <= 33' "$DATA/qqp-train.tsv" >"$S/qqp.tsv"
+  awk 'NR <= 33' "$DATA/sts-train.tsv" >"$S/sts.tsv"
+  awk 'NR == 1 || (NR >= 40 && NR < 72)' "$DATA/sts-train.tsv" >"$S/sts-dev.tsv"
+  local tok="$BIN/tokenize -q --model $S/tiny"
+  $tok --text sentence --label label "$S/sst.tsv" -o "$S/sst.tok"
+  $tok --text sentence --label label "$S/sst-dev.tsv" -o "$S/sst-dev.tok"
+  $tok --pair sentence1,sentence2 --label is_duplicate "$S/qqp.tsv" -o "$S/qqp.tok"
+  $tok --pair sentence1,sentence2 --label similarity "$S/sts.tsv" -o "$S/sts.tok"
+  $tok --pair sentence1,sentence2 --label similarity "$S/sts-dev.tsv" -o "$S/sts-dev.tok"
+}
+
+setup() { T=$BATS_TEST_TMPDIR; }
+
+train() {
+  "$BIN/pcgrad-train" -q -j 2 --model "$S/tiny" --task sst="$S/sst.tok" --task qqp="$S/qqp.tok" \
+    --task sts="$S/sts.tok" --dev sst="$S/sst-dev.tok" --dev sts="$S/sts-dev.tok" "$@"
+}
+
+same_weights() {  # two run directories ended with identical best and last checkpoints
+  for f in last/model.safetensors last/heads.safetensors last/state.safetensors best/model.safetensors \
+           best/heads.safetensors train.log dev.tsv; do
+    cmp "$1/$f" "$2/$f" || return 1
+  done
+}
+
+@test "--help prints usage with examples" {
+  run "$BIN/pcgrad-train" --help
+  [ "$status" -eq 0 ]
+  [[ "$output" == *"usage: pcgrad-train"* ]]
+  [[ "$output" == *"examples:"* ]]
+  [[ "$output" == *"--pcgrad"* ]]
+}
+
+@test "a multi-task run writes best and last checkpoints, the step log and dev scores" {
+  train --pcgrad --epochs 2 -o "$T/run"
+  for d in best last; do
+    for f in model.safetensors config.json heads.safetensors vocab.txt; do [ -s "$T/run/$d/$f" ]; done
+  done
+  [ -s "$T/run/last/state.safetensors" ]
+  [ ! -e "$T/run/best/state.safetensors" ]
+  cmp "$T/run/last/vocab.txt" "$MODEL/vocab.txt"
+  # 32 examples per task, partial batches of 4, 3 tasks in 4 slots: 6 steps an epoch
+  [ "$(tail -n +2 "$T/run/train.log" | wc -l)" -eq 12 ]
+  head -1 "$T/run/train.log" | grep -q $'^step\tphase\tepoch\tlr\tloss_sst\tloss_qqp\tloss_sts\tgrad_norm\tcos_sst_qqp'
+  [ "$(tail -n +2 "$T/run/dev.tsv" | wc -l)" -eq 2 ]
+  ! ls -a "$T/run" | grep -q tmp     # no temporary directory left behind
+}
+
+@test "progress, PCGrad telemetry and dev scores go to stderr, nothing to stdout" {
+  run --separate-stderr "$BIN/pcgrad-train" -j 2 --model "$S/tiny" --task sst="$S/sst.tok" --task sts="$S/sts.tok" \
+    --dev sts="$S/sts-dev.tok" --pcgrad --epochs 1 -o "$T/run"
+  [ "$status" -eq 0 ]
+  [ -z "$output" ]
+  [[ "$stderr" == *"ex/s"*"tok/s"*"ETA"* ]]
+  [[ "$stderr" == *"pcgrad: "*"conflict sst/sts"* ]]
+  [[ "$stderr" == *"dev after step"*"overall"* ]]
+}
+
+@test "resume after a stop equals the uninterrupted run, byte for byte (PCGrad)" {
+  train --pcgrad --epochs 2 --seed 3 -o "$T/a"
+  train --pcgrad --epochs 2 --seed 3 -o "$T/b" --stop-after-steps 4
+  [ "$(tail -n +2 "$T/b/train.log" | wc -l)" -eq 4 ]
+  "$BIN/pcgrad-train" -q -j 2 --resume "$T/b"
+  same_weights "$T/a" "$T/b"
+}
+
+@test "resume equals the uninterrupted run: summed gradients, sequential schedule, linear lr" {
+  train --schedule sst,sts --epochs 2 --lr-schedule linear --warmup 0.2 --clip 1 -o "$T/a"
+  train --schedule sst,sts --epochs 2 --lr-schedule linear --warmup 0.2 --clip 1 -o "$T/b" --stop-after-steps 5
+  "$BIN/pcgrad-train" -q -j 2 --resume "$T/b" --stop-after-steps 7
+  "$BIN/pcgrad-train" -q -j 2 --resume "$T/b"
+  same_weights "$T/a" "$T/b"
+}
+
+@test "a different seed gives different weights" {
+  train --max-steps 2 --seed 1 -o "$T/a"
+  train --max-steps 2 --seed 2 -o "$T/b"
+  ! cmp -s "$T/a/last/model.safetensors" "$T/b/last/model.safetensors"
+}
+
+@test "--init starts from a checkpoint's encoder and heads" {
+  train --max-steps 2 --pair-model cross -o "$T/a"
+  run "$BIN/pcgrad-train" -j 2 --model "$S/tiny" --init "$T/a/last" --task sts="$S/sts.tok" --max-steps 1 -o "$T/b"
+  [ "$status" -eq 0 ]
+  [[ "$output" == *"sets the architecture"*"--pair-model cross"* ]]
+}
+
+@test "the checkpoint is a model directory that embed loads" {
+  train --max-steps 2 -o "$T/run"
+  "$BIN/embed" -q --model "$T/run/best" "$S/sts-dev.tok" -o "$T/e"
+  run "$BIN/dump" --header "$T/e"
+  [ "$status" -eq 0 ]
+  [[ "${lines[0]}" == *'"hidden":"32"'* ]]
+}
+
+@test "refuses: missing shard, not a token stream, unknown task, no shards" {
+  run train --task sst="$T/nope.tok" -o "$T/r1"
+  [ "$status" -ne 0 ]
+  [[ "$output" == *"nope.tok"* ]]
+  printf 'id\tsentence\n' >"$T/x.tsv"
+  run train --task sst="$T/x.tsv" -o "$T/r2"
+  [ "$status" -ne 0 ]
+  [[ "$output" == *"x.tsv"* ]]
+  "$BIN/embed" -q --model "$S/tiny" "$S/sst.tok" -o "$T/emb"
+  run train --task sst="$T/emb" -o "$T/r3"
+  [ "$status" -ne 0 ]
+  [[ "$output" == *"not a token stream"* ]]
+  run train --task nli="$S/sst.tok" -o "$T/r4"
+  [ "$status" -ne 0 ]
+  [[ "$output" == *"TASK=SHARD"* ]]
+  run "$BIN/pcgrad-train" --model "$S/tiny" -o "$T/r5"
+  [ "$status" -ne 0 ]
+  [[ "$output" == *"no training shards"* ]]
+}
+
+@test "refuses a shard tokenized with another vocabulary" {
+  mkdir "$T/v2" && cp "$S/tiny"/* "$T/v2/" && echo extra-token >>"$T/v2/vocab.txt"
+  "$BIN/tokenize" -q --model "$T/v2" --text sentence --label label "$S/sst.tsv" -o "$T/v2.tok"
+  run train --task sst="$T/v2.tok" -o "$T/r"
+  [ "$status" -ne 0 ]
+  [[ "$output" == *"vocab"*"mismatch"* ]]
+}
+
+@test "refuses wrong labels for the task" {
+  run train --task qqp="$S/sst.tok" -o "$T/r1"
+  [ "$status" -ne 0 ]
+  [[ "$output" == *"no 'is_duplicate' label"* ]]
+  run train --task sst="$S/sts.tok" -o "$T/r2"
+  [ "$status" -ne 0 ]
+  [[ "$output" == *"no 'label' label"* ]]
+  awk 'NR <= 5' "$DATA/sts-train.tsv" >"$T/s.tsv"
+  "$BIN/tokenize" -q --model "$S/tiny" --pair sentence1,sentence2 --label similarity "$T/s.tsv" -o "$T/s.tok"
+  run "$BIN/pcgrad-train" --model "$S/tiny" --task qqp="$T/s.tok" -o "$T/r3"   # is_duplicate missing
+  [ "$status" -ne 0 ]
+  printf 'id\tsentence\tlabel\nx1\tgood\t7\n' >"$T/bad.tsv"
+  "$BIN/tokenize" -q --model "$S/tiny" --text sentence --label label "$T/bad.tsv" -o "$T/bad.tok"
+  run "$BIN/pcgrad-train" --model "$S/tiny" --task sst="$T/bad.tok" -o "$T/r4"
+  [ "$status" -ne 0 ]
+  [[ "$output" == *"label 7 is not a valid sst label"* ]]
+}
+
+@test "refuses an --init checkpoint of another model" {
+  run train --init "$S/wide" -o "$T/r"
+  [ "$status" -ne 0 ]
+  [[ "$output" == *"another model"*"hidden 48"* ]]
+}
+
+@test "a NaN loss stops with a clear message and keeps the last good checkpoint" {
+  run train --epochs 3 --fail-at-step 4 -o "$T/r"
+  [ "$status" -ne 0 ]
+  [[ "$output" == *"loss is not finite"*"step 4"*"last good checkpoint"* ]]
+  [ -s "$T/r/last/model.safetensors" ]     # from the end of epoch 1 (2 steps)
+  "$BIN/pcgrad-train" -q -j 2 --resume "$T/r" --stop-after-steps 3
+  [ "$(tail -n +2 "$T/r/train.log" | wc -l)" -eq 3 ]
+}
+
+@test "refuses to overwrite a run, and --resume of a directory that is not one" {
+  train --max-steps 1 -o "$T/run"
+  run train --max-steps 1 -o "$T/run"
+  [ "$status" -ne 0 ]
+  [[ "$output" == *"already holds a run"*"--resume"* ]]
+  mkdir "$T/empty"
+  run "$BIN/pcgrad-train" --resume "$T/empty"
+  [ "$status" -ne 0 ]
+  [[ "$output" == *"not a pcgrad-train run"* ]]
+  run "$BIN/pcgrad-train" --resume "$T/run" --lr 1
+  [ "$status" -ne 0 ]
+  [[ "$output" == *"--resume takes the run's own options"* ]]
+}
