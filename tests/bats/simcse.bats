@@ -55,6 +55,25 @@ setup() { T=$BATS_FILE_TMPDIR; }
   "$BIN/embed" -q --model "$T/base" --no-cross "$T/sts.tok" | "$BIN/heads" --task sts --zero-shot | "$BIN/evaluate" >/dev/null
 }
 
+@test "the encoder moved; the unused pooler is saved exactly as loaded (no decay without a gradient)" {
+  python3 - "$MODEL/model.safetensors" "$T/base/model.safetensors" <<'PY'
+import json, struct, sys
+def tensors(path):
+    b = open(path, "rb").read()
+    n = struct.unpack("<Q", b[:8])[0]
+    h = json.loads(b[8:8 + n])
+    return {k.removeprefix("bert."): b[8 + n + v["data_offsets"][0]:8 + n + v["data_offsets"][1]]
+            for k, v in h.items() if k != "__metadata__"}
+a, b = tensors(sys.argv[1]), tensors(sys.argv[2])
+assert set(a) - set(b) <= {"embeddings.position_ids"} and set(b) <= set(a), set(a) ^ set(b)
+pooler = [k for k in a if k.startswith("pooler.")]
+assert pooler, "the test model has no pooler"
+assert all(a[k] == b[k] for k in pooler), "pooler changed"
+moved = [k for k in b if a[k] != b[k]]
+assert "encoder.layer.0.attention.self.query.weight" in moved and "encoder.layer.5.output.dense.weight" in moved, moved
+PY
+}
+
 @test "determinism: the same seed and data give a byte-identical model; another seed does not" {
   tiny_run "$T/again"
   cmp "$T/base/model.safetensors" "$T/again/model.safetensors"
