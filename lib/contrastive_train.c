@@ -1,0 +1,348 @@
+// contrastive_train.c — the batch plan, the SimCSE training loop and the atomic checkpoint
+// directory of `simcse` (see contrastive.h).
+#include <dirent.h>
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "adamw.h"
+#include "common.h"
+#include "contrastive.h"
+#include "rng.h"
+#include "sentence.h"
+#include "simcse.h"
+
+// ---- the batch plan -------------------------------------------------------------------
+
+typedef struct {
+    int tokens;
+    int32_t pos, ex;  // position in the epoch's permutation (tie-break), example index
+} bucket_item;
+
+static int by_tokens(const void *a, const void *b) {
+    const bucket_item *x = a, *y = b;
+    if (x->tokens != y->tokens) return x->tokens - y->tokens;
+    return x->pos - y->pos;
+}
+
+static void plan_push_batch(mt_cl_plan *p, const bucket_item *it, int n) {
+    if (p->n + (size_t)n > p->cap) {
+        p->cap = 2 * (p->n + (size_t)n) + 256;
+        p->ex = mt_realloc(p->ex, p->cap * sizeof *p->ex);
+    }
+    if (p->n_batches + 2 > p->cap_batches) {
+        p->cap_batches = 2 * p->cap_batches + 64;
+        p->start = mt_realloc(p->start, (size_t)p->cap_batches * sizeof *p->start);
+    }
+    for (int i = 0; i < n; i++) p->ex[p->n++] = it[i].ex;
+    p->start[++p->n_batches] = (int32_t)p->n;
+}
+
+// Cuts a sorted window into batches (at most batch_size examples, batch_tokens tokens),
+// then appends them to the plan in a shuffled order.
+static void plan_window(mt_cl_plan *p, bucket_item *it, int n, int batch_size, int batch_tokens, mt_rng *rng) {
+    int32_t *first = mt_malloc((size_t)n * sizeof *first), *count = mt_malloc((size_t)n * sizeof *count), nb = 0;
+    for (int i = 0; i < n;) {
+        int k = 1, tokens = it[i].tokens;
+        while (i + k < n && k < batch_size && tokens + it[i + k].tokens <= batch_tokens) tokens += it[i + k++].tokens;
+        if (k >= 2) first[nb] = i, count[nb++] = k;  // one example has no in-batch negative
+        i += k;
+    }
+    uint32_t *order = mt_malloc((size_t)(nb ? nb : 1) * sizeof *order);
+    mt_rng_permutation(rng, order, (size_t)nb);
+    for (int b = 0; b < nb; b++) plan_push_batch(p, it + first[order[b]], count[order[b]]);
+    free(order), free(first), free(count);
+}
+
+void mt_cl_plan_epoch(mt_cl_plan *p, const mt_cl_data *d, int epoch, uint64_t seed, int batch_size,
+                      int batch_tokens) {
+    p->n = 0, p->n_batches = 0;
+    if (!p->start) p->start = mt_malloc(64 * sizeof *p->start), p->cap_batches = 64;
+    p->start[0] = 0;
+    int n = d->n_ex;
+    uint32_t *perm = mt_malloc((size_t)(n ? n : 1) * sizeof *perm);
+    mt_rng rng;
+    mt_rng_init(&rng, seed, (uint32_t)epoch, MT_SITE_SHUFFLE);
+    mt_rng_permutation(&rng, perm, (size_t)n);
+    int window = MT_CL_BUCKET_BATCHES * batch_size;
+    bucket_item *it = mt_malloc((size_t)window * sizeof *it);
+    for (int w0 = 0; w0 < n; w0 += window) {
+        int m = n - w0 < window ? n - w0 : window;
+        for (int i = 0; i < m; i++) {
+            int ex = (int)perm[w0 + i];
+            it[i] = (bucket_item){mt_cl_example_tokens(d, ex), w0 + i, ex};
+        }
+        qsort(it, (size_t)m, sizeof *it, by_tokens);
+        plan_window(p, it, m, batch_size, batch_tokens, &rng);
+    }
+    free(it);
+    free(perm);
+}
+
+void mt_cl_plan_free(mt_cl_plan *p) {
+    free(p->ex), free(p->start);
+    memset(p, 0, sizeof *p);
+}
+
+// ---- training ---------------------------------------------------------------------------
+
+mt_cl_train_options mt_cl_train_defaults(void) {
+    mt_cl_train_options o = {0};
+    o.batch_size = 32, o.batch_tokens = 16384, o.epochs = 1;
+    o.lr = 3e-5, o.weight_decay = 0.01, o.warmup = 0.1, o.tau = MT_SIMCSE_TAU, o.clip = 1.0;
+    o.dropout = 0.1f, o.pool = MT_POOL_MEAN;
+    return o;
+}
+
+#define LOSS_WINDOW 20
+
+typedef struct {
+    mt_bert *m;
+    const mt_cl_data *d;
+    const mt_cl_train_options *o;
+    int C, has_neg;
+    mt_simcse loss;
+    mt_adamw opt;
+    mt_lr_schedule sched;
+    float *grads;                 // [num_params]
+    int32_t *ids, *offsets;       // the packed batch: [tokens], [3B + 1]
+    float *emb, *demb, *dhidden;  // [3B, C], [3B, C], [tokens, C]
+    size_t cap_tokens;
+    double recent[LOSS_WINDOW];
+} trainer;
+
+// AdamW groups from the encoder's tensor table. The pooler gets no gradient here (SimCSE
+// pools the token states); torch's AdamW skips parameters without a gradient, so it must not
+// be decayed either: decay 0 and zero moments leave it exactly as loaded.
+static void trainer_optimizer(trainer *t) {
+    int n = mt_bert_tensor_info(t->m, NULL, 0);
+    struct mt_bert_tensor_info *info = mt_malloc((size_t)n * sizeof *info);
+    mt_adamw_tensor *tab = mt_malloc((size_t)n * sizeof *tab);
+    mt_bert_tensor_info(t->m, info, n);
+    for (int i = 0; i < n; i++) {
+        int pooler = info[i].layer == t->m->cfg.num_hidden_layers;
+        tab[i] = (mt_adamw_tensor){info[i].offset, info[i].size, 1.0, info[i].decay && !pooler};
+    }
+    mt_adamw_hparams hp = mt_adamw_defaults();
+    hp.weight_decay = t->o->weight_decay;
+    mt_adamw_init(&t->opt, &hp, tab, n, t->m->num_params);
+    free(tab), free(info);
+}
+
+static void trainer_init(trainer *t, mt_bert *m, const mt_cl_data *d, const mt_cl_train_options *o, long total) {
+    memset(t, 0, sizeof *t);
+    t->m = m, t->d = d, t->o = o, t->C = m->cfg.hidden_size;
+    t->has_neg = d->n_ex > 0 && d->ex[0].negative >= 0;
+    for (int i = 0; i < d->n_ex; i++)
+        if ((d->ex[i].negative >= 0) != t->has_neg) mt_die("simcse: examples mix with and without hard negatives");
+    if (!m->be->host_memory) mt_die("simcse: training runs on the CPU backend only (no CUDA backward yet)");
+    int views = t->has_neg ? 3 : 2, B = o->batch_size;
+    mt_simcse_init(&t->loss, B, t->C, o->tau, o->symmetric);
+    trainer_optimizer(t);
+    long warm = (long)ceil(o->warmup * (double)total);
+    t->sched = (mt_lr_schedule){MT_LR_LINEAR, o->lr, warm, total};
+    t->grads = mt_malloc(m->num_params * sizeof(float));
+    t->offsets = mt_malloc((size_t)(views * B + 1) * sizeof *t->offsets);
+    t->emb = mt_malloc((size_t)views * B * t->C * sizeof(float));
+    t->demb = mt_malloc((size_t)views * B * t->C * sizeof(float));
+}
+
+// Sizes the encoder's training arena once for the largest batch of the plan: its
+// attention probabilities take tokens x longest sequence, so the real lengths, not the
+// model's 512, set the size.
+static void reserve_for_plan(mt_bert *m, const mt_cl_data *d, const mt_cl_plan *p, int views) {
+    int max_len = 1, max_tokens = 1;
+    for (int i = 0; i < d->seqs.n; i++) max_len = d->seqs.len[i] > max_len ? d->seqs.len[i] : max_len;
+    for (int b = 0; b < p->n_batches; b++) {
+        int tokens = 0;
+        for (int i = p->start[b]; i < p->start[b + 1]; i++) tokens += mt_cl_example_tokens(d, p->ex[i]);
+        max_tokens = tokens > max_tokens ? tokens : max_tokens;
+    }
+    int B = 0;
+    for (int b = 0; b < p->n_batches; b++) B = p->start[b + 1] - p->start[b] > B ? p->start[b + 1] - p->start[b] : B;
+    mt_bert_reserve(m, max_tokens, views * B, max_len, 1);
+}
+
+static void trainer_free(trainer *t) {
+    mt_simcse_free(&t->loss);
+    mt_adamw_free(&t->opt);
+    free(t->grads), free(t->ids), free(t->offsets), free(t->emb), free(t->demb), free(t->dhidden);
+}
+
+// Packs the batch's sequences: anchors, then positives, then (NLI) negatives. Returns N.
+static int pack_views(trainer *t, const int32_t *ex, int B) {
+    const mt_seq_pool *s = &t->d->seqs;
+    int views = t->has_neg ? 3 : 2;
+    size_t N = 0;
+    for (int b = 0; b < B; b++) N += (size_t)mt_cl_example_tokens(t->d, ex[b]);
+    if (N > t->cap_tokens) {
+        t->cap_tokens = N;
+        t->ids = mt_realloc(t->ids, N * sizeof *t->ids);
+        t->dhidden = mt_realloc(t->dhidden, N * t->C * sizeof(float));
+    }
+    int n = 0;
+    t->offsets[0] = 0;
+    for (int v = 0; v < views; v++)
+        for (int b = 0; b < B; b++) {
+            const mt_cl_example *e = &t->d->ex[ex[b]];
+            int seq = v == 0 ? e->anchor : v == 1 ? e->positive : e->negative;
+            memcpy(t->ids + n, s->tok + s->start[seq], (size_t)s->len[seq] * sizeof(int32_t));
+            n += s->len[seq];
+            t->offsets[v * B + b + 1] = n;
+        }
+    return n;
+}
+
+// One optimizer step on one batch; returns its real tokens.
+static int train_step(trainer *t, const int32_t *ex, int B, long step, double lr) {
+    const mt_cl_train_options *o = t->o;
+    int C = t->C, V = (t->has_neg ? 3 : 2) * B;
+    int N = pack_views(t, ex, B);
+    // One packed forward for every view: the dropout masks are keyed by the element's row in
+    // the packed batch, so anchor, positive and negative views never share a mask.
+    mt_bert_dropout drop = {o->dropout, o->seed, (uint32_t)step, 0};
+    const float *h = mt_bert_forward_train(t->m, t->ids, NULL, t->offsets, V, &drop);
+    if (!h) mt_die("simcse: step %ld: %s", step + 1, mt_bert_error(t->m));
+    if (o->pool == MT_POOL_CLS) mt_cls_pool_forward(t->emb, h, t->offsets, V, C);
+    else mt_mean_pool_forward(t->emb, h, t->offsets, V, C);
+    float *e = t->emb, *de = t->demb;
+    double loss = mt_simcse_forward(&t->loss, e, e + (size_t)B * C, t->has_neg ? e + (size_t)2 * B * C : NULL, B);
+    if (!isfinite(loss)) mt_die("simcse: step %ld: loss is %g (lr %g); lower --lr or check the data", step + 1, loss, lr);
+    memset(de, 0, (size_t)V * C * sizeof(float));
+    mt_simcse_backward(&t->loss, de, de + (size_t)B * C, t->has_neg ? de + (size_t)2 * B * C : NULL, 1.0);
+    memset(t->dhidden, 0, (size_t)N * C * sizeof(float));
+    if (o->pool == MT_POOL_CLS) mt_cls_pool_backward(t->dhidden, de, t->offsets, V, C);
+    else mt_mean_pool_backward(t->dhidden, de, t->offsets, V, C);
+    memset(t->grads, 0, t->m->num_params * sizeof(float));
+    mt_bert_backward(t->m, t->dhidden, t->grads);
+    double norm = o->clip > 0 ? mt_clip_grad_norm(t->grads, t->m->num_params, o->clip)
+                              : mt_grad_norm(t->grads, t->m->num_params);
+    if (!isfinite(norm)) mt_die("simcse: step %ld: gradient norm is %g; lower --lr", step + 1, norm);
+    mt_adamw_step(&t->opt, t->m->params, t->grads, lr);
+    return N;
+}
+
+static void print_progress(const mt_cl_result *r, long total, double lr) {
+    if (mt_quiet) return;
+    double s = r->seconds > 1e-9 ? r->seconds : 1e-9;
+    long eta = (long)((double)(total - r->steps) * s / (double)r->steps + 0.5);
+    fprintf(stderr, "%s: step %ld/%ld (%ld%%) loss %.4f (last %d: %.4f) acc %.3f lr %.3g | %.1f ex/s %.0f tok/s | ETA %ld:%02ld\n",
+            mt_prog, r->steps, total, 100 * r->steps / (total ? total : 1), r->loss, LOSS_WINDOW, r->mean_loss,
+            r->accuracy, lr, (double)r->examples / s, (double)r->tokens / s, eta / 60, eta % 60);
+}
+
+static long count_steps(const mt_cl_data *d, const mt_cl_train_options *o, mt_cl_plan *p) {
+    long total = 0;
+    for (int e = 0; e < o->epochs; e++) {
+        mt_cl_plan_epoch(p, d, e, o->seed, o->batch_size, o->batch_tokens);
+        total += p->n_batches;
+    }
+    return o->max_steps > 0 && o->max_steps < total ? o->max_steps : total;
+}
+
+void mt_cl_train(mt_bert *m, const mt_cl_data *d, const mt_cl_train_options *o, FILE *log, mt_cl_result *res) {
+    mt_cl_plan plan = {0};
+    long total = count_steps(d, o, &plan);
+    if (total < 1) mt_die("simcse: no batch of at least 2 examples (%d examples, --batch-size %d, --batch-tokens %d)",
+                          d->n_ex, o->batch_size, o->batch_tokens);
+    trainer t;
+    trainer_init(&t, m, d, o, total);
+    memset(res, 0, sizeof *res);
+    if (log) fprintf(log, "step\tloss\taccuracy\tlr\n");
+    double t0 = mt_now(), last = t0;
+    long step = 0;
+    for (int e = 0; e < o->epochs && step < total; e++) {
+        mt_cl_plan_epoch(&plan, d, e, o->seed, o->batch_size, o->batch_tokens);
+        reserve_for_plan(m, d, &plan, t.has_neg ? 3 : 2);
+        for (int b = 0; b < plan.n_batches && step < total; b++, step++) {
+            int B = plan.start[b + 1] - plan.start[b];
+            double lr = mt_lr_at(&t.sched, step);
+            res->tokens += train_step(&t, plan.ex + plan.start[b], B, step, lr);
+            res->examples += B, res->steps = step + 1;
+            res->loss = t.loss.loss, res->accuracy = t.loss.accuracy, res->seconds = mt_now() - t0;
+            t.recent[step % LOSS_WINDOW] = res->loss;
+            int n = res->steps < LOSS_WINDOW ? (int)res->steps : LOSS_WINDOW;
+            res->mean_loss = 0;
+            for (int i = 0; i < n; i++) res->mean_loss += t.recent[i] / n;
+            if (log) fprintf(log, "%ld\t%.6f\t%.4f\t%.6g\n", step + 1, res->loss, res->accuracy, lr);
+            int due = o->log_every > 0 ? res->steps % o->log_every == 0 : mt_now() - last >= 2.0;
+            if (due || res->steps == total) print_progress(res, total, lr), last = mt_now();
+        }
+    }
+    if (log) fflush(log);
+    trainer_free(&t);
+    mt_cl_plan_free(&plan);
+}
+
+// ---- the checkpoint directory ------------------------------------------------------------
+
+static const mt_cl_outdir *pending_outdir;  // removed at exit unless committed
+
+// Removes a directory of plain files (what a checkpoint holds). 0 or -1.
+static int remove_flat_dir(const char *dir) {
+    DIR *dp = opendir(dir);
+    if (!dp) return -1;
+    struct dirent *de;
+    char path[4096];
+    while ((de = readdir(dp)))
+        if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) {
+            snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
+            unlink(path);
+        }
+    closedir(dp);
+    return rmdir(dir);
+}
+
+static void remove_pending(void) {
+    if (pending_outdir) remove_flat_dir(pending_outdir->tmp);
+}
+
+void mt_cl_outdir_begin(mt_cl_outdir *o, const char *out, int replace) {
+    struct stat st;
+    if (stat(out, &st) == 0 && !replace) mt_die("%s exists; remove it or pass --force to replace it", out);
+    if (stat(out, &st) == 0 && !S_ISDIR(st.st_mode)) mt_die("%s exists and is not a directory", out);
+    size_t n = strlen(out) + 32;
+    o->out = mt_strdup(out);
+    o->tmp = mt_malloc(n);
+    snprintf(o->tmp, n, "%s.tmp.%ld", out, (long)getpid());
+    o->replace = replace;
+    if (mkdir(o->tmp, 0777) != 0) mt_die("cannot create %s: %s", o->tmp, strerror(errno));
+    pending_outdir = o;
+    static int registered;
+    if (!registered) atexit(remove_pending), registered = 1;
+}
+
+void mt_cl_outdir_path(const mt_cl_outdir *o, const char *name, char *buf, size_t n) {
+    if (snprintf(buf, n, "%s/%s", o->tmp, name) >= (int)n) mt_die("%s/%s: path too long", o->tmp, name);
+}
+
+void mt_cl_outdir_commit(mt_cl_outdir *o) {
+    struct stat st;
+    char old[4200] = "";
+    if (stat(o->out, &st) == 0) {  // --force: move the old checkpoint aside first
+        snprintf(old, sizeof old, "%s.old.%ld", o->out, (long)getpid());
+        if (rename(o->out, old) != 0) mt_die("cannot move %s aside: %s", o->out, strerror(errno));
+    }
+    if (rename(o->tmp, o->out) != 0) mt_die("cannot rename %s to %s: %s", o->tmp, o->out, strerror(errno));
+    pending_outdir = NULL;
+    if (old[0] && remove_flat_dir(old) != 0) mt_log("could not remove the old checkpoint %s", old);
+    free(o->out), free(o->tmp);
+    o->out = o->tmp = NULL;
+}
+
+void mt_copy_file(const char *src, const char *dst) {
+    FILE *in = fopen(src, "rb");
+    if (!in) mt_die("cannot read %s: %s", src, strerror(errno));
+    FILE *out = fopen(dst, "wb");
+    if (!out) mt_die("cannot create %s: %s", dst, strerror(errno));
+    char buf[1 << 16];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, in)) > 0)
+        if (fwrite(buf, 1, n, out) != n) mt_die("cannot write %s: %s", dst, strerror(errno));
+    if (ferror(in)) mt_die("cannot read %s", src);
+    fclose(in);
+    if (fflush(out) != 0 || fsync(fileno(out)) != 0 || fclose(out) != 0) mt_die("cannot write %s: %s", dst, strerror(errno));
+}

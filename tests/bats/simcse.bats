@@ -1,0 +1,198 @@
+#!/usr/bin/env bats
+# simcse: tiny runs (a few short pairs, 3 steps of 8) that write a checkpoint embed loads,
+# determinism, NLI hard negatives, SST pairs, and every refusal.
+load helpers
+
+TINY=(--limit 64 --max-steps 3 --batch-size 8 --threads 2 --quiet)
+
+setup_file() {
+  export OMP_WAIT_POLICY=passive
+  T=$BATS_FILE_TMPDIR
+  # short sentences keep each step cheap
+  # (awk stops by itself: a head(1) in the pipe would end it by SIGPIPE under pipefail)
+  short() { awk -F'\t' 'n < 200 && (NR == 1 || (length($2) < 70 && length($3) < 70)) { print; n++ }' "$1"; }
+  short "$DATA/qqp-train.tsv" >"$T/qqp.tsv"
+  short "$DATA/sts-train.tsv" >"$T/sts.tsv"
+  awk -F'\t' 'n < 100 && (NR == 1 || length($2) < 60) { print; n++ }' "$DATA/sst-train.tsv" >"$T/sst.tsv"
+  "$BIN/tokenize" -q --model "$MODEL" --pair sentence1,sentence2 --label is_duplicate "$T/qqp.tsv" -o "$T/qqp.tok"
+  "$BIN/tokenize" -q --model "$MODEL" --pair sentence1,sentence2 --label similarity "$T/sts.tsv" -o "$T/sts.tok"
+  "$BIN/tokenize" -q --model "$MODEL" --text sentence --label label "$T/sst.tsv" -o "$T/sst.tok"
+  "$BIN/simcse" --model "$MODEL" --pairs qqp="$T/qqp.tok" --pairs sts="$T/sts.tok" "${TINY[@]}" -o "$T/base"
+}
+
+tiny_run() {  # tiny_run OUTDIR [options]: the base run's data and options
+  local out=$1; shift
+  "$BIN/simcse" --model "$MODEL" --pairs qqp="$T/qqp.tok" --pairs sts="$T/sts.tok" "${TINY[@]}" -o "$out" "$@"
+}
+
+setup() { T=$BATS_FILE_TMPDIR; }
+
+@test "simcse --help: usage with runnable examples" {
+  run "$BIN/simcse" --help
+  [ "$status" -eq 0 ]
+  [[ "$output" == *"--pairs NAME=FILE"* && "$output" == *"--nli FILE"* && "$output" == *"examples:"* ]]
+  [[ "$output" == *"bin/simcse --model \$M --pairs qqp=qqp.tok"* ]]
+}
+
+@test "checkpoint: Hugging Face layout, log, summary, and no temporary directory left" {
+  for f in model.safetensors config.json vocab.txt simcse.json simcse.log; do [ -s "$T/base/$f" ]; done
+  cmp "$T/base/vocab.txt" "$MODEL/vocab.txt"
+  [ "$(head -1 "$T/base/simcse.log")" = "$(printf 'step\tloss\taccuracy\tlr')" ]
+  [ "$(tail -n +2 "$T/base/simcse.log" | wc -l)" -eq 3 ]
+  grep -q '"steps": 3' "$T/base/simcse.json"
+  grep -q '"final_loss": [0-9]' "$T/base/simcse.json"
+  python3 -c 'import json,sys; json.load(open(sys.argv[1]))' "$T/base/simcse.json"
+  ! ls -d "$T"/base.tmp.* 2>/dev/null
+}
+
+@test "embed loads the checkpoint and its embeddings differ from the initial model's" {
+  "$BIN/embed" -q --model "$T/base" --no-cross "$T/sts.tok" | "$BIN/dump" >"$T/after.jsonl"
+  "$BIN/embed" -q --model "$MODEL" --no-cross "$T/sts.tok" | "$BIN/dump" >"$T/before.jsonl"
+  [ "$(wc -l <"$T/after.jsonl")" -eq "$(wc -l <"$T/before.jsonl")" ]
+  [ "$(wc -l <"$T/after.jsonl")" -gt 100 ]
+  ! cmp -s "$T/after.jsonl" "$T/before.jsonl"
+  # and the zero-shot pipeline runs end to end on it
+  "$BIN/embed" -q --model "$T/base" --no-cross "$T/sts.tok" | "$BIN/heads" --task sts --zero-shot | "$BIN/evaluate" >/dev/null
+}
+
+@test "the encoder moved; the unused pooler is saved exactly as loaded (no decay without a gradient)" {
+  python3 - "$MODEL/model.safetensors" "$T/base/model.safetensors" <<'PY'
+import json, struct, sys
+def tensors(path):
+    b = open(path, "rb").read()
+    n = struct.unpack("<Q", b[:8])[0]
+    h = json.loads(b[8:8 + n])
+    return {k.removeprefix("bert."): b[8 + n + v["data_offsets"][0]:8 + n + v["data_offsets"][1]]
+            for k, v in h.items() if k != "__metadata__"}
+a, b = tensors(sys.argv[1]), tensors(sys.argv[2])
+assert set(a) - set(b) <= {"embeddings.position_ids"} and set(b) <= set(a), set(a) ^ set(b)
+pooler = [k for k in a if k.startswith("pooler.")]
+assert pooler, "the test model has no pooler"
+assert all(a[k] == b[k] for k in pooler), "pooler changed"
+moved = [k for k in b if a[k] != b[k]]
+assert "encoder.layer.0.attention.self.query.weight" in moved and "encoder.layer.5.output.dense.weight" in moved, moved
+PY
+}
+
+@test "determinism: the same seed and data give a byte-identical model; another seed does not" {
+  tiny_run "$T/again"
+  cmp "$T/base/model.safetensors" "$T/again/model.safetensors"
+  cmp "$T/base/simcse.log" "$T/again/simcse.log"
+  tiny_run "$T/seed1" --seed 1
+  ! cmp -s "$T/base/model.safetensors" "$T/seed1/model.safetensors"
+}
+
+@test "NLI mode: entailment positives with the contradiction of the same premise as hard negative" {
+  {
+    printf 'id\tpremise\thypothesis\tlabel\n'
+    printf '1\ta man is playing a guitar\ta person plays an instrument\tentailment\n'
+    printf '2\ta dog runs in the park\ta cat sleeps on the sofa\tcontradiction\n'
+    printf '3\ta man is playing a guitar\tnobody is playing music\tcontradiction\n'
+    printf '4\ta dog runs in the park\tan animal is outside\tentailment\n'
+    printf '5\ta woman is cooking\tsomeone is making food\tentailment\n'
+    printf '6\ta child is reading\tthe child has a book\tneutral\n'
+    printf '7\ta man is playing a guitar\ta man plays music\tentailment\n'
+  } >"$T/nli.tsv"
+  "$BIN/tokenize" -q --model "$MODEL" --pair premise,hypothesis --label label \
+    --label-map entailment=0,neutral=1,contradiction=2 "$T/nli.tsv" -o "$T/nli.tok"
+  run "$BIN/simcse" --model "$MODEL" --nli "$T/nli.tok" --batch-size 8 --warmup 0 --threads 2 -o "$T/nli"
+  [ "$status" -eq 0 ]
+  [[ "$output" == *"7 records (4 entailment, 2 contradiction), 4 premises: 2 skipped without both, 3 examples with a hard negative"* ]]
+  grep -q '"hard_negatives": true' "$T/nli/simcse.json"
+  ! cmp -s "$T/nli/model.safetensors" "$MODEL/model.safetensors"
+}
+
+@test "SST/QQP/STS variant: same-label SST pairs join the positives" {
+  run "$BIN/simcse" --model "$MODEL" --pairs sst="$T/sst.tok" --pairs qqp="$T/qqp.tok" --limit 64 \
+    --max-steps 1 --batch-size 8 --threads 2 -o "$T/sst-run"
+  [ "$status" -eq 0 ]
+  [[ "$output" =~ sst\ .*:\ 64\ records,\ [1-9][0-9]*\ same-label\ pairs ]]
+  [ -s "$T/sst-run/model.safetensors" ]
+}
+
+@test "refuses a shard tokenized with another vocabulary, naming it" {
+  cp "$MODEL/vocab.txt" "$T/vocab2.txt"
+  echo "[extra]" >>"$T/vocab2.txt"
+  "$BIN/tokenize" -q --vocab "$T/vocab2.txt" --pair sentence1,sentence2 --label is_duplicate "$T/qqp.tsv" -o "$T/qqp-v2.tok"
+  run "$BIN/simcse" --model "$MODEL" --pairs qqp="$T/qqp-v2.tok" "${TINY[@]}" -o "$T/bad"
+  [ "$status" -ne 0 ]
+  [[ "$output" == *"qqp-v2.tok"*"vocabulary"* ]]
+  [ ! -e "$T/bad" ]
+}
+
+@test "refuses a stream that is not a pair token stream" {
+  run "$BIN/simcse" --model "$MODEL" --pairs qqp="$T/sst.tok" "${TINY[@]}" -o "$T/bad"
+  [ "$status" -ne 0 ]
+  [[ "$output" == *"sst.tok: not a pair token stream (mode=single)"* ]]
+  "$BIN/embed" -q --model "$MODEL" --no-cross "$T/sts.tok" -o "$T/sts.emb"
+  run "$BIN/simcse" --model "$MODEL" --pairs sts="$T/sts.emb" "${TINY[@]}" -o "$T/bad"
+  [ "$status" -ne 0 ]
+  [[ "$output" == *"sts.emb: not a token stream (kind=embeddings)"* ]]
+  [ ! -e "$T/bad" ]
+}
+
+@test "refuses a shard with no positives, saying what it found" {
+  awk -F'\t' 'NR == 1 || $4 == 0' "$T/qqp.tsv" >"$T/qqp-neg.tsv"
+  "$BIN/tokenize" -q --model "$MODEL" --pair sentence1,sentence2 --label is_duplicate "$T/qqp-neg.tsv" -o "$T/qqp-neg.tok"
+  run "$BIN/simcse" --model "$MODEL" --pairs qqp="$T/qqp-neg.tok" --threads 2 -o "$T/bad"
+  [ "$status" -ne 0 ]
+  [[ "$output" == *"qqp-neg.tok: no positive pairs: "*" records, none with is_duplicate = 1"* ]]
+  run "$BIN/simcse" --model "$MODEL" --pairs sts="$T/sts.tok" --min-score 5 --threads 2 -o "$T/bad"
+  [ "$status" -ne 0 ]
+  [[ "$output" == *"sts.tok: no positive pairs: 199 records, none with similarity > 5 (the largest is 5)"* ]]
+  # a pair stream without the needed label
+  run "$BIN/simcse" --model "$MODEL" --pairs qqp="$T/sts.tok" --threads 2 -o "$T/bad"
+  [ "$status" -ne 0 ]
+  [[ "$output" == *"has no label 'is_duplicate' (it has: similarity)"* ]]
+  [ ! -e "$T/bad" ]
+}
+
+@test "refuses a NaN loss, leaving no checkpoint and no temporary directory" {
+  # a copy of the model with one NaN in the embedding LayerNorm: every hidden state is NaN
+  mkdir -p "$T/nanmodel"
+  cp "$MODEL/config.json" "$MODEL/vocab.txt" "$MODEL/model.safetensors" "$T/nanmodel/"
+  python3 - "$T/nanmodel/model.safetensors" <<'PY'
+import json, struct, sys
+f = open(sys.argv[1], "r+b")
+n = struct.unpack("<Q", f.read(8))[0]
+header = json.loads(f.read(n))
+name = next(k for k in header if k.endswith("embeddings.LayerNorm.weight"))
+f.seek(8 + n + header[name]["data_offsets"][0])
+f.write(struct.pack("<f", float("nan")))
+PY
+  run "$BIN/simcse" --model "$T/nanmodel" --pairs qqp="$T/qqp.tok" "${TINY[@]}" -o "$T/nan"
+  [ "$status" -ne 0 ]
+  [[ "$output" == *"step 1: loss is nan"* ]]
+  [ ! -e "$T/nan" ]
+  ! ls -d "$T"/nan.tmp.* 2>/dev/null
+}
+
+@test "refuses a truncated shard (broken upstream)" {
+  zcat "$T/qqp.tok" >"$T/qqp.raw"
+  head -c 3000 "$T/qqp.raw" | gzip >"$T/cut.tok"
+  run "$BIN/simcse" --model "$MODEL" --pairs qqp="$T/cut.tok" "${TINY[@]}" -o "$T/bad"
+  [ "$status" -ne 0 ]
+  [[ "$output" == *"cut.tok"* ]]
+  [ ! -e "$T/bad" ]
+}
+
+@test "an existing OUTDIR is kept unless --force, which replaces it whole" {
+  mkdir -p "$T/taken" && echo keep >"$T/taken/file"
+  run tiny_run "$T/taken"
+  [ "$status" -ne 0 ]
+  [[ "$output" == *"taken exists; remove it or pass --force"* ]]
+  [ "$(cat "$T/taken/file")" = keep ]
+  tiny_run "$T/taken" --force
+  [ ! -e "$T/taken/file" ]
+  cmp "$T/base/model.safetensors" "$T/taken/model.safetensors"
+  ! ls -d "$T"/taken.old.* "$T"/taken.tmp.* 2>/dev/null
+}
+
+@test "refuses bad usage: --nli with --pairs, unknown pair source, missing -o" {
+  run "$BIN/simcse" --model "$MODEL" --nli "$T/qqp.tok" --pairs qqp="$T/qqp.tok" -o "$T/bad"
+  [ "$status" -ne 0 ] && [[ "$output" == *"--nli and --pairs train separate stages"* ]]
+  run "$BIN/simcse" --model "$MODEL" --pairs mnli="$T/qqp.tok" -o "$T/bad"
+  [ "$status" -ne 0 ] && [[ "$output" == *"expected qqp=FILE, sts=FILE or sst=FILE"* ]]
+  run "$BIN/simcse" --model "$MODEL" --pairs qqp="$T/qqp.tok"
+  [ "$status" -ne 0 ] && [[ "$output" == *"-o OUTDIR"* ]]
+}
