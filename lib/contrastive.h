@@ -157,7 +157,5 @@ void mt_cl_outdir_begin(mt_cl_outdir *o, const char *out, int replace);  // dies
 // tmp/name
 void mt_cl_outdir_path(const mt_cl_outdir *o, const char *name, char *buf, size_t n);
 void mt_cl_outdir_commit(mt_cl_outdir *o);  // dies on failure
-// Copies file src to dst (vocab.txt into the checkpoint). Dies on failure.
-void mt_copy_file(const char *src, const char *dst);
 
 #endif

@@ -11,6 +11,7 @@
 #include "adamw.h"
 #include "common.h"
 #include "contrastive.h"
+#include "checkpoint.h"
 #include "rng.h"
 #include "sentence.h"
 #include "simcse.h"
@@ -278,38 +279,21 @@ void mt_cl_train(mt_bert *m, const mt_cl_data *d, const mt_cl_train_options *o, 
 }
 
 // ---- the checkpoint directory ------------------------------------------------------------
+// Built with checkpoint.h: a temporary directory beside OUT, swapped in by one rename.
 
 static const mt_cl_outdir *pending_outdir;  // removed at exit unless committed
 
-// Removes a directory of plain files (what a checkpoint holds). 0 or -1.
-static int remove_flat_dir(const char *dir) {
-    DIR *dp = opendir(dir);
-    if (!dp) return -1;
-    struct dirent *de;
-    char path[4096];
-    while ((de = readdir(dp)))
-        if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) {
-            snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
-            unlink(path);
-        }
-    closedir(dp);
-    return rmdir(dir);
-}
-
 static void remove_pending(void) {
-    if (pending_outdir) remove_flat_dir(pending_outdir->tmp);
+    if (pending_outdir) mt_ckpt_remove(pending_outdir->tmp);
 }
 
 void mt_cl_outdir_begin(mt_cl_outdir *o, const char *out, int replace) {
     struct stat st;
     if (stat(out, &st) == 0 && !replace) mt_die("%s exists; remove it or pass --force to replace it", out);
     if (stat(out, &st) == 0 && !S_ISDIR(st.st_mode)) mt_die("%s exists and is not a directory", out);
-    size_t n = strlen(out) + 32;
     o->out = mt_strdup(out);
-    o->tmp = mt_malloc(n);
-    snprintf(o->tmp, n, "%s.tmp.%ld", out, (long)getpid());
+    o->tmp = mt_ckpt_tmpdir(out);
     o->replace = replace;
-    if (mkdir(o->tmp, 0777) != 0) mt_die("cannot create %s: %s", o->tmp, strerror(errno));
     pending_outdir = o;
     static int registered;
     if (!registered) atexit(remove_pending), registered = 1;
@@ -320,29 +304,9 @@ void mt_cl_outdir_path(const mt_cl_outdir *o, const char *name, char *buf, size_
 }
 
 void mt_cl_outdir_commit(mt_cl_outdir *o) {
-    struct stat st;
-    char old[4200] = "";
-    if (stat(o->out, &st) == 0) {  // --force: move the old checkpoint aside first
-        snprintf(old, sizeof old, "%s.old.%ld", o->out, (long)getpid());
-        if (rename(o->out, old) != 0) mt_die("cannot move %s aside: %s", o->out, strerror(errno));
-    }
-    if (rename(o->tmp, o->out) != 0) mt_die("cannot rename %s to %s: %s", o->tmp, o->out, strerror(errno));
+    char err[512];
+    if (mt_ckpt_commit(o->tmp, o->out, err, sizeof err) != 0) mt_die("%s", err);
     pending_outdir = NULL;
-    if (old[0] && remove_flat_dir(old) != 0) mt_log("could not remove the old checkpoint %s", old);
     free(o->out), free(o->tmp);
     o->out = o->tmp = NULL;
-}
-
-void mt_copy_file(const char *src, const char *dst) {
-    FILE *in = fopen(src, "rb");
-    if (!in) mt_die("cannot read %s: %s", src, strerror(errno));
-    FILE *out = fopen(dst, "wb");
-    if (!out) mt_die("cannot create %s: %s", dst, strerror(errno));
-    char buf[1 << 16];
-    size_t n;
-    while ((n = fread(buf, 1, sizeof buf, in)) > 0)
-        if (fwrite(buf, 1, n, out) != n) mt_die("cannot write %s: %s", dst, strerror(errno));
-    if (ferror(in)) mt_die("cannot read %s", src);
-    fclose(in);
-    if (fflush(out) != 0 || fsync(fileno(out)) != 0 || fclose(out) != 0) mt_die("cannot write %s: %s", dst, strerror(errno));
 }

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "bert.h"
+#include "checkpoint.h"
 #include "common.h"
 #include "contrastive.h"
 #include "json.h"
@@ -226,7 +227,7 @@ int main(int argc, char **argv) {
 
     if (mt_bert_save(m, out.tmp, err, sizeof err)) mt_die("%s", err);
     mt_cl_outdir_path(&out, "vocab.txt", path, sizeof path);
-    mt_copy_file(vocab, path);
+    if (mt_copy_file(vocab, path, err, sizeof err)) mt_die("%s", err);
     mt_cl_outdir_path(&out, "simcse.json", path, sizeof path);
     write_summary(&o, &d, &r, path);
     mt_log("%ld steps, %ld examples in %.1f s; final loss %.4f (mean of last 20: %.4f); wrote %s", r.steps, r.examples,

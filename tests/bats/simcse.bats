@@ -42,7 +42,7 @@ setup() { T=$BATS_FILE_TMPDIR; }
   grep -q '"steps": 3' "$T/base/simcse.json"
   grep -q '"final_loss": [0-9]' "$T/base/simcse.json"
   python3 -c 'import json,sys; json.load(open(sys.argv[1]))' "$T/base/simcse.json"
-  ! ls -d "$T"/base.tmp.* 2>/dev/null
+  ! ls -d "$T"/base.tmp.* "$T"/.base.tmp.* 2>/dev/null
 }
 
 @test "embed loads the checkpoint and its embeddings differ from the initial model's" {
@@ -164,7 +164,7 @@ PY
   [ "$status" -ne 0 ]
   [[ "$output" == *"step 1: loss is nan"* ]]
   [ ! -e "$T/nan" ]
-  ! ls -d "$T"/nan.tmp.* 2>/dev/null
+  ! ls -d "$T"/nan.tmp.* "$T"/.nan.tmp.* 2>/dev/null
 }
 
 @test "refuses a truncated shard (broken upstream)" {
@@ -185,7 +185,7 @@ PY
   tiny_run "$T/taken" --force
   [ ! -e "$T/taken/file" ]
   cmp "$T/base/model.safetensors" "$T/taken/model.safetensors"
-  ! ls -d "$T"/taken.old.* "$T"/taken.tmp.* 2>/dev/null
+  ! ls -d "$T"/taken.old.* "$T"/taken.tmp.* "$T"/.taken.tmp.* 2>/dev/null
 }
 
 @test "refuses bad usage: --nli with --pairs, unknown pair source, missing -o" {
