@@ -7,12 +7,14 @@
 
 #include "common.h"
 #include "heads.h"
+#include "taskmodel.h"
 #include "stream.h"
 
 #define PRODUCER "heads 0.1"
 
 static const char *USAGE =
     "usage: heads [--task sst|qqp|sts] (--head FILE | --zero-shot) [-o OUT] [STREAM]\n"
+    "       heads --task sst|qqp|sts --model CKPT [-o OUT] [STREAM]\n"
     "       heads fit --task sst|qqp|sts -o HEAD.safetensors [fit options] [STREAM]\n"
     "\n"
     "Reads an embedding stream (from 'embed'; default stdin) and writes a prediction stream\n"
@@ -27,6 +29,9 @@ static const char *USAGE =
     "  --head FILE        a head written by 'heads fit'; its task, features and the encoder\n"
     "                     fingerprint (model_fp) and pooling must match the stream\n"
     "  --zero-shot        sts without a head: score = 5 * clamp(cos(emb_a, emb_b), 0, 1)\n"
+    "  --model CKPT       the task heads trained with the encoder by pcgrad-train\n"
+    "                     (CKPT/heads.safetensors); the stream must come from\n"
+    "                     'embed --model CKPT' with the pooling the heads were trained on\n"
     "  --task T           sst, qqp or sts (with --head: checked against the head's task)\n"
     "  -o, --output FILE  prediction stream (default stdout; written atomically)\n"
     "\n"
@@ -58,7 +63,7 @@ static const char *USAGE =
 typedef struct {
     int fit, zero_shot, have_task;
     mt_task task;
-    const char *head_path, *out_path, *in_path, *features;
+    const char *head_path, *out_path, *in_path, *features, *model_dir;
     mt_fit_opts fit_opts;
 } options;
 
@@ -69,9 +74,10 @@ static mt_task parse_task(const char *s) {
 }
 
 static void parse_args(int argc, char **argv, options *o) {
-    enum { O_TASK = 256, O_HEAD, O_ZERO, O_FIT, O_FEAT, O_HOLD, O_SEED, O_L2, O_LR, O_EP, O_PAT, O_BATCH };
+    enum { O_TASK = 256, O_HEAD, O_MODEL, O_ZERO, O_FIT, O_FEAT, O_HOLD, O_SEED, O_L2, O_LR, O_EP, O_PAT, O_BATCH };
     static const struct option opts[] = {
         {"task", required_argument, 0, O_TASK}, {"head", required_argument, 0, O_HEAD},
+        {"model", required_argument, 0, O_MODEL},
         {"zero-shot", no_argument, 0, O_ZERO},  {"fit", no_argument, 0, O_FIT},
         {"features", required_argument, 0, O_FEAT}, {"holdout", required_argument, 0, O_HOLD},
         {"seed", required_argument, 0, O_SEED}, {"l2", required_argument, 0, O_L2},
@@ -88,6 +94,7 @@ static void parse_args(int argc, char **argv, options *o) {
         switch (c) {
         case O_TASK: o->task = parse_task(optarg), o->have_task = 1; break;
         case O_HEAD: o->head_path = optarg; break;
+        case O_MODEL: o->model_dir = optarg; break;
         case O_ZERO: o->zero_shot = 1; break;
         case O_FIT: o->fit = 1; break;
         case O_FEAT: o->features = optarg; break;
@@ -250,7 +257,79 @@ static void predict_one(const mt_head *h, const options *o, int hidden, const mt
     mt_head_predict(h, feat, outv, pred);
 }
 
+// The trained heads of a pcgrad-train checkpoint, on embed's pooled vectors of that checkpoint.
+static void check_trained_heads(const mt_taskmodel *tm, const char *path, const mt_reader *r) {
+    const mt_meta *m = mt_reader_meta(r);
+    const char *fp = mt_meta_get(m, "model_fp"), *pool = mt_meta_get(m, "pool"), *hid = mt_meta_get(m, "hidden");
+    const char *kind = mt_sentence_kind_name(tm->sent.cfg.kind);
+    if (tm->model_fp[0] && (!fp || strcmp(fp, tm->model_fp)))
+        mt_die("%s belongs to the encoder with model_fp=%s, but %s has model_fp=%s: embed with "
+               "--model set to the same checkpoint", path, tm->model_fp, mt_reader_path(r), fp ? fp : "(none)");
+    if (!pool || strcmp(pool, kind))
+        mt_die("%s was trained on %s sentence embeddings, but %s has pool=%s: run embed --pool %s",
+               path, kind, mt_reader_path(r), pool ? pool : "(none)", kind);
+    if (!hid || atoi(hid) != tm->C) mt_die("%s expects hidden size %d, but %s has hidden=%s", path, tm->C,
+                                           mt_reader_path(r), hid ? hid : "(none)");
+}
+
+static const float *tensor_or_die(const mt_record *rec, const char *name, int n, const mt_reader *r, int need) {
+    const mt_tensor *t = mt_record_get(rec, name);
+    if (!t && !need) return NULL;
+    if (!t || t->dtype != MT_F32 || (int)mt_tensor_numel(t) != n)
+        mt_die("%s: record '%s' needs %s as f32[%d] (pairs: embed without --no-cross for the "
+               "cross-encoder heads)", mt_reader_path(r), rec->id, name, n);
+    return t->data;
+}
+
+static void run_predict_trained(const options *o) {
+    if (!o->have_task) mt_die("--model needs --task sst, qqp or sts");
+    if (o->head_path || o->zero_shot) mt_die("give one of --model, --head or --zero-shot");
+    char path[4096], err[512];
+    snprintf(path, sizeof path, "%s/heads.safetensors", o->model_dir);
+    mt_taskmodel tm;
+    if (mt_taskmodel_load(&tm, path, err, sizeof err)) mt_die("%s", err);
+    mt_reader *r = mt_reader_open(o->in_path, 1);
+    check_embedding_stream(r);
+    check_trained_heads(&tm, path, r);
+    mt_meta meta = {0};
+    mt_meta_copy(&meta, mt_reader_meta(r));
+    mt_meta_set(&meta, "kind", "predictions");
+    mt_meta_set(&meta, "task", mt_task_name(o->task));
+    mt_meta_set(&meta, "producer", PRODUCER);
+    mt_meta_set(&meta, "head", path);
+    mt_writer *w = mt_writer_open(o->out_path ? o->out_path : "-", &meta);
+    mt_record rec = {0}, out = {0};
+    float outv[MT_SST_CLASSES];
+    int pair = mt_task_is_pair(o->task), bi = tm.pair != MT_PAIR_CROSS, cross = tm.pair != MT_PAIR_BI;
+    mt_progress pr;
+    mt_progress_start(&pr, "predict", 0);
+    while (mt_reader_next(r, &rec) == 1) {
+        const float *a = tensor_or_die(&rec, "emb_a", tm.D, r, !pair || bi);
+        const float *b = pair ? tensor_or_die(&rec, "emb_b", tm.D, r, bi) : NULL;
+        const float *c = pair ? tensor_or_die(&rec, "cls_ab", tm.C, r, cross) : NULL;
+        mt_taskmodel_predict(&tm, o->task, a, b, c, outv);
+        float pred = outv[0];  // sts: the score
+        if (o->task == MT_TASK_QQP) pred = outv[0] >= 0.5f;
+        if (o->task == MT_TASK_SST) {
+            int best = 0;
+            for (int k = 1; k < MT_SST_CLASSES; k++) best = outv[k] > outv[best] ? k : best;
+            pred = (float)best;
+        }
+        write_prediction(o->task, &rec, outv, pred, &out);
+        mt_writer_put(w, &out);
+        mt_progress_add(&pr, 1);
+    }
+    mt_progress_done(&pr);
+    mt_writer_close(w);
+    mt_reader_close(r);
+    mt_record_free(&rec), mt_record_free(&out), mt_meta_free(&meta), mt_taskmodel_free(&tm);
+}
+
 static void run_predict(const options *o) {
+    if (o->model_dir) {
+        run_predict_trained(o);
+        return;
+    }
     if (o->head_path && o->zero_shot) mt_die("give either --head or --zero-shot, not both");
     if (!o->head_path && !o->zero_shot)
         mt_die("give --head FILE (written by 'heads fit') or, for sts, --zero-shot (see --help)");

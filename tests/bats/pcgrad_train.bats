@@ -182,3 +182,32 @@ same_weights() {  # two run directories ended with identical best and last check
   [ "$status" -ne 0 ]
   [[ "$output" == *"--resume takes the run's own options"* ]]
 }
+
+@test "tokenize | embed --model CKPT | heads --model CKPT reproduces the trainer's dev scores" {
+  train --max-steps 3 --pair-model ensemble -o "$T/run"
+  C=$T/run/best
+  "$BIN/embed" -q --model "$C" "$S/sst-dev.tok" | "$BIN/heads" -q --model "$C" --task sst -o "$T/sst.pred"
+  "$BIN/embed" -q --model "$C" "$S/sts-dev.tok" | "$BIN/heads" -q --model "$C" --task sts -o "$T/sts.pred"
+  "$BIN/evaluate" -q --ci 0 --format tsv "$T/sst.pred" "$T/sts.pred" >"$T/m.tsv"
+  # dev.tsv: step phase epoch sst_acc qqp_acc sts_r overall; the best row has the best overall
+  want_sst=$(awk -F'\t' 'NR > 1 && $7 > b { b = $7; v = $4 } END { print v }' "$T/run/dev.tsv")
+  want_sts=$(awk -F'\t' 'NR > 1 && $7 > b { b = $7; v = $6 } END { print v }' "$T/run/dev.tsv")
+  got_sst=$(awk -F'\t' '$1 == "sst" && $2 == "accuracy" { print $3 }' "$T/m.tsv")
+  got_sts=$(awk -F'\t' '$1 == "sts" && $2 == "pearson" { print $3 }' "$T/m.tsv")
+  echo "sst $want_sst vs $got_sst; sts $want_sts vs $got_sts"
+  [ -n "$want_sst" ] && [ -n "$got_sst" ] && [ -n "$want_sts" ] && [ -n "$got_sts" ]
+  awk -v a="$want_sst" -v b="$got_sst" 'BEGIN { exit !(a - b < 1e-4 && b - a < 1e-4) }'
+  awk -v a="$want_sts" -v b="$got_sts" 'BEGIN { exit !(a - b < 1e-4 && b - a < 1e-4) }'
+}
+
+@test "heads --model refuses embeddings of another encoder or pooling" {
+  train --max-steps 1 -o "$T/run"
+  "$BIN/embed" -q --model "$S/tiny" "$S/sst-dev.tok" -o "$T/base.emb"
+  run "$BIN/heads" --model "$T/run/best" --task sst "$T/base.emb"
+  [ "$status" -ne 0 ]
+  [[ "$output" == *"model_fp"* ]]
+  "$BIN/embed" -q --model "$T/run/best" --pool cls "$S/sst-dev.tok" -o "$T/cls.emb"
+  run "$BIN/heads" --model "$T/run/best" --task sst "$T/cls.emb"
+  [ "$status" -ne 0 ]
+  [[ "$output" == *"pool"* ]]
+}
