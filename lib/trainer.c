@@ -571,7 +571,9 @@ static void log_step(trainer *T) {
 
 static void print_progress(trainer *T, int force) {
     double now = mt_now();
-    if (mt_quiet || (!force && now - T->last_print < 5.0)) return;
+    long pending = 0;
+    for (int t = 0; t < K; t++) pending += T->loss_n[t];
+    if (mt_quiet || !pending || (!force && now - T->last_print < 5.0)) return;
     T->last_print = now;
     double el = now - T->t0, rate = T->steps_done / (el > 0 ? el : 1e-9);
     long left = T->total_steps - T->step;
@@ -640,8 +642,10 @@ static int run(trainer *T) {
         if (stop) { mt_log("stopped after step %ld as asked; continue with --resume %s", T->step, T->o.out_dir); break; }
         if (stop_signal) { mt_log("signal %d: saved %s/last at step %ld", (int)stop_signal, T->o.out_dir, T->step); status = 128 + stop_signal; break; }
     }
-    if (T->step >= T->total_steps && !mt_quiet)
+    if (T->step >= T->total_steps && T->best_step)
         mt_log("done: %ld steps; best dev overall %.4f at step %ld (%s/best)", T->step, T->best, T->best_step, T->o.out_dir);
+    else if (T->step >= T->total_steps)
+        mt_log("done: %ld steps; no dev shards, so no best/: the weights are in %s/last", T->step, T->o.out_dir);
     fclose(T->log), fclose(T->devlog);
     return status;
 }
