@@ -16,13 +16,17 @@ static const char *USAGE =
     "  pairs:            emb_a [H], emb_b [H] (each sentence alone, bi-encoder) and\n"
     "                    cls_ab [H] (last-layer [CLS] of the joint sequence, cross-encoder)\n"
     "With --tokens: states_a [n,H] (states_b, states_ab) instead, for sentence models.\n"
+    "With --pool sbert-cnn-bilstm and a pcgrad-train checkpoint: emb_a, emb_b [D] from its\n"
+    "trained sentence model (mean | CNN max-pool | BiLSTM finals; header emb_dim = D).\n"
     "Sequences are sorted by length inside a window and batched under a token budget, so\n"
     "padding costs nothing; output order is the input order.\n"
     "\n"
     "options:\n"
     "  -m, --model DIR         Hugging Face BERT directory (config.json, vocab.txt,\n"
     "                          model.safetensors); the stream's vocab_fp must match its vocab\n"
-    "  -p, --pool MODE         cls | mean | max (default mean, over real tokens, as SBERT)\n"
+    "  -p, --pool MODE         cls | mean | max (default mean, over real tokens, as SBERT),\n"
+    "                          or sbert-cnn-bilstm: the sentence model that pcgrad-train\n"
+    "                          --sentence-model sbert-cnn-bilstm trained (DIR/heads.safetensors)\n"
     "  -n, --normalize         L2-normalise pooled embeddings\n"
     "  -t, --tokens            write last-layer token states instead of pooled vectors\n"
     "  -x, --no-cross          pairs: skip the joint sequence (no cls_ab), a third faster\n"
@@ -40,7 +44,9 @@ static const char *USAGE =
     "  bin/tokenize --model $M --pair sentence1,sentence2 --label similarity data/sts-train.tsv \\\n"
     "    | bin/embed --model $M | bin/heads --task sts --zero-shot | bin/evaluate\n"
     "  bin/tokenize --model $M --text sentence data/sst-train.tsv -o sst.tok\n"
-    "  bin/embed --model $M --pool cls --normalize sst.tok | bin/dump | head -1\n";
+    "  bin/embed --model $M --pool cls --normalize sst.tok | bin/dump | head -1\n"
+    "  bin/embed --model runs/sbert/best --pool sbert-cnn-bilstm sst.tok \\\n"
+    "    | bin/heads --model runs/sbert/best --task sst | bin/evaluate\n";
 
 int main(int argc, char **argv) {
     mt_set_prog(argv[0]);

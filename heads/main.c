@@ -118,15 +118,26 @@ static void parse_args(int argc, char **argv, options *o) {
     if (f->l2 < 0 || !(f->lr > 0)) mt_die("options --l2 and --lr: need l2 >= 0 and lr > 0");
 }
 
-// Dies unless the stream is an embedding stream; returns its hidden size (0 if not stated).
-static int check_embedding_stream(const mt_reader *r) {
+// Dies unless the stream is an embedding stream; returns the width of its sentence embeddings
+// (emb_dim, else hidden; 0 if not stated). With a trained sentence model (pool
+// sbert-cnn-bilstm) emb_a / emb_b are emb_dim wide but cls_ab is hidden wide, so a head that
+// reads both (feature cls with emb, pair or cos) is refused: one width per head.
+static int check_embedding_stream(const mt_reader *r, unsigned features) {
     const mt_meta *m = mt_reader_meta(r);
     const char *kind = mt_meta_get(m, "kind");
     if (!kind || strcmp(kind, "embeddings") != 0)
         mt_die("%s: expected an embedding stream (kind=embeddings, from 'embed'), got kind=%s",
                mt_reader_path(r), kind ? kind : "(none)");
-    const char *h = mt_meta_get(m, "hidden");
-    return h ? (int)mt_parse_long("stream header 'hidden'", h, 1, 1 << 16) : 0;
+    const char *h = mt_meta_get(m, "hidden"), *e = mt_meta_get(m, "emb_dim");
+    int hidden = h ? (int)mt_parse_long("stream header 'hidden'", h, 1, 1 << 16) : 0;
+    int emb = e ? (int)mt_parse_long("stream header 'emb_dim'", e, 1, 1 << 20) : hidden;
+    if (emb != hidden && (features & MT_FEAT_CLS)) {
+        if (features & ~MT_FEAT_CLS)
+            mt_die("%s: emb_a/emb_b have %d values (emb_dim) but cls_ab %d (hidden): a head cannot "
+                   "combine feature cls with emb, pair or cos on these embeddings", mt_reader_path(r), emb, hidden);
+        return hidden;
+    }
+    return emb;
 }
 
 // Hidden size from the header, or else from the first record's emb_a.
@@ -172,7 +183,7 @@ static void run_fit(const options *o) {
     if (o->features && mt_features_parse(o->features, &feat))
         mt_die("option --features: '%s' is not a comma list of emb, pair, cos, cls", o->features);
     mt_reader *r = mt_reader_open(o->in_path, 1);
-    int hidden = check_embedding_stream(r), dim = 0;
+    int hidden = check_embedding_stream(r, feat), dim = 0;
     mt_record rec = {0};
     float *x = NULL, *y = NULL;
     long n = 0, cap = 0;
@@ -261,6 +272,7 @@ static void predict_one(const mt_head *h, const options *o, int hidden, const mt
 static void check_trained_heads(const mt_taskmodel *tm, const char *path, const mt_reader *r) {
     const mt_meta *m = mt_reader_meta(r);
     const char *fp = mt_meta_get(m, "model_fp"), *pool = mt_meta_get(m, "pool"), *hid = mt_meta_get(m, "hidden");
+    const char *emb = mt_meta_get(m, "emb_dim"), *norm = mt_meta_get(m, "normalize");
     const char *kind = mt_sentence_kind_name(tm->sent.cfg.kind);
     if (tm->model_fp[0] && (!fp || strcmp(fp, tm->model_fp)))
         mt_die("%s belongs to the encoder with model_fp=%s, but %s has model_fp=%s: embed with "
@@ -270,6 +282,13 @@ static void check_trained_heads(const mt_taskmodel *tm, const char *path, const 
                path, kind, mt_reader_path(r), pool ? pool : "(none)", kind);
     if (!hid || atoi(hid) != tm->C) mt_die("%s expects hidden size %d, but %s has hidden=%s", path, tm->C,
                                            mt_reader_path(r), hid ? hid : "(none)");
+    // emb_dim: absent in streams of embed before it was written (then emb_a is hidden wide)
+    if (atoi(emb ? emb : hid) != tm->D)
+        mt_die("%s expects %s sentence embeddings of %d values, but %s has emb_dim=%s", path, kind, tm->D,
+               mt_reader_path(r), emb ? emb : "(none)");
+    if (norm && strcmp(norm, "0"))
+        mt_die("%s was trained on unnormalised sentence embeddings, but %s has normalize=%s: embed "
+               "without --normalize", path, mt_reader_path(r), norm);
 }
 
 static const float *tensor_or_die(const mt_record *rec, const char *name, int n, const mt_reader *r, int need) {
@@ -289,7 +308,7 @@ static void run_predict_trained(const options *o) {
     mt_taskmodel tm;
     if (mt_taskmodel_load(&tm, path, err, sizeof err)) mt_die("%s", err);
     mt_reader *r = mt_reader_open(o->in_path, 1);
-    check_embedding_stream(r);
+    check_embedding_stream(r, 0);
     check_trained_heads(&tm, path, r);
     mt_meta meta = {0};
     mt_meta_copy(&meta, mt_reader_meta(r));
@@ -338,7 +357,7 @@ static void run_predict(const options *o) {
     mt_head *h = o->head_path ? mt_head_load(o->head_path) : NULL;
     mt_task task = h ? h->task : MT_TASK_STS;
     mt_reader *r = mt_reader_open(o->in_path, 1);
-    int hidden = check_embedding_stream(r);
+    int hidden = check_embedding_stream(r, h ? h->features : MT_FEAT_COS);
     if (h) check_head_matches(h, o, r, hidden);
     mt_meta meta = {0};
     mt_meta_copy(&meta, mt_reader_meta(r));

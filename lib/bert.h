@@ -158,6 +158,10 @@ int mt_bert_forward(mt_bert *m, const int32_t *ids, const int32_t *types, const 
 // Pools the last forward's hidden states: out[B,C], mode MT_POOL_CLS | MT_POOL_MEAN | MT_POOL_MAX
 // (over real tokens only).
 void mt_bert_pool(mt_bert *m, int mode, float *out);
+// The last forward's last hidden state, PACKED: [N, C] host memory (the CPU backend's own
+// activations; a copy in host staging for device backends), valid until the next forward.
+// *offsets [B+1] (host memory), *B and *N describe the batch; each may be NULL.
+const float *mt_bert_packed_hidden(mt_bert *m, const int32_t **offsets, int *B, int *N);
 const char *mt_bert_error(const mt_bert *m);
 
 // ---- training ------------------------------------------------------------------------------

@@ -4,6 +4,10 @@
 // items are sorted by length and cut into batches of at most batch_tokens real tokens and
 // batch_size sequences; each batch runs through the encoder once; results go back to their
 // record's slot, and the window is written in input order. Memory is bounded by the window.
+//
+// The sbert-cnn-bilstm pool runs the checkpoint's trained sentence model (lib/sentence.h) over
+// the batch's packed token states instead of a fixed pooling; the joint sequences of pairs
+// still give their [CLS] state (cls_ab, width C), the single sentences the model's D values.
 #include "embedder.h"
 
 #include <math.h>
@@ -13,6 +17,7 @@
 #include "bert.h"
 #include "common.h"
 #include "stream.h"
+#include "taskmodel.h"
 
 enum { SLOT_A, SLOT_B, SLOT_AB, N_SLOTS };
 static const char *IDS_NAME[N_SLOTS] = {"ids_a", "ids_b", "ids_ab"};
@@ -29,7 +34,13 @@ struct mt_embedder {
     mt_bert *m;
     mt_embed_options o;
     char vocab_fp[17];
-    int C;
+    int C, E;  // encoder width; pooled sentence width (C, or the sentence model's D)
+    // the trained sentence model (sbert-cnn-bilstm pool only)
+    mt_taskmodel *tm;
+    mt_sentence_acts sacts;
+    float *sin, *semb;   // gathered token states [budget, C]; sentence embeddings [batch_size, D]
+    int32_t *soffsets;   // [batch_size + 1]
+    int *sidx;           // [batch_size] batch position of each sentence-model sequence
     // window state, reused
     mt_record *recs;
     item *items;
@@ -51,11 +62,42 @@ int mt_embed_parse_pool(const char *s) {
     if (!strcmp(s, "cls")) return MT_POOL_CLS;
     if (!strcmp(s, "mean")) return MT_POOL_MEAN;
     if (!strcmp(s, "max")) return MT_POOL_MAX;
-    mt_die("--pool: unknown mode '%s' (cls, mean or max)", s);
+    if (!strcmp(s, "sbert-cnn-bilstm")) return MT_EMBED_POOL_SBERT_CNN_BILSTM;
+    mt_die("--pool: unknown mode '%s' (cls, mean, max or sbert-cnn-bilstm)", s);
 }
 
 const char *mt_embed_pool_name(int pool) {
-    return pool == MT_POOL_CLS ? "cls" : pool == MT_POOL_MAX ? "max" : "mean";
+    return pool == MT_POOL_CLS ? "cls" : pool == MT_POOL_MAX ? "max"
+         : pool == MT_EMBED_POOL_SBERT_CNN_BILSTM ? "sbert-cnn-bilstm" : "mean";
+}
+
+// Loads the sentence model of the checkpoint dir (its heads.safetensors), sized for batches of
+// up to budget tokens and o->batch_size sequences.
+static void open_sentence_model(mt_embedder *e, const char *dir, int budget) {
+    const char *want = mt_embed_pool_name(e->o.pool);
+    if (e->o.tokens) mt_die("--tokens writes token states: it does not take --pool %s", want);
+    char path[4096], err[512];
+    snprintf(path, sizeof path, "%s/heads.safetensors", dir);
+    e->tm = mt_calloc(1, sizeof *e->tm);
+    if (mt_taskmodel_load(e->tm, path, err, sizeof err))
+        mt_die("--pool %s needs the sentence model trained with the encoder (pcgrad-train "
+               "--sentence-model %s writes it to CKPT/heads.safetensors; give --model CKPT): %s",
+               want, want, err);
+    const mt_sentence_layout *L = &e->tm->sent;
+    if (L->cfg.kind != MT_SENT_SBERT_CNN_BILSTM)
+        mt_die("%s: its sentence model is %s, not %s: embed --pool %s", path,
+               mt_sentence_kind_name(L->cfg.kind), want, mt_sentence_kind_name(L->cfg.kind));
+    if (e->tm->C != e->C || L->cfg.C != e->C)
+        mt_die("%s: sentence model for hidden size %d, but the encoder in %s has %d", path, e->tm->C, dir, e->C);
+    if (e->tm->model_fp[0] && strcmp(e->tm->model_fp, e->m->fingerprint))
+        mt_die("%s belongs to the encoder with model_fp=%s, but %s/model.safetensors has model_fp=%s", path,
+               e->tm->model_fp, dir, e->m->fingerprint);
+    e->E = L->D;
+    mt_sentence_acts_alloc(&e->sacts, L, budget, e->o.batch_size);
+    e->sin = mt_malloc((size_t)budget * e->C * sizeof(float));
+    e->semb = mt_malloc((size_t)e->o.batch_size * L->D * sizeof(float));
+    e->soffsets = mt_malloc(((size_t)e->o.batch_size + 1) * sizeof(int32_t));
+    e->sidx = mt_malloc((size_t)e->o.batch_size * sizeof(int));
 }
 
 mt_embedder *mt_embedder_open(const char *dir, const mt_backend *be, int threads,
@@ -66,7 +108,7 @@ mt_embedder *mt_embedder_open(const char *dir, const mt_backend *be, int threads
     if (!e->m) mt_die("%s", err);
     if (threads > 0) mt_bert_set_threads(e->m, threads);
     e->o = *o;
-    e->C = e->m->cfg.hidden_size;
+    e->C = e->E = e->m->cfg.hidden_size;
     char vocab[4096];
     snprintf(vocab, sizeof vocab, "%s/vocab.txt", dir);
     mt_file_fingerprint(vocab, e->vocab_fp);
@@ -78,6 +120,7 @@ mt_embedder *mt_embedder_open(const char *dir, const mt_backend *be, int threads
     int max_pos = e->m->cfg.max_position_embeddings;
     int budget = o->batch_tokens > max_pos ? o->batch_tokens : max_pos;
     mt_bert_reserve(e->m, budget, o->batch_size, max_pos, 0);
+    if (o->pool == MT_EMBED_POOL_SBERT_CNN_BILSTM) open_sentence_model(e, dir, budget);
     return e;
 }
 
@@ -93,6 +136,12 @@ void mt_embedder_close(mt_embedder *e) {
     free(e->pooled);
     free(e->cls);
     mt_record_free(&e->outrec);
+    if (e->tm) {
+        mt_sentence_acts_free(&e->sacts);
+        mt_taskmodel_free(e->tm);
+        free(e->tm);
+        free(e->sin), free(e->semb), free(e->soffsets), free(e->sidx);
+    }
     mt_bert_free(e->m);
     free(e);
 }
@@ -137,7 +186,7 @@ static int collect_items(mt_embedder *e, int n_recs, const char *src) {
                     if (((const int32_t *)ty->data)[i] < 0 || ((const int32_t *)ty->data)[i] >= cfg->type_vocab_size)
                         mt_die("%s: record '%s': token type outside 0..%d", src, rec->id, cfg->type_vocab_size - 1);
             e->items[n] = (item){r, s, len, ids, ty ? ty->data : NULL, out};
-            out += (size_t)(e->o.tokens ? len : 1) * e->C;
+            out += e->o.tokens ? (size_t)len * e->C : (size_t)(s == SLOT_AB ? e->C : e->E);
             n++;
             found = 1;
         }
@@ -155,6 +204,34 @@ static void l2_normalize(float *v, int C) {
     for (int i = 0; i < C; i++) s += (double)v[i] * v[i];
     float inv = s > 0 ? (float)(1.0 / sqrt(s)) : 0.f;
     for (int i = 0; i < C; i++) v[i] *= inv;
+}
+
+// The sentence model over the single sentences of the last forward (items it[0..B)), without
+// dropout; their embeddings go to their output slots. The joint sequences of pairs are left
+// out (they give cls_ab), so their states are gathered away when the batch has any.
+static void sentence_model(mt_embedder *e, const item *it, int B) {
+    int C = e->C, D = e->E, nb = 0, n = 0;
+    const int32_t *off;
+    const float *h = mt_bert_packed_hidden(e->m, &off, NULL, NULL);
+    for (int b = 0; b < B; b++) {
+        if (it[b].slot == SLOT_AB) continue;
+        e->soffsets[nb] = n;
+        e->sidx[nb++] = b;
+        n += it[b].len;
+    }
+    if (nb == 0) return;
+    e->soffsets[nb] = n;
+    const float *inp = h;
+    if (nb < B) {  // gather the rows of the single sentences
+        for (int j = 0; j < nb; j++)
+            memcpy(e->sin + (size_t)e->soffsets[j] * C, h + (size_t)off[e->sidx[j]] * C,
+                   (size_t)it[e->sidx[j]].len * C * sizeof(float));
+        inp = e->sin;
+    }
+    mt_sentence_forward(e->semb, &e->sacts, &e->tm->sent, &e->tm->w.sent, inp, nb < B ? e->soffsets : off,
+                        nb, n, NULL);
+    for (int j = 0; j < nb; j++)
+        memcpy(e->out + it[e->sidx[j]].out, e->semb + (size_t)j * D, (size_t)D * sizeof(float));
 }
 
 // Runs items[0..B) (sorted by length, so the last is the longest) through the encoder.
@@ -182,16 +259,21 @@ static void run_batch(mt_embedder *e, item *it, int B) {
             memcpy(e->out + it[b].out, e->hidden + (size_t)b * T * C, (size_t)it[b].len * C * sizeof(float));
         return;
     }
-    mt_bert_pool(e->m, e->o.pool, e->pooled);
     int need_cls = 0;
     for (int b = 0; b < B; b++) need_cls |= it[b].slot == SLOT_AB;
     if (need_cls) mt_bert_pool(e->m, MT_POOL_CLS, e->cls);
+    if (e->tm) {
+        sentence_model(e, it, B);
+    } else {
+        mt_bert_pool(e->m, e->o.pool, e->pooled);
+        for (int b = 0; b < B; b++)
+            if (it[b].slot != SLOT_AB) memcpy(e->out + it[b].out, e->pooled + (size_t)b * C, C * sizeof(float));
+    }
     for (int b = 0; b < B; b++) {
         // The cross-encoder output is always the [CLS] state, whatever the pooling.
-        const float *src = (it[b].slot == SLOT_AB ? e->cls : e->pooled) + (size_t)b * C;
         float *dst = e->out + it[b].out;
-        memcpy(dst, src, C * sizeof(float));
-        if (e->o.normalize && it[b].slot != SLOT_AB) l2_normalize(dst, C);
+        if (it[b].slot == SLOT_AB) memcpy(dst, e->cls + (size_t)b * C, C * sizeof(float));
+        else if (e->o.normalize) l2_normalize(dst, e->E);
     }
 }
 
@@ -207,7 +289,8 @@ static void write_window(mt_embedder *e, mt_writer *w, int n_recs, int n_items) 
         for (; k < n_items && e->items[k].rec == r; k++) {
             const item *it = &e->items[k];
             mt_tensor *t = e->o.tokens ? mt_record_add2(o, STATES_NAME[it->slot], MT_F32, it->len, e->C)
-                                       : mt_record_add1(o, POOLED_NAME[it->slot], MT_F32, e->C);
+                                       : mt_record_add1(o, POOLED_NAME[it->slot], MT_F32,
+                                                        it->slot == SLOT_AB ? e->C : e->E);
             memcpy(t->data, e->out + it->out, mt_tensor_numel(t) * sizeof(float));
         }
         mt_writer_put(w, o);
@@ -241,14 +324,16 @@ void mt_embed_stream(mt_embedder *e, const char *in, const char *out) {
     mt_reader_expect(r, "vocab_fp", e->vocab_fp, "vocabulary (tokenize with the same --model)");
     mt_meta meta = {0};
     mt_meta_copy(&meta, im);
-    char hidden[32];
+    char hidden[32], emb_dim[32];
     snprintf(hidden, sizeof hidden, "%d", e->C);
+    snprintf(emb_dim, sizeof emb_dim, "%d", e->E);
     mt_meta_set(&meta, "kind", "embeddings");
     mt_meta_set(&meta, "producer", "embed 0.1");
     mt_meta_set(&meta, "model_fp", e->m->fingerprint);
     mt_meta_set(&meta, "hidden", hidden);
     mt_meta_set(&meta, "pool", e->o.tokens ? "tokens" : mt_embed_pool_name(e->o.pool));
     mt_meta_set(&meta, "normalize", e->o.normalize ? "1" : "0");
+    if (!e->o.tokens) mt_meta_set(&meta, "emb_dim", emb_dim);
     mt_writer *w = mt_writer_open(out, &meta);
     mt_progress p;
     mt_progress_start(&p, "embedded", 0);

@@ -5,7 +5,7 @@
 #include "backend.h"
 
 typedef struct {
-    int pool;          // MT_POOL_CLS | MT_POOL_MEAN | MT_POOL_MAX
+    int pool;          // MT_POOL_CLS | MT_POOL_MEAN | MT_POOL_MAX | MT_EMBED_POOL_SBERT_CNN_BILSTM
     int normalize;     // L2-normalise pooled vectors
     int tokens;        // write token states instead of pooled vectors
     int batch_tokens;  // real tokens per batch at most
@@ -14,12 +14,19 @@ typedef struct {
     int no_cross;      // skip the joint sequence of pairs (no cls_ab)
 } mt_embed_options;
 
+// The trained sentence model of a pcgrad-train checkpoint (DIR/heads.safetensors, kind
+// sbert-cnn-bilstm) over the encoder's packed token states, without dropout: emb_a / emb_b
+// of its width D (header emb_dim), as pcgrad-train's evaluation computes them.
+#define MT_EMBED_POOL_SBERT_CNN_BILSTM 16
+
 mt_embed_options mt_embed_defaults(void);
 int mt_embed_parse_pool(const char *s);  // dies on an unknown mode
 const char *mt_embed_pool_name(int pool);
 
 typedef struct mt_embedder mt_embedder;
-// Loads the model in dir on backend be (dies with a clear message on a bad directory).
+// Loads the model in dir on backend be (dies with a clear message on a bad directory; with
+// the sbert-cnn-bilstm pool, also when dir/heads.safetensors is missing or holds another
+// sentence model).
 mt_embedder *mt_embedder_open(const char *dir, const mt_backend *be, int threads,
                               const mt_embed_options *o);
 // Reads the token stream at in ("-" stdin), writes the embedding stream at out ("-" stdout).

@@ -183,21 +183,114 @@ same_weights() {  # two run directories ended with identical best and last check
   [[ "$output" == *"--resume takes the run's own options"* ]]
 }
 
-@test "tokenize | embed --model CKPT | heads --model CKPT reproduces the trainer's dev scores" {
-  train --max-steps 3 --pair-model ensemble -o "$T/run"
-  C=$T/run/best
-  "$BIN/embed" -q --model "$C" "$S/sst-dev.tok" | "$BIN/heads" -q --model "$C" --task sst -o "$T/sst.pred"
-  "$BIN/embed" -q --model "$C" "$S/sts-dev.tok" | "$BIN/heads" -q --model "$C" --task sts -o "$T/sts.pred"
+# The dev scores of RUN's best checkpoint through the inference pipeline (embed ARGS... |
+# heads --model) equal the trainer's own (dev.tsv: step phase epoch sst_acc qqp_acc sts_r
+# overall; the best row has the best overall), to 1e-4.
+pipeline_reproduces_dev() {
+  local run=$1 C=$1/best
+  shift
+  "$BIN/embed" -q --model "$C" "$@" "$S/sst-dev.tok" | "$BIN/heads" -q --model "$C" --task sst -o "$T/sst.pred"
+  "$BIN/embed" -q --model "$C" "$@" "$S/sts-dev.tok" | "$BIN/heads" -q --model "$C" --task sts -o "$T/sts.pred"
   "$BIN/evaluate" -q --ci 0 --format tsv "$T/sst.pred" "$T/sts.pred" >"$T/m.tsv"
-  # dev.tsv: step phase epoch sst_acc qqp_acc sts_r overall; the best row has the best overall
-  want_sst=$(awk -F'\t' 'NR > 1 && $7 > b { b = $7; v = $4 } END { print v }' "$T/run/dev.tsv")
-  want_sts=$(awk -F'\t' 'NR > 1 && $7 > b { b = $7; v = $6 } END { print v }' "$T/run/dev.tsv")
+  want_sst=$(awk -F'\t' 'NR > 1 && $7 > b { b = $7; v = $4 } END { print v }' "$run/dev.tsv")
+  want_sts=$(awk -F'\t' 'NR > 1 && $7 > b { b = $7; v = $6 } END { print v }' "$run/dev.tsv")
   got_sst=$(awk -F'\t' '$1 == "sst" && $2 == "accuracy" { print $3 }' "$T/m.tsv")
   got_sts=$(awk -F'\t' '$1 == "sts" && $2 == "pearson" { print $3 }' "$T/m.tsv")
   echo "sst $want_sst vs $got_sst; sts $want_sts vs $got_sts"
   [ -n "$want_sst" ] && [ -n "$got_sst" ] && [ -n "$want_sts" ] && [ -n "$got_sts" ]
   awk -v a="$want_sst" -v b="$got_sst" 'BEGIN { exit !(a - b < 1e-4 && b - a < 1e-4) }'
   awk -v a="$want_sts" -v b="$got_sts" 'BEGIN { exit !(a - b < 1e-4 && b - a < 1e-4) }'
+}
+
+@test "tokenize | embed --model CKPT | heads --model CKPT reproduces the trainer's dev scores" {
+  train --max-steps 3 --pair-model ensemble -o "$T/run"
+  pipeline_reproduces_dev "$T/run"
+}
+
+# hidden 32; CNN 4 widths x 16 filters; BiLSTM 2 x 16: D = 32 + 64 + 32 = 128
+train_sbert() { train --sentence-model sbert-cnn-bilstm --cnn-filters 16 --lstm-hidden 16 "$@"; }
+
+@test "embed --pool sbert-cnn-bilstm --model CKPT | heads --model CKPT reproduces the trainer's dev scores" {
+  train_sbert --epochs 3 --lr 1e-3 --pair-model ensemble -o "$T/run"
+  C=$T/run/best
+  "$BIN/embed" -q --model "$C" --pool sbert-cnn-bilstm "$S/sts-dev.tok" -o "$T/sts.emb"
+  run "$BIN/dump" --header-only "$T/sts.emb"
+  [[ "$output" == *'"pool":"sbert-cnn-bilstm"'* ]]
+  [[ "$output" == *'"hidden":"32"'* ]]
+  [[ "$output" == *'"emb_dim":"128"'* ]]
+  "$BIN/dump" "$T/sts.emb" | python3 -c '
+import json, sys
+n = 0
+for line in sys.stdin:
+    t = json.loads(line)["tensors"]
+    assert (len(t["emb_a"]), len(t["emb_b"]), len(t["cls_ab"])) == (128, 128, 32), line[:80]
+    n += 1
+assert n == 32, n'
+  pipeline_reproduces_dev "$T/run" --pool sbert-cnn-bilstm
+  # and with one sequence per batch: the encoder and the sentence model see other batches
+  pipeline_reproduces_dev "$T/run" --pool sbert-cnn-bilstm --batch-size 1
+}
+
+@test "embed --pool sbert-cnn-bilstm: batch size and token budget do not change the embeddings" {
+  train_sbert --max-steps 2 -o "$T/run"
+  e="$BIN/embed -q --model $T/run/best --pool sbert-cnn-bilstm"
+  $e --batch-size 1 "$S/sts-dev.tok" -o "$T/b1"
+  $e --batch-size 64 --batch-tokens 300 --window 7 "$S/sts-dev.tok" -o "$T/b64"
+  $e "$S/sts-dev.tok" -o "$T/bd"
+  for x in b64 bd; do
+    paste <("$BIN/dump" "$T/b1") <("$BIN/dump" "$T/$x") | python3 -c '
+import json, sys
+n = 0
+for line in sys.stdin:
+    a, b = (json.loads(x) for x in line.split("\t"))
+    assert a["id"] == b["id"]
+    for k in ("emb_a", "emb_b", "cls_ab"):
+        u, v = a["tensors"][k], b["tensors"][k]
+        assert len(u) == len(v) == (32 if k == "cls_ab" else 128), (k, len(u), len(v))
+        d = max(abs(x - y) for x, y in zip(u, v))
+        assert d < 1e-5, (a["id"], k, d)
+    n += 1
+assert n == 32, n'
+  done
+}
+
+@test "embed --pool sbert-cnn-bilstm refuses a model without that sentence model; heads refuses a mismatch" {
+  run "$BIN/embed" -q --model "$S/tiny" --pool sbert-cnn-bilstm "$S/sst-dev.tok"
+  [ "$status" -ne 0 ]
+  [[ "$output" == *"$S/tiny/heads.safetensors"* ]]
+  [[ "$output" == *"--sentence-model sbert-cnn-bilstm"* ]]
+  train --max-steps 1 -o "$T/mean"          # the default sentence model: mean
+  run "$BIN/embed" -q --model "$T/mean/best" --pool sbert-cnn-bilstm "$S/sst-dev.tok"
+  [ "$status" -ne 0 ]
+  [[ "$output" == *"$T/mean/best/heads.safetensors"*"sentence model is mean"*"--pool mean"* ]]
+  train_sbert --max-steps 1 -o "$T/sb"
+  run "$BIN/embed" -q --model "$T/sb/best" --pool sbert-cnn-bilstm --tokens "$S/sst-dev.tok"
+  [ "$status" -ne 0 ]
+  [[ "$output" == *"--tokens"* ]]
+  # heads: a mean-pooled stream for the sbert heads, an sbert stream for the mean heads
+  "$BIN/embed" -q --model "$T/sb/best" "$S/sst-dev.tok" -o "$T/mean.emb"
+  run "$BIN/heads" --model "$T/sb/best" --task sst "$T/mean.emb"
+  [ "$status" -ne 0 ]
+  [[ "$output" == *"sbert-cnn-bilstm sentence embeddings"*"pool=mean"*"--pool sbert-cnn-bilstm"* ]]
+  "$BIN/embed" -q --model "$T/sb/best" --pool sbert-cnn-bilstm "$S/sst-dev.tok" -o "$T/sb.emb"
+  run "$BIN/heads" --model "$T/mean/best" --task sst "$T/sb.emb"
+  [ "$status" -ne 0 ]
+  [[ "$output" == *"model_fp"* ]]
+  "$BIN/embed" -q --model "$T/sb/best" --pool sbert-cnn-bilstm --normalize "$S/sst-dev.tok" -o "$T/norm.emb"
+  run "$BIN/heads" --model "$T/sb/best" --task sst "$T/norm.emb"
+  [ "$status" -ne 0 ]
+  [[ "$output" == *"normalize=1"* ]]
+}
+
+@test "heads fit and --head take sbert-cnn-bilstm embeddings (emb_dim wide); cls with emb is refused" {
+  train_sbert --max-steps 1 -o "$T/sb"
+  "$BIN/embed" -q --model "$T/sb/best" --pool sbert-cnn-bilstm "$S/sts-dev.tok" -o "$T/sts.emb"
+  "$BIN/heads" fit -q --task sts --holdout 0 --epochs 2 -o "$T/h.safetensors" "$T/sts.emb"
+  "$BIN/heads" -q --head "$T/h.safetensors" "$T/sts.emb" | "$BIN/dump" --check
+  "$BIN/heads" -q --task sts --zero-shot "$T/sts.emb" | "$BIN/dump" --check
+  run "$BIN/heads" fit -q --task sts --features pair,cls -o "$T/h2.safetensors" "$T/sts.emb"
+  [ "$status" -ne 0 ]
+  [[ "$output" == *"emb_dim"*"cls"* ]]
 }
 
 @test "heads --model refuses embeddings of another encoder or pooling" {
