@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "common.h"
-#include "heads_io.h"
+#include "safetensors.h"
 
 // ---- tasks -------------------------------------------------------------------------
 
@@ -481,67 +481,58 @@ void mt_head_fit(mt_head *h, float *x, const float *y, int n, const mt_fit_opts 
 // ---- head files ------------------------------------------------------------------------
 
 void mt_head_save(const char *path, const mt_head *h) {
-    mt_hio_file f = {0};
-    mt_hio_tensor *t = f.t;
-    t[0] = (mt_hio_tensor){"W", 2, {h->k, h->dim}, h->w};
-    t[1] = (mt_hio_tensor){"b", 1, {h->k}, h->b};
-    t[2] = (mt_hio_tensor){"mean", 1, {h->dim}, h->mean};
-    t[3] = (mt_hio_tensor){"scale", 1, {h->dim}, h->scale};
-    f.n = 4;
-    char feat[64], hid[32];
+    mt_st_write_tensor t[4] = {
+        {"W", 2, {h->k, h->dim}, h->w},
+        {"b", 1, {h->k}, h->b},
+        {"mean", 1, {h->dim}, h->mean},
+        {"scale", 1, {h->dim}, h->scale},
+    };
+    char feat[64], hid[32], err[512];
     mt_features_format(h->features, feat, sizeof feat);
     snprintf(hid, sizeof hid, "%d", h->hidden);
-    mt_meta_set(&f.meta, "format", "mtbert-head");
-    mt_meta_set(&f.meta, "version", "1");
-    mt_meta_set(&f.meta, "task", mt_task_name(h->task));
-    mt_meta_set(&f.meta, "features", feat);
-    mt_meta_set(&f.meta, "hidden", hid);
-    mt_meta_set(&f.meta, "model_fp", h->model_fp);
-    mt_meta_set(&f.meta, "pool", h->pool);
-    mt_hio_write(path, &f);
-    mt_meta_free(&f.meta);
+    const char *meta[] = {"kind", "mtbert-head", "version", "1", "task", mt_task_name(h->task),
+                          "features", feat, "hidden", hid, "model_fp", h->model_fp, "pool", h->pool, NULL};
+    if (mt_safetensors_write_meta(path, t, 4, meta, err, sizeof err)) mt_die("%s", err);
 }
 
-// Copies tensor `name` of f into dst after checking its shape; dies naming the file.
-static void load_tensor(const char *path, const mt_hio_file *f, const char *name, int d0, int d1,
-                        float *dst) {
-    const mt_hio_tensor *t = mt_hio_get(f, name);
-    if (!t) mt_die("%s: head file has no tensor '%s'", path, name);
+// Copies tensor `name` of st into dst after checking its shape; dies naming the file.
+static void load_tensor(const mt_safetensors *st, const char *name, int d0, int d1, float *dst) {
+    const mt_st_tensor *t = mt_safetensors_find(st, name);
+    if (!t) mt_die("%s: head file has no tensor '%s'", st->path, name);
     int ndim = d1 ? 2 : 1;
-    if (t->ndim != ndim || t->dims[0] != d0 || (d1 && t->dims[1] != d1))
-        mt_die("%s: tensor '%s' does not have the shape its metadata implies (%d x %d)", path,
+    if (t->ndim != ndim || t->shape[0] != d0 || (d1 && t->shape[1] != d1))
+        mt_die("%s: tensor '%s' does not have the shape its metadata implies (%d x %d)", st->path,
                name, d0, d1 ? d1 : 1);
-    memcpy(dst, t->data, (size_t)d0 * (d1 ? d1 : 1) * sizeof *dst);
+    mt_st_to_f32(t, dst);
 }
 
-static const char *need_meta(const char *path, const mt_hio_file *f, const char *key) {
-    const char *v = mt_meta_get(&f->meta, key);
-    if (!v) mt_die("%s: head file metadata has no '%s'", path, key);
-    return v;
+// The value of metadata key, copied into buf; dies when absent.
+static const char *need_meta(const mt_safetensors *st, const char *key, char *buf, size_t n) {
+    if (!mt_safetensors_meta(st, key, buf, n)) mt_die("%s: head file metadata has no '%s'", st->path, key);
+    return buf;
 }
 
 mt_head *mt_head_load(const char *path) {
-    mt_hio_file f;
-    char err[512];
-    if (mt_hio_read(path, &f, err, sizeof err)) mt_die("%s", err);
-    const char *fmt = mt_meta_get(&f.meta, "format");
-    if (!fmt || strcmp(fmt, "mtbert-head") != 0)
-        mt_die("%s: not an mtbert head file (metadata format is not 'mtbert-head')", path);
+    mt_safetensors st;
+    char err[512], kind[32], task_s[32], feat_s[64], hid_s[32];
+    if (mt_safetensors_open(&st, path, err, sizeof err)) mt_die("%s", err);
+    if (!mt_safetensors_meta(&st, "kind", kind, sizeof kind) || strcmp(kind, "mtbert-head") != 0)
+        mt_die("%s: not an mtbert head file (metadata kind is not 'mtbert-head')", path);
     mt_task task;
     unsigned feat;
-    if (mt_task_parse(need_meta(path, &f, "task"), &task))
-        mt_die("%s: unknown task '%s'", path, need_meta(path, &f, "task"));
-    if (mt_features_parse(need_meta(path, &f, "features"), &feat))
-        mt_die("%s: unknown features '%s'", path, need_meta(path, &f, "features"));
-    long hidden = strtol(need_meta(path, &f, "hidden"), NULL, 10);
+    if (mt_task_parse(need_meta(&st, "task", task_s, sizeof task_s), &task))
+        mt_die("%s: unknown task '%s'", path, task_s);
+    if (mt_features_parse(need_meta(&st, "features", feat_s, sizeof feat_s), &feat))
+        mt_die("%s: unknown features '%s'", path, feat_s);
+    long hidden = strtol(need_meta(&st, "hidden", hid_s, sizeof hid_s), NULL, 10);
     if (hidden <= 0 || hidden > (1 << 16)) mt_die("%s: bad hidden size", path);
     mt_head *h = mt_head_new(task, feat, (int)hidden);
-    load_tensor(path, &f, "W", h->k, h->dim, h->w);
-    load_tensor(path, &f, "b", h->k, 0, h->b);
-    load_tensor(path, &f, "mean", h->dim, 0, h->mean);
-    load_tensor(path, &f, "scale", h->dim, 0, h->scale);
-    snprintf(h->model_fp, sizeof h->model_fp, "%s", need_meta(path, &f, "model_fp"));
-    snprintf(h->pool, sizeof h->pool, "%s", need_meta(path, &f, "pool"));
-    mt_hio_free(&f);
+    load_tensor(&st, "W", h->k, h->dim, h->w);
+    load_tensor(&st, "b", h->k, 0, h->b);
+    load_tensor(&st, "mean", h->dim, 0, h->mean);
+    load_tensor(&st, "scale", h->dim, 0, h->scale);
+    need_meta(&st, "model_fp", h->model_fp, sizeof h->model_fp);
+    need_meta(&st, "pool", h->pool, sizeof h->pool);
+    mt_safetensors_close(&st);
     return h;
 }

@@ -6,7 +6,7 @@
 #include "check.h"
 #include "common.h"
 #include "heads.h"
-#include "heads_io.h"
+#include "safetensors.h"
 
 static uint64_t rng_state = 42;
 static double uniform(void) {  // xorshift64*, in (0, 1)
@@ -239,7 +239,8 @@ TEST(save_load_round_trip) {
     unlink(path);
 }
 
-// The private safetensors reader refuses truncated and malformed files instead of crashing.
+// A head file is a safetensors file with the head's metadata; every truncation and a
+// corrupt header are refused by the reader instead of crashing.
 TEST(head_file_rejects_damage) {
     mt_head *h = mt_head_new(MT_TASK_SST, MT_FEAT_EMB, 3);
     char path[] = "/tmp/test_heads_XXXXXX";
@@ -250,25 +251,26 @@ TEST(head_file_rejects_damage) {
     unsigned char buf[4096];
     size_t n = fread(buf, 1, sizeof buf, f);
     fclose(f);
-    mt_hio_file hf;
-    char err[512];
-    CHECK(mt_hio_read(path, &hf, err, sizeof err) == 0 && hf.n == 4);
-    mt_hio_free(&hf);
+    mt_safetensors st;
+    char err[512], kind[32] = "";
+    CHECK(mt_safetensors_open(&st, path, err, sizeof err) == 0 && st.n == 4);
+    CHECK(mt_safetensors_meta(&st, "kind", kind, sizeof kind) && strcmp(kind, "mtbert-head") == 0);
+    mt_safetensors_close(&st);
     for (size_t cut = 0; cut < n; cut += 7) {  // every truncation is refused
         f = fopen(path, "wb");
         fwrite(buf, 1, cut, f);
         fclose(f);
-        int rc = mt_hio_read(path, &hf, err, sizeof err);
+        int rc = mt_safetensors_open(&st, path, err, sizeof err);
         CHECK(rc == -1);
-        if (rc == 0) mt_hio_free(&hf);
+        if (rc == 0) mt_safetensors_close(&st);
     }
     buf[20] = '#';  // corrupt the JSON
     f = fopen(path, "wb");
     fwrite(buf, 1, n, f);
     fclose(f);
-    CHECK(mt_hio_read(path, &hf, err, sizeof err) == -1 && strstr(err, "not a valid head file"));
+    CHECK(mt_safetensors_open(&st, path, err, sizeof err) == -1);
     unlink(path);
-    CHECK(mt_hio_read(path, &hf, err, sizeof err) == -1 && strstr(err, "cannot open"));
+    CHECK(mt_safetensors_open(&st, path, err, sizeof err) == -1 && strstr(err, path));
     mt_head_free(h);
 }
 
