@@ -14,6 +14,7 @@
 #include "backend.h"
 #include "common.h"
 #include "cpu.h"
+#include "mathv.h"
 #include "rng.h"
 
 // ---- memory and control --------------------------------------------------------------
@@ -157,10 +158,16 @@ static void attention_forward(float *out, float *att, const float *qkv, const in
     attention_forward_dropout(out, att, qkv, offsets, att_offsets, B, C, NH, NULL);
 }
 
+// x Phi(x) in double, rounded once: within 0.5 ulp + 2e-10 relative of the exact GELU, also in
+// the lower tail where 1 + erff(x/sqrt 2) cancels (erff's form was off by 5% at x = -5).
 static void gelu_forward(float *out, const float *inp, int64_t n) {
-    const float inv_sqrt2 = 0.70710678118654752f;
-#pragma omp parallel for simd if (n >= PAR_MIN)
-    for (int64_t i = 0; i < n; i++) out[i] = 0.5f * inp[i] * (1.0f + erff(inp[i] * inv_sqrt2));
+#pragma omp parallel for schedule(static) if (n >= PAR_MIN)
+    for (int64_t i0 = 0; i0 < n; i0 += 16)
+        for (int64_t i = i0; i < i0 + 16 && i < n; i += 4) {  // 4 independent chains per block
+            int m = n - i < 4 ? (int)(n - i) : 4;
+            mt_v4d x = mt_load4(inp + i, m);
+            mt_store4(out + i, x * mt_normal_cdf_v4(x), m);
+        }
 }
 
 static void tanh_forward(float *out, const float *inp, int64_t n) {
