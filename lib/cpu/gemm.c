@@ -142,3 +142,49 @@ void mt_cpu_gemm(int ta, int tb, int M, int N, int K, float alpha, const float *
     mt_cpu_gemm_plain(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 #endif
 }
+
+// ---- small products (attention, per sequence and head) ----------------------------------------
+
+static inline v8f load8(const float *p) { v8f v; memcpy(&v, p, sizeof v); return v; }
+static inline void store8(float *p, v8f v) { memcpy(p, &v, sizeof v); }
+
+// One row i, columns n0 .. n0 + 8 nv - 1 (nv <= 4 vectors): the accumulators stay in registers
+// over the whole k loop, which is what sgemm's packing costs too much to give at this size.
+#if defined(__GNUC__) && !defined(__clang__)
+__attribute__((optimize("fp-contract=fast")))
+#endif
+static void small_row(int nv, int K, const float *a, size_t a_col, const float *B, size_t ldb, float *c, int acc) {
+    v8f s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0};
+    if (nv == 4)
+        for (int k = 0; k < K; k++) {
+            float ak = a[k * a_col];
+            const float *b = B + k * ldb;
+            s0 += ak * load8(b), s1 += ak * load8(b + 8), s2 += ak * load8(b + 16), s3 += ak * load8(b + 24);
+        }
+    else
+        for (int k = 0; k < K; k++) {
+            float ak = a[k * a_col];
+            const float *b = B + k * ldb;
+            s0 += ak * load8(b);
+            if (nv > 1) s1 += ak * load8(b + 8);
+            if (nv > 2) s2 += ak * load8(b + 16);
+        }
+    v8f s[4] = {s0, s1, s2, s3};
+    for (int v = 0; v < nv; v++) store8(c + 8 * v, acc ? load8(c + 8 * v) + s[v] : s[v]);
+}
+
+void mt_cpu_small_gemm(int M, int N, int K, const float *A, size_t a_row, size_t a_col, const float *B, size_t ldb,
+                       float *C, size_t ldc, int accumulate) {
+    int N8 = N / 8 * 8;
+    for (int i = 0; i < M; i++) {
+        const float *a = A + i * a_row;
+        float *c = C + i * ldc;
+        for (int n0 = 0; n0 < N8; n0 += 32)
+            small_row(N8 - n0 < 32 ? (N8 - n0) / 8 : 4, K, a, a_col, B + n0, ldb, c + n0, accumulate);
+        for (int n = N8; n < N; n++) {  // columns past the last 8: plain sums
+            float s = 0.0f;
+            for (int k = 0; k < K; k++) s += a[k * a_col] * B[k * ldb + n];
+            c[n] = accumulate ? c[n] + s : s;
+        }
+    }
+}

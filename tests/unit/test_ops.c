@@ -201,6 +201,32 @@ TEST(gelu_is_accurate_in_relative_terms) {
     free(x); free(out); free(dx); free(ones);
 }
 
+// The per-head products of attention: every width class (4, 3, 2, 1 vectors of 8 and a scalar
+// tail), A read directly and transposed, overwrite and accumulate, against double sums.
+TEST(small_gemm_matches_reference) {
+    int sizes[][3] = {{1, 1, 1}, {3, 8, 5}, {7, 16, 9}, {5, 24, 3}, {9, 32, 33}, {4, 45, 7}, {30, 32, 30}, {2, 75, 4}};
+    double worst = 0;
+    for (size_t t = 0; t < sizeof sizes / sizeof *sizes; t++)
+        for (int trans = 0; trans < 2; trans++)
+            for (int acc = 0; acc < 2; acc++) {
+                int M = sizes[t][0], N = sizes[t][1], K = sizes[t][2], ldb = N + 3, ldc = N + 1;
+                float *A = rand_vec((size_t)M * K, 1), *B = rand_vec((size_t)K * ldb, 1), *C = rand_vec((size_t)M * ldc, 1);
+                size_t a_row = trans ? 1 : (size_t)K, a_col = trans ? (size_t)M : 1;
+                double *ref = malloc(sizeof(double) * M * ldc);
+                for (int i = 0; i < M; i++)
+                    for (int n = 0; n < N; n++) {
+                        double sum = acc ? C[(size_t)i * ldc + n] : 0.0;
+                        for (int k = 0; k < K; k++) sum += (double)A[i * a_row + k * a_col] * B[(size_t)k * ldb + n];
+                        ref[(size_t)i * ldc + n] = sum;
+                    }
+                mt_cpu_small_gemm(M, N, K, A, a_row, a_col, B, (size_t)ldb, C, (size_t)ldc, acc);
+                for (int i = 0; i < M; i++)
+                    for (int n = 0; n < N; n++) worst = fmax(worst, fabs(C[(size_t)i * ldc + n] - ref[(size_t)i * ldc + n]));
+                free(A); free(B); free(C); free(ref);
+            }
+    CHECK(worst < 1e-5);
+}
+
 TEST(embeddings_sum_three_tables) {
     enum { V = 11, P = 7, TV = 2, C = 5, N = 6 };
     float *wte = rand_vec(V * C, 1), *wpe = rand_vec(P * C, 1), *wtt = rand_vec(TV * C, 1), out[N * C];
@@ -263,6 +289,7 @@ int main(void) {
     RUN(attention_matches_masked_softmax_reference);
     RUN(gelu_and_tanh_match_reference);
     RUN(gelu_is_accurate_in_relative_terms);
+    RUN(small_gemm_matches_reference);
     RUN(embeddings_sum_three_tables);
     RUN(pooling_and_unpack);
     RUN(alloc_is_aligned_and_zeroed);
