@@ -8,10 +8,6 @@
 #include <stdint.h>
 #include <string.h>
 
-// Only static inline functions pass these vectors, so no ABI is crossed (GCC warns without AVX).
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wpsabi"
-#endif
 typedef double mt_v4d __attribute__((vector_size(32)));
 typedef int64_t mt_v4i __attribute__((vector_size(32)));
 typedef float mt_v4f __attribute__((vector_size(16)));
