@@ -112,7 +112,10 @@ static void gemm_blas_split(int ta, int tb, int M, int N, int K, float alpha, co
 #ifdef _OPENMP
     if ((double)M * N * K >= 1 << 18 && !omp_in_parallel()) nt = omp_get_max_threads();
 #endif
-    int by_cols = N >= 64 * nt || N >= M;  // slices of at least 64 columns keep sgemm efficient
+    // Each thread packs the whole of the operand it shares: share the smaller one (column
+    // slices share A[M,K], row slices B[K,N]), as long as slices keep 64 rows or columns
+    // (sharing the larger doubled sgemm's packing time at 2 threads).
+    int by_cols = M <= N ? N >= 64 * nt || N >= M : !(M >= 64 * nt);
     int extent = by_cols ? N : M;
     if (nt > extent) nt = extent;
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
