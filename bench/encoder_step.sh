@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Encoder training step (forward + backward, dropout 0.1) against PyTorch: same model, batch,
-# sequence length and thread count, fp32, same machine and run. Prints both and the ratio of
-# the best CPU time per step (developer benchmark: needs torch + transformers).
+# sequence length and thread count, fp32, same machine and run (developer benchmark: needs
+# torch + transformers). Prints one table: best CPU and wall time per step, steps/s (from
+# CPU time), peak resident memory of each process, and the ratios (PyTorch / mtbert for
+# time, mtbert / PyTorch for memory). CPU time is the fair measure on shared cores; wall
+# time is shown too.
 #
 #   bench/encoder_step.sh                   (B=16 L=30 THREADS=1 REPS=10)
 #   THREADS=2 B=32 bench/encoder_step.sh
@@ -22,8 +25,13 @@ trap 'rm -rf "$tmp"' EXIT
 cc ${flags%%|*} bench/encoder_step.c build/libmtbert.a ${flags#*|} -o "$tmp/encoder_step"
 c=$("$tmp/encoder_step" "$MODEL" "$B" "$L" "$REPS")
 t=$(python3 bench/encoder_step_torch.py "$MODEL" "$B" "$L" "$THREADS" "$REPS" 2>/dev/null | tail -1)
-echo "$c"
-echo "$t"
-cb=$(sed -E 's/.*best ([0-9.]+) ms.*/\1/' <<<"$c")
-tb=$(sed -E 's/.*best ([0-9.]+) ms.*/\1/' <<<"$t")
-awk -v c="$cb" -v t="$tb" 'BEGIN { printf "speed ratio (PyTorch time / mtbert time, best CPU time per step): %.2f\n", t / c }'
+field() { sed -E "s/.*$1=([0-9.]+).*/\1/" <<<"$2"; }
+echo "encoder training step: B=$B L=$L threads=$THREADS, best of $REPS steps"
+awk -v cc="$(field cpu_ms "$c")" -v cw="$(field wall_ms "$c")" -v cm="$(field rss_kib "$c")" \
+    -v tc="$(field cpu_ms "$t")" -v tw="$(field wall_ms "$t")" -v tm="$(field rss_kib "$t")" 'BEGIN {
+  printf "%-8s %12s %12s %10s %12s\n", "", "CPU ms/step", "wall ms/step", "steps/s", "peak RSS MiB"
+  printf "%-8s %12.1f %12.1f %10.2f %12.1f\n", "mtbert", cc, cw, 1000 / cc, cm / 1024
+  printf "%-8s %12.1f %12.1f %10.2f %12.1f\n", "PyTorch", tc, tw, 1000 / tc, tm / 1024
+  printf "%-8s %11.2fx %11.2fx %9.2fx %11.2fx\n", "ratio", tc / cc, tw / cw, tc / cc, cm / tm
+  printf "(time ratios: PyTorch / mtbert, above 1 = mtbert faster; memory: mtbert / PyTorch, below 1 = smaller)\n"
+}'

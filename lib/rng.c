@@ -103,14 +103,58 @@ uint32_t mt_dropout_threshold(float p) {
     return (uint32_t)llround((double)p * 4294967296.0);  // p < 1 keeps this below 2^32
 }
 
+// Eight consecutive blocks (the first is `block`): words[4k + i] = word i of block block + k.
+// With AVX2 four blocks share a vector, a 32-bit word zero-extended in each 64-bit lane, so
+// vpmuludq gives the round's 32x32 -> 64-bit products directly: ~4x the scalar rate, same bits.
+#define PHILOX_LANES 8
+#ifdef __AVX2__
+#include <immintrin.h>
+static void philox_blocks8(uint64_t seed, uint32_t s_lo, uint32_t s_hi, uint64_t block, uint32_t *words) {
+    const __m256i m0 = _mm256_set1_epi64x(PHILOX_M0), m1 = _mm256_set1_epi64x(PHILOX_M1);
+    const __m256i low = _mm256_set1_epi64x(0xFFFFFFFF);
+    __m256i c[2][4];
+    for (int h = 0; h < 2; h++) {
+        uint64_t b = block + 4 * (uint64_t)h;
+        __m256i ctr = _mm256_add_epi64(_mm256_set1_epi64x((long long)b), _mm256_setr_epi64x(0, 1, 2, 3));
+        c[h][0] = _mm256_and_si256(ctr, low), c[h][1] = _mm256_srli_epi64(ctr, 32);
+        c[h][2] = _mm256_set1_epi64x(s_lo), c[h][3] = _mm256_set1_epi64x(s_hi);
+    }
+    uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
+    for (int round = 0; round < 10; round++) {
+        if (round > 0) k0 += PHILOX_W0, k1 += PHILOX_W1;
+        __m256i key0 = _mm256_set1_epi64x(k0), key1 = _mm256_set1_epi64x(k1);
+        for (int h = 0; h < 2; h++) {
+            __m256i p0 = _mm256_mul_epu32(c[h][0], m0), p1 = _mm256_mul_epu32(c[h][2], m1);
+            __m256i n0 = _mm256_xor_si256(_mm256_xor_si256(_mm256_srli_epi64(p1, 32), c[h][1]), key0);
+            __m256i n2 = _mm256_xor_si256(_mm256_xor_si256(_mm256_srli_epi64(p0, 32), c[h][3]), key1);
+            c[h][0] = n0, c[h][1] = _mm256_and_si256(p1, low), c[h][2] = n2, c[h][3] = _mm256_and_si256(p0, low);
+        }
+    }
+    for (int h = 0; h < 2; h++) {
+        uint64_t w[4][4];
+        for (int i = 0; i < 4; i++) _mm256_storeu_si256((__m256i *)w[i], c[h][i]);
+        for (int k = 0; k < 4; k++)
+            for (int i = 0; i < 4; i++) words[4 * (4 * h + k) + i] = (uint32_t)w[i][k];
+    }
+}
+#else
+static void philox_blocks8(uint64_t seed, uint32_t s_lo, uint32_t s_hi, uint64_t block, uint32_t *words) {
+    for (int k = 0; k < PHILOX_LANES; k++) stream_block(seed, s_lo, s_hi, block + (uint64_t)k, words + 4 * k);
+}
+#endif
+
 void mt_dropout_mask(uint8_t *keep, size_t n, uint64_t first, uint64_t seed, uint32_t step,
                      uint32_t site, uint32_t threshold) {
-    uint32_t w[4];
+    uint32_t w[4 * PHILOX_LANES];
     size_t j = 0;
-    while (j < n) {
-        uint64_t pos = first + j;
-        stream_block(seed, step, site, pos >> 2, w);
-        for (unsigned lane = (unsigned)(pos & 3); lane < 4 && j < n; lane++, j++)
-            keep[j] = w[lane] >= threshold;
+    while (j < n) {  // word `pos` is word pos % 4 of block pos / 4
+        uint64_t pos = first + j, block = pos >> 2;
+        size_t from = (size_t)(pos & 3), left = n - j, blocks = (from + left + 3) / 4;
+        if (blocks >= 3) philox_blocks8(seed, step, site, block, w);  // 8 cost less than 3 alone
+        else stream_block(seed, step, site, block, w);
+        size_t take = (blocks >= 3 ? 4 * PHILOX_LANES : 4) - from;
+        if (take > left) take = left;
+        for (size_t i = 0; i < take; i++) keep[j + i] = w[from + i] >= threshold;
+        j += take;
     }
 }

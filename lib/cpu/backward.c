@@ -3,9 +3,12 @@
 // does not depend on the thread count: sums over rows (bias, LayerNorm and embedding
 // gradients) are split over blocks of columns, each block summing its rows in order.
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "common.h"
 #include "cpu.h"
+#include "mathv.h"
 #include "rng.h"
 
 #define DROP_BLOCK 1024  // elements per dropout mask block (a multiple of 4: whole Philox blocks)
@@ -121,49 +124,47 @@ void mt_cpu_layernorm_backward(float *dinp, float *dweight, float *dbias, const 
 
 // ---- attention -------------------------------------------------------------------------------
 
-// One head of one sequence. Per query row i, with P the saved probabilities, D the dropout
-// factors (0 or 1/(1-p); 1 without dropout) and P' = P ⊙ D:
-//   dV_j += P'_ij dO_i;  dP_ij = D_ij (dO_i · V_j);  dS_ij = P_ij (dP_ij - sum_k P_ik dP_ik);
-//   dQ_i += scale sum_j dS_ij K_j;  dK_j += scale dS_ij Q_i.
-// att: this head's [L, L] block, whose first element has mask index first.
+// One head of one sequence. With P the saved probabilities, D the dropout factors (0 or
+// 1/(1-p); 1 without dropout) and P' = P ⊙ D, as small register-blocked products:
+//   dV += P'^T dO;  dP = D ⊙ (dO V^T);  dS_ij = scale P_ij (dP_ij - sum_k P_ik dP_ik);
+//   dQ += dS K;  dK += dS^T Q.
+// att: this head's [L, L] block, whose first element has mask index first. V is transposed
+// into vt[hs][Lp] (Lp = L rounded up to 8, zero columns). work: hs Lp + 3 L Lp floats.
 static void attention_head_backward(float *dq0, const float *dout0, const float *q0, const float *att, int L, int hs,
                                     size_t stride, int C, float scale, const mt_dropout_key *drop,
-                                    uint32_t threshold, uint64_t first) {
+                                    uint32_t threshold, uint64_t first, float *work) {
     const float *k0 = q0 + C, *v0 = q0 + 2 * C;
     float *dk0 = dq0 + C, *dv0 = dq0 + 2 * C;
-    float dp[L], factor[L];
+    size_t Lp = (size_t)(L + 7) / 8 * 8;
+    float *vt = work, *Pd = vt + (size_t)hs * Lp, *D = Pd + L * Lp, *dS = D + L * Lp;
     uint8_t keep[L];
-    for (int j = 0; j < L; j++) factor[j] = 1.0f;
+    for (int d = 0; d < hs; d++)
+        for (size_t j = 0; j < Lp; j++) vt[d * Lp + j] = (int)j < L ? v0[j * stride + d] : 0.0f;
     for (int i = 0; i < L; i++) {
-        const float *p = att + (size_t)i * L, *dO = dout0 + (size_t)i * C, *q = q0 + i * stride;
+        float *f = D + i * Lp, *pd = Pd + i * Lp;
+        const float *p = att + (size_t)i * L;
         if (drop) {
             mt_dropout_mask(keep, (size_t)L, first + (uint64_t)i * L, drop->seed, drop->step, drop->site, threshold);
-            for (int j = 0; j < L; j++) factor[j] = keep[j] ? 1.0f / (1.0f - drop->p) : 0.0f;
+            for (int j = 0; j < L; j++) f[j] = keep[j] ? 1.0f / (1.0f - drop->p) : 0.0f;
+        } else {
+            for (int j = 0; j < L; j++) f[j] = 1.0f;
         }
+        for (int j = 0; j < L; j++) pd[j] = p[j] * f[j];
+    }
+    mt_cpu_small_gemm(L, hs, L, Pd, 1, Lp, dout0, (size_t)C, dv0, stride, 1);  // dV += P'^T dO
+    mt_cpu_small_gemm(L, (int)Lp, hs, dout0, (size_t)C, 1, vt, Lp, dS, Lp, 0);  // dO V^T
+    for (int i = 0; i < L; i++) {
+        float *ds = dS + i * Lp;
+        const float *p = att + (size_t)i * L, *f = D + i * Lp;
         double dot_pdp = 0.0;
         for (int j = 0; j < L; j++) {
-            const float *v = v0 + j * stride;
-            float *dv = dv0 + j * stride, pj = p[j] * factor[j], s = 0.0f;
-#pragma omp simd reduction(+ : s)
-            for (int d = 0; d < hs; d++) {
-                s += dO[d] * v[d];
-                dv[d] += pj * dO[d];
-            }
-            dp[j] = s * factor[j];
-            dot_pdp += (double)p[j] * dp[j];
+            ds[j] *= f[j];
+            dot_pdp += (double)p[j] * ds[j];
         }
-        float *dq = dq0 + i * stride;
-        for (int j = 0; j < L; j++) {
-            float ds = p[j] * (dp[j] - (float)dot_pdp) * scale;
-            const float *k = k0 + j * stride;
-            float *dk = dk0 + j * stride;
-#pragma omp simd
-            for (int d = 0; d < hs; d++) {
-                dq[d] += ds * k[d];
-                dk[d] += ds * q[d];
-            }
-        }
+        for (int j = 0; j < L; j++) ds[j] = p[j] * (ds[j] - (float)dot_pdp) * scale;
     }
+    mt_cpu_small_gemm(L, hs, L, dS, Lp, 1, k0, stride, dq0, stride, 1);  // dQ += dS K
+    mt_cpu_small_gemm(L, hs, L, dS, 1, Lp, q0, stride, dk0, stride, 1);  // dK += dS^T Q
 }
 
 // Each (sequence, head) task writes only its own rows and head columns of dqkv: no races,
@@ -171,37 +172,45 @@ static void attention_head_backward(float *dq0, const float *dout0, const float 
 void mt_cpu_attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att,
                                const int32_t *offsets, const int64_t *att_offsets, int B, int C, int NH,
                                const mt_dropout_key *drop) {
-    int hs = C / NH;
+    int hs = C / NH, maxL = 0;
     const mt_dropout_key *d = dropout_on(drop) ? drop : NULL;
     uint32_t threshold = d ? mt_dropout_threshold(d->p) : 0;
     float scale = 1.0f / sqrtf((float)hs);
     size_t stride = (size_t)3 * C;
-#pragma omp parallel for collapse(2) schedule(dynamic) if ((int64_t)offsets[B] * C >= PAR_MIN / 4)
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < NH; h++) {
-            int L = offsets[b + 1] - offsets[b];
-            size_t row0 = (size_t)offsets[b], head = (size_t)att_offsets[b] + (size_t)h * L * L;
-            attention_head_backward(dqkv + row0 * stride + (size_t)h * hs, dout + row0 * C + (size_t)h * hs,
-                                    qkv + row0 * stride + (size_t)h * hs, att + head, L, hs, stride, C, scale, d,
-                                    threshold, head);
-        }
+    for (int b = 0; b < B; b++) maxL = offsets[b + 1] - offsets[b] > maxL ? offsets[b + 1] - offsets[b] : maxL;
+    size_t work = (size_t)(hs + 3 * maxL) * (maxL + 8);
+#pragma omp parallel if ((int64_t)offsets[B] * C >= PAR_MIN / 4)
+    {
+        float *buf = malloc(sizeof(float) * work);  // per thread, once per call
+        if (!buf) mt_die("out of memory in attention backward");
+#pragma omp for collapse(2) schedule(dynamic)
+        for (int b = 0; b < B; b++)
+            for (int h = 0; h < NH; h++) {
+                int L = offsets[b + 1] - offsets[b];
+                size_t row0 = (size_t)offsets[b], head = (size_t)att_offsets[b] + (size_t)h * L * L;
+                attention_head_backward(dqkv + row0 * stride + (size_t)h * hs, dout + row0 * C + (size_t)h * hs,
+                                        qkv + row0 * stride + (size_t)h * hs, att + head, L, hs, stride, C, scale,
+                                        d, threshold, head, buf);
+            }
+        free(buf);
+    }
 }
 
 // ---- GELU, embeddings ------------------------------------------------------------------------
 
-// d/dx [x Phi(x)] = Phi(x) + x phi(x). With the forward's output, Phi(x) = out / x (a scalar
-// erff was an eighth of a training step; the division vectorises), and near 0, where the
-// quotient loses precision, Phi(x) = 1/2 + x / sqrt(2 pi) (next term ~x^3/15: < 1e-10 there).
+// d/dx [x Phi(x)] = Phi(x) + x phi(x), both from mathv.h in double (vectorised; relative error
+// < 5e-10, one exp for both), so the forward's output is not needed.
 void mt_cpu_gelu_backward(float *dinp, const float *inp, const float *out, const float *dout, int64_t n) {
-    const float inv_sqrt2 = 0.70710678118654752f, inv_sqrt_2pi = 0.39894228040143268f;
-#pragma omp parallel for simd if (n >= PAR_MIN)
-    for (int64_t i = 0; i < n; i++) {
-        float x = inp[i], cdf;
-        if (!out) cdf = 0.5f * (1.0f + erff(x * inv_sqrt2));
-        else cdf = fabsf(x) > 1e-3f ? out[i] / x : 0.5f + x * inv_sqrt_2pi;
-        float pdf = inv_sqrt_2pi * expf(-0.5f * x * x);
-        dinp[i] += (cdf + x * pdf) * dout[i];
-    }
+    (void)out;
+#pragma omp parallel for schedule(static) if (n >= PAR_MIN)
+    for (int64_t i0 = 0; i0 < n; i0 += 16)
+        for (int64_t i = i0; i < i0 + 16 && i < n; i += 4) {  // 4 independent chains per block
+            int m = n - i < 4 ? (int)(n - i) : 4;
+            mt_v4d x = mt_load4(inp + i, m);
+            mt_v4d pdf, cdf = mt_normal_cdf_pdf_v4(x, &pdf);
+            mt_v4d g = (cdf + x * pdf) * mt_load4(dout + i, m);
+            mt_store4(dinp + i, mt_load4(dinp + i, m) + g, m);
+        }
 }
 
 // Several tokens share a row (same word, position or type): columns split over threads, rows

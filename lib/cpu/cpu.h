@@ -17,6 +17,11 @@ void mt_cpu_gemm(int trans_a, int trans_b, int M, int N, int K, float alpha, con
 void mt_cpu_gemm_plain(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
                        const float *B, int ldb, float beta, float *C, int ldc);
 
+// C[i][n] = (accumulate ? C[i][n] : 0) + sum_k A[i a_row + k a_col] B[k ldb + n], for the small
+// per-head products of attention (A may be read transposed through its two strides).
+void mt_cpu_small_gemm(int M, int N, int K, const float *A, size_t a_row, size_t a_col, const float *B, size_t ldb,
+                       float *C, size_t ldc, int accumulate);
+
 // The training ops of lib/cpu/backward.c (shapes and semantics in backend.h).
 void mt_cpu_dropout_forward(float *out, const float *inp, const float *residual, int64_t n,
                             const mt_dropout_key *drop);

@@ -112,7 +112,10 @@ static void gemm_blas_split(int ta, int tb, int M, int N, int K, float alpha, co
 #ifdef _OPENMP
     if ((double)M * N * K >= 1 << 18 && !omp_in_parallel()) nt = omp_get_max_threads();
 #endif
-    int by_cols = N >= 64 * nt || N >= M;  // slices of at least 64 columns keep sgemm efficient
+    // Each thread packs the whole of the operand it shares: share the smaller one (column
+    // slices share A[M,K], row slices B[K,N]), as long as slices keep 64 rows or columns
+    // (sharing the larger doubled sgemm's packing time at 2 threads).
+    int by_cols = M <= N ? N >= 64 * nt || N >= M : !(M >= 64 * nt);
     int extent = by_cols ? N : M;
     if (nt > extent) nt = extent;
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
@@ -141,4 +144,82 @@ void mt_cpu_gemm(int ta, int tb, int M, int N, int K, float alpha, const float *
 #else
     mt_cpu_gemm_plain(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 #endif
+}
+
+// ---- small products (attention, per sequence and head) ----------------------------------------
+
+static inline v8f load8(const float *p) { v8f v; memcpy(&v, p, sizeof v); return v; }
+static inline void store8(float *p, v8f v) { memcpy(p, &v, sizeof v); }
+
+// One row i, columns n0 .. n0 + 8 nv - 1 (nv <= 4 vectors): the accumulators stay in registers
+// over the whole k loop, which is what sgemm's packing costs too much to give at this size.
+#if defined(__GNUC__) && !defined(__clang__)
+__attribute__((optimize("fp-contract=fast")))
+#endif
+static void small_row(int nv, int K, const float *a, size_t a_col, const float *B, size_t ldb, float *c, int acc) {
+    v8f s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0};
+    if (nv == 4)
+        for (int k = 0; k < K; k++) {
+            float ak = a[k * a_col];
+            const float *b = B + k * ldb;
+            s0 += ak * load8(b), s1 += ak * load8(b + 8), s2 += ak * load8(b + 16), s3 += ak * load8(b + 24);
+        }
+    else
+        for (int k = 0; k < K; k++) {
+            float ak = a[k * a_col];
+            const float *b = B + k * ldb;
+            s0 += ak * load8(b);
+            if (nv > 1) s1 += ak * load8(b + 8);
+            if (nv > 2) s2 += ak * load8(b + 16);
+        }
+    v8f s[4] = {s0, s1, s2, s3};
+    for (int v = 0; v < nv; v++) store8(c + 8 * v, acc ? load8(c + 8 * v) + s[v] : s[v]);
+}
+
+// Rows i and i + 1, 32 columns: 8 accumulators, each B vector loaded once for both rows
+// (the one-row loop above waits on loads: 5 per 4 FMAs).
+#if defined(__GNUC__) && !defined(__clang__)
+__attribute__((optimize("fp-contract=fast")))
+#endif
+static void small_rows2(int K, const float *a, size_t a_row, size_t a_col, const float *B, size_t ldb, float *c,
+                        size_t ldc, int acc) {
+    v8f s[2][4] = {{{0}}};
+    for (int k = 0; k < K; k++) {
+        float a0 = a[k * a_col], a1 = a[a_row + k * a_col];
+        const float *b = B + k * ldb;
+        v8f b0 = load8(b), b1 = load8(b + 8), b2 = load8(b + 16), b3 = load8(b + 24);
+        s[0][0] += a0 * b0, s[0][1] += a0 * b1, s[0][2] += a0 * b2, s[0][3] += a0 * b3;
+        s[1][0] += a1 * b0, s[1][1] += a1 * b1, s[1][2] += a1 * b2, s[1][3] += a1 * b3;
+    }
+    for (int r = 0; r < 2; r++)
+        for (int v = 0; v < 4; v++) {
+            float *cv = c + r * ldc + 8 * v;
+            store8(cv, acc ? load8(cv) + s[r][v] : s[r][v]);
+        }
+}
+
+// Row i from column n0 on: blocks of up to 32 columns, then plain sums past the last 8.
+static void small_row_from(int i, int n0, int N, int K, const float *A, size_t a_row, size_t a_col, const float *B,
+                           size_t ldb, float *C, size_t ldc, int accumulate) {
+    const float *a = A + i * a_row;
+    float *c = C + i * ldc;
+    int N8 = N / 8 * 8;
+    for (; n0 < N8; n0 += 32) small_row(N8 - n0 < 32 ? (N8 - n0) / 8 : 4, K, a, a_col, B + n0, ldb, c + n0, accumulate);
+    for (int n = N8; n < N; n++) {
+        float s = 0.0f;
+        for (int k = 0; k < K; k++) s += a[k * a_col] * B[k * ldb + n];
+        c[n] = accumulate ? c[n] + s : s;
+    }
+}
+
+void mt_cpu_small_gemm(int M, int N, int K, const float *A, size_t a_row, size_t a_col, const float *B, size_t ldb,
+                       float *C, size_t ldc, int accumulate) {
+    int N32 = N / 32 * 32, i = 0;
+    for (; i + 1 < M; i += 2) {  // pairs of rows over whole 32-column blocks, then the rest of each
+        for (int n0 = 0; n0 < N32; n0 += 32)
+            small_rows2(K, A + i * a_row, a_row, a_col, B + n0, ldb, C + i * ldc + n0, ldc, accumulate);
+        small_row_from(i, N32, N, K, A, a_row, a_col, B, ldb, C, ldc, accumulate);
+        small_row_from(i + 1, N32, N, K, A, a_row, a_col, B, ldb, C, ldc, accumulate);
+    }
+    if (i < M) small_row_from(i, 0, N, K, A, a_row, a_col, B, ldb, C, ldc, accumulate);
 }

@@ -84,6 +84,18 @@ TEST(dropout_rate_and_independent_elements) {
     CHECK(agree);
     mt_dropout_mask(other, 11, 6, 5, 100, mt_dropout_site(0, 3, 1), thr);
     CHECK(memcmp(other, keep + 6, 11) == 0);
+    // Every start within a block and lengths around the 8-block batches (rows of attention).
+    for (size_t first = 0; first < 8; first++)
+        for (size_t len = 1; len < 80; len++) {
+            mt_dropout_mask(other, len, first, 5, 100, mt_dropout_site(0, 3, 1), thr);
+            agree &= memcmp(other, keep + first, len) == 0;
+        }
+    CHECK(agree);
+    // Counters past 2^32 blocks carry into the counter's high word.
+    uint64_t far = (1ULL << 34) - 13;
+    mt_dropout_mask(other, 64, far, 5, 100, mt_dropout_site(0, 3, 1), thr);
+    for (size_t i = 0; i < 64; i++) agree &= other[i] == mt_dropout_keep(5, 100, mt_dropout_site(0, 3, 1), far + i, thr);
+    CHECK(agree);
     // Another step gives another mask: agreement near 0.9^2 + 0.1^2 = 0.82, not 1.
     mt_dropout_mask(other, n, 0, 5, 101, mt_dropout_site(0, 3, 1), thr);
     for (size_t i = 0; i < n; i++) same += keep[i] == other[i];
