@@ -6,7 +6,7 @@ load helpers
 
 setup_file() {
   export OUT=$BATS_FILE_TMPDIR/abl
-  make -s -C "$ROOT/pipelines" table baselines QUICK=1 SEEDS=2 OUT="$OUT" -j2 \
+  make -s -C "$ROOT/pipelines" table baselines QUICK=1 SEEDS=2 THREADS=1 OUT="$OUT" -j2 \
     >"$BATS_FILE_TMPDIR/make.out" 2>"$BATS_FILE_TMPDIR/make.err" || {
     tail -30 "$BATS_FILE_TMPDIR/make.err" >&3; return 1; }
 }
