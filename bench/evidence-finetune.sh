@@ -2,9 +2,10 @@
 # Evidence for issue 4: frozen heads vs multi-task fine-tuning vs + PCGrad, on the seeded
 # validation split, training on a random 1000-example subset per task (same for all three).
 set -euo pipefail
-cd /work/main
+cd "$(dirname "$0")/.."
 export OMP_WAIT_POLICY=passive
-M=models/all-MiniLM-L6-v2; E=runs/evidence; N=1000
+M=models/all-MiniLM-L6-v2; E=runs/evidence; N=${N:-1000}
+mkdir -p $E
 for t in sst qqp sts; do
   bin/split-tsv -q --seed 0 --train-out $E/$t-train.tsv --val-out $E/$t-val.tsv data/$t-train.tsv
   rows=$(($(wc -l < $E/$t-train.tsv) - 1))
