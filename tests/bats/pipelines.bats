@@ -24,7 +24,7 @@ setup_file() {
 }
 
 @test "results.md is a Markdown table with a line per row" {
-  [ "$(grep -c '^| ' "$OUT/results.md")" -eq 26 ]
+  [ "$(grep -c '^|' "$OUT/results.md")" -eq 26 ]
   grep -q '^| sbert | pcgrad-nli-simcse | ' "$OUT/results.md"
 }
 
