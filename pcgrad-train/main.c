@@ -63,7 +63,7 @@ static const char *USAGE =
     "\n"
     "examples:\n"
     "  M=models/all-MiniLM-L6-v2\n"
-    "  for t in sst qqp sts; do bin/split --seed 0 --train $t-tr.tsv --val $t-val.tsv data/$t-train.tsv; done\n"
+    "  for t in sst qqp sts; do bin/split-tsv --seed 0 --train-out $t-tr.tsv --val-out $t-val.tsv data/$t-train.tsv; done\n"
     "  bin/tokenize --model $M --text sentence --label label sst-tr.tsv -o sst-tr.tok\n"
     "  bin/tokenize --model $M --text sentence --label label sst-val.tsv -o sst-val.tok\n"
     "  bin/tokenize --model $M --pair sentence1,sentence2 --label similarity sts-tr.tsv -o sts-tr.tok\n"
