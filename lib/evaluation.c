@@ -138,20 +138,13 @@ void mt_evaluation_compute(mt_evaluation *ev) {
 
 // ---- printing -------------------------------------------------------------------------
 
-typedef struct {
-    const char *name;
-    double value;
-    mt_ci ci;
-} metric_row;
-
-// The metrics a task reports, in order; returns the count.
-static int metric_rows(const mt_task_eval *te, metric_row *rows) {
+int mt_metric_rows(const mt_task_eval *te, mt_metric_row *rows) {
     if (te->task == MT_TASK_STS) {
-        rows[0] = (metric_row){"pearson", te->m.pearson, te->ci.pearson};
-        rows[1] = (metric_row){"spearman", te->m.spearman, te->ci.spearman};
+        rows[0] = (mt_metric_row){"pearson", "Pearson r", te->m.pearson, te->ci.pearson};
+        rows[1] = (mt_metric_row){"spearman", "Spearman ρ", te->m.spearman, te->ci.spearman};
     } else {
-        rows[0] = (metric_row){"accuracy", te->m.accuracy, te->ci.accuracy};
-        rows[1] = (metric_row){"macro_f1", te->m.macro_f1, te->ci.macro_f1};
+        rows[0] = (mt_metric_row){"accuracy", "accuracy", te->m.accuracy, te->ci.accuracy};
+        rows[1] = (mt_metric_row){"macro_f1", "macro-F1", te->m.macro_f1, te->ci.macro_f1};
     }
     return 2;
 }
@@ -171,11 +164,11 @@ static void print_confusion_text(FILE *f, const mt_task_eval *te) {
 static void print_text(FILE *f, const mt_evaluation *ev) {
     for (int i = 0; i < ev->n; i++) {
         const mt_task_eval *te = &ev->t[i];
-        metric_row rows[4];
-        int nr = metric_rows(te, rows);
+        mt_metric_row rows[4];
+        int nr = mt_metric_rows(te, rows);
         fprintf(f, "%s  %s  (%d examples)\n", mt_task_name(te->task), te->path, te->n);
         for (int j = 0; j < nr; j++) {
-            fprintf(f, "  %-9s %.4f", rows[j].name, rows[j].value);
+            fprintf(f, "  %-9s %.4f", rows[j].key, rows[j].value);
             if (ev->resamples) fprintf(f, "  [%.4f, %.4f]", rows[j].ci.lo, rows[j].ci.hi);
             fputc('\n', f);
         }
@@ -203,11 +196,11 @@ static void print_tsv(FILE *f, const mt_evaluation *ev) {
     int total = 0;
     for (int i = 0; i < ev->n; i++) {
         const mt_task_eval *te = &ev->t[i];
-        metric_row rows[4];
-        int nr = metric_rows(te, rows), k = mt_task_classes(te->task);
+        mt_metric_row rows[4];
+        int nr = mt_metric_rows(te, rows), k = mt_task_classes(te->task);
         total += te->n;
         for (int j = 0; j < nr; j++)
-            tsv_row(f, mt_task_name(te->task), rows[j].name, rows[j].value,
+            tsv_row(f, mt_task_name(te->task), rows[j].key, rows[j].value,
                     ev->resamples ? &rows[j].ci : NULL, te->n);
         for (int g = 0; g < k; g++)
             for (int p = 0; p < k; p++) {
@@ -238,14 +231,14 @@ static void json_metric(FILE *f, const char *name, double v, const mt_ci *ci) {
 }
 
 static void json_task(FILE *f, const mt_evaluation *ev, const mt_task_eval *te) {
-    metric_row rows[4];
-    int nr = metric_rows(te, rows), k = mt_task_classes(te->task);
+    mt_metric_row rows[4];
+    int nr = mt_metric_rows(te, rows), k = mt_task_classes(te->task);
     fprintf(f, "{\"task\":\"%s\",\"path\":", mt_task_name(te->task));
     mt_json_write_string(f, te->path);
     fprintf(f, ",\"n\":%d", te->n);
     for (int j = 0; j < nr; j++) {
         fputc(',', f);
-        json_metric(f, rows[j].name, rows[j].value, ev->resamples ? &rows[j].ci : NULL);
+        json_metric(f, rows[j].key, rows[j].value, ev->resamples ? &rows[j].ci : NULL);
     }
     if (k) {
         fputs(",\"confusion\":[", f);

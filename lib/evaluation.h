@@ -54,4 +54,12 @@ int mt_evaluation_print(FILE *f, const mt_evaluation *ev, const char *format);
 void mt_eval_write_submission(const mt_task_eval *te, const char *path);
 void mt_evaluation_free(mt_evaluation *ev);
 
+// The metrics a task reports, in order: key (tsv/json) and label (reports); returns the count.
+typedef struct {
+    const char *key, *label;
+    double value;
+    mt_ci ci;
+} mt_metric_row;
+int mt_metric_rows(const mt_task_eval *te, mt_metric_row *rows);
+
 #endif

@@ -410,22 +410,6 @@ static void write_errors_tsv(const part *p, const char *path) {
 
 // ---- index.md ------------------------------------------------------------------------
 
-typedef struct {
-    const char *name;
-    double value;
-    mt_ci ci;
-} metric_row;
-
-static int metric_rows(const mt_task_eval *te, metric_row *rows) {
-    if (te->task == MT_TASK_STS) {
-        rows[0] = (metric_row){"Pearson r", te->m.pearson, te->ci.pearson};
-        rows[1] = (metric_row){"Spearman ρ", te->m.spearman, te->ci.spearman};
-    } else {
-        rows[0] = (metric_row){"accuracy", te->m.accuracy, te->ci.accuracy};
-        rows[1] = (metric_row){"macro-F1", te->m.macro_f1, te->ci.macro_f1};
-    }
-    return 2;
-}
 
 static void ci_text(char *buf, size_t cap, const mt_evaluation *ev, mt_ci ci) {
     if (ev->resamples) snprintf(buf, cap, "[%.4f, %.4f]", ci.lo, ci.hi);
@@ -435,12 +419,12 @@ static void ci_text(char *buf, size_t cap, const mt_evaluation *ev, mt_ci ci) {
 static void md_metrics(FILE *f, const mt_evaluation *ev, const part *parts) {
     fputs("| task | metric | value | 95% CI | n | predictions |\n|---|---|--:|---|--:|---|\n", f);
     for (int i = 0; i < ev->n; i++) {
-        metric_row rows[2];
-        int nr = metric_rows(&ev->t[i], rows);
+        mt_metric_row rows[2];
+        int nr = mt_metric_rows(&ev->t[i], rows);
         for (int j = 0; j < nr; j++) {
             char ci[64];
             ci_text(ci, sizeof ci, ev, rows[j].ci);
-            fprintf(f, "| %s | %s | %.4f | %s | %d | ", parts[i].stem, rows[j].name, rows[j].value, ci,
+            fprintf(f, "| %s | %s | %.4f | %s | %d | ", parts[i].stem, rows[j].label, rows[j].value, ci,
                     ev->t[i].n);
             mt_write_md_escaped(f, ev->t[i].path);
             fputs(" |\n", f);
@@ -528,13 +512,13 @@ static void html_metrics(FILE *f, const mt_evaluation *ev, const part *parts) {
     fputs("<table>\n<tr><th>task</th><th>metric</th><th>value</th><th>95% CI</th><th>n</th>"
           "<th>predictions</th></tr>\n", f);
     for (int i = 0; i < ev->n; i++) {
-        metric_row rows[2];
-        int nr = metric_rows(&ev->t[i], rows);
+        mt_metric_row rows[2];
+        int nr = mt_metric_rows(&ev->t[i], rows);
         for (int j = 0; j < nr; j++) {
             char ci[64];
             ci_text(ci, sizeof ci, ev, rows[j].ci);
             fprintf(f, "<tr><td>%s</td><td>%s</td><td class=\"num\">%.4f</td><td class=\"num\">%s</td>"
-                       "<td class=\"num\">%d</td><td>", parts[i].stem, rows[j].name, rows[j].value, ci, ev->t[i].n);
+                       "<td class=\"num\">%d</td><td>", parts[i].stem, rows[j].label, rows[j].value, ci, ev->t[i].n);
             mt_write_xml_escaped(f, ev->t[i].path);
             fputs("</td></tr>\n", f);
         }
