@@ -114,6 +114,10 @@ static const mt_backend cuda_backend = {
     attention_backward_stub,
     gelu_backward_stub,
     embeddings_backward_stub,
+    NULL,  // adamw_update: to come
+    NULL,  // gram
+    NULL,  // combine
+    NULL,  // scale
 };
 
 // An empty kernel: asking for its attributes tells whether this build's machine code (or

@@ -29,6 +29,18 @@ typedef struct {
     uint32_t site;  // stream high word: mt_dropout_site(pass, layer, kind)
 } mt_dropout_key;
 
+// The per-tensor scalars of one AdamW step, as torch computes them in Python doubles and
+// hands to float kernels (lib/adamw.c fills them): element i of a tensor becomes
+//   p = decay ? p * decay_mul : p;  m += beta1_w * (g - m);  v = v * beta2 + beta2_w * g * g;
+//   p += neg_step_size * m / (sqrt(v) / bc2_sqrt + eps)
+typedef struct {
+    float decay_mul, beta1_w, beta2, beta2_w, bc2_sqrt, eps, neg_step_size;
+    int decay;
+} mt_adamw_scalars;
+
+#define MT_GRAM_BLOCK 8192  // the gram op's fixed summation block (elements)
+#define MT_GRAM_MAX_K 16    // the most buffers one gram / combine call takes
+
 typedef struct mt_backend mt_backend;
 struct mt_backend {
     const char *name;
@@ -112,6 +124,20 @@ struct mt_backend {
     // (rows types); any of the three may be NULL. Deterministic: rows added in order n = 0..N-1.
     void (*embeddings_backward)(float *dwte, float *dwpe, float *dwtt, const float *dout, const int32_t *ids,
                                 const int32_t *types, const int32_t *pos, int N, int C);
+
+    // ---- optimizer ops: parameters, gradients and moments stay in backend memory ----
+    // AdamW (torch.optim.AdamW, lib/adamw.c) on one tensor's slices p, g, m, v [n], with the
+    // scalars of mt_adamw_scalars (computed on the host in double, as torch does).
+    void (*adamw_update)(float *p, const float *g, float *m, float *v, size_t n, const mt_adamw_scalars *s);
+    // gram[i*k + j] = sum_e g[i][e] * g[j][e] (host memory, double, [k*k], symmetric) for k
+    // buffers g[0..k) of n floats (the pointer array is host memory). Partial sums over fixed
+    // MT_GRAM_BLOCK-element blocks are added in block order, so the result is the same for
+    // any thread count (and k = 1 gives the squared norm).
+    void (*gram)(double *gram, const float *const *g, int k, size_t n);
+    // out[n] = sum_j w[j] * g[j][n] (w host memory [k]); out must not alias any g[j].
+    void (*combine)(float *out, const float *const *g, const double *w, int k, size_t n);
+    // x[n] *= s
+    void (*scale)(float *x, float s, size_t n);
 };
 
 // The CPU backend: OpenBLAS sgemm when built with it (MT_HAVE_OPENBLAS), else a blocked
