@@ -35,6 +35,8 @@ static const char *USAGE =
     "  -w, --window N          records sorted by length together (default 1024)\n"
     "  -j, --threads N         CPU threads (default: all cores)\n"
     "  -d, --device DEV        auto | cpu | cuda (default auto: CUDA when a GPU is present)\n"
+    "  -P, --precision P       CUDA matrix products: fp32 (default, matches the CPU), tf32,\n"
+    "                          or bf16 (bf16 operands, fp32 accumulation, as autocast)\n"
     "  -o, --output FILE       write FILE (atomically) instead of stdout\n"
     "  -q, --quiet             no progress on stderr\n"
     "  -h, --help              this text\n"
@@ -45,13 +47,14 @@ static const char *USAGE =
     "    | bin/embed --model $M | bin/heads --task sts --zero-shot | bin/evaluate\n"
     "  bin/tokenize --model $M --text sentence data/sst-train.tsv -o sst.tok\n"
     "  bin/embed --model $M --pool cls --normalize sst.tok | bin/dump | head -1\n"
+    "  bin/embed --model $M --device cuda --precision bf16 sst.tok -o sst.emb\n"
     "  bin/embed --model runs/sbert/best --pool sbert-cnn-bilstm sst.tok \\\n"
     "    | bin/heads --model runs/sbert/best --task sst | bin/evaluate\n";
 
 int main(int argc, char **argv) {
     mt_set_prog(argv[0]);
     mt_embed_options o = mt_embed_defaults();
-    const char *model_dir = NULL, *device = "auto", *out_path = "-";
+    const char *model_dir = NULL, *device = "auto", *out_path = "-", *precision = NULL;
     int threads = 0;
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'},        {"pool", required_argument, 0, 'p'},
@@ -60,10 +63,11 @@ int main(int argc, char **argv) {
         {"batch-tokens", required_argument, 0, 'b'}, {"batch-size", required_argument, 0, 'B'},
         {"window", required_argument, 0, 'w'},       {"threads", required_argument, 0, 'j'},
         {"device", required_argument, 0, 'd'},       {"output", required_argument, 0, 'o'},
+        {"precision", required_argument, 0, 'P'},
         {"quiet", no_argument, 0, 'q'},              {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     int c;
-    while ((c = getopt_long(argc, argv, "m:p:ntxb:B:w:j:d:o:qh", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "m:p:ntxb:B:w:j:d:P:o:qh", opts, NULL)) != -1) {
         switch (c) {
         case 'm': model_dir = optarg; break;
         case 'p': o.pool = mt_embed_parse_pool(optarg); break;
@@ -75,6 +79,7 @@ int main(int argc, char **argv) {
         case 'w': o.window = (int)mt_parse_long("--window", optarg, 1, 1 << 20); break;
         case 'j': threads = (int)mt_parse_long("--threads", optarg, 1, 1024); break;
         case 'd': device = optarg; break;
+        case 'P': precision = optarg; break;
         case 'o': out_path = optarg; break;
         case 'q': mt_quiet = 1; break;
         case 'h': fputs(USAGE, stdout); return 0;
@@ -84,6 +89,7 @@ int main(int argc, char **argv) {
     if (!model_dir) mt_die("--model DIR is required (see --help)");
     if (argc - optind > 1) mt_die("expected at most one input stream (see --help)");
     const mt_backend *be = mt_backend_select(device);
+    mt_backend_set_precision(be, precision);
     mt_embedder *e = mt_embedder_open(model_dir, be, threads, &o);
     mt_embed_stream(e, optind < argc ? argv[optind] : "-", out_path);
     mt_embedder_close(e);

@@ -13,7 +13,8 @@
 
 namespace mt_cuda {
 
-int use_tf32;
+int use_tf32;  // kept in step with precision: 1 exactly when precision == MT_PRECISION_TF32
+static int precision = MT_PRECISION_FP32;
 static cublasHandle_t cublas;
 static cublasLtHandle_t cublaslt;
 static void *lt_workspace;
@@ -24,63 +25,138 @@ void gemm_init(void) {
     CUBLAS_CHECK(cublasSetStream(cublas, stream));
     CUBLAS_CHECK(cublasLtCreate(&cublaslt));
     CUDA_CHECK(cudaMalloc(&lt_workspace, lt_workspace_bytes));
-    const char *t = getenv("MTBERT_TF32");
-    use_tf32 = t && *t && strcmp(t, "0") != 0;
+    const char *p = getenv("MTBERT_PRECISION"), *t = getenv("MTBERT_TF32");
+    if (p && *p) {
+        if (mt_cuda_set_precision(p) != 0) mt_die("MTBERT_PRECISION=%s: expected fp32, tf32 or bf16", p);
+    } else if (t && *t && strcmp(t, "0") != 0) {
+        mt_cuda_set_precision("tf32");
+    }
 }
 
 static cublasComputeType_t fp32_compute(void) {
-    return use_tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+    return precision == MT_PRECISION_TF32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
 }
 static cublasOperation_t op(int trans) { return trans ? CUBLAS_OP_T : CUBLAS_OP_N; }
+
+// ---- bf16 operands: fp32 matrices rounded into grow-only device scratch ----------------------
+
+__global__ void f32_to_bf16_kernel(__nv_bfloat16 *out, const float *inp, int64_t n) {
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+        out[i] = __float2bfloat16_rn(inp[i]);
+}
+__global__ void bf16_to_f32_kernel(float *out, const __nv_bfloat16 *inp, int64_t n) {
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+        out[i] = __bfloat162float(inp[i]);
+}
+static int convert_grid(int64_t n) {
+    int64_t blocks = (n + 255) / 256, cap = (int64_t)num_sms * 32;
+    return (int)(blocks < cap ? blocks : cap);
+}
+
+typedef struct { __nv_bfloat16 *p; int64_t cap; } bf16_scratch;
+static bf16_scratch scratch[2];  // one per operand of a product
+
+// The rows x cols matrix at X (leading dimension ld) in bf16, same layout, in scratch[slot].
+static const __nv_bfloat16 *as_bf16(int slot, const float *X, int rows, int cols, int ld) {
+    int64_t n = (int64_t)(rows - 1) * ld + cols;  // what the matrix spans, padding between rows included
+    bf16_scratch *s = &scratch[slot];
+    if (n > s->cap) {
+        CUDA_CHECK(cudaStreamSynchronize(stream));  // the old buffer may still be read
+        if (s->p) CUDA_CHECK(cudaFree(s->p));
+        s->cap = n + n / 4;
+        CUDA_CHECK(cudaMalloc(&s->p, (size_t)s->cap * sizeof(__nv_bfloat16)));
+    }
+    f32_to_bf16_kernel<<<convert_grid(n), 256, 0, stream>>>(s->p, X, n);
+    LAUNCH_CHECK();
+    return s->p;
+}
 
 // C[M,N] = alpha * op(A)[M,K] @ op(B)[K,N] + beta * C, all row-major fp32.
 void gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb,
           float beta, float *C, int ldc) {
     if (M <= 0 || N <= 0) return;
     if (K <= 0 || alpha == 0.0f) return scale_matrix(C, M, N, ldc, beta);  // cuBLAS rejects lda 0
+    if (precision == MT_PRECISION_BF16) {  // tensor cores on rounded copies, fp32 accumulate and C
+        const __nv_bfloat16 *a = as_bf16(0, A, ta ? K : M, ta ? M : K, lda), *b = as_bf16(1, B, tb ? N : K, tb ? K : N, ldb);
+        CUBLAS_CHECK(cublasGemmEx(cublas, op(tb), op(ta), N, M, K, &alpha, b, CUDA_R_16BF, ldb, a, CUDA_R_16BF, lda,
+                                  &beta, C, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+        return;
+    }
     CUBLAS_CHECK(cublasGemmEx(cublas, op(tb), op(ta), N, M, K, &alpha, B, CUDA_R_32F, ldb, A, CUDA_R_32F, lda,
                               &beta, C, CUDA_R_32F, ldc, fp32_compute(), CUBLAS_GEMM_DEFAULT));
 }
 
 static bool aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
 
-// Column-major: out^T[OC,N] = (weight^T[IC,OC])^T @ inp^T[IC,N] + bias[OC] (+ residual^T).
-// Returns false, having done nothing, when cuBLASLt offers no algorithm for this case.
-static bool lt_matmul(float *out, const float *inp, const float *weight, const float *bias, const float *residual,
-                      int N, int IC, int OC) {
+// One cuBLASLt plan per shape: descriptors and the heuristic's algorithm, built on the first
+// call (the heuristic query costs far more host time than the product of a small batch).
+typedef struct {
+    int N, IC, OC, bias, residual, precision;
+    bool ok;  // false: Lt offered no algorithm, use the fallback
     cublasLtMatmulDesc_t desc;
     cublasLtMatrixLayout_t a, b, c;
-    cublasLtMatmulPreference_t pref;
+    cublasLtMatmulAlgo_t algo;
+} lt_plan;
+static lt_plan plans[128];
+static int n_plans;
+
+static lt_plan *plan_for(int N, int IC, int OC, bool bias, bool residual) {
+    for (int i = 0; i < n_plans; i++) {
+        lt_plan *p = &plans[i];
+        if (p->N == N && p->IC == IC && p->OC == OC && p->bias == bias && p->residual == residual &&
+            p->precision == precision)
+            return p;
+    }
+    if (n_plans == (int)(sizeof plans / sizeof plans[0])) {  // bucketed shapes keep this small; else recycle
+        lt_plan *old = &plans[--n_plans];
+        cublasLtMatrixLayoutDestroy(old->c), cublasLtMatrixLayoutDestroy(old->b), cublasLtMatrixLayoutDestroy(old->a);
+        cublasLtMatmulDescDestroy(old->desc);
+    }
+    lt_plan *p = &plans[n_plans++];
+    *p = (lt_plan){N, IC, OC, bias, residual, precision, false, NULL, NULL, NULL, NULL, {}};
+    cudaDataType_t ab = precision == MT_PRECISION_BF16 ? CUDA_R_16BF : CUDA_R_32F;
+    cublasComputeType_t compute = precision == MT_PRECISION_BF16 ? CUBLAS_COMPUTE_32F : fp32_compute();
     cublasOperation_t opT = CUBLAS_OP_T, opN = CUBLAS_OP_N;
     cublasLtEpilogue_t epilogue = bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
-    CUBLAS_CHECK(cublasLtMatmulDescCreate(&desc, fp32_compute(), CUDA_R_32F));
-    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &opT, sizeof opT));
-    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &opN, sizeof opN));
-    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof epilogue));
-    if (bias)
-        CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
-    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&a, CUDA_R_32F, IC, OC, IC));
-    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&b, CUDA_R_32F, IC, N, IC));
-    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&c, CUDA_R_32F, OC, N, OC));
+    CUBLAS_CHECK(cublasLtMatmulDescCreate(&p->desc, compute, CUDA_R_32F));
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &opT, sizeof opT));
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &opN, sizeof opN));
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof epilogue));
+    if (bias) {
+        cudaDataType_t bias_type = CUDA_R_32F;
+        CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type,
+                                                    sizeof bias_type));
+    }
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->a, ab, IC, OC, IC));
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->b, ab, IC, N, IC));
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->c, CUDA_R_32F, OC, N, OC));
+    cublasLtMatmulPreference_t pref;
     CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
     CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                                       &lt_workspace_bytes, sizeof lt_workspace_bytes));
     cublasLtMatmulHeuristicResult_t heur;
     int found = 0;
-    cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(cublaslt, desc, a, b, c, c, pref, 1, &heur, &found);
-    bool ok = st == CUBLAS_STATUS_SUCCESS && found > 0;
-    if (ok) {
-        float alpha = 1.0f, beta = residual ? 1.0f : 0.0f;
-        CUBLAS_CHECK(cublasLtMatmul(cublaslt, desc, &alpha, weight, a, inp, b, &beta, residual ? residual : out, c,
-                                    out, c, &heur.algo, lt_workspace, lt_workspace_bytes, stream));
-    }
-    // TODO(speed): cache descriptors and algorithms per shape; this is host work per call.
+    cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(cublaslt, p->desc, p->a, p->b, p->c, p->c, pref, 1, &heur, &found);
     cublasLtMatmulPreferenceDestroy(pref);
-    cublasLtMatrixLayoutDestroy(c);
-    cublasLtMatrixLayoutDestroy(b);
-    cublasLtMatrixLayoutDestroy(a);
-    cublasLtMatmulDescDestroy(desc);
-    return ok;
+    p->ok = st == CUBLAS_STATUS_SUCCESS && found > 0;
+    if (p->ok) p->algo = heur.algo;
+    return p;
+}
+
+// Column-major: out^T[OC,N] = (weight^T[IC,OC])^T @ inp^T[IC,N] + bias[OC] (+ residual^T).
+// Returns false, having done nothing, when cuBLASLt offers no algorithm for this case.
+static bool lt_matmul(float *out, const float *inp, const float *weight, const float *bias, const float *residual,
+                      int N, int IC, int OC) {
+    lt_plan *p = plan_for(N, IC, OC, bias != NULL, residual != NULL);
+    if (!p->ok) return false;
+    if (bias)
+        CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
+    const void *w = weight, *x = inp;
+    if (precision == MT_PRECISION_BF16) w = as_bf16(0, weight, OC, IC, IC), x = as_bf16(1, inp, N, IC, IC);
+    float alpha = 1.0f, beta = residual ? 1.0f : 0.0f;
+    CUBLAS_CHECK(cublasLtMatmul(cublaslt, p->desc, &alpha, w, p->a, x, p->b, &beta, residual ? residual : out, p->c,
+                                out, p->c, &p->algo, lt_workspace, lt_workspace_bytes, stream));
+    return true;
 }
 
 // out[N,OC] = inp[N,IC] @ weight[OC,IC]^T + bias[OC] (+ residual[N,OC]). cuBLASLt when every
@@ -96,24 +172,21 @@ void matmul_forward(float *out, const float *inp, const float *weight, const flo
     gemm(0, 1, N, OC, IC, 1.0f, inp, IC, weight, IC, bias || residual ? 1.0f : 0.0f, out, OC);
 }
 
-__global__ void f32_to_bf16_kernel(__nv_bfloat16 *out, const float *inp, int64_t n) {
-    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
-        out[i] = __float2bfloat16_rn(inp[i]);
-}
-__global__ void bf16_to_f32_kernel(float *out, const __nv_bfloat16 *inp, int64_t n) {
-    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
-        out[i] = __bfloat162float(inp[i]);
-}
-static int convert_grid(int64_t n) {
-    int64_t blocks = (n + 255) / 256, cap = (int64_t)num_sms * 32;
-    return (int)(blocks < cap ? blocks : cap);
-}
-
 }  // namespace mt_cuda
 
 using namespace mt_cuda;
 
-extern "C" void mt_cuda_set_tf32(int on) { use_tf32 = on != 0; }
+extern "C" int mt_cuda_set_precision(const char *name) {
+    int p = !strcmp(name, "fp32") ? MT_PRECISION_FP32 : !strcmp(name, "tf32") ? MT_PRECISION_TF32
+          : !strcmp(name, "bf16") ? MT_PRECISION_BF16 : -1;
+    if (p < 0) return -1;
+    precision = p, use_tf32 = p == MT_PRECISION_TF32;
+    return 0;
+}
+extern "C" const char *mt_cuda_precision(void) {
+    return precision == MT_PRECISION_BF16 ? "bf16" : precision == MT_PRECISION_TF32 ? "tf32" : "fp32";
+}
+extern "C" void mt_cuda_set_tf32(int on) { mt_cuda_set_precision(on ? "tf32" : "fp32"); }
 extern "C" int mt_cuda_tf32(void) { return use_tf32; }
 
 extern "C" void mt_cuda_f32_to_bf16(mt_bf16 *out, const float *inp, int64_t n) {

@@ -21,9 +21,18 @@ const mt_backend *mt_backend_cuda(void);
 // Never dies: safe on a machine with the CUDA runtime and no driver or GPU.
 int mt_cuda_probe(char *desc, size_t desc_len);
 
-// TF32 tensor cores for the fp32 GEMMs (gemm, matmul_forward): off by default so fp32 runs
-// match the CPU; the environment variable MTBERT_TF32=1 turns it on at start-up.
-void mt_cuda_set_tf32(int on);
+// Precision of every matrix product (gemm, matmul_forward; activations, weights and the other
+// ops stay fp32):
+//   fp32  exact fp32 (the default: fp32 runs match the CPU)
+//   tf32  TF32 tensor cores on fp32 operands (10-bit mantissa inputs, fp32 accumulation)
+//   bf16  operands rounded to bf16 in device scratch, tensor cores, fp32 accumulation and
+//         output: the numerics of PyTorch's bf16 autocast for linear layers
+// The environment variable MTBERT_PRECISION (or MTBERT_TF32=1) sets it at start-up.
+// mt_cuda_set_precision returns 0, or -1 for an unknown name (nothing changed).
+enum { MT_PRECISION_FP32, MT_PRECISION_TF32, MT_PRECISION_BF16 };
+int mt_cuda_set_precision(const char *name);
+const char *mt_cuda_precision(void);
+void mt_cuda_set_tf32(int on);  // tf32 or fp32
 int mt_cuda_tf32(void);
 
 // ---- bf16 path, for the mixed-precision model to come ---------------------------------

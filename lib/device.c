@@ -48,3 +48,17 @@ const mt_backend *mt_backend_select(const char *device) {
     if (!be) mt_die("%s", err);
     return be;
 }
+
+void mt_backend_set_precision(const mt_backend *be, const char *precision) {
+    if (!precision) return;
+    if (strcmp(precision, "fp32") && strcmp(precision, "tf32") && strcmp(precision, "bf16"))
+        mt_die("--precision %s: expected fp32, tf32 or bf16", precision);
+    if (be->host_memory) {
+        if (strcmp(precision, "fp32")) mt_die("--precision %s: the CPU backend computes in fp32 only (use --device cuda)", precision);
+        return;
+    }
+#ifdef MT_HAVE_CUDA
+    mt_cuda_set_precision(precision);
+    mt_log("precision: %s matrix products", precision);
+#endif
+}

@@ -13,6 +13,11 @@
 const mt_backend *mt_backend_select(const char *device);
 const mt_backend *mt_backend_try_select(const char *device, char *err, size_t err_len);
 
+// --precision fp32|tf32|bf16 (lib/backend_cuda.h says what each does) for the backend be:
+// the CPU backend computes in fp32 only, so anything else there is an error (naming the
+// option); NULL or "fp32" is always accepted. Dies with the error.
+void mt_backend_set_precision(const mt_backend *be, const char *precision);
+
 // 1 when this build has CUDA and a usable GPU is present (desc describes it), else 0 with
 // desc saying why. Never dies, on any machine.
 int mt_gpu_available(char *desc, size_t desc_len);
