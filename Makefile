@@ -63,7 +63,7 @@ ifneq ($(CU_SRC),)
   CUDA_LINK := $(CUDA_LIBS) -L$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lcudart -lstdc++ -Wl,-rpath,$(CUDA_HOME)/lib64
   ALL_CFLAGS += -DMT_HAVE_CUDA
   # the GPU check's programs: built by `make` too, so every CUDA build proves they link
-  GPU_CHECK_BINS := $(BUILD)/gpu/op_parity $(BUILD)/gpu/test_device
+  GPU_CHECK_BINS := $(BUILD)/gpu/op_parity $(BUILD)/gpu/test_device $(BUILD)/gpu/train_check
 endif
 endif
 # what the GPU check links: the CPU backend and device selection only, so it builds where
@@ -116,6 +116,10 @@ $(BUILD)/tests/%: tests/unit/%.c tests/unit/check.h $(BUILD)/libmtbert.a $(CUDA_
 gpu-check-build: $(if $(GPU_CHECK_BINS),$(GPU_CHECK_BINS),gpu-check-needs-nvcc)
 gpu-check-needs-nvcc:
 	@echo "gpu-check-build: nvcc not found (set NVCC=/path/to/nvcc)" >&2; exit 1
+
+$(BUILD)/gpu/train_check: tests/gpu/train_check.c $(BUILD)/libmtbert.a $(CUDA_LIBS)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) $< $(BUILD)/libmtbert.a $(CUDA_LINK) $(LDLIBS) -o $@
 
 $(BUILD)/gpu/op_parity: tests/gpu/op_parity.c $(GPU_CHECK_OBJ) $(CUDA_LIBS)
 	@mkdir -p $(@D)

@@ -1,28 +1,47 @@
 #!/usr/bin/env bash
 # tests/gpu/check.sh — the GPU check of issue 6, for a machine with an NVIDIA H100 (CUDA 13,
-# PyTorch + transformers, no network, no BLAS package). Not part of `make test`.
+# PyTorch + transformers + sentence-transformers, no network, no BLAS package). Not part of
+# `make test`: CI has no GPU.
 #
-#   tests/gpu/check.sh              build for sm_90, device selection, op parity + op bench
-#   tests/gpu/check.sh --sanitize   also op parity under compute-sanitizer memcheck (slower)
+#   tests/gpu/check.sh                 everything, one summary table at the end
+#   PARTS="build ops forward" tests/gpu/check.sh      some parts only
+#   tests/gpu/check.sh --sanitize      also op parity under compute-sanitizer memcheck
 #
-# Builds into build-gpu/ with NO_BLAS=1 (the CPU reference side uses the plain-C GEMM), writes
-# logs to $OUT (the device tool's folder) or build-gpu/logs, prints one summary table and
-# exits non-zero when any step fails. A step that is not written yet says TODO, never PASS.
-# Budget: the whole script stays under 10 minutes on an H100, build included.
+# Parts, in order: build (nvcc sm_90, NO_BLAS=1: the CPU reference uses the plain-C GEMM),
+# device (selection), ops (every op CUDA vs CPU + op bench), forward (the whole encoder on
+# real sentences, CUDA fp32 / bf16 vs CPU), train (training steps CUDA vs CPU), trainer
+# (pcgrad-train --device cuda vs cpu), speed (encoder forward and training step vs PyTorch
+# bf16 autocast at MiniLM and BERT-base shapes, MFU), embed (embed end to end vs
+# sentence-transformers on the GPU).
+#
+# Needs, besides the GPU: a C compiler and nvcc; zlib and utf8proc development files (or the
+# Debian packages in .carry/debs, unpacked under /tmp when the headers are missing); the
+# model: models/all-MiniLM-L6-v2, else MODEL=DIR (a bf16 copy works: the loader converts).
+# Logs go to $OUT (the device tool's folder) or build-gpu/logs. A part that fails says FAIL;
+# nothing is reported as passed that did not run. Budget: under 10 minutes on an H100.
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 SANITIZE=0
 [ "${1:-}" = "--sanitize" ] && SANITIZE=1
+PARTS=${PARTS:-build device ops forward train trainer speed embed}
 NVCC=${NVCC:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}
-BUILD=build-gpu
+BUILD=${BUILD:-build-gpu}
+B=${BIN:-$BUILD/bin}
+# Harness self-test without a GPU: GPUDEV=cpu PRECISIONS=fp32 BUILD=build BIN=bin PARTS="forward trainer"
+GPUDEV=${GPUDEV:-cuda}
+PRECISIONS=${PRECISIONS:-fp32 bf16}
+SPEED_MODES=${SPEED_MODES:-forward,train}  # what train_check speed times
 LOGS=${OUT:-$BUILD/logs}
+WORK=$(mktemp -d)
 mkdir -p "$LOGS"
 JOBS=${JOBS:-$(nproc 2>/dev/null || echo 4)}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$JOBS} PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 declare -a ROWS
 FAILED=0
+want() { [[ " $PARTS " == *" $1 "* ]]; }
 
 row() {  # row STEP STATUS SECONDS NOTE
-  ROWS+=("$(printf '%-26s %-6s %7s  %s' "$1" "$2" "$3" "$4")")
+  ROWS+=("$(printf '%-28s %-6s %7s  %s' "$1" "$2" "$3" "$4")")
   [ "$2" = FAIL ] && FAILED=1
   return 0
 }
@@ -33,7 +52,9 @@ step() {
   shift 3
   echo "=== $name"
   t0=$(date +%s%N)
-  timeout "$limit" "$@" 2>&1 | tee "$LOGS/$log"
+  export B BUILD WORK MODEL BASE GPUDEV PRECISIONS LOGS SPEED_MODES
+  for f in $(declare -F | awk '{print $3}'); do export -f "$f"; done
+  timeout "$limit" bash -c '"$@"' _ "$@" 2>&1 | tee "$LOGS/$log"  # bash -c: the parts are functions
   rc=${PIPESTATUS[0]}
   secs=$(( ($(date +%s%N) - t0) / 100000000 ))  # tenths of a second, no bc needed
   secs="$((secs / 10)).$((secs % 10))"
@@ -43,31 +64,58 @@ step() {
   return "$rc"
 }
 
-echo "=== machine"
-nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv 2>&1 | tee "$LOGS/machine.txt"
-"$NVCC" --version | tail -2 | tee -a "$LOGS/machine.txt"
-CUDA_HOME=${NVCC%/bin/nvcc}  # as the Makefile derives it: cuBLAS headers and libraries must be there
-# shellcheck disable=SC2012  # ls: its "No such file" is the message wanted
-ls "$CUDA_HOME"/include/cublasLt.h "$CUDA_HOME"/lib64/libcublasLt.so "$CUDA_HOME"/lib64/libcublas.so 2>&1 |
-  tee -a "$LOGS/machine.txt"
-
-# 1. build: the CUDA kernels for sm_90 and the programs of this check, nothing needing BLAS,
-#    zlib or utf8proc
-if ! step "build (nvcc sm_90)" 300 build.txt \
-    make --no-print-directory -j"$JOBS" NO_BLAS=1 NVCC="$NVCC" BUILD=$BUILD BIN=$BUILD/bin gpu-check-build; then
+summary() {
+  echo
+  echo "=== summary: $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 || true), $("$NVCC" --version | tail -1)"
+  printf '%-28s %-6s %7s  %s\n' step result seconds note
   printf '%s\n' "${ROWS[@]}"
-  exit 1
+  grep -hE '^op parity: ' "$LOGS/op_parity.txt" 2>/dev/null
+  grep -hE ' FAIL$' "$LOGS/op_parity.txt" 2>/dev/null
+  [ -s "$LOGS/ratios.txt" ] && { echo; cat "$LOGS/ratios.txt"; }
+  rm -rf "$WORK"
+}
+trap summary EXIT
+
+echo "=== machine"
+{ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv 2>&1
+  "$NVCC" --version | tail -2; cc --version | head -1; nproc
+  python3 -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)' 2>&1
+} | tee "$LOGS/machine.txt"
+
+# Libraries the image may lack: unpack the carried Debian packages under /tmp (never over /).
+if ! echo '#include <zlib.h>
+#include <utf8proc.h>
+int main(void){return 0;}' | cc -x c - -o /dev/null -lz -lutf8proc 2>/dev/null || ! command -v make >/dev/null; then
+  if ls .carry/debs/*.deb >/dev/null 2>&1; then
+    DEPS=/tmp/mtbert-deps
+    for f in .carry/debs/*.deb; do dpkg-deb -x "$f" "$DEPS"; done
+    LIBDIR=$DEPS/usr/lib/x86_64-linux-gnu
+    ln -sf "$DEPS"/lib/x86_64-linux-gnu/libz.so.1 "$LIBDIR/libz.so"  # the package's link is absolute
+    export CPATH=$DEPS/usr/include${CPATH:+:$CPATH} LIBRARY_PATH=$LIBDIR${LIBRARY_PATH:+:$LIBRARY_PATH}
+    export LD_LIBRARY_PATH=$LIBDIR:$DEPS/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+    export PATH=$PATH:$DEPS/usr/bin
+    echo "libraries from .carry/debs unpacked under $DEPS"
+  else
+    echo "zlib / utf8proc development files or make missing, and no .carry/debs" >&2
+  fi
 fi
 
-# 2. --device selection on a real GPU: auto and cuda must both give the CUDA backend
-step "device selection" 60 test_device.txt env MT_EXPECT_GPU=1 $BUILD/gpu/test_device
+MODEL=${MODEL:-}
+for d in models/all-MiniLM-L6-v2 .carry/minilm-bf16; do
+  [ -z "$MODEL" ] && [ -f "$d/model.safetensors" ] && MODEL=$d
+done
+BASE=/tmp/bert-base-random  # BERT-base shapes (random weights), written by torch_bench.py
 
-# 3. every op, CUDA vs CPU, random inputs and packed variable-length sequences (the table
-#    states each tolerance), then the pieces' throughput at BERT-base shapes
-step "op parity + op bench" 240 op_parity.txt $BUILD/gpu/op_parity
+# ---- build --------------------------------------------------------------------------------
+if want build; then
+  step "build (nvcc sm_90)" 420 build.txt make --no-print-directory -j"$JOBS" NO_BLAS=1 NVCC="$NVCC" \
+    BUILD=$BUILD BIN=$B $B/tokenize $B/embed $B/dump $B/pcgrad-train gpu-check-build || exit 1
+fi
 
-# 4. optional: out-of-bounds and race checks of the kernels
-if [ "$SANITIZE" = 1 ]; then
+# ---- device selection and ops -------------------------------------------------------------
+want device && step "device selection" 60 test_device.txt env MT_EXPECT_GPU=1 $BUILD/gpu/test_device
+want ops && step "op parity + op bench" 240 op_parity.txt $BUILD/gpu/op_parity
+if want ops && [ "$SANITIZE" = 1 ]; then
   if command -v compute-sanitizer >/dev/null; then
     step "op parity, memcheck" 300 memcheck.txt \
       compute-sanitizer --tool memcheck --error-exitcode 1 $BUILD/gpu/op_parity --no-bench
@@ -76,23 +124,139 @@ if [ "$SANITIZE" = 1 ]; then
   fi
 fi
 
-# 5. TODO(lead): full forward on real sentences, CUDA vs CPU, once `embed --device cuda` exists.
-#    Plan: build bin/embed here (make NO_BLAS=1 NVCC=$NVCC BUILD=$BUILD BIN=$BUILD/bin
-#    $BUILD/bin/tokenize $BUILD/bin/embed; needs utf8proc + zlib, check they are on the image),
-#    run data/*.tsv sentences through tokenize | embed --device cpu and --device cuda with the
-#    model in models/ (carry it: it is git-ignored), and compare with bin/dump or a small C
-#    tool: fp32 mode max |diff| <= 1e-3; bf16 mode cosine of every embedding >= 0.999.
-row "full forward parity" TODO - "needs embed --device cuda (lib/bert.c)"
+# ---- the whole forward on real sentences ----------------------------------------------------
+# 2,000 SST sentences (pooled mean) + 300 STS pairs (pooled, with the joint sequence) + 300
+# sentences' token states, CPU (fp32) vs CUDA fp32 (max |diff| <= 1e-3) and bf16 (cosine of
+# every vector >= 0.999).
+compare_streams() {  # compare_streams REF GOT MODE(fp32|bf16)
+  python3 - "$@" $B/dump <<'EOF'
+import json, subprocess, sys, numpy as np
+ref_path, got_path, mode, dump = sys.argv[1:5]
+def load(p):
+    out = subprocess.run([dump, "-q", p], capture_output=True, text=True, check=True).stdout
+    recs = [json.loads(l) for l in out.splitlines()]
+    return {(r["id"], k): np.asarray(v, dtype=np.float64).reshape(-1, np.asarray(v).shape[-1]) for r in recs for k, v in r["tensors"].items()}
+ref, got = load(ref_path), load(got_path)
+assert ref.keys() == got.keys() and ref, "the streams hold different records"
+maxdiff = max(np.abs(ref[k] - got[k]).max() for k in ref)
+cos = min(float((a * b).sum(-1).min() / 1) for a, b in (
+    (ref[k] / np.linalg.norm(ref[k], axis=-1, keepdims=True), got[k] / np.linalg.norm(got[k], axis=-1, keepdims=True)) for k in ref))
+ok = maxdiff <= 1e-3 if mode == "fp32" else cos >= 0.999
+print(f"{got_path}: {len(ref)} tensors, max |diff| {maxdiff:.3e}, min cosine {cos:.6f} ({mode}: "
+      f"{'max |diff| <= 1e-3' if mode == 'fp32' else 'cosine >= 0.999'}) {'PASS' if ok else 'FAIL'}")
+sys.exit(0 if ok else 1)
+EOF
+}
+forward_parity() {
+  local M=$MODEL
+  head -2001 data/sst-train.tsv > "$WORK/sst.tsv"
+  head -301 data/sts-train.tsv > "$WORK/sts.tsv"
+  $B/tokenize -q --model "$M" --text sentence "$WORK/sst.tsv" -o "$WORK/sst.tok" &&
+  $B/tokenize -q --model "$M" --pair sentence1,sentence2 "$WORK/sts.tsv" -o "$WORK/sts.tok" &&
+  head -301 "$WORK/sst.tsv" | $B/tokenize -q --model "$M" --text sentence -o "$WORK/tok.tok" || return 1
+  local rc=0
+  for dev in cpu:fp32 $(for p in $PRECISIONS; do echo "gpu:$p"; done); do
+    local d=${dev%%:*} p=${dev#*:}
+    [ "$d" = gpu ] && d=$GPUDEV
+    for s in sst sts; do
+      $B/embed -q --model "$M" --device "$d" --precision "$p" "$WORK/$s.tok" -o "$WORK/$s.$d.$p.emb" || return 1
+    done
+    $B/embed -q --model "$M" --device "$d" --precision "$p" --tokens "$WORK/tok.tok" -o "$WORK/tok.$d.$p.emb" || return 1
+  done
+  for p in $PRECISIONS; do
+    for s in sst sts tok; do compare_streams "$WORK/$s.cpu.fp32.emb" "$WORK/$s.$GPUDEV.$p.emb" $p || rc=1; done
+  done
+  return $rc
+}
+want forward && step "full forward parity" 240 forward_parity.txt forward_parity
 
-# 6. TODO(lead): throughput of embed and of training steps next to PyTorch bf16 autocast on
-#    the same model and batches (python3 there has torch + transformers, offline: load the
-#    model from models/ with local_files_only), reported as ratios, with MFU for training.
-row "throughput vs PyTorch" TODO - "needs embed / training on CUDA"
+# ---- training ---------------------------------------------------------------------------------
+want train && step "training steps CUDA vs CPU" 180 train_parity.txt $BUILD/gpu/train_check parity "$MODEL" 3
 
-echo
-echo "=== summary: $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 || true), $("$NVCC" --version | tail -1)"
-printf '%-26s %-6s %7s  %s\n' step result seconds note
-printf '%s\n' "${ROWS[@]}"
-grep -E '^op parity: ' "$LOGS/op_parity.txt" 2>/dev/null
-grep -E ' FAIL$' "$LOGS/op_parity.txt" 2>/dev/null
+trainer_parity() {  # a few pcgrad-train steps on each device: the logged losses must agree
+  local M=$MODEL args
+  for t in sst qqp sts; do
+    case $t in
+      sst) args=(--text sentence --label label) ;;
+      qqp) args=(--pair sentence1,sentence2 --label is_duplicate) ;;
+      sts) args=(--pair sentence1,sentence2 --label similarity) ;;
+    esac
+    head -201 data/$t-train.tsv | $B/tokenize -q --model "$M" "${args[@]}" -o "$WORK/$t.tr.tok" || return 1
+  done
+  for d in ref:cpu dev:$GPUDEV; do
+    $B/pcgrad-train -q --model "$M" --device "${d#*:}" --pcgrad --task sst="$WORK/sst.tr.tok" --task qqp="$WORK/qqp.tr.tok" \
+      --task sts="$WORK/sts.tr.tok" --max-steps 4 --lr 5e-5 --seed 3 -o "$WORK/run.${d%%:*}" || return 1
+  done
+  python3 - "$WORK/run.ref/train.log" "$WORK/run.dev/train.log" <<'EOF'
+import csv, sys
+rows = [list(csv.DictReader(open(p), delimiter="\t")) for p in sys.argv[1:3]]
+worst = 0.0
+for a, b in zip(*rows):
+    for k in a:
+        if "loss" in k and a[k] not in ("", "nan"):
+            x, y = float(a[k]), float(b[k])
+            worst = max(worst, abs(x - y) / max(abs(x), 1e-12))
+            print(f"step {a.get('step', '?')} {k}: cpu {x:.7g} cuda {y:.7g}")
+ok = len(rows[0]) == len(rows[1]) > 0 and worst <= 1e-4
+print(f"pcgrad-train cuda vs cpu: {len(rows[0])} steps, worst relative loss difference {worst:.2e} (<= 1e-4) {'PASS' if ok else 'FAIL'}")
+sys.exit(0 if ok else 1)
+EOF
+}
+want trainer && step "pcgrad-train cuda vs cpu" 240 trainer_parity.txt trainer_parity
+
+# ---- speed against PyTorch on the same GPU ------------------------------------------------------
+speed() {
+  [ -f $BASE/model.safetensors ] || python3 tests/gpu/torch_bench.py make-base --out $BASE --vocab "$MODEL/vocab.txt" || return 1
+  local rc=0
+  for spec in "$MODEL 128 128" "$BASE 32 128" "$BASE 64 512"; do
+    read -r M Bt L <<<"$spec"
+    for p in bf16 tf32; do $BUILD/gpu/train_check speed "$M" "$Bt" "$L" 20 $p "$SPEED_MODES" || rc=1; done
+    python3 tests/gpu/torch_bench.py encoder --model "$M" --batch "$Bt" --len "$L" --steps 20 || rc=1
+  done
+  return $rc
+}
+want speed && step "encoder speed vs PyTorch" 300 speed.txt speed
+
+embed_speed() {  # every sentence of SST, QQP and STS (about 50,000), mean pooling
+  { echo sentence
+    tail -n +2 data/sst-train.tsv | cut -f2
+    tail -n +2 data/qqp-train.tsv | cut -f2,3 | tr '\t' '\n'
+    tail -n +2 data/sts-train.tsv | cut -f2,3 | tr '\t' '\n'
+  } | tr -d '"' > "$WORK/all.tsv"
+  tail -n +2 "$WORK/all.tsv" > "$WORK/all.txt"
+  $B/tokenize -q --model "$MODEL" --text sentence "$WORK/all.tsv" -o "$WORK/all.tok" || return 1
+  $B/embed --model "$MODEL" --device cuda --precision bf16 --batch-size 256 --batch-tokens 32768 \
+    "$WORK/all.tok" -o "$WORK/all.emb" 2>&1 | tail -1 || return 1
+  python3 tests/gpu/torch_bench.py embed --model "$MODEL" --sentences "$WORK/all.txt" --batch 256
+}
+want embed && step "embed vs sentence-transformers" 180 embed_speed.txt embed_speed
+
+# ---- ratios ----------------------------------------------------------------------------------------
+if [ -s "$LOGS/speed.txt" ] || [ -s "$LOGS/embed_speed.txt" ]; then
+  python3 - "$LOGS" > "$LOGS/ratios.txt" <<'EOF'
+import re, sys
+logs = sys.argv[1]
+def kv(line): return dict(re.findall(r"(\w+)=(\S+)", line))
+try: lines = open(f"{logs}/speed.txt").read().splitlines()
+except OSError: lines = []
+ours = [kv(l) for l in lines if l.startswith("speed ")]
+torch = [kv(l) for l in lines if l.startswith("torch mode=")]
+print(f"{'mode':8} {'model':14} {'B':>4} {'L':>4} {'prec':5} {'ours ms':>9} {'torch ms':>9} {'ratio':>6} {'TFLOP/s':>8} {'MFU':>6}")
+for o in ours:
+    t = [x for x in torch if x["mode"] == o["mode"] and x["B"] == o["B"] and x["L"] == o["L"]]
+    model = f"{o['layers']}x{o['hidden']}"
+    tm = float(t[0]["ms"]) if t else float("nan")
+    print(f"{o['mode']:8} {model:14} {o['B']:>4} {o['L']:>4} {o['precision']:5} {float(o['ms']):9.3f} {tm:9.3f} "
+          f"{tm / float(o['ms']):5.2f}x {float(o['tflops']):8.1f} {float(o['mfu']):6.3f}")
+print("ratio = PyTorch bf16 autocast time / ours (above 1: ours faster); MFU against 989 TFLOP/s dense bf16")
+try:
+    e = open(f"{logs}/embed_speed.txt").read()
+    m1 = re.search(r"embedded (\d+) done in ([\d.]+) s", e)
+    m2 = re.search(r"torch embed n=(\d+) .*seconds=([\d.]+)", e)
+    if m1 and m2:
+        print(f"embed end to end, {m1.group(1)} sentences, mean pooling, bf16: ours {float(m1.group(2)):.2f} s, "
+              f"sentence-transformers {float(m2.group(2)):.2f} s: {float(m2.group(2)) / float(m1.group(2)):.2f}x")
+except OSError: pass
+EOF
+fi
 exit $FAILED

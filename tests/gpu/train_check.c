@@ -1,0 +1,209 @@
+// train_check.c — the encoder on the GPU against the CPU, and its speed (tests/gpu/check.sh).
+//
+//   train_check parity MODEL_DIR [STEPS]
+//       STEPS (default 3) training steps on the CPU backend and on the CUDA backend (fp32), same
+//       packed variable-length batches, dropout 0.1 (the masks are the same Philox numbers on
+//       both), loss 1e-3 * sum(h^2) over the last hidden state, AdamW (lr 1e-4) through the
+//       optimizer ops. Prints the loss of each step on both, the gradient's relative difference
+//       after step 1 and the parameters' after the last step; exit status 1 past tolerance.
+//   train_check speed MODEL_DIR B L STEPS PRECISION
+//       median milliseconds of an inference forward (mean-pooled output copied back) and of a
+//       training step (forward + backward + AdamW) on B sequences of L tokens, PRECISION
+//       fp32 | tf32 | bf16 for the matrix products; with tokens/s, TFLOP/s and MFU (against the
+//       H100 SXM's dense bf16 peak, 989 TFLOP/s). One line "speed ..." per mode; an optional
+//       last argument names the modes (default forward,train).
+// Needs a GPU; built by `make` wherever nvcc is, run only by tests/gpu/check.sh.
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "backend_cuda.h"
+#include "bert.h"
+#include "common.h"
+#include "device.h"
+
+#define PEAK_BF16_TFLOPS 989.4  // H100 SXM5 dense bf16, the datasheet figure MFU is quoted against
+
+static double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + 1e-9 * t.tv_nsec;
+}
+
+static mt_bert *load(const char *dir, const mt_backend *be) {
+    char err[1024];
+    mt_bert *m = mt_bert_load(dir, be, err, sizeof err);
+    if (!m) mt_die("%s", err);
+    return m;
+}
+
+// One encoder and what training it needs, in its backend's memory.
+typedef struct {
+    mt_bert *m;
+    const mt_backend *be;
+    float *grads, *mom1, *mom2, *dh;
+    int n_tensors;
+    struct mt_bert_tensor_info *info;
+    long step;
+} trainee;
+
+static trainee trainee_new(const char *dir, const mt_backend *be, int max_tokens, int max_batch, int max_len) {
+    trainee t = {load(dir, be), be, NULL, NULL, NULL, NULL, 0, NULL, 0};
+    size_t bytes = t.m->num_params * sizeof(float);
+    t.grads = be->alloc(bytes), t.mom1 = be->alloc(bytes), t.mom2 = be->alloc(bytes);
+    t.dh = be->alloc((size_t)max_tokens * t.m->cfg.hidden_size * sizeof(float));
+    t.n_tensors = mt_bert_tensor_info(t.m, NULL, 0);
+    t.info = mt_malloc((size_t)t.n_tensors * sizeof *t.info);
+    mt_bert_tensor_info(t.m, t.info, t.n_tensors);
+    mt_bert_reserve(t.m, max_tokens, max_batch, max_len, 1);
+    return t;
+}
+
+// AdamW scalars as lib/adamw.c computes them (betas 0.9 / 0.999, eps 1e-8, decay 0.01).
+static mt_adamw_scalars adamw_scalars(long step, double lr, int decay) {
+    double bc1 = 1.0 - pow(0.9, (double)step), bc2 = 1.0 - pow(0.999, (double)step), wd = decay ? 0.01 : 0.0;
+    return (mt_adamw_scalars){(float)(1.0 - lr * wd), 0.1f, 0.999f, (float)(1.0 - 0.999), (float)sqrt(bc2), 1e-8f,
+                              (float)(-(lr / bc1)), wd != 0.0};
+}
+
+// One step: loss = 1e-3 sum(h^2) (returned), gradients, AdamW (the pooler, untrained, skipped).
+static double train_step(trainee *t, const int32_t *ids, const int32_t *offsets, int B, uint32_t step, int update) {
+    const mt_backend *be = t->be;
+    mt_bert *m = t->m;
+    mt_bert_dropout drop = {0.1f, 1234, step, 0};
+    const float *h = mt_bert_forward_train(m, ids, NULL, offsets, B, &drop);
+    if (!h) mt_die("%s", mt_bert_error(m));
+    size_t n = (size_t)offsets[B] * m->cfg.hidden_size;
+    const float *const hs[1] = {h};
+    double sumsq, w = 2e-3;
+    be->gram(&sumsq, hs, 1, n);
+    be->combine(t->dh, hs, &w, 1, n);  // d loss / dh
+    be->zero(t->grads, m->num_params * sizeof(float));
+    mt_bert_backward(m, t->dh, t->grads);
+    if (update) {
+        t->step++;
+        for (int i = 0; i < t->n_tensors; i++) {
+            const struct mt_bert_tensor_info *ti = &t->info[i];
+            if (ti->layer >= m->cfg.num_hidden_layers) continue;  // the pooler
+            mt_adamw_scalars s = adamw_scalars(t->step, 1e-4, ti->decay);
+            be->adamw_update(m->params + ti->offset, t->grads + ti->offset, t->mom1 + ti->offset,
+                             t->mom2 + ti->offset, ti->size, &s);
+        }
+    }
+    return 1e-3 * sumsq;
+}
+
+static float *to_host(const mt_backend *be, const float *p, size_t n) {
+    float *h = mt_malloc(n * sizeof(float));
+    be->copy_to_host(h, p, n * sizeof(float));
+    return h;
+}
+
+// ||a - b|| / ||b|| and max |a - b|.
+static double rel_diff(const float *a, const float *b, size_t n, double *max_abs) {
+    double num = 0, den = 0, mx = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)a[i] - b[i];
+        num += d * d, den += (double)b[i] * b[i];
+        if (fabs(d) > mx || d != d) mx = d != d ? INFINITY : fabs(d);
+    }
+    *max_abs = mx;
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+// Packed batch: B sequences of lengths spread over [L/4, L], ids from a fixed generator.
+static int32_t *make_batch(int B, int L, int varied, int32_t *offsets, uint64_t seed) {
+    offsets[0] = 0;
+    for (int b = 0; b < B; b++) offsets[b + 1] = offsets[b] + (varied ? L / 4 + (int)((b * 7919u + seed) % (3 * L / 4 + 1)) : L);
+    int32_t *ids = mt_malloc((size_t)offsets[B] * sizeof *ids);
+    for (int i = 0; i < offsets[B]; i++) ids[i] = 1000 + (int32_t)((i * 7919u + seed * 104729u) % 20000);
+    for (int b = 0; b < B; b++) ids[offsets[b]] = 101, ids[offsets[b + 1] - 1] = 102;  // [CLS] ... [SEP]
+    return ids;
+}
+
+static int parity(const char *dir, int steps) {
+    const mt_backend *cpu = mt_backend_cpu(), *gpu = mt_backend_select("cuda");
+    mt_backend_set_precision(gpu, "fp32");
+    int B = 8, L = 128;
+    trainee a = trainee_new(dir, cpu, B * L, B, L), g = trainee_new(dir, gpu, B * L, B, L);
+    size_t P = a.m->num_params;
+    int32_t offsets[9];
+    int bad = 0;
+    printf("%-6s %16s %16s %10s\n", "step", "loss cpu", "loss cuda", "rel diff");
+    for (int s = 0; s < steps; s++) {
+        int32_t *ids = make_batch(B, L, 1, offsets, (uint64_t)s + 1);
+        double la = train_step(&a, ids, offsets, B, (uint32_t)s, 1), lg = train_step(&g, ids, offsets, B, (uint32_t)s, 1);
+        double rd = fabs(la - lg) / fabs(la);
+        printf("%-6d %16.9g %16.9g %10.2e\n", s + 1, la, lg, rd);
+        bad |= !(rd <= 1e-5);
+        if (s == 0) {
+            float *ga = to_host(cpu, a.grads, P), *gg = to_host(gpu, g.grads, P);
+            double mx, r = rel_diff(gg, ga, P, &mx);
+            printf("gradients after step 1: ||cuda - cpu|| / ||cpu|| = %.2e, max |diff| %.2e (tolerance 1e-4)\n", r, mx);
+            bad |= !(r <= 1e-4);
+            free(ga), free(gg);
+        }
+        free(ids);
+    }
+    float *pa = to_host(cpu, a.m->params, P), *pg = to_host(gpu, g.m->params, P);
+    double mx, r = rel_diff(pg, pa, P, &mx);
+    printf("parameters after %d steps: ||cuda - cpu|| / ||cpu|| = %.2e, max |diff| %.2e (tolerance 1e-5)\n", steps, r, mx);
+    bad |= !(r <= 1e-5);
+    printf("training parity: %s\n", bad ? "FAIL" : "PASS");
+    free(pa), free(pg);
+    return bad;
+}
+
+static int cmp_double(const void *x, const void *y) {
+    double a = *(const double *)x, b = *(const double *)y;
+    return (a > b) - (a < b);
+}
+
+static int speed(const char *dir, int B, int L, int steps, const char *precision, const char *modes) {
+    const mt_backend *gpu = mt_backend_select("cuda");
+    mt_backend_set_precision(gpu, precision);
+    trainee t = trainee_new(dir, gpu, B * L, B, L);
+    const mt_bert_config *c = &t.m->cfg;
+    int32_t *offsets = mt_malloc((size_t)(B + 1) * sizeof *offsets), *lengths = mt_malloc((size_t)B * sizeof *lengths);
+    int32_t *ids = make_batch(B, L, 0, offsets, 7);
+    for (int b = 0; b < B; b++) lengths[b] = L;
+    float *pooled = mt_malloc((size_t)B * c->hidden_size * sizeof(float));
+    double *ms = mt_malloc((size_t)steps * sizeof *ms);
+    // FLOPs per step: the linear layers 2 * tokens * weights forward, attention's two products
+    // 4 * B * L^2 * C per layer forward; backward twice the forward.
+    double C = c->hidden_size, F = c->intermediate_size, layers = c->num_hidden_layers, tokens = (double)B * L;
+    double fwd = layers * (2.0 * tokens * (4 * C * C + 2 * C * F) + 4.0 * B * (double)L * L * C);
+    for (int mode = 0; mode < 2; mode++) {
+        if (!strstr(modes, mode ? "train" : "forward")) continue;
+        for (int s = -3; s < steps; s++) {  // three warm-up steps
+            gpu->synchronize();
+            double t0 = now();
+            if (mode == 0) {
+                if (mt_bert_forward(t.m, ids, NULL, lengths, B, L, NULL, NULL)) mt_die("%s", mt_bert_error(t.m));
+                mt_bert_pool(t.m, MT_POOL_MEAN, pooled);  // copies to the host: synchronises
+            } else {
+                train_step(&t, ids, offsets, B, (uint32_t)s + 3, 1);
+                gpu->synchronize();
+            }
+            if (s >= 0) ms[s] = (now() - t0) * 1e3;
+        }
+        qsort(ms, (size_t)steps, sizeof *ms, cmp_double);
+        double med = ms[steps / 2], flops = mode ? 3 * fwd : fwd, tflops = flops / (med * 1e-3) / 1e12;
+        printf("speed mode=%s precision=%s B=%d L=%d layers=%d hidden=%d ms=%.3f tokens_per_s=%.0f tflops=%.1f "
+               "mfu=%.3f\n", mode ? "train" : "forward", precision, B, L, c->num_hidden_layers, c->hidden_size, med,
+               tokens / (med * 1e-3), tflops, tflops / PEAK_BF16_TFLOPS);
+    }
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    mt_set_prog(argv[0]);
+    if (argc >= 3 && !strcmp(argv[1], "parity")) return parity(argv[2], argc > 3 ? atoi(argv[3]) : 3);
+    if ((argc == 7 || argc == 8) && !strcmp(argv[1], "speed"))
+        return speed(argv[2], atoi(argv[3]), atoi(argv[4]), atoi(argv[5]), argv[6], argc == 8 ? argv[7] : "forward,train");
+    fprintf(stderr, "usage: train_check parity MODEL_DIR [STEPS]\n"
+                    "       train_check speed MODEL_DIR B L STEPS fp32|tf32|bf16 [forward,train]\n");
+    return 2;
+}
