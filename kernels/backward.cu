@@ -143,6 +143,7 @@ static void column_sums(float *sum_out, float *norm_out, const float *dout, cons
                         const float *rstd, int N, int C) {
     if (N <= 0 || C <= 0) return;
     int chunks = ceil_div(N, COLSUM_ROWS);
+    if (chunks > 65535) mt_die("column sums: %d rows is more than the grid allows", N);
     double *partial = (double *)scratch(sizeof(double) * (size_t)chunks * C * (NORM ? 2 : 1));
     double *partial2 = NORM ? partial + (size_t)chunks * C : nullptr;
     dim3 grid(ceil_div(C, COLSUM_TX), chunks), block(COLSUM_TX, COLSUM_TY);
