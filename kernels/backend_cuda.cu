@@ -1,6 +1,6 @@
 // backend_cuda.cu — the CUDA backend's table (lib/backend.h): device memory with cudaMalloc
-// (no managed memory), copies, and the launchers of gemm.cu and ops.cu. Everything runs in
-// order on one stream; copies to the host and synchronize wait for it.
+// (no managed memory), copies, and the launchers of gemm.cu, ops.cu, backward.cu and optim.cu.
+// Everything runs in order on one stream; copies to the host and synchronize wait for it.
 #include <stdio.h>
 
 #include "backend_cuda.h"
@@ -54,37 +54,6 @@ static void cuda_zero(void *p, size_t bytes) {
     if (bytes) CUDA_CHECK(cudaMemsetAsync(p, 0, bytes, stream));
 }
 
-// ---- training ops not written for CUDA yet: each dies naming itself ---------------------------
-
-[[noreturn]] static void not_on_cuda(const char *op) { mt_die("%s: not implemented on CUDA yet", op); }
-static void attention_forward_dropout_stub(float *, float *, const float *, const int32_t *, const int64_t *, int,
-                                           int, int, const mt_dropout_key *) {
-    not_on_cuda("attention_forward_dropout");
-}
-static void dropout_forward_stub(float *, const float *, const float *, int64_t, const mt_dropout_key *) {
-    not_on_cuda("dropout_forward");
-}
-static void dropout_backward_stub(float *, const float *, int64_t, const mt_dropout_key *) {
-    not_on_cuda("dropout_backward");
-}
-static void matmul_backward_stub(float *, float *, float *, const float *, const float *, const float *, int, int,
-                                 int) {
-    not_on_cuda("matmul_backward");
-}
-static void layernorm_backward_stub(float *, float *, float *, const float *, const float *, const float *,
-                                    const float *, const float *, int, int) {
-    not_on_cuda("layernorm_backward");
-}
-static void attention_backward_stub(float *, const float *, const float *, const float *, const int32_t *,
-                                    const int64_t *, int, int, int, const mt_dropout_key *) {
-    not_on_cuda("attention_backward");
-}
-static void gelu_backward_stub(float *, const float *, const float *, const float *, int64_t) { not_on_cuda("gelu_backward"); }
-static void embeddings_backward_stub(float *, float *, float *, const float *, const int32_t *, const int32_t *,
-                                     const int32_t *, int, int) {
-    not_on_cuda("embeddings_backward");
-}
-
 // ---- the table -----------------------------------------------------------------------------
 
 static const mt_backend cuda_backend = {
@@ -106,18 +75,18 @@ static const mt_backend cuda_backend = {
     pool_forward,
     unpack_forward,
     cuda_zero,
-    attention_forward_dropout_stub,
-    dropout_forward_stub,
-    dropout_backward_stub,
-    matmul_backward_stub,
-    layernorm_backward_stub,
-    attention_backward_stub,
-    gelu_backward_stub,
-    embeddings_backward_stub,
-    NULL,  // adamw_update: to come
-    NULL,  // gram
-    NULL,  // combine
-    NULL,  // scale
+    attention_forward_dropout,
+    dropout_forward,
+    dropout_backward,
+    matmul_backward,
+    layernorm_backward,
+    attention_backward,
+    gelu_backward,
+    embeddings_backward,
+    adamw_update,
+    gram,
+    combine,
+    scale,
 };
 
 // An empty kernel: asking for its attributes tells whether this build's machine code (or

@@ -1,6 +1,7 @@
 // ops.cuh — the CUDA launchers, named and shaped like their CPU twins in lib/cpu/ops.c
 // (shapes in lib/backend.h). All run on mt_cuda::stream and return without synchronising.
 #pragma once
+#include "backend.h"
 #include "common.cuh"
 
 namespace mt_cuda {
@@ -19,6 +20,8 @@ void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, c
                        const float *bias, int N, int C, float eps);
 void attention_forward(float *out, float *att, const float *qkv, const int32_t *offsets,
                        const int64_t *att_offsets, int B, int C, int NH);
+void attention_forward_dropout(float *out, float *att, const float *qkv, const int32_t *offsets,
+                               const int64_t *att_offsets, int B, int C, int NH, const mt_dropout_key *drop);
 void gelu_forward(float *out, const float *inp, int64_t n);
 void tanh_forward(float *out, const float *inp, int64_t n);
 void pool_forward(float *out, const float *inp, const int32_t *offsets, int B, int C, int mode);
@@ -27,4 +30,27 @@ void unpack_forward(float *out, const float *inp, const int32_t *offsets, int B,
 void bias_residual_forward(float *out, const float *bias, const float *residual, int N, int OC);
 // C[M,N] *= beta (beta == 0 writes zeros, ignoring NaNs), leading dimension ldc.
 void scale_matrix(float *C, int M, int N, int ldc, float beta);
+
+// backward.cu: dropout and the backward ops (accumulate +=), deterministic: no float atomics,
+// every sum in an order fixed by the shapes alone
+void dropout_forward(float *out, const float *inp, const float *residual, int64_t n, const mt_dropout_key *drop);
+void dropout_backward(float *dinp, const float *dout, int64_t n, const mt_dropout_key *drop);
+void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                     const float *weight, int N, int IC, int OC);
+void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                        const float *weight, const float *mean, const float *rstd, int N, int C);
+void attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att, const int32_t *offsets,
+                        const int64_t *att_offsets, int B, int C, int NH, const mt_dropout_key *drop);
+void gelu_backward(float *dinp, const float *inp, const float *out, const float *dout, int64_t n);
+void embeddings_backward(float *dwte, float *dwpe, float *dwtt, const float *dout, const int32_t *ids,
+                         const int32_t *types, const int32_t *pos, int N, int C);
+// A grow-only device buffer of at least `bytes` (cudaMalloc'd, never freed before exit; growing
+// waits for the stream first). One user at a time: valid until the next scratch() call.
+void *scratch(size_t bytes);
+
+// optim.cu: the optimizer ops
+void adamw_update(float *p, const float *g, float *m, float *v, size_t n, const mt_adamw_scalars *s);
+void gram(double *gram, const float *const *g, int k, size_t n);
+void combine(float *out, const float *const *g, const double *w, int k, size_t n);
+void scale(float *x, float s, size_t n);
 }  // namespace mt_cuda

@@ -13,6 +13,24 @@
 //   1e-5 norm  fp32 GEMMs (cuBLAS vs OpenBLAS or the plain-C GEMM)
 //   5e-3 norm  TF32 GEMMs (10-bit mantissa inputs); 1e-2 norm bf16 GEMMs vs fp32 inputs
 //              (8-bit mantissa), 1e-5 norm vs the same bf16-rounded inputs
+// Training ops (the CPU twins in lib/cpu/backward.c):
+//   exact      dropout forward / backward (p = 0.1 and p = 0; the Philox masks must be
+//              bit-identical, and the scale and residual add are rounded as on the CPU),
+//              embeddings_backward (the same float additions in token order)
+//   1e-5 norm  matmul_backward (dinp, dweight: GEMMs; dbias: column sums), attention forward
+//              with dropout and attention_backward (sums in another order; atol 1e-5 max|ref|,
+//              rtol 1e-5), layernorm_backward (dinp 1e-5 rel; dweight, dbias 1e-5 norm)
+//   1e-6 rel   gelu_backward (both sides in double, one rounding each; atol 1e-6)
+// Optimizer ops, against small plain-C references in this file (lib/adamw.c's update_tensor,
+// lib/pcgrad.c's gram_matrix and weighted_sum), not the CPU table, whose entries may be NULL:
+//   1e-6 rel   adamw_update (expected exact: the kernel rounds each operation as the C does),
+//              combine (expected exact), scale (exact)
+//   1e-9 rel   gram (double partial sums over MT_GRAM_BLOCK blocks; only the order within a
+//              block differs)
+//
+// --cpu-standin: the CPU backend stands in for the GPU (every row exact or within tolerance,
+// bf16 rows and the bench skipped, optimizer rows skipped while the CPU table lacks them);
+// proves the harness runs, nothing about the kernels. Runs without a GPU.
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,9 +40,10 @@
 #include "backend_cuda.h"
 #include "common.h"
 #include "device.h"
+#include "rng.h"
 
 static const mt_backend *cpu, *gpu;
-static int checks, failures;
+static int checks, failures, standin;
 
 // ---- inputs ------------------------------------------------------------------------------
 
@@ -159,8 +178,10 @@ static void check_gemms(void) {
     check_gemm(0, 0, 5, 7, 0, FP32);  // K = 0: C = beta C
     check_gemm(0, 1, 256, 768, 768, TF32);
     check_gemm(1, 0, 256, 768, 3072, TF32);
-    check_gemm(0, 1, 256, 768, 768, BF16);
-    check_gemm(1, 1, 130, 70, 301, BF16);
+    if (!standin) {
+        check_gemm(0, 1, 256, 768, 768, BF16);
+        check_gemm(1, 1, 130, 70, 301, BF16);
+    }
     // beta == 0 overwrites C, even a NaN in it
     float A[2] = {1, 2}, B[2] = {3, 4}, C = NAN, ref = 11;
     float *dA = up(A, 8), *dB = up(B, 8), *dC = up(&C, 4);
@@ -357,6 +378,356 @@ static void check_unpack(const packing *p, int C) {
     free(x); free(ref); free(junk); free(got);
 }
 
+// ---- training ops: dropout and backward ----------------------------------------------------
+
+static void skip_row(const char *op, const char *what, const char *why) {
+    printf("%-12s %-40s %-5s %11s %9s %9s %9s  SKIP (%s)\n", op, what, "-", "-", "-", "-", "-", why);
+}
+
+// One dropout key per check: p = 0.1 (or the given p), a seed with both halves non-zero.
+static mt_dropout_key key_of(float p, uint32_t site) {
+    mt_dropout_key k = {p, 0x0123456789ABCDEFULL, 7, site};
+    return k;
+}
+
+static void check_dropout(int64_t n, float p) {
+    mt_dropout_key key = key_of(p, mt_dropout_site(1, 3, 2));
+    float *x = rand_vec(n, 0, 1), *res = rand_vec(n, 0, 1), *acc = rand_vec(n, 0, 1);
+    float *ref = mt_malloc(n * 4), *ref2 = mt_malloc(n * 4);
+    float *dx = up(x, n * 4), *dres = up(res, n * 4), *dacc = up(acc, n * 4), *dy = gpu->alloc(n * 4);
+    char what[96];
+    // without residual, and the mask itself against lib/rng.h element by element
+    cpu->dropout_forward(ref, x, NULL, n, &key);
+    gpu->dropout_forward(dy, dx, NULL, n, &key);
+    float *got = down(dy, n);
+    snprintf(what, sizeof what, "fwd n=%lld p=%g", (long long)n, p);
+    report("dropout", what, "fp32", got, ref, n, 0, 0);
+    if (p > 0) {
+        uint32_t thr = mt_dropout_threshold(p);
+        float *mask_got = mt_malloc(n * 4), *mask_ref = mt_malloc(n * 4);
+        for (int64_t i = 0; i < n; i++) {
+            mask_got[i] = got[i] != 0.0f || x[i] == 0.0f;
+            mask_ref[i] = (float)mt_dropout_keep(key.seed, key.step, key.site, (uint64_t)i, thr);
+        }
+        snprintf(what, sizeof what, "mask vs mt_dropout_keep n=%lld p=%g", (long long)n, p);
+        report("dropout", what, "-", mask_got, mask_ref, n, 0, 0);
+        free(mask_got); free(mask_ref);
+    }
+    free(got);
+    // with residual, in place (out == inp)
+    cpu->dropout_forward(ref, x, res, n, &key);
+    gpu->dropout_forward(dx, dx, dres, n, &key);
+    got = down(dx, n);
+    snprintf(what, sizeof what, "fwd+residual in place n=%lld p=%g", (long long)n, p);
+    report("dropout", what, "fp32", got, ref, n, 0, 0);
+    free(got);
+    // backward: dinp += mask * dout / (1-p)
+    memcpy(ref2, acc, n * 4);
+    cpu->dropout_backward(ref2, res, n, &key);
+    gpu->dropout_backward(dacc, dres, n, &key);
+    got = down(dacc, n);
+    snprintf(what, sizeof what, "bwd n=%lld p=%g", (long long)n, p);
+    report("dropout", what, "fp32", got, ref2, n, 0, 0);
+    free(got);
+    // a NULL key: a copy (plus residual)
+    cpu->dropout_forward(ref, x, res, n, NULL);
+    gpu->copy_to_device(dx, x, n * 4);
+    gpu->dropout_forward(dy, dx, dres, n, NULL);
+    got = down(dy, n);
+    report("dropout", "fwd+residual, key NULL", "fp32", got, ref, n, 0, 0);
+    gpu->free(dx); gpu->free(dres); gpu->free(dacc); gpu->free(dy);
+    free(x); free(res); free(acc); free(ref); free(ref2); free(got);
+}
+
+// attention_forward_dropout against the CPU's; p = 0 must equal attention_forward.
+static void check_attention_dropout(const int *lengths, int B, int C, int NH, float p) {
+    packing pk = pack(lengths, B, NH);
+    mt_dropout_key key = key_of(p, mt_dropout_site(0, 5, 1));
+    size_t nqkv = (size_t)pk.N * 3 * C, nout = (size_t)pk.N * C;
+    float *qkv = rand_vec(nqkv, 0, 2), *ref = mt_malloc(nout * 4), *ratt = mt_malloc(pk.att_size * 4);
+    float *dqkv = up(qkv, nqkv * 4), *dout = gpu->alloc(nout * 4), *datt = gpu->alloc(pk.att_size * 4);
+    int32_t *doff = up(pk.offsets, (B + 1) * 4);
+    int64_t *datt_off = up(pk.att_offsets, B * 8);
+    cpu->attention_forward_dropout(ref, ratt, qkv, pk.offsets, pk.att_offsets, B, C, NH, &key);
+    gpu->attention_forward_dropout(dout, datt, dqkv, doff, datt_off, B, C, NH, &key);
+    float *got = down(dout, nout), *gatt = down(datt, pk.att_size);
+    char what[96];
+    snprintf(what, sizeof what, "B=%d N=%d maxL=%d C=%d NH=%d p=%g out", B, pk.N, pk.maxL, C, NH, p);
+    report("attn_fwd_dp", what, "fp32", got, ref, nout, 1e-5, 1e-5);
+    snprintf(what, sizeof what, "B=%d C=%d NH=%d p=%g probs (pre-dropout)", B, C, NH, p);
+    report("attn_fwd_dp", what, "fp32", gatt, ratt, pk.att_size, 1e-6, 1e-5);
+    gpu->free(dqkv); gpu->free(dout); gpu->free(datt); gpu->free(doff); gpu->free(datt_off);
+    free(qkv); free(ref); free(ratt); free(got); free(gatt);
+    unpack_free(&pk);
+}
+
+// attention_backward through the CPU forward's probabilities (uploaded: both sides read the
+// same P), into a dqkv that already holds values (+=).
+static void check_attention_backward(const int *lengths, int B, int C, int NH, float p) {
+    packing pk = pack(lengths, B, NH);
+    mt_dropout_key key = key_of(p, mt_dropout_site(0, 2, 1));
+    const mt_dropout_key *k = p > 0 ? &key : NULL;
+    size_t nqkv = (size_t)pk.N * 3 * C, nout = (size_t)pk.N * C;
+    float *qkv = rand_vec(nqkv, 0, 2), *dout = rand_vec(nout, 0, 1), *dqkv = rand_vec(nqkv, 0, 0.1f);
+    float *att = mt_malloc(pk.att_size * 4), *out = mt_malloc(nout * 4);
+    cpu->attention_forward_dropout(out, att, qkv, pk.offsets, pk.att_offsets, B, C, NH, k);
+    float *d_qkv = up(qkv, nqkv * 4), *d_dout = up(dout, nout * 4), *d_dqkv = up(dqkv, nqkv * 4);
+    float *d_att = up(att, pk.att_size * 4);
+    int32_t *doff = up(pk.offsets, (B + 1) * 4);
+    int64_t *datt_off = up(pk.att_offsets, B * 8);
+    cpu->attention_backward(dqkv, dout, qkv, att, pk.offsets, pk.att_offsets, B, C, NH, k);
+    gpu->attention_backward(d_dqkv, d_dout, d_qkv, d_att, doff, datt_off, B, C, NH, k);
+    float *got = down(d_dqkv, nqkv);
+    char what[96];
+    snprintf(what, sizeof what, "B=%d N=%d maxL=%d C=%d NH=%d p=%g dqkv", B, pk.N, pk.maxL, C, NH, p);
+    report("attn_bwd", what, "fp32", got, dqkv, nqkv, 1e-5 * max_abs(dqkv, nqkv), 1e-5);
+    // run-to-run: a second call from the same start gives the same bits
+    float *got2;
+    gpu->copy_to_device(d_dqkv, got, nqkv * 4);  // any start; compare two runs' increments
+    gpu->attention_backward(d_dqkv, d_dout, d_qkv, d_att, doff, datt_off, B, C, NH, k);
+    got2 = down(d_dqkv, nqkv);
+    gpu->copy_to_device(d_dqkv, got, nqkv * 4);
+    gpu->attention_backward(d_dqkv, d_dout, d_qkv, d_att, doff, datt_off, B, C, NH, k);
+    free(got);
+    got = down(d_dqkv, nqkv);
+    snprintf(what, sizeof what, "B=%d C=%d NH=%d p=%g run twice", B, C, NH, p);
+    report("attn_bwd", what, "fp32", got, got2, nqkv, 0, 0);
+    gpu->free(d_qkv); gpu->free(d_dout); gpu->free(d_dqkv); gpu->free(d_att); gpu->free(doff); gpu->free(datt_off);
+    free(qkv); free(dout); free(dqkv); free(att); free(out); free(got); free(got2);
+    unpack_free(&pk);
+}
+
+// mask: bit 0 dinp, bit 1 dweight, bit 2 dbias wanted (the others NULL).
+static void check_matmul_backward(int N, int IC, int OC, int mask) {
+    float *dout = rand_vec((size_t)N * OC, 0, 1), *inp = rand_vec((size_t)N * IC, 0, 1), *w = rand_vec((size_t)OC * IC, 0, 1);
+    float *dinp = rand_vec((size_t)N * IC, 0, 1), *dw = rand_vec((size_t)OC * IC, 0, 1), *db = rand_vec(OC, 0, 1);
+    float *d_dout = up(dout, (size_t)N * OC * 4), *d_inp = up(inp, (size_t)N * IC * 4), *d_w = up(w, (size_t)OC * IC * 4);
+    float *d_dinp = up(dinp, (size_t)N * IC * 4), *d_dw = up(dw, (size_t)OC * IC * 4), *d_db = up(db, OC * 4);
+    cpu->matmul_backward(mask & 1 ? dinp : NULL, mask & 2 ? dw : NULL, mask & 4 ? db : NULL, dout, inp, w, N, IC, OC);
+    gpu->matmul_backward(mask & 1 ? d_dinp : NULL, mask & 2 ? d_dw : NULL, mask & 4 ? d_db : NULL, d_dout, d_inp, d_w,
+                         N, IC, OC);
+    char what[96];
+    const char *names[3] = {"dinp", "dweight", "dbias"};
+    float *refs[3] = {dinp, dw, db}, *devs[3] = {d_dinp, d_dw, d_db};
+    size_t sizes[3] = {(size_t)N * IC, (size_t)OC * IC, (size_t)OC};
+    for (int t = 0; t < 3; t++) {  // an output not wanted must be untouched (exact)
+        float *got = down(devs[t], sizes[t]);
+        snprintf(what, sizeof what, "%dx%d->%d %s%s", N, IC, OC, names[t], mask >> t & 1 ? "" : " (NULL: untouched)");
+        report("matmul_bwd", what, "fp32", got, refs[t], sizes[t], mask >> t & 1 ? 1e-5 * max_abs(refs[t], sizes[t]) : 0,
+               mask >> t & 1 ? 1e-5 : 0);
+        free(got);
+    }
+    gpu->free(d_dout); gpu->free(d_inp); gpu->free(d_w); gpu->free(d_dinp); gpu->free(d_dw); gpu->free(d_db);
+    free(dout); free(inp); free(w); free(dinp); free(dw); free(db);
+}
+
+static void check_layernorm_backward(int N, int C) {
+    float *x = rand_vec((size_t)N * C, 3, 2), *w = rand_vec(C, 1, 0.1f), *bias = rand_vec(C, 0, 0.1f);
+    float *y = mt_malloc((size_t)N * C * 4), *mean = mt_malloc(N * 4), *rstd = mt_malloc(N * 4);
+    cpu->layernorm_forward(y, mean, rstd, x, w, bias, N, C, 1e-12f);
+    float *dout = rand_vec((size_t)N * C, 0, 1), *dinp = rand_vec((size_t)N * C, 0, 1);
+    float *dw = rand_vec(C, 0, 1), *db = rand_vec(C, 0, 1);
+    float *d_x = up(x, (size_t)N * C * 4), *d_w = up(w, C * 4), *d_mean = up(mean, N * 4), *d_rstd = up(rstd, N * 4);
+    float *d_dout = up(dout, (size_t)N * C * 4), *d_dinp = up(dinp, (size_t)N * C * 4), *d_dw = up(dw, C * 4);
+    float *d_db = up(db, C * 4);
+    cpu->layernorm_backward(dinp, dw, db, dout, x, w, mean, rstd, N, C);
+    gpu->layernorm_backward(d_dinp, d_dw, d_db, d_dout, d_x, d_w, d_mean, d_rstd, N, C);
+    float *g1 = down(d_dinp, (size_t)N * C), *g2 = down(d_dw, C), *g3 = down(d_db, C);
+    char what[64];
+    snprintf(what, sizeof what, "N=%d C=%d dinp", N, C);
+    report("ln_bwd", what, "fp32", g1, dinp, (size_t)N * C, 1e-5, 1e-5);
+    snprintf(what, sizeof what, "N=%d C=%d dweight", N, C);
+    report("ln_bwd", what, "fp32", g2, dw, C, 1e-5 * max_abs(dw, C), 1e-5);
+    snprintf(what, sizeof what, "N=%d C=%d dbias", N, C);
+    report("ln_bwd", what, "fp32", g3, db, C, 1e-5 * max_abs(db, C), 1e-5);
+    // dinp only: dweight, dbias untouched
+    float *dw0 = g2, *db0 = g3;
+    gpu->layernorm_backward(d_dinp, NULL, NULL, d_dout, d_x, d_w, d_mean, d_rstd, N, C);
+    g2 = down(d_dw, C), g3 = down(d_db, C);
+    report("ln_bwd", "dweight NULL: untouched", "fp32", g2, dw0, C, 0, 0);
+    report("ln_bwd", "dbias NULL: untouched", "fp32", g3, db0, C, 0, 0);
+    gpu->free(d_x); gpu->free(d_w); gpu->free(d_mean); gpu->free(d_rstd); gpu->free(d_dout); gpu->free(d_dinp);
+    gpu->free(d_dw); gpu->free(d_db);
+    free(x); free(w); free(bias); free(y); free(mean); free(rstd); free(dout); free(dinp); free(dw); free(db);
+    free(g1); free(g2); free(g3); free(dw0); free(db0);
+}
+
+static void check_gelu_backward(void) {
+    int64_t n = 1000003;
+    float *x = rand_vec(n, 0, 8), *dout = rand_vec(n, 0, 1), *dinp = rand_vec(n, 0, 1), *y = mt_malloc(n * 4);
+    x[0] = 0, x[1] = -0.0f, x[2] = 12, x[3] = -12;
+    cpu->gelu_forward(y, x, n);
+    float *d_x = up(x, n * 4), *d_dout = up(dout, n * 4), *d_dinp = up(dinp, n * 4), *d_y = up(y, n * 4);
+    float *d_dinp2 = up(dinp, n * 4);
+    cpu->gelu_backward(dinp, x, NULL, dout, n);
+    gpu->gelu_backward(d_dinp, d_x, NULL, d_dout, n);
+    gpu->gelu_backward(d_dinp2, d_x, d_y, d_dout, n);
+    float *got = down(d_dinp, n), *got2 = down(d_dinp2, n);
+    report("gelu_bwd", "n=1000003 in [-8,8], +-12, out NULL", "fp32", got, dinp, n, 1e-6, 1e-6);
+    report("gelu_bwd", "n=1000003 with out given", "fp32", got2, dinp, n, 1e-6, 1e-6);
+    gpu->free(d_x); gpu->free(d_dout); gpu->free(d_dinp); gpu->free(d_y); gpu->free(d_dinp2);
+    free(x); free(dout); free(dinp); free(y); free(got); free(got2);
+}
+
+// Many tokens share a row (V small), so the order of the additions shows.
+static void check_embeddings_backward(const packing *p, int C, int V, int with_all) {
+    int N = p->N, P = 512, TV = 2;
+    int32_t *ids = mt_malloc(N * 4), *types = mt_malloc(N * 4), *pos = mt_malloc(N * 4);
+    for (int b = 0; b < p->B; b++)
+        for (int n = p->offsets[b]; n < p->offsets[b + 1]; n++)
+            ids[n] = (int32_t)((frand() + 1) * 0.5f * V) % V, types[n] = n % 3 == 0, pos[n] = n - p->offsets[b];
+    float *dout = rand_vec((size_t)N * C, 0, 1);
+    float *wte = rand_vec((size_t)V * C, 0, 1), *wpe = rand_vec((size_t)P * C, 0, 1), *wtt = rand_vec((size_t)TV * C, 0, 1);
+    float *d_dout = up(dout, (size_t)N * C * 4), *d_wte = up(wte, (size_t)V * C * 4), *d_wpe = up(wpe, (size_t)P * C * 4);
+    float *d_wtt = up(wtt, (size_t)TV * C * 4);
+    int32_t *d_ids = up(ids, N * 4), *d_types = up(types, N * 4), *d_pos = up(pos, N * 4);
+    cpu->embeddings_backward(wte, with_all ? wpe : NULL, wtt, dout, ids, types, pos, N, C);
+    gpu->embeddings_backward(d_wte, with_all ? d_wpe : NULL, d_wtt, d_dout, d_ids, d_types, d_pos, N, C);
+    char what[96];
+    float *g1 = down(d_wte, (size_t)V * C), *g2 = down(d_wpe, (size_t)P * C), *g3 = down(d_wtt, (size_t)TV * C);
+    snprintf(what, sizeof what, "N=%d C=%d V=%d dwte", N, C, V);
+    report("embed_bwd", what, "fp32", g1, wte, (size_t)V * C, 0, 0);
+    snprintf(what, sizeof what, "N=%d C=%d dwpe%s", N, C, with_all ? "" : " (NULL: untouched)");
+    report("embed_bwd", what, "fp32", g2, wpe, (size_t)P * C, 0, 0);
+    snprintf(what, sizeof what, "N=%d C=%d dwtt", N, C);
+    report("embed_bwd", what, "fp32", g3, wtt, (size_t)TV * C, 0, 0);
+    gpu->free(d_dout); gpu->free(d_wte); gpu->free(d_wpe); gpu->free(d_wtt); gpu->free(d_ids); gpu->free(d_types);
+    gpu->free(d_pos);
+    free(ids); free(types); free(pos); free(dout); free(wte); free(wpe); free(wtt); free(g1); free(g2); free(g3);
+}
+
+// ---- optimizer ops, against plain-C references ----------------------------------------------------
+
+// lib/adamw.c's update_tensor, serial.
+static void ref_adamw(float *p, const float *g, float *m, float *v, size_t n, mt_adamw_scalars s) {
+    for (size_t i = 0; i < n; i++) {
+        float pi = s.decay ? p[i] * s.decay_mul : p[i];
+        float mi = m[i] + s.beta1_w * (g[i] - m[i]);
+        float vi = v[i] * s.beta2 + s.beta2_w * g[i] * g[i];
+        float denom = sqrtf(vi) / s.bc2_sqrt + s.eps;
+        m[i] = mi;
+        v[i] = vi;
+        p[i] = pi + s.neg_step_size * mi / denom;
+    }
+}
+
+// The scalars of step `step` with lr, as lib/adamw.c's scalars_for (torch defaults).
+static mt_adamw_scalars adamw_scalars(int step, double lr, int decay) {
+    double wd = decay ? 0.01 : 0.0, bc1 = 1.0 - pow(0.9, step), bc2 = 1.0 - pow(0.999, step);
+    mt_adamw_scalars s = {(float)(1.0 - lr * wd), (float)(1.0 - 0.9), 0.999f, (float)(1.0 - 0.999), (float)sqrt(bc2),
+                          1e-8f, (float)(-(lr / bc1)), wd != 0.0};
+    return s;
+}
+
+static void check_adamw(size_t n, int decay) {
+    char what[96];
+    if (!gpu->adamw_update) {
+        skip_row("adamw", "", "adamw_update NULL in this table");
+        return;
+    }
+    float *p = rand_vec(n, 0, 1), *g = rand_vec(n, 0, 1e-2f), *m = rand_vec(n, 0, 1e-3f), *v = rand_vec(n, 1e-5f, 1e-5f);
+    float *dp = up(p, n * 4), *dg = up(g, n * 4), *dm = up(m, n * 4), *dv = up(v, n * 4);
+    for (int step = 1; step <= 3; step++) {  // a few steps: moments carried on the device
+        mt_adamw_scalars s = adamw_scalars(step, 2e-5, decay);
+        ref_adamw(p, g, m, v, n, s);
+        gpu->adamw_update(dp, dg, dm, dv, n, &s);
+    }
+    float *gp = down(dp, n), *gm = down(dm, n), *gv = down(dv, n);
+    snprintf(what, sizeof what, "n=%zu decay=%d 3 steps p", n, decay);
+    report("adamw", what, "fp32", gp, p, n, 0, 1e-6);
+    snprintf(what, sizeof what, "n=%zu decay=%d 3 steps m", n, decay);
+    report("adamw", what, "fp32", gm, m, n, 0, 1e-6);
+    snprintf(what, sizeof what, "n=%zu decay=%d 3 steps v", n, decay);
+    report("adamw", what, "fp32", gv, v, n, 0, 1e-6);
+    gpu->free(dp); gpu->free(dg); gpu->free(dm); gpu->free(dv);
+    free(p); free(g); free(m); free(v); free(gp); free(gm); free(gv);
+}
+
+// lib/pcgrad.c's gram_matrix, serial: block partials in double, added in block order.
+static void ref_gram(double *gram, const float *const *g, int k, size_t n) {
+    memset(gram, 0, sizeof(double) * (size_t)k * k);
+    for (size_t lo = 0; lo < n; lo += MT_GRAM_BLOCK) {
+        size_t hi = lo + MT_GRAM_BLOCK < n ? lo + MT_GRAM_BLOCK : n;
+        for (int i = 0; i < k; i++)
+            for (int j = i; j < k; j++) {
+                double s = 0.0;
+                for (size_t x = lo; x < hi; x++) s += (double)g[i][x] * g[j][x];
+                gram[i * k + j] += s;
+            }
+    }
+    for (int i = 0; i < k; i++)
+        for (int j = 0; j < i; j++) gram[i * k + j] = gram[j * k + i];
+}
+
+// --cpu-standin: optimizer entries the CPU table lacks are filled with the references above,
+// so those rows run (trivially) too.
+static void standin_adamw(float *p, const float *g, float *m, float *v, size_t n, const mt_adamw_scalars *s) {
+    ref_adamw(p, g, m, v, n, *s);
+}
+static void standin_combine(float *out, const float *const *g, const double *w, int k, size_t n) {
+    for (size_t x = 0; x < n; x++) {
+        double s = 0.0;
+        for (int j = 0; j < k; j++) s += w[j] * g[j][x];
+        out[x] = (float)s;
+    }
+}
+static void standin_scale(float *x, float s, size_t n) {
+    for (size_t i = 0; i < n; i++) x[i] *= s;
+}
+static mt_backend standin_table;
+
+static void check_gram_combine(int k, size_t n) {
+    char what[96];
+    if (!gpu->gram || !gpu->combine || !gpu->scale) {
+        skip_row("gram", "", "gram / combine / scale NULL in this table");
+        return;
+    }
+    float *h[MT_GRAM_MAX_K], *d[MT_GRAM_MAX_K];
+    double w[MT_GRAM_MAX_K];
+    for (int j = 0; j < k; j++) {
+        h[j] = rand_vec(n, j % 2 ? 0.01f : 0, 1), d[j] = up(h[j], n * 4);
+        w[j] = 1.0 - 0.37 * j;
+    }
+    double *ref = mt_malloc(sizeof(double) * k * k), *got = mt_malloc(sizeof(double) * k * k);
+    ref_gram(ref, (const float *const *)h, k, n);
+    for (int i = 0; i < k * k; i++) got[i] = NAN;
+    gpu->gram(got, (const float *const *)d, k, n);
+    // relative 1e-9 of the largest entry (off-diagonal dots may be near 0), as doubles
+    double maxref = 0, maxdiff = 0, worst = 0;
+    for (int i = 0; i < k * k; i++) maxref = fmax(maxref, fabs(ref[i]));
+    for (int i = 0; i < k * k; i++) {
+        double diff = fabs(got[i] - ref[i]), tol = 1e-9 * maxref;
+        if (isnan(got[i])) diff = INFINITY;
+        maxdiff = fmax(maxdiff, diff);
+        worst = fmax(worst, tol > 0 ? diff / tol : (diff > 0 ? INFINITY : 0));
+    }
+    checks++;
+    failures += !(worst <= 1.0);
+    snprintf(what, sizeof what, "k=%d n=%zu (double)", k, n);
+    printf("%-12s %-40s %-5s %11.3g %9.2g %9.2g %9.3g  %s\n", "gram", what, "fp64", maxdiff, 1e-9 * maxref, 0.0,
+           worst, worst <= 1.0 ? "PASS" : "FAIL");
+    // combine: out = sum_j w_j g_j, double as lib/pcgrad.c's weighted_sum
+    float *out = mt_malloc(n * 4), *dout = gpu->alloc(n * 4);
+    for (size_t x = 0; x < n; x++) {
+        double s = 0.0;
+        for (int j = 0; j < k; j++) s += w[j] * h[j][x];
+        out[x] = (float)s;
+    }
+    gpu->combine(dout, (const float *const *)d, w, k, n);
+    float *gout = down(dout, n);
+    snprintf(what, sizeof what, "k=%d n=%zu", k, n);
+    report("combine", what, "fp32", gout, out, n, 0, 1e-6);
+    // scale: x *= s
+    for (size_t x = 0; x < n; x++) out[x] = h[0][x] * 0.3f;
+    gpu->scale(d[0], 0.3f, n);
+    free(gout);
+    gout = down(d[0], n);
+    report("scale", what, "fp32", gout, out, n, 0, 0);
+    for (int j = 0; j < k; j++) gpu->free(d[j]), free(h[j]);
+    gpu->free(dout);
+    free(ref); free(got); free(out); free(gout);
+}
+
 // ---- throughput of the pieces (information, not checks) --------------------------------------
 
 // Seconds per call of the statement, after two warm-up calls, on the GPU clock via synchronize.
@@ -403,20 +774,91 @@ static void bench(void) {
     free(off);
 }
 
+// The backward and optimizer ops at BERT-base shapes: N = 8192 tokens in 64 sequences of 128,
+// C = 768, NH = 12, F = 3072 (information, not checks).
+static void bench_backward(void) {
+    int N = 8192, C = 768, F = 3072, NH = 12, B = 64, L = 128;
+    size_t big = (size_t)N * F;  // the largest activation; every buffer below fits in it
+    float *hx = rand_vec(big, 0, 1);
+    float *a = up(hx, big * 4), *b = up(hx, big * 4), *c = up(hx, big * 4), *d = up(hx, big * 4);
+    free(hx);
+    double s;
+    printf("\nbench, backward (N=%d tokens, %d x %d, C=%d, NH=%d, F=%d; informational)\n", N, B, L, C, NH, F);
+    TIME_GPU(s, 10, gpu->matmul_backward(a, b, c, d, a + (size_t)N * C, b + (size_t)F * C, N, C, F));
+    printf("  matmul_backward %dx%d->%d fp32 %8.3f ms  %7.1f TFLOP/s\n", N, C, F, s * 1e3, 4.0 * N * C * F / s / 1e12);
+    TIME_GPU(s, 10, gpu->matmul_backward(NULL, NULL, c, d, a, b, N, C, F));
+    printf("  matmul_bwd dbias only N=%d OC=%d %8.3f ms  %7.1f GB/s\n", N, F, s * 1e3, 4.0 * N * F / s / 1e9);
+    TIME_GPU(s, 10, gpu->layernorm_backward(a, b, b + C, c, d, b + 2 * C, b + 3 * C, b + 4 * C, N, C));
+    printf("  layernorm_backward N=%d C=%d  %8.3f ms  %7.1f GB/s\n", N, C, s * 1e3, 12.0 * N * C / s / 1e9);
+    int32_t *off = mt_malloc((B + 1) * 4);
+    int64_t *att_off = mt_malloc(B * 8);
+    for (int i = 0; i <= B; i++) off[i] = i * L;
+    for (int i = 0; i < B; i++) att_off[i] = (int64_t)i * NH * L * L;
+    int32_t *doff = up(off, (B + 1) * 4);
+    int64_t *datt_off = up(att_off, B * 8);
+    // probabilities: the buffer holds values in [-1, 1); timing does not depend on them
+    mt_dropout_key key = key_of(0.1f, mt_dropout_site(0, 1, 1));
+    TIME_GPU(s, 10, gpu->attention_forward_dropout(a, d, b, doff, datt_off, B, C, NH, &key));
+    printf("  attention_fwd p=0.1 B=%d L=%d  %8.3f ms\n", B, L, s * 1e3);
+    TIME_GPU(s, 5, gpu->attention_backward(a, c, b, d, doff, datt_off, B, C, NH, NULL));
+    printf("  attention_backward B=%d L=%d  %8.3f ms  %7.1f TFLOP/s\n", B, L, s * 1e3, 8.0 * N * L * C / s / 1e12);
+    TIME_GPU(s, 5, gpu->attention_backward(a, c, b, d, doff, datt_off, B, C, NH, &key));
+    printf("  attention_bwd p=0.1 B=%d L=%d %8.3f ms\n", B, L, s * 1e3);
+    TIME_GPU(s, 10, gpu->gelu_backward(a, b, NULL, c, (int64_t)N * F));
+    printf("  gelu_backward n=%d      %8.3f ms  %7.1f GB/s\n", N * F, s * 1e3, 12.0 * N * F / s / 1e9);
+    TIME_GPU(s, 10, gpu->dropout_forward(a, b, c, (int64_t)N * C, &key));
+    printf("  dropout_fwd+res n=%d     %8.3f ms  %7.1f GB/s\n", N * C, s * 1e3, 12.0 * N * C / s / 1e9);
+    int32_t *ids = mt_malloc(N * 4), *types = mt_malloc(N * 4), *pos = mt_malloc(N * 4);
+    for (int n = 0; n < N; n++) ids[n] = (int32_t)((frand() + 1) * 15000), types[n] = n % 2, pos[n] = n % L;
+    int32_t *dids = up(ids, N * 4), *dtypes = up(types, N * 4), *dpos = up(pos, N * 4);
+    TIME_GPU(s, 10, gpu->embeddings_backward(a, b, c, d, dids, dtypes, dpos, N, C));
+    printf("  embeddings_backward N=%d C=%d %8.3f ms\n", N, C, s * 1e3);
+    if (gpu->adamw_update && gpu->gram) {
+        size_t np = big / 4 * 4;  // 25M parameters a buffer (BERT-base: 110M)
+        mt_adamw_scalars sc = adamw_scalars(10, 2e-5, 1);
+        TIME_GPU(s, 10, gpu->adamw_update(a, b, c, d, np, &sc));
+        printf("  adamw_update n=%zu     %8.3f ms  %7.1f GB/s\n", np, s * 1e3, 28.0 * np / s / 1e9);
+        const float *gs[3] = {a, b, c};
+        double gm[9];
+        TIME_GPU(s, 10, gpu->gram(gm, gs, 3, np));
+        printf("  gram k=3 n=%zu         %8.3f ms  %7.1f GB/s\n", np, s * 1e3, 3.0 * 4 * np / s / 1e9);
+    }
+    gpu->free(a); gpu->free(b); gpu->free(c); gpu->free(d); gpu->free(doff); gpu->free(datt_off);
+    gpu->free(dids); gpu->free(dtypes); gpu->free(dpos);
+    free(off); free(att_off); free(ids); free(types); free(pos);
+}
+
 int main(int argc, char **argv) {
     mt_set_prog(argv[0]);
-    int do_bench = !(argc > 1 && !strcmp(argv[1], "--no-bench"));
+    int do_bench = 1;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--no-bench")) do_bench = 0;
+        else if (!strcmp(argv[i], "--cpu-standin")) standin = 1;
+        else mt_die("usage: %s [--no-bench] [--cpu-standin]", argv[0]);
+    }
     char desc[256];
-    if (!mt_gpu_available(desc, sizeof desc)) mt_die("no usable GPU: %s", desc);
     cpu = mt_backend_cpu();
-    gpu = mt_backend_select("cuda");
+    if (standin) {
+        standin_table = *cpu;
+        if (!standin_table.adamw_update) standin_table.adamw_update = standin_adamw;
+        if (!standin_table.gram) standin_table.gram = ref_gram;
+        if (!standin_table.combine) standin_table.combine = standin_combine;
+        if (!standin_table.scale) standin_table.scale = standin_scale;
+        gpu = &standin_table;
+        snprintf(desc, sizeof desc, "the CPU standing in for the GPU (--cpu-standin): proves the harness only");
+        do_bench = 0;
+    } else {
+        if (!mt_gpu_available(desc, sizeof desc)) mt_die("no usable GPU: %s", desc);
+        gpu = mt_backend_select("cuda");
+    }
     printf("op parity, CUDA vs CPU: %s\n", desc);
     printf("%-12s %-40s %-5s %11s %9s %9s %9s  %s\n", "op", "case", "prec", "max|diff|", "atol", "rtol",
            "diff/tol", "result");
     check_memory();
     check_gemms();
     check_matmuls();
-    check_bf16_conversion();
+    if (standin) skip_row("bf16_conv", "", "CUDA only");
+    else check_bf16_conversion();
     int lengths[] = {1, 7, 32, 128, 512, 3, 64, 200}, B = 8, one[] = {1};
     packing p = pack(lengths, B, 1);
     check_embeddings(&p);
@@ -433,8 +875,47 @@ int main(int argc, char **argv) {
     for (int mode = 0; mode < 3; mode++) check_pool(&p, 384, mode), check_pool(&p, 45, mode);
     check_unpack(&p, 384);
     check_unpack(&p, 45);
+
+    // training ops
+    check_dropout(1000003, 0.1f);
+    check_dropout(4099, 0.5f);
+    check_dropout(1001, 0.0f);
+    check_attention_dropout(lengths, B, 384, 12, 0.1f);
+    check_attention_dropout(lengths, B, 768, 12, 0.1f);
+    check_attention_dropout(lengths, B, 256, 2, 0.1f);
+    check_attention_dropout(lengths, B, 384, 12, 0.0f);
+    check_attention_dropout(one, 1, 64, 2, 0.1f);
+    int longer[] = {1300, 5, 33};  // more query rows than the backward's shared-memory chunk
+    check_attention_backward(lengths, B, 384, 12, 0.1f);
+    check_attention_backward(lengths, B, 384, 12, 0.0f);
+    check_attention_backward(lengths, B, 768, 12, 0.1f);
+    check_attention_backward(lengths, B, 96, 1, 0.1f);
+    check_attention_backward(lengths, B, 256, 2, 0.0f);
+    check_attention_backward(one, 1, 64, 2, 0.1f);
+    check_attention_backward(longer, 3, 64, 1, 0.1f);
+    check_matmul_backward(200, 384, 1152, 7);
+    check_matmul_backward(517, 768, 3072, 7);
+    check_matmul_backward(19, 45, 33, 7);
+    check_matmul_backward(64, 96, 80, 1);
+    check_matmul_backward(64, 96, 80, 2);
+    check_matmul_backward(64, 96, 80, 4);
+    check_layernorm_backward(300, 384);
+    check_layernorm_backward(517, 768);
+    check_layernorm_backward(37, 45);
+    check_gelu_backward();
+    check_embeddings_backward(&p, 384, 1000, 1);
+    check_embeddings_backward(&p, 45, 7, 0);  // 7 words: long runs of one row
     unpack_free(&p);
+
+    // optimizer ops
+    check_adamw(1000003, 1);
+    check_adamw(4097, 0);
+    check_gram_combine(1, 100003);
+    check_gram_combine(3, 3 * MT_GRAM_BLOCK + 17);
+    check_gram_combine(MT_GRAM_MAX_K, 50000);
+    check_gram_combine(2, 5);
+
     printf("op parity: %d checks, %d failed\n", checks, failures);
-    if (do_bench) bench();
+    if (do_bench) bench(), bench_backward();
     return failures ? 1 : 0;
 }

@@ -1,0 +1,463 @@
+// backward.cu — the training ops of the CUDA backend: dropout (Philox masks bit-identical to
+// lib/rng.c) and the backward of every encoder op, twins of lib/cpu/backward.c (shapes in
+// lib/backend.h). Gradients accumulate with +=. Deterministic: no float atomics anywhere;
+// every sum runs in an order fixed by the shapes alone (never by the SM count or timing), so
+// two runs give the same bits. Sums over rows (bias, LayerNorm parameters) go through per-chunk
+// partial sums in a scratch buffer, reduced in chunk order by a second kernel.
+#include <cub/device/device_radix_sort.cuh>
+#include <math.h>
+
+#include "ops.cuh"
+#include "philox.cuh"
+
+namespace mt_cuda {
+
+// ---- scratch ---------------------------------------------------------------------------------
+
+static void *scratch_buf;
+static size_t scratch_bytes;
+
+void *scratch(size_t bytes) {
+    if (bytes <= scratch_bytes) return scratch_buf;
+    size_t want = bytes < ((size_t)1 << 20) ? (size_t)1 << 20 : bytes + bytes / 4;  // grow in steps
+    if (scratch_buf) {
+        CUDA_CHECK(cudaStreamSynchronize(stream));  // earlier ops may still read the old buffer
+        CUDA_CHECK(cudaFree(scratch_buf));
+        scratch_buf = nullptr;
+        scratch_bytes = 0;
+    }
+    cudaError_t err = cudaMalloc(&scratch_buf, want);
+    if (err != cudaSuccess) {
+        (void)cudaGetLastError();
+        mt_die("out of GPU memory allocating %zu bytes of scratch: %s", want, cudaGetErrorString(err));
+    }
+    scratch_bytes = want;
+    return scratch_buf;
+}
+
+static int grid_for(int64_t items, int block) {  // grid-stride loops: at most a few waves
+    int64_t blocks = (items + block - 1) / block, cap = (int64_t)num_sms * 32;
+    return (int)(blocks < cap ? blocks : cap);
+}
+
+// ---- dropout -----------------------------------------------------------------------------------
+
+// One thread per group of 4 elements 4t .. 4t+3: one Philox block gives their 4 mask words.
+// The arithmetic is the CPU's exactly: v = keep ? inp * scale : 0, then v + residual, each
+// rounded on its own (__fmul_rn / __fadd_rn: no fused multiply-add), so outputs are equal bits.
+__global__ void dropout_forward_kernel(float *out, const float *inp, const float *residual, int64_t n,
+                                       dropout_params dp) {
+    const int64_t groups = (n + 3) / 4;
+    for (int64_t t = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; t < groups; t += (int64_t)gridDim.x * blockDim.x) {
+        uint4 w = dp.on ? philox_block(dp.seed, dp.step, dp.site, (uint64_t)t) : make_uint4(0, 0, 0, 0);
+        const uint32_t words[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+        for (int r = 0; r < 4; r++) {
+            int64_t i = 4 * t + r;
+            if (i >= n) break;
+            float x = inp[i];
+            float v = dp.on ? (words[r] >= dp.threshold ? __fmul_rn(x, dp.scale) : 0.0f) : x;
+            out[i] = residual ? __fadd_rn(v, residual[i]) : v;
+        }
+    }
+}
+
+__global__ void dropout_backward_kernel(float *dinp, const float *dout, int64_t n, dropout_params dp) {
+    const int64_t groups = (n + 3) / 4;
+    for (int64_t t = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; t < groups; t += (int64_t)gridDim.x * blockDim.x) {
+        uint4 w = dp.on ? philox_block(dp.seed, dp.step, dp.site, (uint64_t)t) : make_uint4(0, 0, 0, 0);
+        const uint32_t words[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+        for (int r = 0; r < 4; r++) {
+            int64_t i = 4 * t + r;
+            if (i >= n) break;
+            float g = dout[i];
+            float v = dp.on ? (words[r] >= dp.threshold ? __fmul_rn(g, dp.scale) : 0.0f) : g;
+            dinp[i] = __fadd_rn(dinp[i], v);
+        }
+    }
+}
+
+void dropout_forward(float *out, const float *inp, const float *residual, int64_t n, const mt_dropout_key *drop) {
+    if (n <= 0) return;
+    dropout_forward_kernel<<<grid_for((n + 3) / 4, 256), 256, 0, stream>>>(out, inp, residual, n,
+                                                                          dropout_params_of(drop));
+    LAUNCH_CHECK();
+}
+
+void dropout_backward(float *dinp, const float *dout, int64_t n, const mt_dropout_key *drop) {
+    if (n <= 0) return;
+    dropout_backward_kernel<<<grid_for((n + 3) / 4, 256), 256, 0, stream>>>(dinp, dout, n, dropout_params_of(drop));
+    LAUNCH_CHECK();
+}
+
+// ---- column sums (bias and LayerNorm parameter gradients) --------------------------------------
+
+#define COLSUM_ROWS 256  // rows per partial sum: fixed, so the summation order depends on N alone
+#define COLSUM_TX 32     // columns per block (one warp wide: coalesced rows)
+#define COLSUM_TY 8      // row slices per block
+
+// Pass 1: block (column tile, row chunk); thread (tx, ty) sums rows chunk*COLSUM_ROWS + ty,
+// + COLSUM_TY, ... of its column in double, then ty = 0 adds the COLSUM_TY slices in order.
+// partial[chunk][C] (dbias or LayerNorm's dbias) and, with NORM, partial2[chunk][C] of
+// ((x - mean) * rstd) * dout (LayerNorm's dweight; the product in double as the CPU).
+template <bool NORM>
+__global__ void colsum_partial_kernel(double *partial, double *partial2, const float *dout, const float *inp,
+                                      const float *mean, const float *rstd, int N, int C) {
+    __shared__ double s1[COLSUM_TY][COLSUM_TX], s2[COLSUM_TY][COLSUM_TX];
+    const int tx = threadIdx.x, ty = threadIdx.y, c = blockIdx.x * COLSUM_TX + tx, chunk = blockIdx.y;
+    const int r0 = chunk * COLSUM_ROWS, r1 = min(r0 + COLSUM_ROWS, N);
+    double a1 = 0.0, a2 = 0.0;
+    if (c < C)
+        for (int r = r0 + ty; r < r1; r += COLSUM_TY) {
+            float dy = dout[(int64_t)r * C + c];
+            a1 += dy;
+            if (NORM) a2 += (double)((inp[(int64_t)r * C + c] - mean[r]) * rstd[r]) * dy;
+        }
+    s1[ty][tx] = a1;
+    if (NORM) s2[ty][tx] = a2;
+    __syncthreads();
+    if (ty == 0 && c < C) {
+        double t1 = 0.0, t2 = 0.0;
+        for (int y = 0; y < COLSUM_TY; y++) {
+            t1 += s1[y][tx];
+            if (NORM) t2 += s2[y][tx];
+        }
+        partial[(int64_t)chunk * C + c] = t1;
+        if (NORM) partial2[(int64_t)chunk * C + c] = t2;
+    }
+}
+
+// Pass 2: one thread per column adds the chunks' partial sums in chunk order; out += (float)sum.
+__global__ void colsum_finish_kernel(float *out, const double *partial, int chunks, int C) {
+    int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= C || !out) return;
+    double t = 0.0;
+    for (int k = 0; k < chunks; k++) t += partial[(int64_t)k * C + c];
+    out[c] += (float)t;
+}
+
+// sum_out[C] += column sums of dout[N,C]; norm_out[C] += column sums of norm * dout (NORM).
+template <bool NORM>
+static void column_sums(float *sum_out, float *norm_out, const float *dout, const float *inp, const float *mean,
+                        const float *rstd, int N, int C) {
+    if (N <= 0 || C <= 0) return;
+    int chunks = ceil_div(N, COLSUM_ROWS);
+    if (chunks > 65535) mt_die("column sums: %d rows is more than the grid allows", N);
+    double *partial = (double *)scratch(sizeof(double) * (size_t)chunks * C * (NORM ? 2 : 1));
+    double *partial2 = NORM ? partial + (size_t)chunks * C : nullptr;
+    dim3 grid(ceil_div(C, COLSUM_TX), chunks), block(COLSUM_TX, COLSUM_TY);
+    colsum_partial_kernel<NORM><<<grid, block, 0, stream>>>(partial, partial2, dout, inp, mean, rstd, N, C);
+    LAUNCH_CHECK();
+    if (sum_out) {
+        colsum_finish_kernel<<<ceil_div(C, 256), 256, 0, stream>>>(sum_out, partial, chunks, C);
+        LAUNCH_CHECK();
+    }
+    if (NORM && norm_out) {
+        colsum_finish_kernel<<<ceil_div(C, 256), 256, 0, stream>>>(norm_out, partial2, chunks, C);
+        LAUNCH_CHECK();
+    }
+}
+
+// ---- linear ------------------------------------------------------------------------------------
+
+// As the CPU: two GEMMs with beta = 1 (mt_cuda::gemm picks the precision), column sums for dbias.
+void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                     const float *weight, int N, int IC, int OC) {
+    if (dinp) gemm(0, 0, N, IC, OC, 1.0f, dout, OC, weight, IC, 1.0f, dinp, IC);      // dinp += dout @ W
+    if (dweight) gemm(1, 0, OC, IC, N, 1.0f, dout, OC, inp, IC, 1.0f, dweight, IC);  // dW += dout^T @ inp
+    if (dbias) column_sums<false>(dbias, nullptr, dout, nullptr, nullptr, nullptr, N, OC);
+}
+
+// ---- LayerNorm ---------------------------------------------------------------------------------
+
+__device__ __forceinline__ double warp_sum_double(double v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+// One warp per row, the CPU's formula: with norm = (x - mean) * rstd and g = dout * weight,
+// dx += rstd * (g - mean(g) - norm * mean(g * norm)), the two means summed in double.
+__global__ void layernorm_dinp_kernel(float *dinp, const float *dout, const float *inp, const float *weight,
+                                      const float *mean, const float *rstd, int N, int C) {
+    int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (row >= N) return;
+    const float *x = inp + (int64_t)row * C, *dy = dout + (int64_t)row * C;
+    float *dx = dinp + (int64_t)row * C;
+    const float m = mean[row], s = rstd[row];
+    double sum_g = 0.0, sum_gn = 0.0;
+    for (int c = lane; c < C; c += 32) {
+        double g = (double)dy[c] * weight[c];
+        sum_g += g;
+        sum_gn += g * (double)((x[c] - m) * s);
+    }
+    sum_g = warp_sum_double(sum_g);
+    sum_gn = warp_sum_double(sum_gn);
+    const float mean_g = (float)(sum_g / C), mean_gn = (float)(sum_gn / C);
+    for (int c = lane; c < C; c += 32) {
+        float norm = (x[c] - m) * s;
+        dx[c] += s * (dy[c] * weight[c] - mean_g - norm * mean_gn);
+    }
+}
+
+void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                        const float *weight, const float *mean, const float *rstd, int N, int C) {
+    if (N <= 0) return;
+    if (dinp) {
+        const int rows_per_block = 8;
+        layernorm_dinp_kernel<<<ceil_div(N, rows_per_block), 32 * rows_per_block, 0, stream>>>(
+            dinp, dout, inp, weight, mean, rstd, N, C);
+        LAUNCH_CHECK();
+    }
+    if (dweight || dbias) column_sums<true>(dbias, dweight, dout, inp, mean, rstd, N, C);
+}
+
+// ---- attention ---------------------------------------------------------------------------------
+
+#define ATT_BWD_CHUNK 1024  // query rows whose row dots sit in shared memory at once
+#define ATT_BWD_WARPS 8
+
+// One block per (sequence b, head h): it alone writes this head's columns of dqkv for the
+// sequence's rows, so there are no races and every sum has a fixed order. With P the saved
+// probabilities, D the dropout factors (0 or 1/(1-p); 1 without dropout) and s_ij = dO_i . V_j:
+//   phase 1, warp per query row i:  dot_i = sum_j P_ij D_ij s_ij (double, as the CPU), then
+//            dS_ij = P_ij (D_ij s_ij - dot_i) scale and dQ_i += sum_j dS_ij K_j (s recomputed);
+//   phase 2, warp per key row j:    dV_j += sum_i P_ij D_ij dO_i,  dK_j += sum_i dS_ij Q_i.
+// Query rows go in chunks of ATT_BWD_CHUNK (their dot_i in shared memory), so any L works;
+// dK, dV get one += per chunk (one for L <= ATT_BWD_CHUNK). Lanes own head dimensions
+// d = lane + 32 e as in the forward; mask bits of 32 keys (or queries) at a time are drawn one
+// per lane and shared by a ballot. Costs three hs-long dot products per (i, j): simple, not fast.
+// One pass of a warp over the L keys of query row i (prow its probabilities, od its dO
+// dimensions, mask0 the mask index of P_i0): PASS 0 returns dot_i = sum_j P_ij D_ij s_ij in
+// double; PASS 1 adds dQ_i = sum_j dS_ij K_j into dq, with dS_ij = P_ij (D_ij s_ij - dotf) scale.
+template <int DPL, bool DROP, int PASS>
+__device__ __forceinline__ double query_row_pass(const float (&od)[DPL], float (&dq)[DPL], const float *prow,
+                                                 const float *v0, const float *k0, int64_t stride, int L, int hs,
+                                                 int lane, float scale, float dotf, dropout_params dp,
+                                                 int64_t mask0) {
+    double dot = 0.0;
+    for (int j0 = 0; j0 < L; j0 += 32) {
+        const int jl = j0 + lane;
+        const float pl = jl < L ? prow[jl] : 0.0f;
+        unsigned keep = 0xffffffffu;
+        if (DROP) keep = __ballot_sync(0xffffffffu, jl < L && dropout_keep(dp, (uint64_t)(mask0 + jl)));
+        const int j1 = min(j0 + 32, L);
+        for (int j = j0; j < j1; j++) {
+            const float *v = v0 + j * stride;
+            float s = 0.0f;
+#pragma unroll
+            for (int e = 0; e < DPL; e++)
+                if (lane + 32 * e < hs) s += od[e] * v[lane + 32 * e];
+            s = warp_sum(s);  // the same bits in every lane (butterfly)
+            const float f = DROP ? ((keep >> (j - j0)) & 1u ? dp.scale : 0.0f) : 1.0f;
+            const float p = __shfl_sync(0xffffffffu, pl, j - j0);
+            const float dP = s * f;
+            if (PASS == 0) {
+                dot += (double)p * dP;
+            } else {
+                const float dS = p * (dP - dotf) * scale;
+                const float *k = k0 + j * stride;
+#pragma unroll
+                for (int e = 0; e < DPL; e++)
+                    if (lane + 32 * e < hs) dq[e] += dS * k[lane + 32 * e];
+            }
+        }
+    }
+    return dot;
+}
+
+template <int DPL, bool DROP>
+__global__ void __launch_bounds__(32 * ATT_BWD_WARPS, 4)  // <= 64 registers: ptxas spilled at its own 48
+    attention_backward_kernel(float *dqkv, const float *dout, const float *qkv, const float *att,
+                              const int32_t *offsets, const int64_t *att_offsets, int C, int NH, dropout_params dp) {
+    __shared__ float dots[ATT_BWD_CHUNK];
+    const int b = blockIdx.x, h = blockIdx.y, lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    const int first = offsets[b], L = offsets[b + 1] - first;
+    if (L <= 0) return;  // the whole block: before any barrier
+    const int hs = C / NH;
+    const float scale = 1.0f / sqrtf((float)hs);
+    const int64_t stride = 3 * (int64_t)C, head = att_offsets[b] + (int64_t)h * L * L;  // P[0][0]'s index
+    const float *P = att + head;
+    const float *q0 = qkv + (int64_t)first * stride + h * hs, *k0 = q0 + C, *v0 = q0 + 2 * C;
+    float *dq0 = dqkv + (int64_t)first * stride + h * hs, *dk0 = dq0 + C, *dv0 = dq0 + 2 * C;
+    const float *do0 = dout + (int64_t)first * C + h * hs;
+
+    for (int i0 = 0; i0 < L; i0 += ATT_BWD_CHUNK) {
+        const int i1 = min(i0 + ATT_BWD_CHUNK, L);
+        // ---- phase 1: query rows i0 .. i1-1
+        for (int i = i0 + warp; i < i1; i += ATT_BWD_WARPS) {
+            const float *prow = P + (int64_t)i * L, *dorow = do0 + (int64_t)i * C;
+            float od[DPL], dq[DPL];
+#pragma unroll
+            for (int e = 0; e < DPL; e++) {
+                int d = lane + 32 * e;
+                od[e] = d < hs ? dorow[d] : 0.0f;
+                dq[e] = 0.0f;
+            }
+            const float dotf = (float)query_row_pass<DPL, DROP, 0>(od, dq, prow, v0, k0, stride, L, hs, lane, scale,
+                                                                  0.0f, dp, head + (int64_t)i * L);
+            if (lane == 0) dots[i - i0] = dotf;
+            query_row_pass<DPL, DROP, 1>(od, dq, prow, v0, k0, stride, L, hs, lane, scale, dotf, dp,
+                                         head + (int64_t)i * L);
+            float *dqrow = dq0 + (int64_t)i * stride;
+#pragma unroll
+            for (int e = 0; e < DPL; e++)
+                if (lane + 32 * e < hs) dqrow[lane + 32 * e] += dq[e];
+        }
+        __syncthreads();  // dots[] of the chunk complete
+        // ---- phase 2: key rows, over the chunk's query rows
+        for (int j = warp; j < L; j += ATT_BWD_WARPS) {
+            const float *v = v0 + j * stride;
+            float vr[DPL], dk[DPL], dv[DPL];
+#pragma unroll
+            for (int e = 0; e < DPL; e++) {
+                int d = lane + 32 * e;
+                vr[e] = d < hs ? v[d] : 0.0f;
+                dk[e] = dv[e] = 0.0f;
+            }
+            for (int ii0 = i0; ii0 < i1; ii0 += 32) {
+                const int il = ii0 + lane;
+                const float pl = il < i1 ? P[(int64_t)il * L + j] : 0.0f, dl = il < i1 ? dots[il - i0] : 0.0f;
+                unsigned keep = 0xffffffffu;
+                if (DROP) keep = __ballot_sync(0xffffffffu, il < i1 && dropout_keep(dp, (uint64_t)(head + (int64_t)il * L + j)));
+                const int ii1 = min(ii0 + 32, i1);
+                for (int i = ii0; i < ii1; i++) {
+                    const float *dorow = do0 + (int64_t)i * C, *q = q0 + i * stride;
+                    float od[DPL];
+                    float s = 0.0f;
+#pragma unroll
+                    for (int e = 0; e < DPL; e++) {
+                        int d = lane + 32 * e;
+                        od[e] = d < hs ? dorow[d] : 0.0f;
+                        s += od[e] * vr[e];
+                    }
+                    s = warp_sum(s);
+                    const float f = DROP ? ((keep >> (i - ii0)) & 1u ? dp.scale : 0.0f) : 1.0f;
+                    const float p = __shfl_sync(0xffffffffu, pl, i - ii0);
+                    const float dotf = __shfl_sync(0xffffffffu, dl, i - ii0);
+                    const float pd = p * f, dS = p * (s * f - dotf) * scale;
+#pragma unroll
+                    for (int e = 0; e < DPL; e++)
+                        if (lane + 32 * e < hs) {
+                            dv[e] += pd * od[e];
+                            dk[e] += dS * q[lane + 32 * e];
+                        }
+                }
+            }
+            float *dkrow = dk0 + (int64_t)j * stride, *dvrow = dv0 + (int64_t)j * stride;
+#pragma unroll
+            for (int e = 0; e < DPL; e++)
+                if (lane + 32 * e < hs) {
+                    dkrow[lane + 32 * e] += dk[e];
+                    dvrow[lane + 32 * e] += dv[e];
+                }
+        }
+        __syncthreads();  // before the next chunk overwrites dots[]
+    }
+}
+
+template <bool DROP>
+static void attention_backward_launch(float *dqkv, const float *dout, const float *qkv, const float *att,
+                                      const int32_t *offsets, const int64_t *att_offsets, int B, int C, int NH,
+                                      dropout_params dp) {
+    int hs = C / NH;
+    if (NH > 65535) mt_die("attention_backward: %d heads is more than the grid allows", NH);
+    dim3 grid(B, NH), block(32 * ATT_BWD_WARPS);
+    if (hs <= 32)
+        attention_backward_kernel<1, DROP><<<grid, block, 0, stream>>>(dqkv, dout, qkv, att, offsets, att_offsets, C, NH, dp);
+    else if (hs <= 64)
+        attention_backward_kernel<2, DROP><<<grid, block, 0, stream>>>(dqkv, dout, qkv, att, offsets, att_offsets, C, NH, dp);
+    else if (hs <= 128)
+        attention_backward_kernel<4, DROP><<<grid, block, 0, stream>>>(dqkv, dout, qkv, att, offsets, att_offsets, C, NH, dp);
+    else mt_die("attention_backward: head size %d > 128 is not supported by the CUDA kernel", hs);
+    LAUNCH_CHECK();
+}
+
+void attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att, const int32_t *offsets,
+                        const int64_t *att_offsets, int B, int C, int NH, const mt_dropout_key *drop) {
+    if (B <= 0) return;
+    dropout_params dp = dropout_params_of(drop);
+    if (dp.on) attention_backward_launch<true>(dqkv, dout, qkv, att, offsets, att_offsets, B, C, NH, dp);
+    else attention_backward_launch<false>(dqkv, dout, qkv, att, offsets, att_offsets, B, C, NH, dp);
+}
+
+// ---- GELU --------------------------------------------------------------------------------------
+
+// d/dx [x Phi(x)] = Phi(x) + x phi(x) in double, Phi by erfc (no cancellation in the lower
+// tail), and dinp + g added in double and rounded once: the CPU's formula (mathv.h, accurate to
+// 5e-10), so results agree to about an ulp. Like the CPU, `out` is not read: erfc in double
+// costs less here than the extra 4 bytes per element the division shortcut would load.
+__global__ void gelu_backward_kernel(float *dinp, const float *inp, const float *dout, int64_t n) {
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+        double x = inp[i];
+        double cdf = 0.5 * erfc(-x * 0.70710678118654752440);
+        double pdf = 0.39894228040143267794 * exp(-0.5 * x * x);
+        double g = (cdf + x * pdf) * (double)dout[i];
+        dinp[i] = (float)((double)dinp[i] + g);
+    }
+}
+
+void gelu_backward(float *dinp, const float *inp, const float *out, const float *dout, int64_t n) {
+    (void)out;
+    if (n <= 0) return;
+    gelu_backward_kernel<<<grid_for(n, 256), 256, 0, stream>>>(dinp, inp, dout, n);
+    LAUNCH_CHECK();
+}
+
+// ---- embeddings --------------------------------------------------------------------------------
+
+// order[n] = n.
+__global__ void iota_kernel(int32_t *order, int N) {
+    int n = blockIdx.x * blockDim.x + threadIdx.x;
+    if (n < N) order[n] = n;
+}
+
+// After a stable sort of (row, token) pairs by row: block (i, column tile) works only when
+// sorted position i starts a run of equal rows; each thread then adds the run's tokens, in
+// token order, into its column of that row, starting from the row's current value. That is the
+// CPU's sequence of float additions exactly (rows added in order n = 0..N-1), so the result is
+// bit-identical, and distinct rows run in parallel.
+__global__ void embed_rows_backward_kernel(float *dw, const int32_t *rows, const int32_t *order, const float *dout,
+                                           int N, int C) {
+    const int i = blockIdx.x, c = blockIdx.y * blockDim.x + threadIdx.x;
+    const int32_t r = rows[i];
+    if ((i > 0 && rows[i - 1] == r) || c >= C) return;
+    int lo = i + 1, hi = N;  // end of the run: first position past i with another row
+    while (lo < hi) {
+        int mid = lo + (hi - lo) / 2;
+        if (rows[mid] == r) lo = mid + 1;
+        else hi = mid;
+    }
+    float *w = dw + (int64_t)r * C + c;
+    float acc = *w;
+#pragma unroll 4
+    for (int k = i; k < lo; k++) acc += dout[(int64_t)order[k] * C + c];
+    *w = acc;
+}
+
+void embeddings_backward(float *dwte, float *dwpe, float *dwtt, const float *dout, const int32_t *ids,
+                         const int32_t *types, const int32_t *pos, int N, int C) {
+    if (N <= 0 || C <= 0) return;
+    size_t temp_bytes = 0;
+    CUDA_CHECK(cub::DeviceRadixSort::SortPairs(nullptr, temp_bytes, (const int32_t *)nullptr, (int32_t *)nullptr,
+                                               (const int32_t *)nullptr, (int32_t *)nullptr, N, 0, 32, stream));
+    size_t ints = ((size_t)3 * N + 63) / 64 * 64;  // rows_out, order_in, order_out; then CUB's
+    char *base = (char *)scratch(ints * sizeof(int32_t) + temp_bytes);
+    int32_t *rows_out = (int32_t *)base, *order_in = rows_out + N, *order_out = order_in + N;
+    void *temp = base + ints * sizeof(int32_t);
+    iota_kernel<<<ceil_div(N, 256), 256, 0, stream>>>(order_in, N);
+    LAUNCH_CHECK();
+    float *tables[3] = {dwte, dwpe, dwtt};
+    const int32_t *keys[3] = {ids, pos, types};
+    for (int t = 0; t < 3; t++) {
+        if (!tables[t]) continue;
+        size_t tb = temp_bytes;
+        CUDA_CHECK(cub::DeviceRadixSort::SortPairs(temp, tb, keys[t], rows_out, order_in, order_out, N, 0, 32, stream));
+        LAUNCH_CHECK();
+        dim3 grid(N, ceil_div(C, 128));
+        embed_rows_backward_kernel<<<grid, 128, 0, stream>>>(tables[t], rows_out, order_out, dout, N, C);
+        LAUNCH_CHECK();
+    }
+}
+
+}  // namespace mt_cuda
