@@ -32,11 +32,13 @@ static void *cuda_alloc(size_t bytes) {
 }
 
 static void cuda_free(void *p) {
+    attention_forget_geometry();  // a later allocation may reuse the address
     if (p) CUDA_CHECK(cudaFree(p));
 }
 
 static void cuda_copy_to_device(void *dst, const void *src, size_t bytes) {
     if (!bytes) return;
+    attention_forget_geometry();  // the copy may have changed a batch's offsets
     CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream));
     CUDA_CHECK(cudaStreamSynchronize(stream));  // src may be reused by the caller at once
 }

@@ -373,7 +373,7 @@ static void attention_backward_launch(float *dqkv, const float *dout, const floa
     LAUNCH_CHECK();
 }
 
-void attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att, const int32_t *offsets,
+void attention_backward_direct(float *dqkv, const float *dout, const float *qkv, const float *att, const int32_t *offsets,
                         const int64_t *att_offsets, int B, int C, int NH, const mt_dropout_key *drop) {
     if (B <= 0) return;
     dropout_params dp = dropout_params_of(drop);

@@ -54,12 +54,14 @@ static int convert_grid(int64_t n) {
 }
 
 typedef struct { __nv_bfloat16 *p; int64_t cap; } bf16_scratch;
-static bf16_scratch scratch[2];  // one per operand of a product
+static bf16_scratch bf16_bufs[2];  // one per operand of a product
 
-// The rows x cols matrix at X (leading dimension ld) in bf16, same layout, in scratch[slot].
-static const __nv_bfloat16 *as_bf16(int slot, const float *X, int rows, int cols, int ld) {
-    int64_t n = (int64_t)(rows - 1) * ld + cols;  // what the matrix spans, padding between rows included
-    bf16_scratch *s = &scratch[slot];
+// `count` matrices of rows x cols at X (leading dimension ld, `stride` apart) in bf16, same
+// layout, in scratch[slot]: the whole span is converted, padding between rows included.
+static const __nv_bfloat16 *as_bf16(int slot, const float *X, int rows, int cols, int ld, int64_t stride = 0,
+                                    int count = 1) {
+    int64_t n = (int64_t)(count - 1) * stride + (int64_t)(rows - 1) * ld + cols;
+    bf16_scratch *s = &bf16_bufs[slot];
     if (n > s->cap) {
         CUDA_CHECK(cudaStreamSynchronize(stream));  // the old buffer may still be read
         if (s->p) CUDA_CHECK(cudaFree(s->p));
@@ -84,6 +86,25 @@ void gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int 
     }
     CUBLAS_CHECK(cublasGemmEx(cublas, op(tb), op(ta), N, M, K, &alpha, B, CUDA_R_32F, ldb, A, CUDA_R_32F, lda,
                               &beta, C, CUDA_R_32F, ldc, fp32_compute(), CUBLAS_GEMM_DEFAULT));
+}
+
+// gemm for `batch` independent products, A, B, C each `stride` floats apart (cuBLAS strided
+// batched): the attention's per-(sequence, head) products in one launch.
+void gemm_batched(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, int64_t sA,
+                  const float *B, int ldb, int64_t sB, float beta, float *C, int ldc, int64_t sC, int batch) {
+    if (M <= 0 || N <= 0 || batch <= 0) return;
+    if (K <= 0 || alpha == 0.0f) return scale_matrix(C, batch * M, N, ldc, beta), (void)0;
+    if (precision == MT_PRECISION_BF16) {
+        const __nv_bfloat16 *a = as_bf16(0, A, ta ? K : M, ta ? M : K, lda, sA, batch);
+        const __nv_bfloat16 *b = as_bf16(1, B, tb ? N : K, tb ? K : N, ldb, sB, batch);
+        CUBLAS_CHECK(cublasGemmStridedBatchedEx(cublas, op(tb), op(ta), N, M, K, &alpha, b, CUDA_R_16BF, ldb, sB, a,
+                                                CUDA_R_16BF, lda, sA, &beta, C, CUDA_R_32F, ldc, sC, batch,
+                                                CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+        return;
+    }
+    CUBLAS_CHECK(cublasGemmStridedBatchedEx(cublas, op(tb), op(ta), N, M, K, &alpha, B, CUDA_R_32F, ldb, sB, A,
+                                            CUDA_R_32F, lda, sA, &beta, C, CUDA_R_32F, ldc, sC, batch, fp32_compute(),
+                                            CUBLAS_GEMM_DEFAULT));
 }
 
 static bool aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }

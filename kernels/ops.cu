@@ -157,17 +157,12 @@ static void attention_forward_launch(float *out, float *att, const float *qkv, c
 }
 
 // As the CPU: dropout only when the probabilities are kept (att given) and p > 0.
-void attention_forward_dropout(float *out, float *att, const float *qkv, const int32_t *offsets,
+void attention_forward_dropout_direct(float *out, float *att, const float *qkv, const int32_t *offsets,
                                const int64_t *att_offsets, int B, int C, int NH, const mt_dropout_key *drop) {
     if (B <= 0) return;
     dropout_params dp = dropout_params_of(att ? drop : nullptr);
     if (dp.on) attention_forward_launch<true>(out, att, qkv, offsets, att_offsets, B, C, NH, dp);
     else attention_forward_launch<false>(out, att, qkv, offsets, att_offsets, B, C, NH, dp);
-}
-
-void attention_forward(float *out, float *att, const float *qkv, const int32_t *offsets,
-                       const int64_t *att_offsets, int B, int C, int NH) {
-    attention_forward_dropout(out, att, qkv, offsets, att_offsets, B, C, NH, nullptr);
 }
 
 // ---- element-wise --------------------------------------------------------------------------

@@ -69,8 +69,8 @@ summary() {
   echo "=== summary: $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 || true), $("$NVCC" --version | tail -1)"
   printf '%-28s %-6s %7s  %s\n' step result seconds note
   printf '%s\n' "${ROWS[@]}"
-  grep -hE '^op parity: ' "$LOGS/op_parity.txt" 2>/dev/null
-  grep -hE ' FAIL$' "$LOGS/op_parity.txt" 2>/dev/null
+  grep -HE '^op parity: ' "$LOGS"/op_parity*.txt 2>/dev/null
+  grep -hE ' FAIL$' "$LOGS"/op_parity*.txt 2>/dev/null | head -20
   [ -s "$LOGS/ratios.txt" ] && { echo; cat "$LOGS/ratios.txt"; }
   rm -rf "$WORK"
 }
@@ -115,6 +115,9 @@ fi
 # ---- device selection and ops -------------------------------------------------------------
 want device && step "device selection" 60 test_device.txt env MT_EXPECT_GPU=1 $BUILD/gpu/test_device
 want ops && step "op parity + op bench" 240 op_parity.txt $BUILD/gpu/op_parity
+# the other attention implementation (kernels/attention.cu: MTBERT_ATTENTION=direct)
+want ops && step "op parity, direct attention" 240 op_parity_direct.txt \
+  env MTBERT_ATTENTION=direct $BUILD/gpu/op_parity --no-bench
 if want ops && [ "$SANITIZE" = 1 ]; then
   if command -v compute-sanitizer >/dev/null; then
     step "op parity, memcheck" 300 memcheck.txt \
@@ -172,6 +175,8 @@ want forward && step "full forward parity" 240 forward_parity.txt forward_parity
 
 # ---- training ---------------------------------------------------------------------------------
 want train && step "training steps CUDA vs CPU" 180 train_parity.txt $BUILD/gpu/train_check parity "$MODEL" 3
+want train && step "training, direct attention" 180 train_parity_direct.txt \
+  env MTBERT_ATTENTION=direct $BUILD/gpu/train_check parity "$MODEL" 3
 
 trainer_parity() {  # a few pcgrad-train steps on each device: the logged losses must agree
   local M=$MODEL args
