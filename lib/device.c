@@ -22,6 +22,7 @@ int mt_gpu_available(char *desc, size_t desc_len) {
 const mt_backend *mt_backend_try_select(const char *device, char *err, size_t err_len) {
     if (!device) device = "auto";
     if (!strcmp(device, "cpu")) return mt_backend_cpu();
+    if (!strcmp(device, "cpu-staged")) return mt_backend_cpu_staged();  // tests only
     int want_cuda = !strcmp(device, "cuda");
     if (!want_cuda && strcmp(device, "auto") != 0) {
         snprintf(err, err_len, "unknown device '%s' (expected auto, cpu or cuda)", device);

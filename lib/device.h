@@ -7,7 +7,8 @@
 
 // "cpu": the CPU backend. "cuda": the CUDA backend, or an error when this build has no CUDA
 // or no usable GPU is present. "auto" (or NULL): CUDA when usable, saying which GPU on
-// stderr, else the CPU with a note on stderr. Anything else is an error.
+// stderr, else the CPU with a note on stderr. "cpu-staged" (tests only, undocumented in --help):
+// mt_backend_cpu_staged. Anything else is an error.
 // mt_backend_select dies with the error; mt_backend_try_select returns NULL and writes it
 // into err[err_len].
 const mt_backend *mt_backend_select(const char *device);
