@@ -12,6 +12,7 @@
 #include "common.h"
 #include "contrastive.h"
 #include "checkpoint.h"
+#include "device.h"
 #include "rng.h"
 #include "sentence.h"
 #include "simcse.h"
@@ -138,6 +139,7 @@ static void trainer_optimizer(trainer *t) {
 static void trainer_init(trainer *t, mt_bert *m, const mt_cl_data *d, const mt_cl_train_options *o, long total) {
     memset(t, 0, sizeof *t);
     t->m = m, t->d = d, t->o = o, t->C = m->cfg.hidden_size, t->be = m->be;
+    mt_backend_require_training(t->be, "simcse");
     t->has_neg = d->n_ex > 0 && d->ex[0].negative >= 0;
     for (int i = 0; i < d->n_ex; i++)
         if ((d->ex[i].negative >= 0) != t->has_neg) mt_die("simcse: examples mix with and without hard negatives");

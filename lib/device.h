@@ -14,6 +14,10 @@
 const mt_backend *mt_backend_select(const char *device);
 const mt_backend *mt_backend_try_select(const char *device, char *err, size_t err_len);
 
+// Dies with "<who>: the <name> backend lacks the <op> op ..." unless be has every op that
+// training needs (the backward and optimizer ops of backend.h).
+void mt_backend_require_training(const mt_backend *be, const char *who);
+
 // 1 when this build has CUDA and a usable GPU is present (desc describes it), else 0 with
 // desc saying why. Never dies, on any machine.
 int mt_gpu_available(char *desc, size_t desc_len);

@@ -296,6 +296,7 @@ static void setup(trainer *T, const char *enc_dir, const char *heads_path) {
     mt_file_fingerprint(path, T->vocab_fp);
     if (strcmp(enc_dir, T->o.model_dir) != 0) check_init_dir(T, enc_dir);
     T->be = mt_backend_select(T->o.device);
+    mt_backend_require_training(T->be, "pcgrad-train");
     T->m = mt_bert_load(enc_dir, T->be, err, sizeof err);
     if (!T->m) mt_die("%s", err);
     if (T->o.threads > 0) mt_bert_set_threads(T->m, T->o.threads);
