@@ -6,12 +6,6 @@
 
 #include "common.h"
 
-#ifdef _OPENMP
-#define OMP(directive) _Pragma(directive)
-#else
-#define OMP(directive)
-#endif
-
 mt_adamw_hparams mt_adamw_defaults(void) {
     return (mt_adamw_hparams){.beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .weight_decay = 0.01};
 }
@@ -36,14 +30,15 @@ static void check_tiling(const mt_adamw_tensor *t, int k, size_t n) {
     if (end != n) mt_die("adamw: tensors cover %zu of %zu parameters", end, n);
 }
 
-void mt_adamw_init(mt_adamw *o, const mt_adamw_hparams *hp, const mt_adamw_tensor *tensors,
+void mt_adamw_init(mt_adamw *o, const mt_backend *be, const mt_adamw_hparams *hp, const mt_adamw_tensor *tensors,
                    int n_tensors, size_t n) {
     if (n_tensors <= 0) mt_die("adamw: no tensors");
     check_tiling(tensors, n_tensors, n);
+    o->be = be;
     o->hp = *hp;
     o->n = n;
-    o->m = mt_calloc(n, sizeof(float));
-    o->v = mt_calloc(n, sizeof(float));
+    o->m = be->alloc(n * sizeof(float));  // zero-filled
+    o->v = be->alloc(n * sizeof(float));
     o->step = 0;
     o->n_tensors = n_tensors;
     o->tensors = mt_malloc((size_t)n_tensors * sizeof *o->tensors);
@@ -51,26 +46,20 @@ void mt_adamw_init(mt_adamw *o, const mt_adamw_hparams *hp, const mt_adamw_tenso
 }
 
 void mt_adamw_free(mt_adamw *o) {
-    free(o->m);
-    free(o->v);
+    if (o->be) o->be->free(o->m), o->be->free(o->v);
     free(o->tensors);
     o->m = o->v = NULL;
     o->tensors = NULL;
 }
 
 // The scalars torch computes in Python doubles and hands to float kernels.
-typedef struct {
-    float decay_mul, beta1_w, beta2, beta2_w, bc2_sqrt, eps, neg_step_size;
-    int decay;
-} adamw_scalars;
-
-static adamw_scalars scalars_for(const mt_adamw *o, const mt_adamw_tensor *t, double lr) {
+static mt_adamw_scalars scalars_for(const mt_adamw *o, const mt_adamw_tensor *t, double lr) {
     const mt_adamw_hparams *hp = &o->hp;
     double lr_t = lr * t->lr_scale;
     double wd = t->decay ? hp->weight_decay : 0.0;
     double bc1 = 1.0 - pow(hp->beta1, (double)o->step);
     double bc2 = 1.0 - pow(hp->beta2, (double)o->step);
-    return (adamw_scalars){
+    return (mt_adamw_scalars){
         .decay_mul = (float)(1.0 - lr_t * wd),
         .beta1_w = (float)(1.0 - hp->beta1),
         .beta2 = (float)hp->beta2,
@@ -82,28 +71,13 @@ static adamw_scalars scalars_for(const mt_adamw *o, const mt_adamw_tensor *t, do
     };
 }
 
-// p, g, m, v: [size] one tensor's slices.
-static void update_tensor(float *p, const float *g, float *m, float *v, size_t size,
-                          adamw_scalars s) {
-    OMP("omp parallel for simd schedule(static) if (size > 65536)")
-    for (size_t i = 0; i < size; i++) {
-        float pi = s.decay ? p[i] * s.decay_mul : p[i];
-        float mi = m[i] + s.beta1_w * (g[i] - m[i]);
-        float vi = v[i] * s.beta2 + s.beta2_w * g[i] * g[i];
-        float denom = sqrtf(vi) / s.bc2_sqrt + s.eps;
-        m[i] = mi;
-        v[i] = vi;
-        p[i] = pi + s.neg_step_size * mi / denom;
-    }
-}
-
 void mt_adamw_step(mt_adamw *o, float *params, const float *grads, double lr) {
     o->step++;
     for (int i = 0; i < o->n_tensors; i++) {
         const mt_adamw_tensor *t = &o->tensors[i];
         size_t off = t->offset;
-        update_tensor(params + off, grads + off, o->m + off, o->v + off, t->size,
-                      scalars_for(o, t, lr));
+        mt_adamw_scalars s = scalars_for(o, t, lr);
+        o->be->adamw_update(params + off, grads + off, o->m + off, o->v + off, t->size, &s);
     }
 }
 
@@ -121,28 +95,31 @@ double mt_llrd_scale(double decay, int layer, int n_layers) {
     return pow(decay, (double)(n_layers + 1 - layer));
 }
 
-// Sum of squares in double over fixed blocks, the block sums added in block order: the
-// result does not depend on the thread count. grads: [n].
-#define NORM_BLOCK 8192
-double mt_grad_norm(const float *grads, size_t n) {
-    size_t n_blocks = (n + NORM_BLOCK - 1) / NORM_BLOCK;
+double mt_clip_grad_segments(const mt_grad_segment *seg, int n_seg, double max_norm) {
     double total = 0.0;
-    // "ordered" adds the block sums one after another in block order.
-    OMP("omp parallel for ordered schedule(static, 1) if (n_blocks > 8)")
-    for (size_t b = 0; b < n_blocks; b++) {
-        size_t lo = b * NORM_BLOCK, hi = lo + NORM_BLOCK < n ? lo + NORM_BLOCK : n;
-        double s = 0.0;
-        for (size_t i = lo; i < hi; i++) s += (double)grads[i] * grads[i];
-        OMP("omp ordered")
-        total += s;
+    for (int i = 0; i < n_seg; i++) {
+        if (!seg[i].n) continue;
+        double sq;
+        const float *g = seg[i].g;
+        seg[i].be->gram(&sq, &g, 1, seg[i].n);  // blocked and ordered: thread-count independent
+        total += sq;
     }
-    return sqrt(total);
+    double norm = sqrt(total);
+    if (max_norm <= 0) return norm;
+    float coef = (float)(max_norm / (norm + 1e-6));  // NaN stays NaN, as in torch
+    if (coef > 1.0f) coef = 1.0f;
+    if (coef == 1.0f) return norm;  // x * 1 == x for every float
+    for (int i = 0; i < n_seg; i++)
+        if (seg[i].n) seg[i].be->scale(seg[i].g, coef, seg[i].n);
+    return norm;
+}
+
+double mt_grad_norm(const float *grads, size_t n) {
+    mt_grad_segment s = {mt_backend_cpu(), (float *)grads, n};
+    return mt_clip_grad_segments(&s, 1, 0.0);
 }
 
 double mt_clip_grad_norm(float *grads, size_t n, double max_norm) {
-    double norm = mt_grad_norm(grads, n);
-    float coef = (float)(max_norm / (norm + 1e-6));  // NaN stays NaN, as in torch
-    if (coef > 1.0f) coef = 1.0f;
-    for (size_t i = 0; i < n; i++) grads[i] *= coef;
-    return norm;
+    mt_grad_segment s = {mt_backend_cpu(), grads, n};
+    return mt_clip_grad_segments(&s, 1, max_norm);
 }

@@ -1,8 +1,10 @@
 // adamw.h — AdamW exactly as torch.optim.AdamW, over flat fp32 buffers, with per-tensor
 // weight decay and learning-rate multipliers, lr schedules and global-norm clipping.
 //
-// All parameters live in one allocation (float params[n]); gradients, first and second
-// moments are parallel buffers of the same layout. A tensor table names each tensor's slice
+// All parameters live in one allocation (float params[n]) in the memory of a backend
+// (backend.h; host memory for the CPU); gradients, first and second moments are parallel
+// buffers of the same layout in the same memory, and the update is the backend's
+// adamw_update op, one call per tensor. A tensor table names each tensor's slice
 // and its group settings, which is how torch's parameter groups map here:
 //   no weight decay on biases and LayerNorm weights   -> decay = 0
 //   layer-wise lr decay                              -> lr_scale = mt_llrd_scale(...)
@@ -15,6 +17,8 @@
 #define MT_ADAMW_H
 
 #include <stddef.h>
+
+#include "backend.h"
 
 typedef struct {
     size_t offset, size;  // the tensor's slice [offset, offset + size) of the flat buffers
@@ -31,19 +35,21 @@ typedef struct {
 mt_adamw_hparams mt_adamw_defaults(void);
 
 typedef struct {
+    const mt_backend *be;      // whose memory params, grads, m and v are
     mt_adamw_hparams hp;
     size_t n;                  // number of parameters (floats)
-    float *m, *v;              // [n] first and second moments, zero at start
+    float *m, *v;              // [n] first and second moments (be memory), zero at start
     long step;                 // optimizer steps taken (torch's state["step"])
     mt_adamw_tensor *tensors;  // [n_tensors] copy of the table; slices cover [0, n)
     int n_tensors;
 } mt_adamw;
 
-// Dies if the slices overlap, leave gaps, or do not cover exactly n floats.
-void mt_adamw_init(mt_adamw *o, const mt_adamw_hparams *hp, const mt_adamw_tensor *tensors,
+// Dies if the slices overlap, leave gaps, or do not cover exactly n floats. The moments are
+// allocated with be->alloc.
+void mt_adamw_init(mt_adamw *o, const mt_backend *be, const mt_adamw_hparams *hp, const mt_adamw_tensor *tensors,
                    int n_tensors, size_t n);
 void mt_adamw_free(mt_adamw *o);
-// One update of params[n] from grads[n] at learning rate lr (the scheduled value; each
+// One update of params[n] from grads[n] (both be memory) at learning rate lr (the scheduled value; each
 // tensor uses lr * lr_scale). Increments o->step first, as torch does.
 void mt_adamw_step(mt_adamw *o, float *params, const float *grads, double lr);
 
@@ -69,9 +75,22 @@ double mt_llrd_scale(double decay, int layer, int n_layers);
 // As torch.nn.utils.clip_grad_norm_(params, max_norm): the L2 norm of all of grads[n],
 // then grads *= min(max_norm / (norm + 1e-6), 1). Returns the norm before clipping (NaN
 // or inf if a gradient is; the grads are then scaled by NaN too, as in torch, so the
-// caller must check). The sum of squares is in double, in fixed blocks summed in order.
+// caller must check). The sum of squares is in double, in fixed blocks summed in order (the
+// backend's gram op with k = 1); the scaling is its scale op.
+// These two take host memory (the CPU backend).
 double mt_clip_grad_norm(float *grads, size_t n, double max_norm);
 // The same norm without clipping.
 double mt_grad_norm(const float *grads, size_t n);
+
+// A gradient split over several buffers, possibly in different backends' memory (e.g. the
+// encoder's on the GPU, the task model's on the host): one segment each.
+typedef struct {
+    const mt_backend *be;
+    float *g;   // [n] be memory
+    size_t n;
+} mt_grad_segment;
+// The global norm over all segments (the sum of their squared norms), and, when max_norm > 0,
+// the clipping above applied to every segment with one coefficient. Returns the norm.
+double mt_clip_grad_segments(const mt_grad_segment *seg, int n_seg, double max_norm);
 
 #endif

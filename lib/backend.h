@@ -143,5 +143,8 @@ struct mt_backend {
 // The CPU backend: OpenBLAS sgemm when built with it (MT_HAVE_OPENBLAS), else a blocked
 // plain-C GEMM; OpenMP loops for the rest.
 const mt_backend *mt_backend_cpu(void);
+// Tests only (--device cpu-staged): the CPU ops with host_memory = 0, so the code paths of
+// device backends (explicit copies, device-resident training) run without a GPU.
+const mt_backend *mt_backend_cpu_staged(void);
 
 #endif

@@ -12,6 +12,7 @@
 #include "common.h"
 #include "contrastive.h"
 #include "checkpoint.h"
+#include "device.h"
 #include "rng.h"
 #include "sentence.h"
 #include "simcse.h"
@@ -108,9 +109,11 @@ typedef struct {
     mt_simcse loss;
     mt_adamw opt;
     mt_lr_schedule sched;
-    float *grads;                 // [num_params]
+    const mt_backend *be;         // the encoder's: parameters, gradients, moments in its memory
+    float *grads;                 // [num_params] be memory
     int32_t *ids, *offsets;       // the packed batch: [tokens], [3B + 1]
-    float *emb, *demb, *dhidden;  // [3B, C], [3B, C], [tokens, C]
+    float *emb, *demb, *dhidden;  // [3B, C], [3B, C], [tokens, C] (host)
+    float *dhidden_be;            // [tokens, C] be memory (device backends only)
     size_t cap_tokens;
     double recent[LOSS_WINDOW];
 } trainer;
@@ -129,23 +132,23 @@ static void trainer_optimizer(trainer *t) {
     }
     mt_adamw_hparams hp = mt_adamw_defaults();
     hp.weight_decay = t->o->weight_decay;
-    mt_adamw_init(&t->opt, &hp, tab, n, t->m->num_params);
+    mt_adamw_init(&t->opt, t->be, &hp, tab, n, t->m->num_params);
     free(tab), free(info);
 }
 
 static void trainer_init(trainer *t, mt_bert *m, const mt_cl_data *d, const mt_cl_train_options *o, long total) {
     memset(t, 0, sizeof *t);
-    t->m = m, t->d = d, t->o = o, t->C = m->cfg.hidden_size;
+    t->m = m, t->d = d, t->o = o, t->C = m->cfg.hidden_size, t->be = m->be;
+    mt_backend_require_training(t->be, "simcse");
     t->has_neg = d->n_ex > 0 && d->ex[0].negative >= 0;
     for (int i = 0; i < d->n_ex; i++)
         if ((d->ex[i].negative >= 0) != t->has_neg) mt_die("simcse: examples mix with and without hard negatives");
-    if (!m->be->host_memory) mt_die("simcse: training runs on the CPU backend only (no CUDA backward yet)");
     int views = t->has_neg ? 3 : 2, B = o->batch_size;
     mt_simcse_init(&t->loss, B, t->C, o->tau, o->symmetric);
     trainer_optimizer(t);
     long warm = (long)ceil(o->warmup * (double)total);
     t->sched = (mt_lr_schedule){MT_LR_LINEAR, o->lr, warm, total};
-    t->grads = mt_malloc(m->num_params * sizeof(float));
+    t->grads = t->be->alloc(m->num_params * sizeof(float));
     t->offsets = mt_malloc((size_t)(views * B + 1) * sizeof *t->offsets);
     t->emb = mt_malloc((size_t)views * B * t->C * sizeof(float));
     t->demb = mt_malloc((size_t)views * B * t->C * sizeof(float));
@@ -170,7 +173,9 @@ static void reserve_for_plan(mt_bert *m, const mt_cl_data *d, const mt_cl_plan *
 static void trainer_free(trainer *t) {
     mt_simcse_free(&t->loss);
     mt_adamw_free(&t->opt);
-    free(t->grads), free(t->ids), free(t->offsets), free(t->emb), free(t->demb), free(t->dhidden);
+    t->be->free(t->grads);
+    if (t->dhidden_be) t->be->free(t->dhidden_be);
+    free(t->ids), free(t->offsets), free(t->emb), free(t->demb), free(t->dhidden);
 }
 
 // Packs the batch's sequences: anchors, then positives, then (NLI) negatives. Returns N.
@@ -183,6 +188,10 @@ static int pack_views(trainer *t, const int32_t *ex, int B) {
         t->cap_tokens = N;
         t->ids = mt_realloc(t->ids, N * sizeof *t->ids);
         t->dhidden = mt_realloc(t->dhidden, N * t->C * sizeof(float));
+        if (!t->be->host_memory) {
+            if (t->dhidden_be) t->be->free(t->dhidden_be);
+            t->dhidden_be = t->be->alloc(N * t->C * sizeof(float));
+        }
     }
     int n = 0;
     t->offsets[0] = 0;
@@ -205,8 +214,9 @@ static int train_step(trainer *t, const int32_t *ex, int B, long step, double lr
     // One packed forward for every view: the dropout masks are keyed by the element's row in
     // the packed batch, so anchor, positive and negative views never share a mask.
     mt_bert_dropout drop = {o->dropout, o->seed, (uint32_t)step, 0};
-    const float *h = mt_bert_forward_train(t->m, t->ids, NULL, t->offsets, V, &drop);
-    if (!h) mt_die("simcse: step %ld: %s", step + 1, mt_bert_error(t->m));
+    if (!mt_bert_forward_train(t->m, t->ids, NULL, t->offsets, V, &drop))
+        mt_die("simcse: step %ld: %s", step + 1, mt_bert_error(t->m));
+    const float *h = mt_bert_packed_hidden(t->m, NULL, NULL, NULL);  // host memory (a copy off the device)
     if (o->pool == MT_POOL_CLS) mt_cls_pool_forward(t->emb, h, t->offsets, V, C);
     else mt_mean_pool_forward(t->emb, h, t->offsets, V, C);
     float *e = t->emb, *de = t->demb;
@@ -217,10 +227,12 @@ static int train_step(trainer *t, const int32_t *ex, int B, long step, double lr
     memset(t->dhidden, 0, (size_t)N * C * sizeof(float));
     if (o->pool == MT_POOL_CLS) mt_cls_pool_backward(t->dhidden, de, t->offsets, V, C);
     else mt_mean_pool_backward(t->dhidden, de, t->offsets, V, C);
-    memset(t->grads, 0, t->m->num_params * sizeof(float));
-    mt_bert_backward(t->m, t->dhidden, t->grads);
-    double norm = o->clip > 0 ? mt_clip_grad_norm(t->grads, t->m->num_params, o->clip)
-                              : mt_grad_norm(t->grads, t->m->num_params);
+    t->be->zero(t->grads, t->m->num_params * sizeof(float));
+    float *dh = t->dhidden;
+    if (!t->be->host_memory) t->be->copy_to_device(t->dhidden_be, t->dhidden, (size_t)N * C * sizeof(float)), dh = t->dhidden_be;
+    mt_bert_backward(t->m, dh, t->grads);
+    mt_grad_segment seg = {t->be, t->grads, t->m->num_params};
+    double norm = mt_clip_grad_segments(&seg, 1, o->clip);
     if (!isfinite(norm)) mt_die("simcse: step %ld: gradient norm is %g; lower --lr", step + 1, norm);
     mt_adamw_step(&t->opt, t->m->params, t->grads, lr);
     return N;

@@ -22,6 +22,7 @@ int mt_gpu_available(char *desc, size_t desc_len) {
 const mt_backend *mt_backend_try_select(const char *device, char *err, size_t err_len) {
     if (!device) device = "auto";
     if (!strcmp(device, "cpu")) return mt_backend_cpu();
+    if (!strcmp(device, "cpu-staged")) return mt_backend_cpu_staged();  // tests only
     int want_cuda = !strcmp(device, "cuda");
     if (!want_cuda && strcmp(device, "auto") != 0) {
         snprintf(err, err_len, "unknown device '%s' (expected auto, cpu or cuda)", device);
@@ -42,6 +43,14 @@ const mt_backend *mt_backend_try_select(const char *device, char *err, size_t er
     return mt_backend_cpu();
 }
 
+void mt_backend_require_training(const mt_backend *be, const char *who) {
+#define NEED(op) if (!be->op) mt_die("%s: the %s backend lacks the " #op " op that training needs", who, be->name)
+    NEED(zero); NEED(attention_forward_dropout); NEED(dropout_forward); NEED(dropout_backward);
+    NEED(matmul_backward); NEED(layernorm_backward); NEED(attention_backward); NEED(gelu_backward);
+    NEED(embeddings_backward); NEED(adamw_update); NEED(gram); NEED(combine); NEED(scale);
+#undef NEED
+}
+
 const mt_backend *mt_backend_select(const char *device) {
     char err[512];
     const mt_backend *be = mt_backend_try_select(device, err, sizeof err);
@@ -53,7 +62,7 @@ void mt_backend_set_precision(const mt_backend *be, const char *precision) {
     if (!precision) return;
     if (strcmp(precision, "fp32") && strcmp(precision, "tf32") && strcmp(precision, "bf16"))
         mt_die("--precision %s: expected fp32, tf32 or bf16", precision);
-    if (be->host_memory) {
+    if (strcmp(be->name, "cuda") != 0) {
         if (strcmp(precision, "fp32")) mt_die("--precision %s: the CPU backend computes in fp32 only (use --device cuda)", precision);
         return;
     }

@@ -7,7 +7,8 @@
 
 // "cpu": the CPU backend. "cuda": the CUDA backend, or an error when this build has no CUDA
 // or no usable GPU is present. "auto" (or NULL): CUDA when usable, saying which GPU on
-// stderr, else the CPU with a note on stderr. Anything else is an error.
+// stderr, else the CPU with a note on stderr. "cpu-staged" (tests only, undocumented in --help):
+// mt_backend_cpu_staged. Anything else is an error.
 // mt_backend_select dies with the error; mt_backend_try_select returns NULL and writes it
 // into err[err_len].
 const mt_backend *mt_backend_select(const char *device);
@@ -17,6 +18,10 @@ const mt_backend *mt_backend_try_select(const char *device, char *err, size_t er
 // the CPU backend computes in fp32 only, so anything else there is an error (naming the
 // option); NULL or "fp32" is always accepted. Dies with the error.
 void mt_backend_set_precision(const mt_backend *be, const char *precision);
+
+// Dies with "<who>: the <name> backend lacks the <op> op ..." unless be has every op that
+// training needs (the backward and optimizer ops of backend.h).
+void mt_backend_require_training(const mt_backend *be, const char *who);
 
 // 1 when this build has CUDA and a usable GPU is present (desc describes it), else 0 with
 // desc saying why. Never dies, on any machine.

@@ -7,14 +7,6 @@
 
 #include "common.h"
 
-#ifdef _OPENMP
-#define OMP(directive) _Pragma(directive)
-#else
-#define OMP(directive)
-#endif
-
-#define BLOCK 8192  // elements per partial sum; fixed, so sums are thread-count independent
-
 void mt_pcgrad_init(mt_pcgrad *pc, int k, size_t n, mt_pcgrad_reduce reduce) {
     if (k < 1 || k > MT_PCGRAD_MAX_TASKS)
         mt_die("pcgrad: %d tasks; between 1 and %d are supported", k, MT_PCGRAD_MAX_TASKS);
@@ -49,29 +41,6 @@ void mt_pcgrad_free(mt_pcgrad *pc) {
     free(pc->cosine_sum);
     free(pc->removed_sum);
     memset(pc, 0, sizeof *pc);
-}
-
-// gram[k*k] = g_i . g_j over [0, n), in double: each block's upper triangle summed
-// locally, blocks added in block order ("ordered").
-static void gram_matrix(int k, size_t n, const float *const *g, double *gram) {
-    size_t n_blocks = (n + BLOCK - 1) / BLOCK;
-    memset(gram, 0, (size_t)k * k * sizeof *gram);
-    OMP("omp parallel for ordered schedule(static, 1) if (n_blocks > 8)")
-    for (size_t b = 0; b < n_blocks; b++) {
-        double part[MT_PCGRAD_MAX_TASKS * MT_PCGRAD_MAX_TASKS] = {0};
-        size_t lo = b * BLOCK, hi = lo + BLOCK < n ? lo + BLOCK : n;
-        for (int i = 0; i < k; i++)
-            for (int j = i; j < k; j++) {
-                double s = 0.0;
-                for (size_t x = lo; x < hi; x++) s += (double)g[i][x] * g[j][x];
-                part[i * k + j] = s;
-            }
-        OMP("omp ordered")
-        for (int i = 0; i < k; i++)
-            for (int j = i; j < k; j++) gram[i * k + j] += part[i * k + j];
-    }
-    for (int i = 0; i < k; i++)
-        for (int j = 0; j < i; j++) gram[i * k + j] = gram[j * k + i];
 }
 
 // Algorithm 1 for task i, on coefficients: g_i' . g_j = G[i][j] - sum_l coef[i][l] G[l][j].
@@ -118,16 +87,6 @@ static void combine_weights(mt_pcgrad *pc) {
     }
 }
 
-// out[x] = sum_j w[j] g_j[x] in double; elementwise, so deterministic under threads.
-static void weighted_sum(int k, size_t n, const double *w, const float *const *g, float *out) {
-    OMP("omp parallel for schedule(static) if (n > 65536)")
-    for (size_t x = 0; x < n; x++) {
-        double s = 0.0;
-        for (int j = 0; j < k; j++) s += w[j] * g[j][x];
-        out[x] = (float)s;
-    }
-}
-
 static void record_stats(mt_pcgrad *pc) {
     int k = pc->k;
     for (int i = 0; i < k; i++) pc->norm[i] = sqrt(pc->gram[i * k + i]);
@@ -147,20 +106,41 @@ static void record_stats(mt_pcgrad *pc) {
     pc->projections_total += pc->projections;
 }
 
-void mt_pcgrad_step(mt_pcgrad *pc, const float *const *grads, float *out, mt_rng *order_rng) {
-    gram_matrix(pc->k, pc->n, grads, pc->gram);
+// G = the sum of the segments' Gram matrices (each the backend's blocked, ordered gram).
+static void gram_segments(mt_pcgrad *pc, const mt_pcgrad_segment *seg, int n_seg) {
+    int k = pc->k;
+    double part[MT_PCGRAD_MAX_TASKS * MT_PCGRAD_MAX_TASKS];
+    memset(pc->gram, 0, (size_t)k * k * sizeof(double));
+    for (int s = 0; s < n_seg; s++) {
+        if (!seg[s].n) continue;
+        seg[s].be->gram(part, seg[s].grads, k, seg[s].n);
+        for (int x = 0; x < k * k; x++) pc->gram[x] += part[x];
+    }
+}
+
+void mt_pcgrad_step_segments(mt_pcgrad *pc, const mt_pcgrad_segment *seg, int n_seg, mt_rng *order_rng) {
+    size_t n = 0;
+    for (int s = 0; s < n_seg; s++) n += seg[s].n;
+    if (n != pc->n) mt_die("pcgrad: segments of %zu floats in all, %zu expected", n, pc->n);
+    gram_segments(pc, seg, n_seg);
     pc->projections = 0;
     for (int i = 0; i < pc->k; i++) pc->projections += project_task(pc, i, order_rng);
     combine_weights(pc);
-    weighted_sum(pc->k, pc->n, pc->weight, grads, out);
+    for (int s = 0; s < n_seg; s++)
+        if (seg[s].n) seg[s].be->combine(seg[s].out, seg[s].grads, pc->weight, pc->k, seg[s].n);
     record_stats(pc);
+}
+
+void mt_pcgrad_step(mt_pcgrad *pc, const float *const *grads, float *out, mt_rng *order_rng) {
+    mt_pcgrad_segment seg = {mt_backend_cpu(), grads, out, pc->n};
+    mt_pcgrad_step_segments(pc, &seg, 1, order_rng);
 }
 
 void mt_pcgrad_projected(const mt_pcgrad *pc, const float *const *grads, int i, float *out) {
     if (i < 0 || i >= pc->k) mt_die("pcgrad: no task %d", i);
     double w[MT_PCGRAD_MAX_TASKS];
     for (int j = 0; j < pc->k; j++) w[j] = (j == i) - pc->coef[i * pc->k + j];
-    weighted_sum(pc->k, pc->n, w, grads, out);
+    mt_backend_cpu()->combine(out, grads, w, pc->k, pc->n);
 }
 
 static const char *task_name(const char *const *names, int i, char buf[12]) {

@@ -14,8 +14,14 @@
 // algorithm runs on the K x K Gram matrix G[i][j] = g_i . g_j (in double): one pass over
 // the buffers computes G, the projections are K^2 arithmetic on it, and one more pass
 // writes out = sum_j w_j g_j. Exact in exact arithmetic, two passes over the buffers, no
-// per-task copies. The passes use fixed 8192-element blocks whose partial
-// sums are added in block order, so results do not depend on the thread count.
+// per-task copies. The two passes are the backend ops gram and combine (backend.h): the Gram
+// pass uses fixed MT_GRAM_BLOCK-element blocks whose partial sums are added in block order,
+// so results do not depend on the thread count.
+//
+// Segments: the shared parameters may be split over buffers in different backends' memory
+// (the encoder's on the GPU, the sentence model's on the host). G is then the sum of the
+// segments' Gram matrices and each segment is combined on its own backend with the same
+// weights; the K x K arithmetic always runs on the host.
 //
 // Random order: for task i = 0..K-1 in turn, the other tasks in ascending order are put
 // through mt_rng_shuffle(rng, ., K-1). Key the rng by (seed, step, MT_SITE_PCGRAD) and a
@@ -27,6 +33,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "backend.h"
 #include "rng.h"
 
 #define MT_PCGRAD_MAX_TASKS 16
@@ -61,11 +68,22 @@ typedef struct {
 void mt_pcgrad_init(mt_pcgrad *pc, int k, size_t n, mt_pcgrad_reduce reduce);
 void mt_pcgrad_free(mt_pcgrad *pc);
 
-// grads: k pointers to float[n], read only; out: float[n] (may not alias a grad).
-// Fills the last-step telemetry and adds to the running totals.
+// One piece of the shared parameters: k task gradients of n floats in be's memory.
+typedef struct {
+    const mt_backend *be;
+    const float *const *grads;  // [k] pointers (a host array) to be memory [n], read only
+    float *out;                 // [n] be memory, the combined gradient (may not alias a grad)
+    size_t n;
+} mt_pcgrad_segment;
+
+// The segments' n must add up to pc->n. Fills the last-step telemetry and adds to the
+// running totals.
+void mt_pcgrad_step_segments(mt_pcgrad *pc, const mt_pcgrad_segment *seg, int n_seg, mt_rng *order_rng);
+// One host segment: grads, k pointers to float[n] (host memory), read only; out: float[n]
+// (may not alias a grad).
 void mt_pcgrad_step(mt_pcgrad *pc, const float *const *grads, float *out, mt_rng *order_rng);
 
-// g_i' of the last step, written to out[n] (for tests and inspection).
+// g_i' of the last step, written to out[n] (host memory; for tests and inspection).
 void mt_pcgrad_projected(const mt_pcgrad *pc, const float *const *grads, int i, float *out);
 
 // One line on fp about the last step, e.g.

@@ -1,7 +1,12 @@
-// trainer.c — see trainer.h. Layout of the gradient buffers:
-//   G     = [encoder (n_enc) | sentence model (n_sent) | heads (n_heads)]   the step's gradient
-//   P[t]  = [encoder | sentence model]   task t's gradient of the shared parameters (PCGrad)
-// so G + n_enc is exactly the task model's parameter layout, and PCGrad writes G's prefix.
+// trainer.c — see trainer.h. The encoder (parameters, gradients, AdamW moments) lives in the
+// memory of the selected backend (be: the GPU's with --device cuda); the task model (sentence
+// model + heads) always on the host. Gradient buffers:
+//   Genc       [n_enc] (be memory)                     the step's encoder gradient
+//   Gtm        [sentence model (n_sent) | heads] (host)  the task model's, its parameter layout
+//   Penc[t]    [n_enc] (be memory), Psent[t] [n_sent] (host)   task t's gradient of the shared
+//              parameters (PCGrad), combined by PCGrad into Genc and Gtm's prefix: two segments.
+// Per task pass: encoder forward on be -> packed hidden copied to the host -> task model forward
+// and backward on the host -> dhidden copied to be -> encoder backward into be memory.
 #include "trainer.h"
 
 #include <errno.h>
@@ -18,6 +23,7 @@
 #include "checkpoint.h"
 #include "common.h"
 #include "config.h"
+#include "device.h"
 #include "pcgrad.h"
 #include "rng.h"
 #include "safetensors.h"
@@ -45,8 +51,9 @@ typedef struct {
     double best;
     long best_step;
     // optimisation
+    const mt_backend *be;  // the encoder's backend
     size_t n_enc, n_sent, n_shared, n_total;
-    float *G, *P[K];
+    float *Genc, *Gtm, *Penc[K], *Psent[K];
     mt_pcgrad pc;
     int pc_on;
     mt_adamw opt_enc, opt_tm;
@@ -54,7 +61,7 @@ typedef struct {
     // scratch
     mt_packed pk;
     mt_tm_acts acts;
-    float *dhidden;
+    float *dhidden, *dhidden_be;  // [dhidden_cap] host, and be memory (device backends only)
     size_t dhidden_cap;
     int32_t *ex_buf;
     int ex_cap;
@@ -263,16 +270,20 @@ static void setup_optimizers(trainer *T) {
         double scale = T->o.llrd > 0 ? mt_llrd_scale(T->o.llrd, pooler ? L + 1 : info[i].layer + 1, L) : 1.0;
         at[i] = (mt_adamw_tensor){.offset = info[i].offset, .size = info[i].size, .lr_scale = scale, .decay = info[i].decay && !pooler};
     }
-    mt_adamw_init(&T->opt_enc, &hp, at, n, T->m->num_params);
+    mt_adamw_init(&T->opt_enc, T->be, &hp, at, n, T->m->num_params);
     for (int i = 0; i < T->tm.n_tensors; i++)
         at[i] = (mt_adamw_tensor){.offset = T->tm.tensors[i].offset, .size = T->tm.tensors[i].size, .lr_scale = 1.0, .decay = T->tm.tensors[i].decay};
-    mt_adamw_init(&T->opt_tm, &hp, at, T->tm.n_tensors, T->tm.n_params);
+    mt_adamw_init(&T->opt_tm, mt_backend_cpu(), &hp, at, T->tm.n_tensors, T->tm.n_params);
     free(at), free(info);
     T->n_enc = T->m->num_params, T->n_sent = T->tm.n_sent;
     T->n_shared = T->n_enc + T->n_sent, T->n_total = T->n_shared + T->tm.n_heads;
-    T->G = mt_calloc(T->n_total, sizeof(float));
+    T->Genc = T->be->alloc(T->n_enc * sizeof(float));
+    T->Gtm = mt_calloc(T->tm.n_params ? T->tm.n_params : 1, sizeof(float));
     if (T->pc_on) {
-        for (int i = 0; i < T->phase_k[0]; i++) T->P[i] = mt_calloc(T->n_shared, sizeof(float));
+        for (int i = 0; i < T->phase_k[0]; i++) {
+            T->Penc[i] = T->be->alloc(T->n_enc * sizeof(float));
+            T->Psent[i] = mt_calloc(T->n_sent ? T->n_sent : 1, sizeof(float));
+        }
         mt_pcgrad_init(&T->pc, T->phase_k[0], T->n_shared, T->o.pcgrad_sum ? MT_PCGRAD_SUM : MT_PCGRAD_MEAN);
     }
 }
@@ -284,10 +295,9 @@ static void setup(trainer *T, const char *enc_dir, const char *heads_path) {
     if (access(path, R_OK) != 0) mt_die("--model %s: no vocab.txt", T->o.model_dir);
     mt_file_fingerprint(path, T->vocab_fp);
     if (strcmp(enc_dir, T->o.model_dir) != 0) check_init_dir(T, enc_dir);
-    const mt_backend *be = mt_backend_cpu();
-    if (T->o.device && strcmp(T->o.device, "cpu") && strcmp(T->o.device, "auto"))
-        mt_die("--device %s: training runs on the CPU (auto | cpu)", T->o.device);
-    T->m = mt_bert_load(enc_dir, be, err, sizeof err);
+    T->be = mt_backend_select(T->o.device);
+    mt_backend_require_training(T->be, "pcgrad-train");
+    T->m = mt_bert_load(enc_dir, T->be, err, sizeof err);
     if (!T->m) mt_die("%s", err);
     if (T->o.threads > 0) mt_bert_set_threads(T->m, T->o.threads);
     setup_taskmodel(T, heads_path);
@@ -321,16 +331,25 @@ static void take_batch(trainer *T, int t, int *B) {
 static double run_task(trainer *T, int t, int B, float *enc, float *sent, float *heads) {
     mt_pack(&T->pk, &T->data[t], &T->tm, T->ex_buf, B);
     mt_bert_dropout bd = {T->o.dropout, (uint64_t)T->o.seed, (uint32_t)T->step, (uint32_t)t};
-    const float *h = mt_bert_forward_train(T->m, T->pk.ids, T->pk.types, T->pk.offsets, T->pk.nseq, &bd);
-    if (!h) mt_die("%s: %s", T->data[t].path, mt_bert_error(T->m));
+    if (!mt_bert_forward_train(T->m, T->pk.ids, T->pk.types, T->pk.offsets, T->pk.nseq, &bd))
+        mt_die("%s: %s", T->data[t].path, mt_bert_error(T->m));
+    const float *h = mt_bert_packed_hidden(T->m, NULL, NULL, NULL);  // host memory (a copy off the device)
     mt_tm_dropout td = {T->o.dropout, (uint64_t)T->o.seed, (uint32_t)T->step, (uint32_t)t};
     double loss = mt_taskmodel_forward(&T->tm, &T->acts, t, h, T->pk.offsets, B, T->pk.labels, &td);
     if (T->o.fail_at_step && T->step + 1 == T->o.fail_at_step) loss = NAN;
     if (!isfinite(loss)) return loss;
     size_t need = (size_t)T->pk.N * T->m->cfg.hidden_size;
-    if (need > T->dhidden_cap) T->dhidden_cap = need, T->dhidden = mt_realloc(T->dhidden, need * sizeof(float));
+    if (need > T->dhidden_cap) {
+        T->dhidden_cap = need, T->dhidden = mt_realloc(T->dhidden, need * sizeof(float));
+        if (!T->be->host_memory) {
+            if (T->dhidden_be) T->be->free(T->dhidden_be);
+            T->dhidden_be = T->be->alloc(need * sizeof(float));
+        }
+    }
     mt_taskmodel_backward(&T->tm, &T->acts, T->dhidden, sent, heads, 1.0f);
-    mt_bert_backward(T->m, T->dhidden, enc);
+    float *dh = T->dhidden;
+    if (!T->be->host_memory) T->be->copy_to_device(T->dhidden_be, T->dhidden, need * sizeof(float)), dh = T->dhidden_be;
+    mt_bert_backward(T->m, dh, enc);
     T->ex_done += B, T->tok_done += T->pk.N;
     return loss;
 }
@@ -354,33 +373,37 @@ static void pcgrad_counts(const trainer *T, int k, int *count) {
 
 static void compute_gradient(trainer *T) {
     int p = T->phase, k = T->phase_k[p], count[K];
-    float *heads = T->G + T->n_shared;
-    memset(T->G, 0, T->n_total * sizeof(float));
+    float *heads = T->Gtm + T->n_sent;
+    T->be->zero(T->Genc, T->n_enc * sizeof(float));
+    memset(T->Gtm, 0, T->tm.n_params * sizeof(float));
     if (T->pc_on) pcgrad_counts(T, k, count);
     for (int i = 0; i < k; i++) {
         int t = T->phase_task[p][i], B = 0;
         for (int c = 0; c < (T->pc_on ? count[i] : 1); c++) take_batch(T, t, &B);
-        if (T->pc_on) memset(T->P[i], 0, T->n_shared * sizeof(float));
-        float *enc = T->pc_on ? T->P[i] : T->G;
-        double loss = run_task(T, t, B, enc, enc + T->n_enc, heads);
+        if (T->pc_on) T->be->zero(T->Penc[i], T->n_enc * sizeof(float)), memset(T->Psent[i], 0, T->n_sent * sizeof(float));
+        float *enc = T->pc_on ? T->Penc[i] : T->Genc, *sent = T->pc_on ? T->Psent[i] : T->Gtm;
+        double loss = run_task(T, t, B, enc, sent, heads);
         if (!isfinite(loss)) die_nan(T, t);
         T->last_loss[t] = loss, T->loss_sum[t] += loss, T->loss_n[t]++;
     }
     if (T->pc_on) {
         mt_rng r;
         mt_rng_init(&r, (uint64_t)T->o.seed, (uint32_t)T->step, MT_SITE_PCGRAD);
-        mt_pcgrad_step(&T->pc, (const float *const *)T->P, T->G, &r);
+        mt_pcgrad_segment seg[2] = {{T->be, (const float *const *)T->Penc, T->Genc, T->n_enc},
+                                    {mt_backend_cpu(), (const float *const *)T->Psent, T->Gtm, T->n_sent}};
+        mt_pcgrad_step_segments(&T->pc, seg, 2, &r);
     }
 }
 
 static void train_step(trainer *T) {
     for (int t = 0; t < K; t++) T->last_loss[t] = NAN;
     compute_gradient(T);
-    double norm = T->o.clip > 0 ? mt_clip_grad_norm(T->G, T->n_total, T->o.clip) : mt_grad_norm(T->G, T->n_total);
+    mt_grad_segment seg[2] = {{T->be, T->Genc, T->n_enc}, {mt_backend_cpu(), T->Gtm, T->tm.n_params}};
+    double norm = mt_clip_grad_segments(seg, 2, T->o.clip);
     if (!isfinite(norm)) die_nan(T, T->phase_task[T->phase][0]);
     double lr = mt_lr_at(&T->sched, T->step);
-    mt_adamw_step(&T->opt_enc, T->m->params, T->G, lr);
-    mt_adamw_step(&T->opt_tm, T->tm.params, T->G + T->n_enc, lr);
+    mt_adamw_step(&T->opt_enc, T->m->params, T->Genc, lr);
+    mt_adamw_step(&T->opt_tm, T->tm.params, T->Gtm, lr);
     T->last_norm = norm;
     T->step++, T->steps_done++;
 }
@@ -406,8 +429,9 @@ static double evaluate_task(trainer *T, int t) {
         const int32_t *ex = bt.order + bt.first[b];
         int B = bt.first[b + 1] - bt.first[b];
         mt_pack(&T->pk, d, &T->tm, ex, B);
-        const float *h = mt_bert_forward_train(T->m, T->pk.ids, T->pk.types, T->pk.offsets, T->pk.nseq, NULL);
-        if (!h) mt_die("%s: %s", d->path, mt_bert_error(T->m));
+        if (!mt_bert_forward_train(T->m, T->pk.ids, T->pk.types, T->pk.offsets, T->pk.nseq, NULL))
+            mt_die("%s: %s", d->path, mt_bert_error(T->m));
+        const float *h = mt_bert_packed_hidden(T->m, NULL, NULL, NULL);  // host memory
         mt_taskmodel_forward(&T->tm, &T->acts, t, h, T->pk.offsets, B, NULL, NULL);
         for (int i = 0; i < B; i++) {
             const float *o = T->acts.out + (t == MT_TASK_SST ? i * MT_SST_CLASSES : i);
@@ -440,6 +464,14 @@ static double evaluate(trainer *T, double score[K]) {
 
 // ---- checkpoints ---------------------------------------------------------------------------------
 
+// x[n] (be memory) readable on the host: x itself for host memory, else a malloc'ed copy.
+static float *host_view(const mt_backend *be, float *x, size_t n) {
+    if (be->host_memory) return x;
+    float *h = mt_malloc(n ? n * sizeof(float) : 1);
+    be->copy_to_host(h, x, n * sizeof(float));
+    return h;
+}
+
 static void write_state(trainer *T, const char *path) {
     char *opts = options_text(&T->o), nums[8][64], cur[K][48];
     snprintf(nums[0], 64, "%ld", T->step);
@@ -454,10 +486,12 @@ static void write_state(trainer *T, const char *path) {
                           "best", nums[4], "best_step", nums[5], "adamw_step", nums[6], "cursor.sst", cur[0],
                           "cursor.qqp", cur[1], "cursor.sts", cur[2], NULL};
     int64_t ne = (int64_t)T->n_enc, nt = (int64_t)T->tm.n_params;
-    mt_st_write_tensor ts[4] = {{"adamw.encoder.m", 1, {ne}, T->opt_enc.m}, {"adamw.encoder.v", 1, {ne}, T->opt_enc.v},
+    float *em = host_view(T->be, T->opt_enc.m, T->n_enc), *ev = host_view(T->be, T->opt_enc.v, T->n_enc);
+    mt_st_write_tensor ts[4] = {{"adamw.encoder.m", 1, {ne}, em}, {"adamw.encoder.v", 1, {ne}, ev},
                                 {"adamw.heads.m", 1, {nt}, T->opt_tm.m}, {"adamw.heads.v", 1, {nt}, T->opt_tm.v}};
     char err[512];
     if (mt_safetensors_write_meta(path, ts, 4, meta, err, sizeof err)) mt_die("%s", err);
+    if (em != T->opt_enc.m) free(em), free(ev);
     free(opts);
 }
 
@@ -488,11 +522,12 @@ static long meta_long(const mt_safetensors *st, const char *key) {
     return atol(v);
 }
 
-static void restore_moments(const mt_safetensors *st, const char *name, float *dst, size_t n) {
+// dst[n]: be memory (state files are host format, so a run resumes on any device).
+static void restore_moments(const mt_safetensors *st, const char *name, const mt_backend *be, float *dst, size_t n) {
     const mt_st_tensor *t = mt_safetensors_find(st, name);
     if (!t || t->dtype != MT_ST_F32 || (size_t)t->numel != n)
         mt_die("%s: '%s' missing or not %zu floats (state of another model?)", st->path, name, n);
-    memcpy(dst, t->data, n * sizeof(float));
+    be->copy_to_device(dst, t->data, n * sizeof(float));
 }
 
 static void restore_state(trainer *T, const mt_safetensors *st) {
@@ -507,10 +542,10 @@ static void restore_state(trainer *T, const mt_safetensors *st) {
         if (!mt_safetensors_meta(st, key, v, sizeof v) || sscanf(v, "%ld,%ld", &T->cur[t].pass, &T->cur[t].batch) != 2)
             mt_die("%s: bad %s", st->path, key);
     }
-    restore_moments(st, "adamw.encoder.m", T->opt_enc.m, T->n_enc);
-    restore_moments(st, "adamw.encoder.v", T->opt_enc.v, T->n_enc);
-    restore_moments(st, "adamw.heads.m", T->opt_tm.m, T->tm.n_params);
-    restore_moments(st, "adamw.heads.v", T->opt_tm.v, T->tm.n_params);
+    restore_moments(st, "adamw.encoder.m", T->be, T->opt_enc.m, T->n_enc);
+    restore_moments(st, "adamw.encoder.v", T->be, T->opt_enc.v, T->n_enc);
+    restore_moments(st, "adamw.heads.m", mt_backend_cpu(), T->opt_tm.m, T->tm.n_params);
+    restore_moments(st, "adamw.heads.v", mt_backend_cpu(), T->opt_tm.v, T->tm.n_params);
 }
 
 // ---- logs and progress ------------------------------------------------------------------------------
@@ -651,19 +686,22 @@ static int run(trainer *T) {
 }
 
 static void trainer_free(trainer *T) {
-    mt_bert_free(T->m);
     mt_taskmodel_free(&T->tm);
     for (int t = 0; t < K; t++) {
         if (T->has_data[t]) mt_taskdata_free(&T->data[t]);
         if (T->has_dev[t]) mt_taskdata_free(&T->dev[t]);
         mt_batches_free(&T->bt[t]);
-        free(T->P[t]);
+        if (T->Penc[t]) T->be->free(T->Penc[t]);
+        free(T->Psent[t]);
     }
     if (T->pc_on) mt_pcgrad_free(&T->pc);
     mt_adamw_free(&T->opt_enc), mt_adamw_free(&T->opt_tm);
     mt_packed_free(&T->pk);
     mt_tm_acts_free(&T->acts);
-    free(T->G), free(T->dhidden), free(T->ex_buf);
+    if (T->Genc) T->be->free(T->Genc);
+    if (T->dhidden_be) T->be->free(T->dhidden_be);
+    free(T->Gtm), free(T->dhidden), free(T->ex_buf);
+    mt_bert_free(T->m);
 }
 
 int mt_train(mt_train_options *o) {

@@ -48,7 +48,7 @@ typedef struct {
     long stop_after_steps;                  // save `last` and exit 0 once step reaches this
     long fail_at_step;                      // testing: a NaN loss at this step
     int threads;
-    const char *device;
+    const char *device;                     // auto | cpu | cuda (mt_backend_select)
 } mt_train_options;
 
 void mt_train_defaults(mt_train_options *o);

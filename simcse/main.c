@@ -7,6 +7,7 @@
 #include "checkpoint.h"
 #include "common.h"
 #include "contrastive.h"
+#include "device.h"
 #include "json.h"
 
 static const char *USAGE =
@@ -51,6 +52,8 @@ static const char *USAGE =
     "      --max-steps N        stop after N steps (default: all batches of all epochs)\n"
     "      --limit N            read at most N records of each shard\n"
     "  -j, --threads N          CPU threads (default: all cores)\n"
+    "  -d, --device DEV         auto | cpu | cuda (default auto: the GPU when one is usable,\n"
+    "                           said on stderr; cuda without a GPU is an error)\n"
     "      --log-every N        progress line every N steps (default: every 2 s)\n"
     "  -q, --quiet              no progress on stderr\n"
     "  -h, --help               this text\n"
@@ -70,7 +73,7 @@ static const char *USAGE =
 #define MAX_SHARDS 32
 
 typedef struct {
-    const char *model, *out;
+    const char *model, *out, *device;
     int force, threads, n_shards;
     long limit;
     mt_cl_source src[MAX_SHARDS];
@@ -114,11 +117,11 @@ static void parse_args(options *o, int argc, char **argv) {
         {"weight-decay", required_argument, 0, O_WD}, {"warmup", required_argument, 0, O_WARMUP},
         {"clip", required_argument, 0, O_CLIP}, {"seed", required_argument, 0, 's'},
         {"max-steps", required_argument, 0, O_MAX_STEPS}, {"limit", required_argument, 0, O_LIMIT},
-        {"threads", required_argument, 0, 'j'}, {"log-every", required_argument, 0, O_LOG_EVERY},
+        {"threads", required_argument, 0, 'j'}, {"device", required_argument, 0, 'd'}, {"log-every", required_argument, 0, O_LOG_EVERY},
         {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     mt_cl_train_options *t = &o->train;
     int c, nli = 0, pairs = 0;
-    while ((c = getopt_long(argc, argv, "m:p:o:fB:s:j:qh", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "m:p:o:fB:s:j:d:qh", opts, NULL)) != -1) {
         switch (c) {
         case 'm': o->model = optarg; break;
         case 'p': add_pairs(o, optarg), pairs++; break;
@@ -141,6 +144,7 @@ static void parse_args(options *o, int argc, char **argv) {
         case O_MAX_STEPS: t->max_steps = mt_parse_long("--max-steps", optarg, 1, 1L << 40); break;
         case O_LIMIT: o->limit = mt_parse_long("--limit", optarg, 1, 1L << 40); break;
         case 'j': o->threads = (int)mt_parse_long("--threads", optarg, 1, 1024); break;
+        case 'd': o->device = optarg; break;
         case O_LOG_EVERY: t->log_every = (int)mt_parse_long("--log-every", optarg, 1, 1 << 30); break;
         case 'q': mt_quiet = 1; break;
         case 'h': fputs(USAGE, stdout); exit(0);
@@ -204,7 +208,7 @@ int main(int argc, char **argv) {
     parse_args(&o, argc, argv);
 
     char err[512], path[4096], vocab[4096], vocab_fp[17];
-    mt_bert *m = mt_bert_load(o.model, mt_backend_cpu(), err, sizeof err);
+    mt_bert *m = mt_bert_load(o.model, mt_backend_select(o.device), err, sizeof err);
     if (!m) mt_die("%s", err);
     if (o.threads > 0) mt_bert_set_threads(m, o.threads);
     snprintf(vocab, sizeof vocab, "%s/vocab.txt", o.model);

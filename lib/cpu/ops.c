@@ -245,6 +245,10 @@ static const mt_backend cpu_backend = {
     .attention_backward = mt_cpu_attention_backward,
     .gelu_backward = mt_cpu_gelu_backward,
     .embeddings_backward = mt_cpu_embeddings_backward,
+    .adamw_update = mt_cpu_adamw_update,
+    .gram = mt_cpu_gram,
+    .combine = mt_cpu_combine,
+    .scale = mt_cpu_scale,
 };
 
 const mt_backend *mt_backend_cpu(void) {

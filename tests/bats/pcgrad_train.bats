@@ -87,6 +87,34 @@ same_weights() {  # two run directories ended with identical best and last check
   same_weights "$T/a" "$T/b"
 }
 
+@test "--device cpu-staged (the device code paths: encoder state in backend memory, copies) gives the CPU run's bits" {
+  train --pcgrad --epochs 2 --sentence-model sbert-cnn-bilstm --clip 0.5 --device cpu -o "$T/a"
+  train --pcgrad --epochs 2 --sentence-model sbert-cnn-bilstm --clip 0.5 --device cpu-staged -o "$T/b"
+  same_weights "$T/a" "$T/b"
+}
+
+@test "a run resumes on another device: cpu-staged, then cpu, then cpu-staged" {
+  train --pcgrad --epochs 2 --seed 3 -o "$T/a"
+  train --pcgrad --epochs 2 --seed 3 --device cpu-staged -o "$T/b" --stop-after-steps 4
+  "$BIN/pcgrad-train" -q -j 2 --resume "$T/b" --device cpu --stop-after-steps 8
+  "$BIN/pcgrad-train" -q -j 2 --resume "$T/b" --device cpu-staged
+  same_weights "$T/a" "$T/b"
+}
+
+@test "--device: auto says where it trains; cuda without a GPU and unknown devices are clear errors" {
+  run --separate-stderr train --max-steps 1 --device nonsense -o "$T/x"
+  [ "$status" -ne 0 ]
+  [[ "$stderr" == *"unknown device 'nonsense'"* ]]
+  run --separate-stderr "$BIN/pcgrad-train" -j 2 --model "$S/tiny" --task sst="$S/sst.tok" --max-steps 1 -o "$T/auto"
+  [ "$status" -eq 0 ]
+  [[ "$stderr" == *"device: "* ]]
+  if nvidia-smi -L >/dev/null 2>&1; then skip "a GPU is present"; fi
+  run --separate-stderr train --max-steps 1 --device cuda -o "$T/cuda"
+  [ "$status" -ne 0 ]
+  [[ "$stderr" == *"--device cuda"* ]]
+  [ ! -e "$T/cuda/last" ]
+}
+
 @test "a different seed gives different weights" {
   train --max-steps 2 --seed 1 -o "$T/a"
   train --max-steps 2 --seed 2 -o "$T/b"

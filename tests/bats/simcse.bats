@@ -74,6 +74,12 @@ assert "encoder.layer.0.attention.self.query.weight" in moved and "encoder.layer
 PY
 }
 
+@test "--device cpu-staged (the device code paths) gives the CPU run's model byte for byte" {
+  tiny_run "$T/staged" --device cpu-staged
+  cmp "$T/base/model.safetensors" "$T/staged/model.safetensors"
+  cmp "$T/base/simcse.log" "$T/staged/simcse.log"
+}
+
 @test "determinism: the same seed and data give a byte-identical model; another seed does not" {
   tiny_run "$T/again"
   cmp "$T/base/model.safetensors" "$T/again/model.safetensors"

@@ -53,7 +53,7 @@ static void run_ref_case(int c) {
                             ADAMW_REF_LR, adamw_ref_cases[c].linear ? ADAMW_REF_WARMUP : 0,
                             ADAMW_REF_TOTAL};
     mt_adamw opt;
-    mt_adamw_init(&opt, &hp, table, N_TENSORS, N_PARAMS);
+    mt_adamw_init(&opt, mt_backend_cpu(), &hp, table, N_TENSORS, N_PARAMS);
     float params[N_PARAMS], grads[N_PARAMS];
     memcpy(params, adamw_ref_init, sizeof params);
     for (int s = 0; s < ADAMW_REF_STEPS; s++) {
