@@ -297,6 +297,7 @@ static void setup(trainer *T, const char *enc_dir, const char *heads_path) {
     if (strcmp(enc_dir, T->o.model_dir) != 0) check_init_dir(T, enc_dir);
     T->be = mt_backend_select(T->o.device);
     mt_backend_require_training(T->be, "pcgrad-train");
+    mt_backend_set_precision(T->be, T->o.precision);
     T->m = mt_bert_load(enc_dir, T->be, err, sizeof err);
     if (!T->m) mt_die("%s", err);
     if (T->o.threads > 0) mt_bert_set_threads(T->m, T->o.threads);
@@ -737,7 +738,7 @@ int mt_train_resume(const char *dir, mt_train_options *o) {
     options_parse(&T->o, opts, path);
     T->o.out_dir = mt_strdup(dir);
     T->o.stop_after_steps = o->stop_after_steps, T->o.fail_at_step = o->fail_at_step;
-    T->o.threads = o->threads, T->o.device = o->device;
+    T->o.threads = o->threads, T->o.device = o->device, T->o.precision = o->precision;
     snprintf(heads, sizeof heads, "%.4000s/heads.safetensors", last);
     setup(T, last, heads);
     restore_state(T, &st);

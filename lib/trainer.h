@@ -49,6 +49,7 @@ typedef struct {
     long fail_at_step;                      // testing: a NaN loss at this step
     int threads;
     const char *device;                     // auto | cpu | cuda (mt_backend_select)
+    const char *precision;                  // CUDA matrix products: fp32 | tf32 | bf16 (NULL: fp32)
 } mt_train_options;
 
 void mt_train_defaults(mt_train_options *o);
@@ -57,7 +58,7 @@ void mt_train_options_free(mt_train_options *o);
 // Runs a training from scratch (o->out_dir must not hold a run) and returns the exit status.
 int mt_train(mt_train_options *o);
 // Continues the run in dir from dir/last (the run's options come from its state file; only
-// stop_after_steps, fail_at_step, threads, device are taken from o).
+// stop_after_steps, fail_at_step, threads, device, precision are taken from o).
 int mt_train_resume(const char *dir, mt_train_options *o);
 
 #endif

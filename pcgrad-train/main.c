@@ -61,6 +61,8 @@ static const char *USAGE =
     "                            GPU when one is usable, said on stderr; cuda without a GPU is\n"
     "                            an error). The task model trains on the CPU. A run resumes on\n"
     "                            any device\n"
+    "      --precision P         on CUDA: fp32 (default), tf32 or bf16 matrix products (bf16\n"
+    "                            operands, fp32 accumulation and master weights, as autocast)\n"
     "  -q, --quiet               no progress on stderr\n"
     "  -h, --help                this text\n"
     "\n"
@@ -98,7 +100,7 @@ static void parse_schedule(mt_train_options *o, const char *arg) {
     free(s);
 }
 
-enum { O_INIT = 256, O_TASK, O_DEV, O_RESUME, O_SENT, O_PAIR, O_FILTERS, O_LSTM, O_EPOCHS, O_BATCH, O_BTOK, O_WINDOW,
+enum { O_INIT = 256, O_PRECISION, O_TASK, O_DEV, O_RESUME, O_SENT, O_PAIR, O_FILTERS, O_LSTM, O_EPOCHS, O_BATCH, O_BTOK, O_WINDOW,
        O_LR, O_WD, O_DROP, O_WARM, O_SCHED_LR, O_CLIP, O_LLRD, O_SEED, O_PCGRAD, O_PARTIAL, O_REDUCE, O_SCHEDULE,
        O_MAXSTEPS, O_LIMIT, O_STOP, O_FAIL };
 
@@ -117,7 +119,8 @@ static const struct option OPTS[] = {
     {"schedule", required_argument, 0, O_SCHEDULE}, {"max-steps", required_argument, 0, O_MAXSTEPS},
     {"limit", required_argument, 0, O_LIMIT}, {"stop-after-steps", required_argument, 0, O_STOP},
     {"fail-at-step", required_argument, 0, O_FAIL}, {"threads", required_argument, 0, 'j'},
-    {"device", required_argument, 0, 'd'}, {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    {"device", required_argument, 0, 'd'}, {"precision", required_argument, 0, O_PRECISION},
+    {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
 
 static double in_range(const char *opt, const char *s, double lo, double hi) {
     double v = mt_parse_double(opt, s);
@@ -183,6 +186,7 @@ int main(int argc, char **argv) {
         case O_FAIL: o.fail_at_step = mt_parse_long("--fail-at-step", optarg, 1, 1L << 40); break;
         case 'j': o.threads = (int)mt_parse_long("--threads", optarg, 1, 1024); break;
         case 'd': o.device = optarg; break;
+        case O_PRECISION: o.precision = optarg; break;
         case 'q': mt_quiet = 1; break;
         case 'h': fputs(USAGE, stdout); return 0;
         default:

@@ -28,7 +28,7 @@ static const char *USAGE =
     "                     contradiction hypothesis of the same premise as a hard negative;\n"
     "                     premises without both are skipped (counted on stderr)\n"
     "Each step packs the batch's anchors, positives (and negatives) into one encoder forward.\n"
-    "Training runs on the CPU.\n"
+    "The encoder trains where --device says; the loss is computed on the host.\n"
     "\n"
     "options:\n"
     "  -m, --model DIR          BERT checkpoint to start from (the shards' vocab_fp must match)\n"
@@ -54,6 +54,7 @@ static const char *USAGE =
     "  -j, --threads N          CPU threads (default: all cores)\n"
     "  -d, --device DEV         auto | cpu | cuda (default auto: the GPU when one is usable,\n"
     "                           said on stderr; cuda without a GPU is an error)\n"
+    "      --precision P        on CUDA: fp32 (default), tf32 or bf16 matrix products\n"
     "      --log-every N        progress line every N steps (default: every 2 s)\n"
     "  -q, --quiet              no progress on stderr\n"
     "  -h, --help               this text\n"
@@ -73,7 +74,7 @@ static const char *USAGE =
 #define MAX_SHARDS 32
 
 typedef struct {
-    const char *model, *out, *device;
+    const char *model, *out, *device, *precision;
     int force, threads, n_shards;
     long limit;
     mt_cl_source src[MAX_SHARDS];
@@ -103,7 +104,7 @@ static int parse_pool(const char *s) {
 }
 
 enum { O_NLI = 256, O_MIN_SCORE, O_TAU, O_SYM, O_POOL, O_DROPOUT, O_BATCH_TOKENS, O_EPOCHS, O_LR, O_WD,
-       O_WARMUP, O_CLIP, O_MAX_STEPS, O_LIMIT, O_LOG_EVERY };
+       O_WARMUP, O_CLIP, O_MAX_STEPS, O_LIMIT, O_LOG_EVERY, O_PRECISION };
 
 static void parse_args(options *o, int argc, char **argv) {
     static const struct option opts[] = {
@@ -118,6 +119,7 @@ static void parse_args(options *o, int argc, char **argv) {
         {"clip", required_argument, 0, O_CLIP}, {"seed", required_argument, 0, 's'},
         {"max-steps", required_argument, 0, O_MAX_STEPS}, {"limit", required_argument, 0, O_LIMIT},
         {"threads", required_argument, 0, 'j'}, {"device", required_argument, 0, 'd'}, {"log-every", required_argument, 0, O_LOG_EVERY},
+        {"precision", required_argument, 0, O_PRECISION},
         {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     mt_cl_train_options *t = &o->train;
     int c, nli = 0, pairs = 0;
@@ -145,6 +147,7 @@ static void parse_args(options *o, int argc, char **argv) {
         case O_LIMIT: o->limit = mt_parse_long("--limit", optarg, 1, 1L << 40); break;
         case 'j': o->threads = (int)mt_parse_long("--threads", optarg, 1, 1024); break;
         case 'd': o->device = optarg; break;
+        case O_PRECISION: o->precision = optarg; break;
         case O_LOG_EVERY: t->log_every = (int)mt_parse_long("--log-every", optarg, 1, 1 << 30); break;
         case 'q': mt_quiet = 1; break;
         case 'h': fputs(USAGE, stdout); exit(0);
@@ -208,7 +211,9 @@ int main(int argc, char **argv) {
     parse_args(&o, argc, argv);
 
     char err[512], path[4096], vocab[4096], vocab_fp[17];
-    mt_bert *m = mt_bert_load(o.model, mt_backend_select(o.device), err, sizeof err);
+    const mt_backend *be = mt_backend_select(o.device);
+    mt_backend_set_precision(be, o.precision);
+    mt_bert *m = mt_bert_load(o.model, be, err, sizeof err);
     if (!m) mt_die("%s", err);
     if (o.threads > 0) mt_bert_set_threads(m, o.threads);
     snprintf(vocab, sizeof vocab, "%s/vocab.txt", o.model);

@@ -12,7 +12,8 @@
 # real sentences, CUDA fp32 / bf16 vs CPU), train (training steps CUDA vs CPU), trainer
 # (pcgrad-train --device cuda vs cpu), speed (encoder forward and training step vs PyTorch
 # bf16 autocast at MiniLM and BERT-base shapes, MFU), embed (embed end to end vs
-# sentence-transformers on the GPU).
+# sentence-transformers on the GPU), finetune (issue 4's evidence: frozen heads, PCGrad and
+# summed fine-tuning on the whole training split, bench/evidence-finetune.sh, on the GPU).
 #
 # Needs, besides the GPU: a C compiler and nvcc; zlib and utf8proc development files (or the
 # Debian packages in .carry/debs, unpacked under /tmp when the headers are missing); the
@@ -23,12 +24,14 @@ set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 SANITIZE=0
 [ "${1:-}" = "--sanitize" ] && SANITIZE=1
-PARTS=${PARTS:-build device ops forward train trainer speed embed}
+PARTS=${PARTS:-build device ops forward train trainer speed embed finetune}
 NVCC=${NVCC:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}
 BUILD=${BUILD:-build-gpu}
 B=${BIN:-$BUILD/bin}
-# Harness self-test without a GPU: GPUDEV=cpu PRECISIONS=fp32 BUILD=build BIN=bin PARTS="forward trainer"
+# Harness self-test without a GPU (the CPU table behind device copies stands in for the GPU):
+#   GPUDEV=cpu-staged PRECISIONS=fp32 BUILD=build BIN=bin PARTS="forward train trainer" tests/gpu/check.sh
 GPUDEV=${GPUDEV:-cuda}
+export MTBERT_CHECK_DEVICE=$GPUDEV
 PRECISIONS=${PRECISIONS:-fp32 bf16}
 SPEED_MODES=${SPEED_MODES:-forward,train}  # what train_check speed times
 LOGS=${OUT:-$BUILD/logs}
@@ -206,8 +209,23 @@ ok = len(rows[0]) == len(rows[1]) > 0 and worst <= 1e-4
 print(f"pcgrad-train cuda vs cpu: {len(rows[0])} steps, worst relative loss difference {worst:.2e} (<= 1e-4) {'PASS' if ok else 'FAIL'}")
 sys.exit(0 if ok else 1)
 EOF
+  [ $? -eq 0 ] || return 1
+  for d in ref:cpu dev:$GPUDEV; do  # simcse: 3 steps on the QQP pairs
+    $B/simcse -q --model "$M" --device "${d#*:}" --pairs qqp="$WORK/qqp.tr.tok" --batch-size 16 --max-steps 3 \
+      -o "$WORK/simcse.${d%%:*}" || return 1
+  done
+  python3 - "$WORK/simcse.ref/simcse.log" "$WORK/simcse.dev/simcse.log" <<'EOF'
+import csv, sys
+rows = [list(csv.DictReader(open(p), delimiter="\t")) for p in sys.argv[1:3]]
+# simcse.log keeps 6 decimals: 2e-6 absolute on top of 1e-4 relative
+worst = max(abs(float(a["loss"]) - float(b["loss"])) / (abs(float(a["loss"])) + 0.02) for a, b in zip(*rows))
+for a, b in zip(*rows): print(f"simcse step {a['step']}: loss cpu {float(a['loss']):.7g} cuda {float(b['loss']):.7g}")
+ok = len(rows[0]) == len(rows[1]) == 3 and worst <= 1e-4
+print(f"simcse cuda vs cpu: worst loss difference / (|loss| + 0.02) {worst:.2e} (<= 1e-4) {'PASS' if ok else 'FAIL'}")
+sys.exit(0 if ok else 1)
+EOF
 }
-want trainer && step "pcgrad-train cuda vs cpu" 240 trainer_parity.txt trainer_parity
+want trainer && step "pcgrad-train, simcse: cuda vs cpu" 240 trainer_parity.txt trainer_parity
 
 # ---- speed against PyTorch on the same GPU ------------------------------------------------------
 speed() {
@@ -235,6 +253,12 @@ embed_speed() {  # every sentence of SST, QQP and STS (about 50,000), mean pooli
   python3 tests/gpu/torch_bench.py embed --model "$MODEL" --sentences "$WORK/all.txt" --batch 256
 }
 want embed && step "embed vs sentence-transformers" 180 embed_speed.txt embed_speed
+
+finetune() {
+  N=all EPOCHS=${FT_EPOCHS:-3} DEVICE=$GPUDEV PRECISION=${FT_PRECISION:-bf16} MODES="pcgrad sum" M=$MODEL BIN=$B \
+    E=$WORK/evidence bash bench/evidence-finetune.sh
+}
+want finetune && step "fine-tuning evidence" 280 finetune.txt finetune
 
 # ---- ratios ----------------------------------------------------------------------------------------
 if [ -s "$LOGS/speed.txt" ] || [ -s "$LOGS/embed_speed.txt" ]; then

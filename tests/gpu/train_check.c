@@ -123,8 +123,14 @@ static int32_t *make_batch(int B, int L, int varied, int32_t *offsets, uint64_t 
     return ids;
 }
 
+// The device under test: cuda, or MTBERT_CHECK_DEVICE (cpu-staged tests the harness here).
+static const mt_backend *device_under_test(void) {
+    const char *d = getenv("MTBERT_CHECK_DEVICE");
+    return mt_backend_select(d && *d ? d : "cuda");
+}
+
 static int parity(const char *dir, int steps) {
-    const mt_backend *cpu = mt_backend_cpu(), *gpu = mt_backend_select("cuda");
+    const mt_backend *cpu = mt_backend_cpu(), *gpu = device_under_test();
     mt_backend_set_precision(gpu, "fp32");
     int B = 8, L = 128;
     trainee a = trainee_new(dir, cpu, B * L, B, L), g = trainee_new(dir, gpu, B * L, B, L);
@@ -162,7 +168,7 @@ static int cmp_double(const void *x, const void *y) {
 }
 
 static int speed(const char *dir, int B, int L, int steps, const char *precision, const char *modes) {
-    const mt_backend *gpu = mt_backend_select("cuda");
+    const mt_backend *gpu = device_under_test();
     mt_backend_set_precision(gpu, precision);
     trainee t = trainee_new(dir, gpu, B * L, B, L);
     const mt_bert_config *c = &t.m->cfg;
