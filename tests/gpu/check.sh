@@ -112,7 +112,8 @@ BASE=/tmp/bert-base-random  # BERT-base shapes (random weights), written by torc
 # ---- build --------------------------------------------------------------------------------
 if want build; then
   step "build (nvcc sm_90)" 420 build.txt make --no-print-directory -j"$JOBS" NO_BLAS=1 NVCC="$NVCC" \
-    BUILD=$BUILD BIN=$B $B/tokenize $B/embed $B/dump $B/pcgrad-train gpu-check-build || exit 1
+    BUILD=$BUILD BIN=$B $B/tokenize $B/embed $B/dump $B/pcgrad-train $B/split-tsv $B/heads $B/evaluate \
+    $B/simcse gpu-check-build || exit 1
 fi
 
 # ---- device selection and ops -------------------------------------------------------------
@@ -259,6 +260,14 @@ finetune() {
     E=$WORK/evidence bash bench/evidence-finetune.sh
 }
 want finetune && step "fine-tuning evidence" 280 finetune.txt finetune
+
+# Not in the default parts: SimCSE pre-training before PCGrad, and a second seed (2 epochs each)
+ablation() {
+  local common=(N=all EPOCHS=2 DEVICE=$GPUDEV PRECISION=bf16 FROZEN=0 M=$MODEL BIN=$B)
+  env "${common[@]}" SEED=0 MODES=simcse-pcgrad E="$WORK/simcse" bash bench/evidence-finetune.sh &&
+  env "${common[@]}" SEED=1 MODES="pcgrad sum" E="$WORK/seed1" bash bench/evidence-finetune.sh
+}
+want ablation && step "ablation: simcse, seed 1" 280 ablation.txt ablation
 
 # ---- ratios ----------------------------------------------------------------------------------------
 if [ -s "$LOGS/speed.txt" ] || [ -s "$LOGS/embed_speed.txt" ]; then

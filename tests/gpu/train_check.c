@@ -5,7 +5,8 @@
 //       packed variable-length batches, dropout 0.1 (the masks are the same Philox numbers on
 //       both), loss 1e-3 * sum(h^2) over the last hidden state, AdamW (lr 1e-4) through the
 //       optimizer ops. Prints the loss of each step on both, the gradient's relative difference
-//       after step 1 and the parameters' after the last step; exit status 1 past tolerance.
+//       after step 1 and the parameters' after the last step; exit status 1 past tolerance
+//       (loss 1e-5, gradients and parameters 1e-4 relative).
 //   train_check speed MODEL_DIR B L STEPS PRECISION
 //       median milliseconds of an inference forward (mean-pooled output copied back) and of a
 //       training step (forward + backward + AdamW) on B sequences of L tokens, PRECISION
@@ -155,8 +156,10 @@ static int parity(const char *dir, int steps) {
     }
     float *pa = to_host(cpu, a.m->params, P), *pg = to_host(gpu, g.m->params, P);
     double mx, r = rel_diff(pg, pa, P, &mx);
-    printf("parameters after %d steps: ||cuda - cpu|| / ||cpu|| = %.2e, max |diff| %.2e (tolerance 1e-5)\n", steps, r, mx);
-    bad |= !(r <= 1e-5);
+    // 1e-4: Adam's first steps move every weight by about lr * sign(g), so the few gradient
+    // elements at rounding level whose sign differs move 2 lr apart
+    printf("parameters after %d steps: ||cuda - cpu|| / ||cpu|| = %.2e, max |diff| %.2e (tolerance 1e-4)\n", steps, r, mx);
+    bad |= !(r <= 1e-4);
     printf("training parity: %s\n", bad ? "FAIL" : "PASS");
     free(pa), free(pg);
     return bad;
