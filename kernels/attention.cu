@@ -16,7 +16,6 @@
 // Scratch: grow-only device buffers, so a run allocates only while its batches grow.
 #include <float.h>
 #include <stdlib.h>
-#include <string.h>
 
 #include "ops.cuh"
 #include "philox.cuh"
@@ -276,24 +275,11 @@ static void attention_backward_gemm(float *dqkv, const float *dout, const float 
     LAUNCH_CHECK();
 }
 
-// ---- which implementation -------------------------------------------------------------------------
-// gemm (default): the batched products above. direct: one warp per (token, head) forward and one
-// block per (sequence, head) backward on the CUDA cores (ops.cu, backward.cu): no padding, no
-// scratch, slower; MTBERT_ATTENTION=direct selects it (the GPU check runs both against the CPU).
-static bool use_direct(void) {
-    static int direct = -1;
-    if (direct < 0) {
-        const char *e = getenv("MTBERT_ATTENTION");
-        if (e && *e && strcmp(e, "gemm") && strcmp(e, "direct")) mt_die("MTBERT_ATTENTION=%s: expected gemm or direct", e);
-        direct = e && !strcmp(e, "direct");
-    }
-    return direct;
-}
+// ---- the table's entries --------------------------------------------------------------------------
 
 void attention_forward_dropout(float *out, float *att, const float *qkv, const int32_t *offsets,
                                const int64_t *att_offsets, int B, int C, int NH, const mt_dropout_key *drop) {
-    if (use_direct()) attention_forward_dropout_direct(out, att, qkv, offsets, att_offsets, B, C, NH, drop);
-    else attention_forward_gemm(out, att, qkv, offsets, att_offsets, B, C, NH, drop);
+    attention_forward_gemm(out, att, qkv, offsets, att_offsets, B, C, NH, drop);
 }
 
 void attention_forward(float *out, float *att, const float *qkv, const int32_t *offsets, const int64_t *att_offsets,
@@ -303,8 +289,7 @@ void attention_forward(float *out, float *att, const float *qkv, const int32_t *
 
 void attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att, const int32_t *offsets,
                         const int64_t *att_offsets, int B, int C, int NH, const mt_dropout_key *drop) {
-    if (use_direct()) attention_backward_direct(dqkv, dout, qkv, att, offsets, att_offsets, B, C, NH, drop);
-    else attention_backward_gemm(dqkv, dout, qkv, att, offsets, att_offsets, B, C, NH, drop);
+    attention_backward_gemm(dqkv, dout, qkv, att, offsets, att_offsets, B, C, NH, drop);
 }
 
 }  // namespace mt_cuda

@@ -16,8 +16,7 @@ void gemm_batched(int trans_a, int trans_b, int M, int N, int K, float alpha, co
                   const float *B, int ldb, int64_t sB, float beta, float *C, int ldc, int64_t sC, int batch);
 extern int use_tf32;
 
-// attention.cu: attention as batched products (or, MTBERT_ATTENTION=direct, the kernels of
-// ops.cu / backward.cu below)
+// attention.cu: attention as batched products on the tensor cores
 void attention_forward(float *out, float *att, const float *qkv, const int32_t *offsets,
                        const int64_t *att_offsets, int B, int C, int NH);
 void attention_forward_dropout(float *out, float *att, const float *qkv, const int32_t *offsets,
@@ -32,8 +31,6 @@ void embeddings_forward(float *out, const int32_t *ids, const int32_t *types, co
                         const float *wte, const float *wpe, const float *wtt, int N, int C);
 void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *weight,
                        const float *bias, int N, int C, float eps);
-void attention_forward_dropout_direct(float *out, float *att, const float *qkv, const int32_t *offsets,
-                                      const int64_t *att_offsets, int B, int C, int NH, const mt_dropout_key *drop);
 void gelu_forward(float *out, const float *inp, int64_t n);
 void tanh_forward(float *out, const float *inp, int64_t n);
 void pool_forward(float *out, const float *inp, const int32_t *offsets, int B, int C, int mode);
@@ -51,9 +48,6 @@ void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dou
                      const float *weight, int N, int IC, int OC);
 void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
                         const float *weight, const float *mean, const float *rstd, int N, int C);
-void attention_backward_direct(float *dqkv, const float *dout, const float *qkv, const float *att,
-                               const int32_t *offsets, const int64_t *att_offsets, int B, int C, int NH,
-                               const mt_dropout_key *drop);
 void gelu_backward(float *dinp, const float *inp, const float *out, const float *dout, int64_t n);
 void embeddings_backward(float *dwte, float *dwpe, float *dwtt, const float *dout, const int32_t *ids,
                          const int32_t *types, const int32_t *pos, int N, int C);

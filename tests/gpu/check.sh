@@ -119,9 +119,6 @@ fi
 # ---- device selection and ops -------------------------------------------------------------
 want device && step "device selection" 60 test_device.txt env MT_EXPECT_GPU=1 $BUILD/gpu/test_device
 want ops && step "op parity + op bench" 240 op_parity.txt $BUILD/gpu/op_parity
-# the other attention implementation (kernels/attention.cu: MTBERT_ATTENTION=direct)
-want ops && step "op parity, direct attention" 240 op_parity_direct.txt \
-  env MTBERT_ATTENTION=direct $BUILD/gpu/op_parity --no-bench
 if want ops && [ "$SANITIZE" = 1 ]; then
   if command -v compute-sanitizer >/dev/null; then
     step "op parity, memcheck" 300 memcheck.txt \
@@ -179,8 +176,6 @@ want forward && step "full forward parity" 240 forward_parity.txt forward_parity
 
 # ---- training ---------------------------------------------------------------------------------
 want train && step "training steps CUDA vs CPU" 180 train_parity.txt $BUILD/gpu/train_check parity "$MODEL" 3
-want train && step "training, direct attention" 180 train_parity_direct.txt \
-  env MTBERT_ATTENTION=direct $BUILD/gpu/train_check parity "$MODEL" 3
 
 trainer_parity() {  # a few pcgrad-train steps on each device: the logged losses must agree
   local M=$MODEL args
