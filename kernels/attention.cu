@@ -207,10 +207,6 @@ __global__ void softmax_rows_backward_kernel(float *dPd, float *Pd, const float 
     }
 }
 
-static int grid_for(int64_t n, int per_block) {
-    int64_t blocks = (n + per_block - 1) / per_block, cap = (int64_t)num_sms * 32;
-    return (int)(blocks < cap ? blocks : cap);
-}
 
 // ---- the ops ------------------------------------------------------------------------------------
 

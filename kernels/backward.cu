@@ -35,10 +35,6 @@ void *scratch(size_t bytes) {
     return scratch_buf;
 }
 
-static int grid_for(int64_t items, int block) {  // grid-stride loops: at most a few waves
-    int64_t blocks = (items + block - 1) / block, cap = (int64_t)num_sms * 32;
-    return (int)(blocks < cap ? blocks : cap);
-}
 
 // ---- dropout -----------------------------------------------------------------------------------
 

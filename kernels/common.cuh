@@ -45,4 +45,11 @@ __device__ __forceinline__ float warp_max(float v) {
 namespace mt_cuda {
 extern cudaStream_t stream;  // every launch and cuBLAS call goes here, in order
 extern int num_sms;          // multiprocessors of the device, for persistent grids
+
+// Blocks for a grid-stride loop over `items`, `per_block` per block: at most 32 blocks per
+// SM (a few waves), however large the input.
+static inline int grid_for(int64_t items, int per_block) {
+    int64_t blocks = (items + per_block - 1) / per_block, cap = (int64_t)num_sms * 32;
+    return (int)(blocks < cap ? blocks : cap);
+}
 }

@@ -48,10 +48,6 @@ __global__ void bf16_to_f32_kernel(float *out, const __nv_bfloat16 *inp, int64_t
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
         out[i] = __bfloat162float(inp[i]);
 }
-static int convert_grid(int64_t n) {
-    int64_t blocks = (n + 255) / 256, cap = (int64_t)num_sms * 32;
-    return (int)(blocks < cap ? blocks : cap);
-}
 
 typedef struct { __nv_bfloat16 *p; int64_t cap; } bf16_scratch;
 static bf16_scratch bf16_bufs[2];  // one per operand of a product
@@ -68,7 +64,7 @@ static const __nv_bfloat16 *as_bf16(int slot, const float *X, int rows, int cols
         s->cap = n + n / 4;
         CUDA_CHECK(cudaMalloc(&s->p, (size_t)s->cap * sizeof(__nv_bfloat16)));
     }
-    f32_to_bf16_kernel<<<convert_grid(n), 256, 0, stream>>>(s->p, X, n);
+    f32_to_bf16_kernel<<<grid_for(n, 256), 256, 0, stream>>>(s->p, X, n);
     LAUNCH_CHECK();
     return s->p;
 }
@@ -212,13 +208,13 @@ extern "C" int mt_cuda_tf32(void) { return use_tf32; }
 
 extern "C" void mt_cuda_f32_to_bf16(mt_bf16 *out, const float *inp, int64_t n) {
     if (n <= 0) return;
-    f32_to_bf16_kernel<<<convert_grid(n), 256, 0, stream>>>(reinterpret_cast<__nv_bfloat16 *>(out), inp, n);
+    f32_to_bf16_kernel<<<grid_for(n, 256), 256, 0, stream>>>(reinterpret_cast<__nv_bfloat16 *>(out), inp, n);
     LAUNCH_CHECK();
 }
 
 extern "C" void mt_cuda_bf16_to_f32(float *out, const mt_bf16 *inp, int64_t n) {
     if (n <= 0) return;
-    bf16_to_f32_kernel<<<convert_grid(n), 256, 0, stream>>>(out, reinterpret_cast<const __nv_bfloat16 *>(inp), n);
+    bf16_to_f32_kernel<<<grid_for(n, 256), 256, 0, stream>>>(out, reinterpret_cast<const __nv_bfloat16 *>(inp), n);
     LAUNCH_CHECK();
 }
 

@@ -72,21 +72,16 @@ __global__ void tanh_forward_kernel(float *out, const float *inp, int64_t n) {
         out[i] = tanhf(inp[i]);
 }
 
-// Grid-stride loops: at most a few waves of blocks however large n is.
-static int elementwise_grid(int64_t n) {
-    int64_t blocks = (n + 255) / 256, cap = (int64_t)num_sms * 32;
-    return (int)(blocks < cap ? blocks : cap);
-}
 
 void gelu_forward(float *out, const float *inp, int64_t n) {
     if (n <= 0) return;
-    gelu_forward_kernel<<<elementwise_grid(n), 256, 0, stream>>>(out, inp, n);
+    gelu_forward_kernel<<<grid_for(n, 256), 256, 0, stream>>>(out, inp, n);
     LAUNCH_CHECK();
 }
 
 void tanh_forward(float *out, const float *inp, int64_t n) {
     if (n <= 0) return;
-    tanh_forward_kernel<<<elementwise_grid(n), 256, 0, stream>>>(out, inp, n);
+    tanh_forward_kernel<<<grid_for(n, 256), 256, 0, stream>>>(out, inp, n);
     LAUNCH_CHECK();
 }
 

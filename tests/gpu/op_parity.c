@@ -21,15 +21,14 @@
 //              with dropout and attention_backward (sums in another order; atol 1e-5 max|ref|,
 //              rtol 1e-5), layernorm_backward (dinp 1e-5 rel; dweight, dbias 1e-5 norm)
 //   1e-6 rel   gelu_backward (both sides in double, one rounding each; atol 1e-6)
-// Optimizer ops, against small plain-C references in this file (lib/adamw.c's update_tensor,
-// lib/pcgrad.c's gram_matrix and weighted_sum), not the CPU table, whose entries may be NULL:
+// Optimizer ops, against the CPU table's (lib/cpu/optim.c):
 //   1e-6 rel   adamw_update (expected exact: the kernel rounds each operation as the C does),
 //              combine (expected exact), scale (exact)
 //   1e-9 rel   gram (double partial sums over MT_GRAM_BLOCK blocks; only the order within a
 //              block differs)
 //
 // --cpu-standin: the CPU backend stands in for the GPU (every row exact or within tolerance,
-// bf16 rows and the bench skipped, optimizer rows skipped while the CPU table lacks them);
+// bf16 rows and the bench skipped);
 // proves the harness runs, nothing about the kernels. Runs without a GPU.
 #include <math.h>
 #include <stdio.h>
@@ -596,20 +595,7 @@ static void check_embeddings_backward(const packing *p, int C, int V, int with_a
     free(ids); free(types); free(pos); free(dout); free(wte); free(wpe); free(wtt); free(g1); free(g2); free(g3);
 }
 
-// ---- optimizer ops, against plain-C references ----------------------------------------------------
-
-// lib/adamw.c's update_tensor, serial.
-static void ref_adamw(float *p, const float *g, float *m, float *v, size_t n, mt_adamw_scalars s) {
-    for (size_t i = 0; i < n; i++) {
-        float pi = s.decay ? p[i] * s.decay_mul : p[i];
-        float mi = m[i] + s.beta1_w * (g[i] - m[i]);
-        float vi = v[i] * s.beta2 + s.beta2_w * g[i] * g[i];
-        float denom = sqrtf(vi) / s.bc2_sqrt + s.eps;
-        m[i] = mi;
-        v[i] = vi;
-        p[i] = pi + s.neg_step_size * mi / denom;
-    }
-}
+// ---- optimizer ops, against the CPU table (lib/cpu/optim.c, itself tested in test_optim) ---------
 
 // The scalars of step `step` with lr, as lib/adamw.c's scalars_for (torch defaults).
 static mt_adamw_scalars adamw_scalars(int step, double lr, int decay) {
@@ -629,7 +615,7 @@ static void check_adamw(size_t n, int decay) {
     float *dp = up(p, n * 4), *dg = up(g, n * 4), *dm = up(m, n * 4), *dv = up(v, n * 4);
     for (int step = 1; step <= 3; step++) {  // a few steps: moments carried on the device
         mt_adamw_scalars s = adamw_scalars(step, 2e-5, decay);
-        ref_adamw(p, g, m, v, n, s);
+        cpu->adamw_update(p, g, m, v, n, &s);
         gpu->adamw_update(dp, dg, dm, dv, n, &s);
     }
     float *gp = down(dp, n), *gm = down(dm, n), *gv = down(dv, n);
@@ -642,39 +628,6 @@ static void check_adamw(size_t n, int decay) {
     gpu->free(dp); gpu->free(dg); gpu->free(dm); gpu->free(dv);
     free(p); free(g); free(m); free(v); free(gp); free(gm); free(gv);
 }
-
-// lib/pcgrad.c's gram_matrix, serial: block partials in double, added in block order.
-static void ref_gram(double *gram, const float *const *g, int k, size_t n) {
-    memset(gram, 0, sizeof(double) * (size_t)k * k);
-    for (size_t lo = 0; lo < n; lo += MT_GRAM_BLOCK) {
-        size_t hi = lo + MT_GRAM_BLOCK < n ? lo + MT_GRAM_BLOCK : n;
-        for (int i = 0; i < k; i++)
-            for (int j = i; j < k; j++) {
-                double s = 0.0;
-                for (size_t x = lo; x < hi; x++) s += (double)g[i][x] * g[j][x];
-                gram[i * k + j] += s;
-            }
-    }
-    for (int i = 0; i < k; i++)
-        for (int j = 0; j < i; j++) gram[i * k + j] = gram[j * k + i];
-}
-
-// --cpu-standin: optimizer entries the CPU table lacks are filled with the references above,
-// so those rows run (trivially) too.
-static void standin_adamw(float *p, const float *g, float *m, float *v, size_t n, const mt_adamw_scalars *s) {
-    ref_adamw(p, g, m, v, n, *s);
-}
-static void standin_combine(float *out, const float *const *g, const double *w, int k, size_t n) {
-    for (size_t x = 0; x < n; x++) {
-        double s = 0.0;
-        for (int j = 0; j < k; j++) s += w[j] * g[j][x];
-        out[x] = (float)s;
-    }
-}
-static void standin_scale(float *x, float s, size_t n) {
-    for (size_t i = 0; i < n; i++) x[i] *= s;
-}
-static mt_backend standin_table;
 
 static void check_gram_combine(int k, size_t n) {
     char what[96];
@@ -689,7 +642,7 @@ static void check_gram_combine(int k, size_t n) {
         w[j] = 1.0 - 0.37 * j;
     }
     double *ref = mt_malloc(sizeof(double) * k * k), *got = mt_malloc(sizeof(double) * k * k);
-    ref_gram(ref, (const float *const *)h, k, n);
+    cpu->gram(ref, (const float *const *)h, k, n);
     for (int i = 0; i < k * k; i++) got[i] = NAN;
     gpu->gram(got, (const float *const *)d, k, n);
     // relative 1e-9 of the largest entry (off-diagonal dots may be near 0), as doubles
@@ -708,17 +661,14 @@ static void check_gram_combine(int k, size_t n) {
            worst, worst <= 1.0 ? "PASS" : "FAIL");
     // combine: out = sum_j w_j g_j, double as lib/pcgrad.c's weighted_sum
     float *out = mt_malloc(n * 4), *dout = gpu->alloc(n * 4);
-    for (size_t x = 0; x < n; x++) {
-        double s = 0.0;
-        for (int j = 0; j < k; j++) s += w[j] * h[j][x];
-        out[x] = (float)s;
-    }
+    cpu->combine(out, (const float *const *)h, w, k, n);
     gpu->combine(dout, (const float *const *)d, w, k, n);
     float *gout = down(dout, n);
     snprintf(what, sizeof what, "k=%d n=%zu", k, n);
     report("combine", what, "fp32", gout, out, n, 0, 1e-6);
     // scale: x *= s
-    for (size_t x = 0; x < n; x++) out[x] = h[0][x] * 0.3f;
+    memcpy(out, h[0], n * 4);
+    cpu->scale(out, 0.3f, n);
     gpu->scale(d[0], 0.3f, n);
     free(gout);
     gout = down(d[0], n);
@@ -839,12 +789,7 @@ int main(int argc, char **argv) {
     char desc[256];
     cpu = mt_backend_cpu();
     if (standin) {
-        standin_table = *cpu;
-        if (!standin_table.adamw_update) standin_table.adamw_update = standin_adamw;
-        if (!standin_table.gram) standin_table.gram = ref_gram;
-        if (!standin_table.combine) standin_table.combine = standin_combine;
-        if (!standin_table.scale) standin_table.scale = standin_scale;
-        gpu = &standin_table;
+        gpu = cpu;
         snprintf(desc, sizeof desc, "the CPU standing in for the GPU (--cpu-standin): proves the harness only");
         do_bench = 0;
     } else {

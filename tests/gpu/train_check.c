@@ -3,8 +3,8 @@
 //   train_check parity MODEL_DIR [STEPS]
 //       STEPS (default 3) training steps on the CPU backend and on the CUDA backend (fp32), same
 //       packed variable-length batches, dropout 0.1 (the masks are the same Philox numbers on
-//       both), loss 1e-3 * sum(h^2) over the last hidden state, AdamW (lr 1e-4) through the
-//       optimizer ops. Prints the loss of each step on both, the gradient's relative difference
+//       both), loss 1e-3 * sum(h^2) over the last hidden state, AdamW (lr 1e-4, lib/adamw.c
+//       through the backend's adamw_update). Prints the loss of each step on both, the gradient's relative difference
 //       after step 1 and the parameters' after the last step; exit status 1 past tolerance
 //       (loss 1e-5, gradients and parameters 1e-4 relative).
 //   train_check speed MODEL_DIR B L STEPS PRECISION
@@ -20,6 +20,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "adamw.h"
 #include "backend_cuda.h"
 #include "bert.h"
 #include "common.h"
@@ -44,32 +45,28 @@ static mt_bert *load(const char *dir, const mt_backend *be) {
 typedef struct {
     mt_bert *m;
     const mt_backend *be;
-    float *grads, *mom1, *mom2, *dh;
-    int n_tensors;
-    struct mt_bert_tensor_info *info;
-    long step;
+    float *grads, *dh;
+    mt_adamw opt;  // lib/adamw.c: torch's AdamW, the pooler (untrained) without decay
 } trainee;
 
 static trainee trainee_new(const char *dir, const mt_backend *be, int max_tokens, int max_batch, int max_len) {
-    trainee t = {load(dir, be), be, NULL, NULL, NULL, NULL, 0, NULL, 0};
-    size_t bytes = t.m->num_params * sizeof(float);
-    t.grads = be->alloc(bytes), t.mom1 = be->alloc(bytes), t.mom2 = be->alloc(bytes);
+    trainee t = {load(dir, be), be, NULL, NULL, {0}};
+    t.grads = be->alloc(t.m->num_params * sizeof(float));
     t.dh = be->alloc((size_t)max_tokens * t.m->cfg.hidden_size * sizeof(float));
-    t.n_tensors = mt_bert_tensor_info(t.m, NULL, 0);
-    t.info = mt_malloc((size_t)t.n_tensors * sizeof *t.info);
-    mt_bert_tensor_info(t.m, t.info, t.n_tensors);
+    int n = mt_bert_tensor_info(t.m, NULL, 0);
+    struct mt_bert_tensor_info *info = mt_malloc((size_t)n * sizeof *info);
+    mt_adamw_tensor *at = mt_malloc((size_t)n * sizeof *at);
+    mt_bert_tensor_info(t.m, info, n);
+    for (int i = 0; i < n; i++)
+        at[i] = (mt_adamw_tensor){info[i].offset, info[i].size, 1.0, info[i].decay && info[i].layer < t.m->cfg.num_hidden_layers};
+    mt_adamw_hparams hp = mt_adamw_defaults();
+    mt_adamw_init(&t.opt, be, &hp, at, n, t.m->num_params);
+    free(info), free(at);
     mt_bert_reserve(t.m, max_tokens, max_batch, max_len, 1);
     return t;
 }
 
-// AdamW scalars as lib/adamw.c computes them (betas 0.9 / 0.999, eps 1e-8, decay 0.01).
-static mt_adamw_scalars adamw_scalars(long step, double lr, int decay) {
-    double bc1 = 1.0 - pow(0.9, (double)step), bc2 = 1.0 - pow(0.999, (double)step), wd = decay ? 0.01 : 0.0;
-    return (mt_adamw_scalars){(float)(1.0 - lr * wd), 0.1f, 0.999f, (float)(1.0 - 0.999), (float)sqrt(bc2), 1e-8f,
-                              (float)(-(lr / bc1)), wd != 0.0};
-}
-
-// One step: loss = 1e-3 sum(h^2) (returned), gradients, AdamW (the pooler, untrained, skipped).
+// One step: loss = 1e-3 sum(h^2) (returned), gradients, AdamW at lr 1e-4.
 static double train_step(trainee *t, const int32_t *ids, const int32_t *offsets, int B, uint32_t step, int update) {
     const mt_backend *be = t->be;
     mt_bert *m = t->m;
@@ -83,16 +80,7 @@ static double train_step(trainee *t, const int32_t *ids, const int32_t *offsets,
     be->combine(t->dh, hs, &w, 1, n);  // d loss / dh
     be->zero(t->grads, m->num_params * sizeof(float));
     mt_bert_backward(m, t->dh, t->grads);
-    if (update) {
-        t->step++;
-        for (int i = 0; i < t->n_tensors; i++) {
-            const struct mt_bert_tensor_info *ti = &t->info[i];
-            if (ti->layer >= m->cfg.num_hidden_layers) continue;  // the pooler
-            mt_adamw_scalars s = adamw_scalars(t->step, 1e-4, ti->decay);
-            be->adamw_update(m->params + ti->offset, t->grads + ti->offset, t->mom1 + ti->offset,
-                             t->mom2 + ti->offset, ti->size, &s);
-        }
-    }
+    if (update) mt_adamw_step(&t->opt, m->params, t->grads, 1e-4);
     return 1e-3 * sumsq;
 }
 
