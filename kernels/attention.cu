@@ -207,7 +207,6 @@ __global__ void softmax_rows_backward_kernel(float *dPd, float *Pd, const float 
     }
 }
 
-
 // ---- the ops ------------------------------------------------------------------------------------
 
 static void attention_forward_gemm(float *out, float *att, const float *qkv, const int32_t *offsets,

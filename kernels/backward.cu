@@ -35,7 +35,6 @@ void *scratch(size_t bytes) {
     return scratch_buf;
 }
 
-
 // ---- dropout -----------------------------------------------------------------------------------
 
 // One thread per group of 4 elements 4t .. 4t+3: one Philox block gives their 4 mask words.

@@ -72,7 +72,6 @@ __global__ void tanh_forward_kernel(float *out, const float *inp, int64_t n) {
         out[i] = tanhf(inp[i]);
 }
 
-
 void gelu_forward(float *out, const float *inp, int64_t n) {
     if (n <= 0) return;
     gelu_forward_kernel<<<grid_for(n, 256), 256, 0, stream>>>(out, inp, n);

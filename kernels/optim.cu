@@ -7,7 +7,6 @@
 
 namespace mt_cuda {
 
-
 // ---- AdamW -------------------------------------------------------------------------------------
 
 // lib/adamw.c's update_tensor exactly: every operation rounded on its own, in the C order
