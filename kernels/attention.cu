@@ -12,7 +12,9 @@
 // The matrix products run in the precision of gemm.cu (fp32 | tf32 | bf16); softmax, masks and
 // the sums stay fp32. Every sum has a fixed order: results are the same run to run.
 // The host needs the longest sequence (Lmax) to size the products: it copies offsets[B+1]
-// back once per batch (cached until the next host-to-device copy, which is how offsets change).
+// back once per batch, cached until the next host-to-device copy or free. Invariant this
+// relies on: batch offsets reach the device only by copy_to_device (lib/bert.c), never by a
+// kernel or memset; a writer that breaks it must call attention_forget_geometry.
 // Scratch: grow-only device buffers, so a run allocates only while its batches grow.
 #include <float.h>
 #include <stdlib.h>

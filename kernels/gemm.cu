@@ -89,7 +89,10 @@ void gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int 
 void gemm_batched(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, int64_t sA,
                   const float *B, int ldb, int64_t sB, float beta, float *C, int ldc, int64_t sC, int batch) {
     if (M <= 0 || N <= 0 || batch <= 0) return;
-    if (K <= 0 || alpha == 0.0f) return scale_matrix(C, batch * M, N, ldc, beta), (void)0;
+    if (K <= 0 || alpha == 0.0f) {
+        for (int b = 0; b < batch; b++) scale_matrix(C + (int64_t)b * sC, M, N, ldc, beta);
+        return;
+    }
     if (precision == MT_PRECISION_BF16) {
         const __nv_bfloat16 *a = as_bf16(0, A, ta ? K : M, ta ? M : K, lda, sA, batch);
         const __nv_bfloat16 *b = as_bf16(1, B, tb ? N : K, tb ? K : N, ldb, sB, batch);
@@ -151,6 +154,14 @@ static lt_plan *plan_for(int N, int IC, int OC, bool bias, bool residual) {
     CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
     CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                                       &lt_workspace_bytes, sizeof lt_workspace_bytes));
+    // Views into the parameter arena are only 16-byte aligned (matmul_forward checks that much);
+    // the heuristic's default assumes 256, so say what is promised.
+    const uint32_t align = 16;
+    const cublasLtMatmulPreferenceAttributes_t aligns[] = {
+        CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+        CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES};
+    for (size_t i = 0; i < sizeof aligns / sizeof aligns[0]; i++)
+        CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, aligns[i], &align, sizeof align));
     cublasLtMatmulHeuristicResult_t heur;
     int found = 0;
     cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(cublaslt, p->desc, p->a, p->b, p->c, p->c, pref, 1, &heur, &found);

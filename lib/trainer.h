@@ -49,7 +49,7 @@ typedef struct {
     long fail_at_step;                      // testing: a NaN loss at this step
     int threads;
     const char *device;                     // auto | cpu | cuda (mt_backend_select)
-    const char *precision;                  // CUDA matrix products: fp32 | tf32 | bf16 (NULL: fp32)
+    const char *precision;                  // CUDA matrix products: fp32 | tf32 | bf16 (NULL: MTBERT_PRECISION, else fp32)
 } mt_train_options;
 
 void mt_train_defaults(mt_train_options *o);

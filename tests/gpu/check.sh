@@ -32,6 +32,7 @@ B=${BIN:-$BUILD/bin}
 #   GPUDEV=cpu-staged PRECISIONS=fp32 BUILD=build BIN=bin PARTS="forward train trainer" tests/gpu/check.sh
 GPUDEV=${GPUDEV:-cuda}
 export MTBERT_CHECK_DEVICE=$GPUDEV
+unset MTBERT_PRECISION MTBERT_TF32  # the parity parts are fp32; speed and finetune name their precision
 PRECISIONS=${PRECISIONS:-fp32 bf16}
 SPEED_MODES=${SPEED_MODES:-forward,train}  # what train_check speed times
 LOGS=${OUT:-$BUILD/logs}
@@ -142,10 +143,11 @@ def load(p):
     return {(r["id"], k): np.asarray(v, dtype=np.float64).reshape(-1, np.asarray(v).shape[-1]) for r in recs for k, v in r["tensors"].items()}
 ref, got = load(ref_path), load(got_path)
 assert ref.keys() == got.keys() and ref, "the streams hold different records"
-maxdiff = max(np.abs(ref[k] - got[k]).max() for k in ref)
-cos = min(float((a * b).sum(-1).min() / 1) for a, b in (
-    (ref[k] / np.linalg.norm(ref[k], axis=-1, keepdims=True), got[k] / np.linalg.norm(got[k], axis=-1, keepdims=True)) for k in ref))
-ok = maxdiff <= 1e-3 if mode == "fp32" else cos >= 0.999
+finite = all(np.isfinite(ref[k]).all() and np.isfinite(got[k]).all() for k in ref)  # max/min would skip NaN
+maxdiff = float(np.max([np.abs(ref[k] - got[k]).max() for k in ref]))
+cos = float(np.min([((a / np.linalg.norm(a, axis=-1, keepdims=True)) * (b / np.linalg.norm(b, axis=-1, keepdims=True))).sum(-1).min()
+                    for a, b in ((ref[k], got[k]) for k in ref)]))
+ok = finite and (maxdiff <= 1e-3 if mode == "fp32" else cos >= 0.999)  # a NaN comparison is False too
 print(f"{got_path}: {len(ref)} tensors, max |diff| {maxdiff:.3e}, min cosine {cos:.6f} ({mode}: "
       f"{'max |diff| <= 1e-3' if mode == 'fp32' else 'cosine >= 0.999'}) {'PASS' if ok else 'FAIL'}")
 sys.exit(0 if ok else 1)
@@ -188,7 +190,7 @@ trainer_parity() {  # a few pcgrad-train steps on each device: the logged losses
     head -201 data/$t-train.tsv | $B/tokenize -q --model "$M" "${args[@]}" -o "$WORK/$t.tr.tok" || return 1
   done
   for d in ref:cpu dev:$GPUDEV; do
-    $B/pcgrad-train -q --model "$M" --device "${d#*:}" --pcgrad --task sst="$WORK/sst.tr.tok" --task qqp="$WORK/qqp.tr.tok" \
+    $B/pcgrad-train -q --model "$M" --device "${d#*:}" --precision fp32 --pcgrad --task sst="$WORK/sst.tr.tok" --task qqp="$WORK/qqp.tr.tok" \
       --task sts="$WORK/sts.tr.tok" --max-steps 4 --lr 5e-5 --seed 3 -o "$WORK/run.${d%%:*}" || return 1
   done
   python3 - "$WORK/run.ref/train.log" "$WORK/run.dev/train.log" <<'EOF'
@@ -197,7 +199,9 @@ rows = [list(csv.DictReader(open(p), delimiter="\t")) for p in sys.argv[1:3]]
 worst = 0.0
 for a, b in zip(*rows):
     for k in a:
-        if "loss" in k and a[k] not in ("", "nan"):
+        if "loss" in k and (a[k] in ("", "NA")) != (b[k] in ("", "NA")):
+            worst = float("inf")  # one side logged a loss the other did not
+        elif "loss" in k and a[k] not in ("", "NA"):
             x, y = float(a[k]), float(b[k])
             worst = max(worst, abs(x - y) / max(abs(x), 1e-12))
             print(f"step {a.get('step', '?')} {k}: cpu {x:.7g} cuda {y:.7g}")
@@ -207,7 +211,7 @@ sys.exit(0 if ok else 1)
 EOF
   [ $? -eq 0 ] || return 1
   for d in ref:cpu dev:$GPUDEV; do  # simcse: 3 steps on the QQP pairs
-    $B/simcse -q --model "$M" --device "${d#*:}" --pairs qqp="$WORK/qqp.tr.tok" --batch-size 16 --max-steps 3 \
+    $B/simcse -q --model "$M" --device "${d#*:}" --precision fp32 --pairs qqp="$WORK/qqp.tr.tok" --batch-size 16 --max-steps 3 \
       -o "$WORK/simcse.${d%%:*}" || return 1
   done
   python3 - "$WORK/simcse.ref/simcse.log" "$WORK/simcse.dev/simcse.log" <<'EOF'
@@ -245,7 +249,8 @@ embed_speed() {  # every sentence of SST, QQP and STS (about 50,000), mean pooli
   tail -n +2 "$WORK/all.tsv" > "$WORK/all.txt"
   $B/tokenize -q --model "$MODEL" --text sentence "$WORK/all.tsv" -o "$WORK/all.tok" || return 1
   $B/embed --model "$MODEL" --device cuda --precision bf16 --batch-size 256 --batch-tokens 32768 \
-    "$WORK/all.tok" -o "$WORK/all.emb" 2>&1 | tail -1 || return 1
+    "$WORK/all.tok" -o "$WORK/all.emb" 2>&1 | tail -1
+  [ "${PIPESTATUS[0]}" -eq 0 ] || return 1  # the parts run under bash -c: no pipefail there
   python3 tests/gpu/torch_bench.py embed --model "$MODEL" --sentences "$WORK/all.txt" --batch 256
 }
 want embed && step "embed vs sentence-transformers" 180 embed_speed.txt embed_speed
