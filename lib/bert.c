@@ -14,15 +14,6 @@
 #include "common.h"
 #include "safetensors.h"
 
-static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t errlen, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
 // ---- the parameter table -------------------------------------------------------------
 
 static void add_param(mt_bert *m, const char *name, int d0, int d1) {
@@ -119,13 +110,13 @@ static int load_weights(mt_bert *m, const mt_safetensors *st, const char *prefix
         const mt_st_tensor *t = mt_safetensors_find(st, full);
         int64_t wshape[2] = {p->shape[0], p->shape[1]};
         if (!t) {
-            rc = fail(err, errlen, "%s: missing tensor '%s'", st->path, full);
+            rc = mt_fail(err, errlen, "%s: missing tensor '%s'", st->path, full);
         } else if (t->dtype == MT_ST_I64) {
-            rc = fail(err, errlen, "%s: tensor '%s' has dtype I64, expected a float type", st->path, full);
+            rc = mt_fail(err, errlen, "%s: tensor '%s' has dtype I64, expected a float type", st->path, full);
         } else if (t->ndim != p->ndim || t->shape[0] != wshape[0] || (p->ndim == 2 && t->shape[1] != wshape[1])) {
             shape_str(got, sizeof got, t->ndim, t->shape);
             shape_str(want, sizeof want, p->ndim, wshape);
-            rc = fail(err, errlen, "%s: tensor '%s' has shape %s, config.json implies %s", st->path, full, got, want);
+            rc = mt_fail(err, errlen, "%s: tensor '%s' has shape %s, config.json implies %s", st->path, full, got, want);
         } else {
             mt_st_to_f32(t, host + p->offset);
         }
@@ -140,14 +131,14 @@ static int load_weights(mt_bert *m, const mt_safetensors *st, const char *prefix
 // The whole file as a string (kept so that checkpoints carry the config exactly as loaded).
 static char *read_text(const char *path, char *err, size_t errlen) {
     FILE *f = fopen(path, "rb");
-    if (!f) { fail(err, errlen, "cannot open %s: %s", path, strerror(errno)); return NULL; }
+    if (!f) { mt_fail(err, errlen, "cannot open %s: %s", path, strerror(errno)); return NULL; }
     size_t cap = 4096, len = 0, got;
     char *text = mt_malloc(cap);
     while ((got = fread(text + len, 1, cap - len - 1, f)) > 0)
         if ((len += got) == cap - 1) text = mt_realloc(text, cap *= 2);
     int bad = ferror(f);
     fclose(f);
-    if (bad) { free(text); fail(err, errlen, "cannot read %s", path); return NULL; }
+    if (bad) { free(text); mt_fail(err, errlen, "cannot read %s", path); return NULL; }
     text[len] = 0;
     return text;
 }
@@ -268,22 +259,22 @@ void mt_bert_reserve(mt_bert *m, int max_tokens, int max_batch, int max_len, int
 static int pack_batch(mt_bert *m, const int32_t *ids, const int32_t *types, const int32_t *lengths,
                       const int32_t *offsets, int B, int T, int training) {
     const mt_bert_config *c = &m->cfg;
-    if (B < 1 || (!offsets && T < 1)) return fail(m->err, sizeof m->err, "empty batch (B = %d, T = %d)", B, T);
-    if (offsets && offsets[0] != 0) return fail(m->err, sizeof m->err, "offsets[0] is %d, not 0", offsets[0]);
+    if (B < 1 || (!offsets && T < 1)) return mt_fail(m->err, sizeof m->err, "empty batch (B = %d, T = %d)", B, T);
+    if (offsets && offsets[0] != 0) return mt_fail(m->err, sizeof m->err, "offsets[0] is %d, not 0", offsets[0]);
     int64_t N = 0;
     int max_len = 0;
     for (int b = 0; b < B; b++) {
         int64_t len = offsets ? (int64_t)offsets[b + 1] - offsets[b] : lengths[b];
         if (len < 1 || (!offsets && len > T))
-            return fail(m->err, sizeof m->err, "sequence %d has length %lld, outside 1..%d", b, (long long)len,
+            return mt_fail(m->err, sizeof m->err, "sequence %d has length %lld, outside 1..%d", b, (long long)len,
                         offsets ? c->max_position_embeddings : T);
         if (len > c->max_position_embeddings)
-            return fail(m->err, sizeof m->err, "sequence %d has %lld tokens; the model accepts at most %d "
+            return mt_fail(m->err, sizeof m->err, "sequence %d has %lld tokens; the model accepts at most %d "
                         "(max_position_embeddings)", b, (long long)len, c->max_position_embeddings);
         N += len;
         if (len > max_len) max_len = (int)len;
     }
-    if (N > INT32_MAX / 4) return fail(m->err, sizeof m->err, "batch of %lld tokens is too large", (long long)N);
+    if (N > INT32_MAX / 4) return mt_fail(m->err, sizeof m->err, "batch of %lld tokens is too large", (long long)N);
     mt_bert_reserve(m, (int)N, B, max_len, training);
     int n = 0;
     int64_t att = 0;
@@ -296,10 +287,10 @@ static int pack_batch(mt_bert *m, const int32_t *ids, const int32_t *types, cons
         for (int t = 0; t < len; t++, n++) {
             int32_t id = ids[start + t], ty = types ? types[start + t] : 0;
             if (id < 0 || id >= c->vocab_size)
-                return fail(m->err, sizeof m->err, "sequence %d, position %d: token id %d outside the vocabulary "
+                return mt_fail(m->err, sizeof m->err, "sequence %d, position %d: token id %d outside the vocabulary "
                             "(0..%d)", b, t, id, c->vocab_size - 1);
             if (ty < 0 || ty >= c->type_vocab_size)
-                return fail(m->err, sizeof m->err, "sequence %d, position %d: token type %d outside 0..%d", b, t, ty,
+                return mt_fail(m->err, sizeof m->err, "sequence %d, position %d: token type %d outside 0..%d", b, t, ty,
                             c->type_vocab_size - 1);
             m->h_ids[n] = id;
             m->h_types[n] = ty;
@@ -398,7 +389,7 @@ int mt_bert_forward(mt_bert *m, const int32_t *ids, const int32_t *types, const 
     m->err[0] = 0;
     m->trained_forward = 0;
     if (out_pooled && !m->has_pooler)
-        return fail(m->err, sizeof m->err, "%s has no pooler weights; use a pooling mode instead", m->dir);
+        return mt_fail(m->err, sizeof m->err, "%s has no pooler weights; use a pooling mode instead", m->dir);
     int N = pack_batch(m, ids, types, lengths, NULL, B, T, m->training);
     if (N < 0) return -1;
     run_encoder(m, N, B);
@@ -453,11 +444,11 @@ const float *mt_bert_forward_train(mt_bert *m, const int32_t *ids, const int32_t
     m->err[0] = 0;
     m->trained_forward = 0;
     if (drop && !(drop->p >= 0.0f && drop->p < 1.0f)) {
-        fail(m->err, sizeof m->err, "dropout probability %g is outside [0, 1)", drop->p);
+        mt_fail(m->err, sizeof m->err, "dropout probability %g is outside [0, 1)", drop->p);
         return NULL;
     }
     if (drop && drop->pass >= 255) {
-        fail(m->err, sizeof m->err, "dropout pass %u is not below 255", drop->pass);
+        mt_fail(m->err, sizeof m->err, "dropout pass %u is not below 255", drop->pass);
         return NULL;
     }
     int N = pack_batch(m, ids, types, NULL, offsets, B, 0, 1);
@@ -562,17 +553,17 @@ void mt_bert_backward(mt_bert *m, float *dhidden, float *grads) {
 // mkdir -p; 0 or -1 with a message.
 static int make_dirs(const char *dir, char *err, size_t errlen) {
     char path[4096];
-    if (snprintf(path, sizeof path, "%s", dir) >= (int)sizeof path) return fail(err, errlen, "%s: path too long", dir);
+    if (snprintf(path, sizeof path, "%s", dir) >= (int)sizeof path) return mt_fail(err, errlen, "%s: path too long", dir);
     for (char *p = path + 1;; p++) {
         if (*p != '/' && *p) continue;
         char saved = *p;
         *p = 0;
-        if (mkdir(path, 0777) != 0 && errno != EEXIST) return fail(err, errlen, "cannot create %s: %s", path, strerror(errno));
+        if (mkdir(path, 0777) != 0 && errno != EEXIST) return mt_fail(err, errlen, "cannot create %s: %s", path, strerror(errno));
         *p = saved;
         if (!saved) break;
     }
     struct stat st;
-    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) return fail(err, errlen, "%s is not a directory", dir);
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) return mt_fail(err, errlen, "%s is not a directory", dir);
     return 0;
 }
 
@@ -581,14 +572,14 @@ static int write_text_atomic(const char *path, const char *text, char *err, size
     char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
     FILE *f = fopen(tmp, "wb");
-    if (!f) return fail(err, errlen, "cannot create %s: %s", tmp, strerror(errno));
+    if (!f) return mt_fail(err, errlen, "cannot create %s: %s", tmp, strerror(errno));
     size_t n = strlen(text);
     int ok = fwrite(text, 1, n, f) == n && fflush(f) == 0 && fsync(fileno(f)) == 0;
     ok = fclose(f) == 0 && ok;
     if (ok && rename(tmp, path) == 0) return 0;
     int e = errno;
     remove(tmp);
-    return fail(err, errlen, "cannot write %s: %s", path, strerror(e));
+    return mt_fail(err, errlen, "cannot write %s: %s", path, strerror(e));
 }
 
 int mt_bert_save(const mt_bert *m, const char *dir, char *err, size_t errlen) {

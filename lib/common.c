@@ -29,6 +29,14 @@ void mt_die(const char *fmt, ...) {
     exit(1);
 }
 
+int mt_fail(char *err, size_t errlen, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
 void mt_log(const char *fmt, ...) {
     if (mt_quiet) return;
     va_list ap;

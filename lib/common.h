@@ -16,6 +16,9 @@ void mt_set_prog(const char *argv0);
 // pipeline stage always exits non-zero with a message that names what went wrong.
 _Noreturn void mt_die(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void mt_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+// Formats the message into err[errlen] and returns -1: the error path of functions that
+// report to their caller instead of dying (`return mt_fail(err, errlen, "...", ...)`).
+int mt_fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 extern int mt_quiet;  // set by --quiet: mt_log and progress stay silent
 
 void *mt_malloc(size_t n);

@@ -10,26 +10,17 @@
 #include "common.h"
 #include "json.h"
 
-static int cfg_error(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int cfg_error(char *err, size_t errlen, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
 // An integer field in [lo, hi]; a missing field takes def when def_ok.
 static int get_int(const mt_json *root, const char *key, int lo, int hi, int def, int def_ok, int *out,
                    const char *what, char *err, size_t errlen) {
     const mt_json *v = mt_json_get(root, key);
     if (!v || v->type == MT_JSON_NULL) {
-        if (!def_ok) return cfg_error(err, errlen, "%s: missing \"%s\"", what, key);
+        if (!def_ok) return mt_fail(err, errlen, "%s: missing \"%s\"", what, key);
         *out = def;
         return 0;
     }
     if (v->type != MT_JSON_NUMBER || !v->is_integer || v->integer < lo || v->integer > hi)
-        return cfg_error(err, errlen, "%s: \"%s\" must be an integer in [%d, %d]", what, key, lo, hi);
+        return mt_fail(err, errlen, "%s: \"%s\" must be an integer in [%d, %d]", what, key, lo, hi);
     *out = (int)v->integer;
     return 0;
 }
@@ -37,12 +28,12 @@ static int get_int(const mt_json *root, const char *key, int lo, int hi, int def
 static int check_strings(const mt_json *root, const char *what, char *err, size_t errlen) {
     const mt_json *act = mt_json_get(root, "hidden_act");
     if (act && (act->type != MT_JSON_STRING || strcmp(act->string, "gelu") != 0))
-        return cfg_error(err, errlen, "%s: \"hidden_act\" must be \"gelu\" (the erf form); got %s%.32s%s", what,
+        return mt_fail(err, errlen, "%s: \"hidden_act\" must be \"gelu\" (the erf form); got %s%.32s%s", what,
                          act->type == MT_JSON_STRING ? "\"" : "a ", act->type == MT_JSON_STRING ? act->string
                          : mt_json_type_name(act->type), act->type == MT_JSON_STRING ? "\"" : "");
     const mt_json *pos = mt_json_get(root, "position_embedding_type");
     if (pos && (pos->type != MT_JSON_STRING || strcmp(pos->string, "absolute") != 0))
-        return cfg_error(err, errlen, "%s: \"position_embedding_type\" must be \"absolute\"", what);
+        return mt_fail(err, errlen, "%s: \"position_embedding_type\" must be \"absolute\"", what);
     return 0;
 }
 
@@ -50,8 +41,8 @@ int mt_config_parse(mt_bert_config *c, const char *text, size_t len, const char 
     char jerr[200];
     memset(c, 0, sizeof *c);
     mt_json *root = mt_json_parse(text, len, jerr, sizeof jerr);
-    if (!root) return cfg_error(err, errlen, "%s: not valid JSON: %s", what, jerr);
-    int rc = root->type == MT_JSON_OBJECT ? 0 : cfg_error(err, errlen, "%s: not a JSON object", what);
+    if (!root) return mt_fail(err, errlen, "%s: not valid JSON: %s", what, jerr);
+    int rc = root->type == MT_JSON_OBJECT ? 0 : mt_fail(err, errlen, "%s: not a JSON object", what);
     const int big = 1 << 24;
     if (!rc) rc = get_int(root, "vocab_size", 1, big, 0, 0, &c->vocab_size, what, err, errlen);
     if (!rc) rc = get_int(root, "hidden_size", 1, 1 << 16, 0, 0, &c->hidden_size, what, err, errlen);
@@ -65,15 +56,15 @@ int mt_config_parse(mt_bert_config *c, const char *text, size_t len, const char 
         const mt_json *eps = mt_json_get(root, "layer_norm_eps");
         if (!eps) c->layer_norm_eps = 1e-12f;
         else if (eps->type != MT_JSON_NUMBER || !(eps->number > 0 && eps->number < 1))
-            rc = cfg_error(err, errlen, "%s: \"layer_norm_eps\" must be a number in (0, 1)", what);
+            rc = mt_fail(err, errlen, "%s: \"layer_norm_eps\" must be a number in (0, 1)", what);
         else c->layer_norm_eps = (float)eps->number;
     }
     if (!rc) rc = check_strings(root, what, err, errlen);
     if (!rc && c->hidden_size % c->num_attention_heads)
-        rc = cfg_error(err, errlen, "%s: num_attention_heads (%d) does not divide hidden_size (%d)", what,
+        rc = mt_fail(err, errlen, "%s: num_attention_heads (%d) does not divide hidden_size (%d)", what,
                        c->num_attention_heads, c->hidden_size);
     if (!rc && c->pad_token_id >= c->vocab_size)
-        rc = cfg_error(err, errlen, "%s: pad_token_id (%d) is not below vocab_size (%d)", what, c->pad_token_id,
+        rc = mt_fail(err, errlen, "%s: pad_token_id (%d) is not below vocab_size (%d)", what, c->pad_token_id,
                        c->vocab_size);
     mt_json_free(root);
     return rc;
@@ -81,13 +72,13 @@ int mt_config_parse(mt_bert_config *c, const char *text, size_t len, const char 
 
 int mt_config_load(mt_bert_config *c, const char *path, char *err, size_t errlen) {
     FILE *f = fopen(path, "rb");
-    if (!f) return cfg_error(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+    if (!f) return mt_fail(err, errlen, "%s: cannot open: %s", path, strerror(errno));
     char *buf = NULL;
     size_t len = 0, cap = 0, n;
     do {  // config files are small; read whole, capped so a hostile file cannot exhaust memory
         if (len == cap) {
             cap = cap ? cap * 2 : 4096;
-            if (cap > ((size_t)16 << 20)) { fclose(f); free(buf); return cfg_error(err, errlen, "%s: larger than 16 MB", path); }
+            if (cap > ((size_t)16 << 20)) { fclose(f); free(buf); return mt_fail(err, errlen, "%s: larger than 16 MB", path); }
             buf = mt_realloc(buf, cap);
         }
         n = fread(buf + len, 1, cap - len, f);
@@ -95,7 +86,7 @@ int mt_config_load(mt_bert_config *c, const char *path, char *err, size_t errlen
     } while (n > 0);
     int bad = ferror(f);
     fclose(f);
-    int rc = bad ? cfg_error(err, errlen, "%s: read error", path) : mt_config_parse(c, buf, len, path, err, errlen);
+    int rc = bad ? mt_fail(err, errlen, "%s: read error", path) : mt_config_parse(c, buf, len, path, err, errlen);
     free(buf);
     return rc;
 }

@@ -15,15 +15,6 @@
 #include "json.h"
 #include "stream.h"  // mt_bf16_to_f32
 
-static int st_error(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int st_error(char *err, size_t errlen, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
 const char *mt_st_dtype_name(mt_st_dtype d) {
     static const char *names[] = {"F32", "F16", "BF16", "I64"};
     return (unsigned)d < 4 ? names[d] : "?";
@@ -73,40 +64,40 @@ void mt_st_to_f32(const mt_st_tensor *t, float *out) {
 static int parse_entry(const char *path, const char *name, const mt_json *v, size_t data_size,
                        mt_st_tensor *t, char *err, size_t errlen) {
     if (v->type != MT_JSON_OBJECT)
-        return st_error(err, errlen, "%s: tensor '%s': header entry is not an object", path, name);
+        return mt_fail(err, errlen, "%s: tensor '%s': header entry is not an object", path, name);
     const mt_json *dtype = mt_json_get(v, "dtype"), *shape = mt_json_get(v, "shape"),
                   *offs = mt_json_get(v, "data_offsets");
     if (!dtype || dtype->type != MT_JSON_STRING)
-        return st_error(err, errlen, "%s: tensor '%s': missing or non-string \"dtype\"", path, name);
+        return mt_fail(err, errlen, "%s: tensor '%s': missing or non-string \"dtype\"", path, name);
     if (dtype_from_name(dtype->string, &t->dtype))
-        return st_error(err, errlen, "%s: tensor '%s': unsupported dtype '%.16s' (F32, F16, BF16, I64 are)",
+        return mt_fail(err, errlen, "%s: tensor '%s': unsupported dtype '%.16s' (F32, F16, BF16, I64 are)",
                         path, name, dtype->string);
     if (!shape || shape->type != MT_JSON_ARRAY || shape->len > MT_ST_MAX_DIMS)
-        return st_error(err, errlen, "%s: tensor '%s': \"shape\" must be an array of at most %d dimensions",
+        return mt_fail(err, errlen, "%s: tensor '%s': \"shape\" must be an array of at most %d dimensions",
                         path, name, MT_ST_MAX_DIMS);
     t->ndim = (int)shape->len;
     uint64_t numel = 1;
     for (int d = 0; d < t->ndim; d++) {
         const mt_json *s = &shape->items[d];
         if (s->type != MT_JSON_NUMBER || !s->is_integer || s->integer < 0 || s->integer > ((int64_t)1 << 40))
-            return st_error(err, errlen, "%s: tensor '%s': dimension %d is not a valid size", path, name, d);
+            return mt_fail(err, errlen, "%s: tensor '%s': dimension %d is not a valid size", path, name, d);
         t->shape[d] = s->integer;
         if (s->integer && numel > (UINT64_C(1) << 62) / (uint64_t)s->integer)
-            return st_error(err, errlen, "%s: tensor '%s': shape overflows", path, name);
+            return mt_fail(err, errlen, "%s: tensor '%s': shape overflows", path, name);
         numel *= (uint64_t)s->integer;
     }
     t->numel = (int64_t)numel;
     if (!offs || offs->type != MT_JSON_ARRAY || offs->len != 2)
-        return st_error(err, errlen, "%s: tensor '%s': \"data_offsets\" must be [begin, end]", path, name);
+        return mt_fail(err, errlen, "%s: tensor '%s': \"data_offsets\" must be [begin, end]", path, name);
     for (int i = 0; i < 2; i++)
         if (offs->items[i].type != MT_JSON_NUMBER || !offs->items[i].is_integer || offs->items[i].integer < 0)
-            return st_error(err, errlen, "%s: tensor '%s': data offsets must be non-negative integers", path, name);
+            return mt_fail(err, errlen, "%s: tensor '%s': data offsets must be non-negative integers", path, name);
     uint64_t begin = (uint64_t)offs->items[0].integer, end = (uint64_t)offs->items[1].integer;
     if (begin > end || end > data_size)
-        return st_error(err, errlen, "%s: tensor '%s': data offsets [%llu, %llu] outside the data area of %zu bytes "
+        return mt_fail(err, errlen, "%s: tensor '%s': data offsets [%llu, %llu] outside the data area of %zu bytes "
                         "(truncated file?)", path, name, (unsigned long long)begin, (unsigned long long)end, data_size);
     if (numel > UINT64_MAX / 8 || numel * mt_st_dtype_size(t->dtype) != end - begin)
-        return st_error(err, errlen, "%s: tensor '%s': shape × %s needs %llu bytes but data offsets span %llu",
+        return mt_fail(err, errlen, "%s: tensor '%s': shape × %s needs %llu bytes but data offsets span %llu",
                         path, name, mt_st_dtype_name(t->dtype),
                         (unsigned long long)(numel * mt_st_dtype_size(t->dtype)), (unsigned long long)(end - begin));
     t->nbytes = (size_t)(end - begin);
@@ -130,7 +121,7 @@ static int check_overlaps(const mt_safetensors *st, char *err, size_t errlen) {
     for (int i = 0; i < st->n && !rc; i++) {
         if (!order[i]->nbytes) continue;
         if (prev && order[i]->offset < prev->offset + prev->nbytes)
-            rc = st_error(err, errlen, "%s: tensors '%s' and '%s' overlap in the data area", st->path,
+            rc = mt_fail(err, errlen, "%s: tensors '%s' and '%s' overlap in the data area", st->path,
                           prev->name, order[i]->name);
         prev = order[i];
     }
@@ -142,9 +133,9 @@ static int parse_header(mt_safetensors *st, const char *text, size_t len, size_t
                         char *err, size_t errlen) {
     char jerr[200];
     mt_json *root = mt_json_parse(text, len, jerr, sizeof jerr);
-    if (!root) return st_error(err, errlen, "%s: header is not valid JSON: %s", st->path, jerr);
+    if (!root) return mt_fail(err, errlen, "%s: header is not valid JSON: %s", st->path, jerr);
     int rc = 0;
-    if (root->type != MT_JSON_OBJECT) rc = st_error(err, errlen, "%s: header is not a JSON object", st->path);
+    if (root->type != MT_JSON_OBJECT) rc = mt_fail(err, errlen, "%s: header is not a JSON object", st->path);
     st->tensors = mt_calloc(root->len ? root->len : 1, sizeof *st->tensors);
     for (size_t i = 0; i < root->len && !rc; i++) {
         if (strcmp(root->keys[i], "__metadata__") == 0) continue;
@@ -161,17 +152,17 @@ static int parse_header(mt_safetensors *st, const char *text, size_t len, size_t
 int mt_safetensors_open(mt_safetensors *st, const char *path, char *err, size_t errlen) {
     memset(st, 0, sizeof *st);
     int fd = open(path, O_RDONLY);
-    if (fd < 0) return st_error(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+    if (fd < 0) return mt_fail(err, errlen, "%s: cannot open: %s", path, strerror(errno));
     struct stat sb;
     if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
         close(fd);
-        return st_error(err, errlen, "%s: not a regular file", path);
+        return mt_fail(err, errlen, "%s: not a regular file", path);
     }
     size_t size = (size_t)sb.st_size;
-    if (size < 8) { close(fd); return st_error(err, errlen, "%s: file of %zu bytes is too short for a safetensors header", path, size); }
+    if (size < 8) { close(fd); return mt_fail(err, errlen, "%s: file of %zu bytes is too short for a safetensors header", path, size); }
     void *map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
     close(fd);
-    if (map == MAP_FAILED) return st_error(err, errlen, "%s: mmap: %s", path, strerror(errno));
+    if (map == MAP_FAILED) return mt_fail(err, errlen, "%s: mmap: %s", path, strerror(errno));
     st->path = mt_strdup(path);
     st->map = map;
     st->map_size = size;
@@ -180,10 +171,10 @@ int mt_safetensors_open(mt_safetensors *st, const char *path, char *err, size_t 
     for (int i = 7; i >= 0; i--) header_len = header_len << 8 | b[i];
     int rc;
     if (header_len > MT_ST_MAX_HEADER)
-        rc = st_error(err, errlen, "%s: header length %llu exceeds the %llu-byte limit (not a safetensors file?)",
+        rc = mt_fail(err, errlen, "%s: header length %llu exceeds the %llu-byte limit (not a safetensors file?)",
                       path, (unsigned long long)header_len, (unsigned long long)MT_ST_MAX_HEADER);
     else if (header_len > size - 8)
-        rc = st_error(err, errlen, "%s: header length %llu exceeds the file size %zu (truncated file?)", path,
+        rc = mt_fail(err, errlen, "%s: header length %llu exceeds the file size %zu (truncated file?)", path,
                       (unsigned long long)header_len, size);
     else
         rc = parse_header(st, (const char *)b + 8, (size_t)header_len, size - 8 - (size_t)header_len, err, errlen);
@@ -256,13 +247,13 @@ int mt_safetensors_write_meta(const char *path, const mt_st_write_tensor *tensor
                               const char *const *meta, char *err, size_t errlen) {
     for (int i = 0; meta && meta[i]; i += 2)
         if (!meta[i + 1] || !strcmp(meta[i], "format"))
-            return st_error(err, errlen, "%s: metadata key '%s' without a value or reserved", path, meta[i]);
+            return mt_fail(err, errlen, "%s: metadata key '%s' without a value or reserved", path, meta[i]);
     for (int i = 0; i < n; i++) {
         if (tensors[i].ndim < 0 || tensors[i].ndim > MT_ST_MAX_DIMS)
-            return st_error(err, errlen, "%s: tensor '%s': bad number of dimensions %d", path, tensors[i].name, tensors[i].ndim);
+            return mt_fail(err, errlen, "%s: tensor '%s': bad number of dimensions %d", path, tensors[i].name, tensors[i].ndim);
         for (int j = 0; j < i; j++)
             if (strcmp(tensors[i].name, tensors[j].name) == 0)
-                return st_error(err, errlen, "%s: tensor name '%s' given twice", path, tensors[i].name);
+                return mt_fail(err, errlen, "%s: tensor name '%s' given twice", path, tensors[i].name);
     }
     size_t header_len;
     char *header = build_header(tensors, n, meta, &header_len);
@@ -272,7 +263,7 @@ int mt_safetensors_write_meta(const char *path, const mt_st_write_tensor *tensor
     FILE *f = fopen(tmp, "wb");
     int rc = 0;
     if (!f) {
-        rc = st_error(err, errlen, "%s: cannot create: %s", tmp, strerror(errno));
+        rc = mt_fail(err, errlen, "%s: cannot create: %s", tmp, strerror(errno));
     } else {
         unsigned char len8[8];
         for (int i = 0; i < 8; i++) len8[i] = (unsigned char)((uint64_t)header_len >> (8 * i));
@@ -283,9 +274,9 @@ int mt_safetensors_write_meta(const char *path, const mt_st_write_tensor *tensor
         }
         ok = ok && fflush(f) == 0 && fsync(fileno(f)) == 0;
         if (fclose(f) != 0) ok = 0;
-        if (!ok) rc = st_error(err, errlen, "%s: write failed: %s", tmp, strerror(errno));
+        if (!ok) rc = mt_fail(err, errlen, "%s: write failed: %s", tmp, strerror(errno));
         else if (rename(tmp, path) != 0)
-            rc = st_error(err, errlen, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
+            rc = mt_fail(err, errlen, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
         if (rc) unlink(tmp);
     }
     free(tmp);
