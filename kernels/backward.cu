@@ -57,21 +57,6 @@ __global__ void dropout_forward_kernel(float *out, const float *inp, const float
     }
 }
 
-__global__ void dropout_backward_kernel(float *dinp, const float *dout, int64_t n, dropout_params dp) {
-    const int64_t groups = (n + 3) / 4;
-    for (int64_t t = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; t < groups; t += (int64_t)gridDim.x * blockDim.x) {
-        uint4 w = dp.on ? philox_block(dp.seed, dp.step, dp.site, (uint64_t)t) : make_uint4(0, 0, 0, 0);
-        const uint32_t words[4] = {w.x, w.y, w.z, w.w};
-#pragma unroll
-        for (int r = 0; r < 4; r++) {
-            int64_t i = 4 * t + r;
-            if (i >= n) break;
-            float g = dout[i];
-            float v = dp.on ? (words[r] >= dp.threshold ? __fmul_rn(g, dp.scale) : 0.0f) : g;
-            dinp[i] = __fadd_rn(dinp[i], v);
-        }
-    }
-}
 
 void dropout_forward(float *out, const float *inp, const float *residual, int64_t n, const mt_dropout_key *drop) {
     if (n <= 0) return;
@@ -80,10 +65,10 @@ void dropout_forward(float *out, const float *inp, const float *residual, int64_
     LAUNCH_CHECK();
 }
 
+// dinp += dropout(dout): the forward with dinp as its residual (same mask; __fadd_rn(v, dinp)
+// is the CPU's dinp + v, bit for bit).
 void dropout_backward(float *dinp, const float *dout, int64_t n, const mt_dropout_key *drop) {
-    if (n <= 0) return;
-    dropout_backward_kernel<<<grid_for((n + 3) / 4, 256), 256, 0, stream>>>(dinp, dout, n, dropout_params_of(drop));
-    LAUNCH_CHECK();
+    dropout_forward(dinp, dout, dinp, n, drop);
 }
 
 // ---- column sums (bias and LayerNorm parameter gradients) --------------------------------------

@@ -35,17 +35,9 @@ void mt_cpu_dropout_forward(float *out, const float *inp, const float *residual,
     }
 }
 
+// dinp += dropout(dout): the forward with dinp as its residual (same mask, same float adds).
 void mt_cpu_dropout_backward(float *dinp, const float *dout, int64_t n, const mt_dropout_key *drop) {
-    int on = dropout_on(drop);
-    uint32_t threshold = on ? mt_dropout_threshold(drop->p) : 0;
-    float scale = on ? 1.0f / (1.0f - drop->p) : 1.0f;
-#pragma omp parallel for schedule(static) if (n >= PAR_MIN)
-    for (int64_t i0 = 0; i0 < n; i0 += DROP_BLOCK) {
-        int m = n - i0 < DROP_BLOCK ? (int)(n - i0) : DROP_BLOCK;
-        uint8_t keep[DROP_BLOCK];
-        if (on) mt_dropout_mask(keep, (size_t)m, (uint64_t)i0, drop->seed, drop->step, drop->site, threshold);
-        for (int j = 0; j < m; j++) dinp[i0 + j] += on ? (keep[j] ? dout[i0 + j] * scale : 0.0f) : dout[i0 + j];
-    }
+    mt_cpu_dropout_forward(dinp, dout, dinp, n, drop);
 }
 
 // ---- linear ----------------------------------------------------------------------------------
