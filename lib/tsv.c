@@ -40,6 +40,7 @@ static const char *display_name(const char *path) { return strcmp(path, "-") ? p
 static void set_err(mt_tsv *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void set_err(mt_tsv *t, const char *fmt, ...) {
     int k = snprintf(t->err, sizeof t->err, "%s:%ld: ", display_name(t->path), t->line_no);
+    if (k < 0 || (size_t)k >= sizeof t->err) return;  // a path that long fills the buffer alone
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(t->err + k, sizeof t->err - (size_t)k, fmt, ap);
