@@ -550,18 +550,9 @@ void mt_bert_backward(mt_bert *m, float *dhidden, float *grads) {
 
 // ---- checkpoints and optimizer information -------------------------------------------------
 
-// mkdir -p; 0 or -1 with a message.
+// mkdir -p, and dir must then be a directory; 0 or -1 with a message.
 static int make_dirs(const char *dir, char *err, size_t errlen) {
-    char path[4096];
-    if (snprintf(path, sizeof path, "%s", dir) >= (int)sizeof path) return mt_fail(err, errlen, "%s: path too long", dir);
-    for (char *p = path + 1;; p++) {
-        if (*p != '/' && *p) continue;
-        char saved = *p;
-        *p = 0;
-        if (mkdir(path, 0777) != 0 && errno != EEXIST) return mt_fail(err, errlen, "cannot create %s: %s", path, strerror(errno));
-        *p = saved;
-        if (!saved) break;
-    }
+    if (mt_mkdirs(dir, err, errlen)) return -1;
     struct stat st;
     if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) return mt_fail(err, errlen, "%s is not a directory", dir);
     return 0;

@@ -12,19 +12,6 @@
 
 #include "common.h"
 
-int mt_mkdirs(const char *dir) {
-    char *p = mt_strdup(dir);
-    for (char *s = p + 1; *s; s++) {
-        if (*s != '/') continue;
-        *s = 0;
-        if (mkdir(p, 0777) != 0 && errno != EEXIST) { free(p); return -1; }
-        *s = '/';
-    }
-    int rc = mkdir(p, 0777) != 0 && errno != EEXIST ? -1 : 0;
-    free(p);
-    return rc;
-}
-
 char *mt_ckpt_tmpdir(const char *final_dir) {
     size_t n = strlen(final_dir) + 48;
     char *tmp = mt_malloc(n);
@@ -33,7 +20,8 @@ char *mt_ckpt_tmpdir(const char *final_dir) {
     snprintf(tmp, n, "%.*s%s.%s.tmp.%ld", parent, final_dir, slash ? "/" : "", slash ? slash + 1 : final_dir,
              (long)getpid());
     mt_ckpt_remove(tmp);  // a leftover of a killed process with the same pid
-    if (mt_mkdirs(tmp) != 0) mt_die("cannot create %s: %s", tmp, strerror(errno));
+    char err[4300];
+    if (mt_mkdirs(tmp, err, sizeof err) != 0) mt_die("%s", err);
     return tmp;
 }
 

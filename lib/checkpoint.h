@@ -14,7 +14,5 @@ int mt_ckpt_commit(const char *tmp_dir, const char *final_dir, char *err, size_t
 void mt_ckpt_remove(const char *dir);
 // Copies src to dst (not atomic: dst is inside a temporary directory). Returns 0 or -1.
 int mt_copy_file(const char *src, const char *dst, char *err, size_t errlen);
-// mkdir -p; returns 0 or -1 with errno.
-int mt_mkdirs(const char *dir);
 
 #endif

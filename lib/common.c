@@ -37,6 +37,24 @@ int mt_fail(char *err, size_t errlen, const char *fmt, ...) {
     return -1;
 }
 
+int mt_mkdirs(const char *dir, char *err, size_t errlen) {
+    char *p = mt_strdup(dir);
+    for (char *s = p + 1;; s++) {
+        if (*s != '/' && *s) continue;
+        char saved = *s;
+        *s = 0;
+        if (mkdir(p, 0777) != 0 && errno != EEXIST) {
+            mt_fail(err, errlen, "cannot create %s: %s", p, strerror(errno));
+            free(p);
+            return -1;
+        }
+        *s = saved;
+        if (!saved) break;
+    }
+    free(p);
+    return 0;
+}
+
 void mt_log(const char *fmt, ...) {
     if (mt_quiet) return;
     va_list ap;

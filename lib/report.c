@@ -595,15 +595,8 @@ static void write_index_html(const mt_evaluation *ev, const part *parts, const c
 // ---- putting it together -----------------------------------------------------------------
 
 void mt_report_prepare_dir(const char *dir) {
-    char *p = mt_strdup(dir);
-    for (char *s = p + 1; *s; s++) {
-        if (*s != '/') continue;
-        *s = 0;
-        if (mkdir(p, 0777) && errno != EEXIST) mt_die("--report %s: cannot create %s: %s", dir, p, strerror(errno));
-        *s = '/';
-    }
-    if (mkdir(p, 0777) && errno != EEXIST) mt_die("--report %s: cannot create: %s", dir, strerror(errno));
-    free(p);
+    char err[4300];
+    if (mt_mkdirs(dir, err, sizeof err)) mt_die("--report %s: %s", dir, err);
     struct stat st;
     if (stat(dir, &st) || !S_ISDIR(st.st_mode)) mt_die("--report %s: not a directory", dir);
     if (access(dir, W_OK | X_OK)) mt_die("--report %s: not writable: %s", dir, strerror(errno));

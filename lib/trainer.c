@@ -711,7 +711,8 @@ int mt_train(mt_train_options *o) {
     char path[4096];
     snprintf(path, sizeof path, "%s/last", o->out_dir);
     if (access(path, F_OK) == 0) mt_die("%s already holds a run: continue it with --resume %s, or use another -o", o->out_dir, o->out_dir);
-    if (mt_mkdirs(o->out_dir) != 0) mt_die("cannot create %s: %s", o->out_dir, strerror(errno));
+    char mkerr[4300];
+    if (mt_mkdirs(o->out_dir, mkerr, sizeof mkerr) != 0) mt_die("%s", mkerr);
     trainer *T = mt_calloc(1, sizeof *T);
     T->o = *o;
     T->best = -INFINITY;

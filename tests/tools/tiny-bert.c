@@ -66,7 +66,8 @@ int main(int argc, char **argv) {
     int F = argc > 3 ? atoi(argv[6]) : 64;
     uint64_t seed = argc > 3 ? strtoull(argv[7], NULL, 10) : 1;
     int V = count_lines(argv[1]), P = 512;
-    if (mt_mkdirs(argv[2]) != 0) mt_die("cannot create %s", argv[2]);
+    char mkerr[4300];
+    if (mt_mkdirs(argv[2], mkerr, sizeof mkerr) != 0) mt_die("%s", mkerr);
     char path[4096], err[512];
     snprintf(path, sizeof path, "%s/vocab.txt", argv[2]);
     if (mt_copy_file(argv[1], path, err, sizeof err)) mt_die("%s", err);
