@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "common.h"
+#include "rng.h"
 #include "safetensors.h"
 
 // ---- tasks -------------------------------------------------------------------------
@@ -305,17 +306,9 @@ void mt_fit_opts_default(mt_fit_opts *o) {
     o->verbose = 0;
 }
 
-// splitmix64: a small counter-based generator, so a seed fully determines split and order.
-static uint64_t splitmix64(uint64_t *s) {
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
 static void shuffle(int *a, int n, uint64_t *rng) {
     for (int i = n - 1; i > 0; i--) {
-        int j = (int)(splitmix64(rng) % (uint64_t)(i + 1));
+        int j = (int)(mt_splitmix64(rng) % (uint64_t)(i + 1));
         int t = a[i];
         a[i] = a[j];
         a[j] = t;

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "common.h"
+#include "rng.h"
 
 double mt_accuracy(const double *gold, const double *pred, int n) {
     if (n <= 0) return NAN;
@@ -115,13 +116,6 @@ void mt_eval_compute(const mt_eval_data *d, const int *idx, int n, mt_eval_metri
 
 // ---- bootstrap --------------------------------------------------------------------
 
-static uint64_t splitmix64(uint64_t *s) {
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
 static int by_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return x < y ? -1 : x > y;
@@ -158,7 +152,7 @@ void mt_bootstrap(const mt_eval_data *tasks, int n_tasks, int resamples, uint64_
         double primary[MT_N_TASKS] = {NAN, NAN, NAN};
         for (int t = 0; t < n_tasks; t++) {
             int n = tasks[t].n;
-            for (int i = 0; i < n; i++) idx[i] = (int)(splitmix64(&rng) % (uint64_t)n);
+            for (int i = 0; i < n; i++) idx[i] = (int)(mt_splitmix64(&rng) % (uint64_t)n);
             mt_eval_metrics m;
             mt_eval_compute(&tasks[t], idx, n, &m);
             double *r = rep + ((size_t)t * N_METRICS) * B;

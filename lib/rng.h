@@ -62,6 +62,15 @@ void mt_rng_sample_with_replacement(mt_rng *r, uint32_t n, uint32_t *out, size_t
 uint32_t mt_rng_at(uint64_t seed, uint32_t stream_lo, uint32_t stream_hi, uint64_t pos);
 static inline float mt_u32_to_uniform(uint32_t x) { return (float)(x >> 8) * 0x1p-24f; }
 
+// splitmix64: a tiny sequential generator for host-side shuffles and resampling (evaluate's
+// bootstrap, heads' data split), where a seed must fully determine the order.
+static inline uint64_t mt_splitmix64(uint64_t *s) {
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
 // ---- dropout masks ----------------------------------------------------------------------------
 // Element i of the mask of (seed, step, site) is dropped iff word i of stream (step, site)
 // is below mt_dropout_threshold(p) — an integer comparison, so a CUDA kernel that computes

@@ -29,12 +29,10 @@ typedef struct {
 
 // Metric j (0, 1) of a computed stream, by the names `evaluate --format tsv` uses.
 static double metric_value(const mt_task_eval *te, int j, const char **name) {
-    if (te->task == MT_TASK_STS) {
-        *name = j ? "spearman" : "pearson";
-        return j ? te->m.spearman : te->m.pearson;
-    }
-    *name = j ? "macro_f1" : "accuracy";
-    return j ? te->m.macro_f1 : te->m.accuracy;
+    mt_metric_row rows[2];
+    mt_metric_rows(te, rows);
+    *name = rows[j].key;
+    return rows[j].value;
 }
 
 // Summary of metric j over the streams of task t; returns the number of runs.

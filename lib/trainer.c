@@ -24,6 +24,7 @@
 #include "common.h"
 #include "config.h"
 #include "device.h"
+#include "metrics.h"
 #include "pcgrad.h"
 #include "rng.h"
 #include "safetensors.h"
@@ -375,8 +376,10 @@ static void pcgrad_counts(const trainer *T, int k, int *count) {
 static void compute_gradient(trainer *T) {
     int p = T->phase, k = T->phase_k[p], count[K];
     float *heads = T->Gtm + T->n_sent;
-    T->be->zero(T->Genc, T->n_enc * sizeof(float));
-    memset(T->Gtm, 0, T->tm.n_params * sizeof(float));
+    // With PCGrad the shared parts (encoder, sentence model) are written whole by its combine
+    // pass; only what the tasks accumulate into directly needs clearing.
+    if (!T->pc_on) T->be->zero(T->Genc, T->n_enc * sizeof(float));
+    memset(T->pc_on ? heads : T->Gtm, 0, (T->pc_on ? T->tm.n_heads : T->tm.n_params) * sizeof(float));
     if (T->pc_on) pcgrad_counts(T, k, count);
     for (int i = 0; i < k; i++) {
         int t = T->phase_task[p][i], B = 0;
@@ -411,14 +414,6 @@ static void train_step(trainer *T) {
 
 // ---- evaluation ------------------------------------------------------------------------------------
 
-static double pearson(const double *x, const double *y, int n) {
-    double mx = 0, my = 0, sxy = 0, sxx = 0, syy = 0;
-    for (int i = 0; i < n; i++) mx += x[i], my += y[i];
-    mx /= n, my /= n;
-    for (int i = 0; i < n; i++) sxy += (x[i] - mx) * (y[i] - my), sxx += (x[i] - mx) * (x[i] - mx), syy += (y[i] - my) * (y[i] - my);
-    return sxx > 0 && syy > 0 ? sxy / sqrt(sxx * syy) : 0.0;
-}
-
 // Dev metric of task t: sst / qqp accuracy, sts Pearson r.
 static double evaluate_task(trainer *T, int t) {
     mt_taskdata *d = &T->dev[t];
@@ -443,7 +438,8 @@ static double evaluate_task(trainer *T, int t) {
             pred[bt.first[b] + i] = o[0], gold[bt.first[b] + i] = y;
         }
     }
-    double score = t == MT_TASK_STS ? pearson(pred, gold, d->n) : (double)correct / d->n;
+    double r = t == MT_TASK_STS ? mt_pearson(pred, gold, d->n) : 0.0;  // NAN when constant: scored 0
+    double score = t == MT_TASK_STS ? (isnan(r) ? 0.0 : r) : (double)correct / d->n;
     free(pred), free(gold);
     mt_batches_free(&bt);
     return score;
@@ -623,14 +619,13 @@ static void print_progress(trainer *T, int force) {
     for (int t = 0; t < K; t++) T->loss_sum[t] = 0, T->loss_n[t] = 0;
 }
 
-static const char *const TASK_NAMES_K[K] = {"sst", "qqp", "sts"};
 
 // After the last step of an epoch (or of the run): dev scores, best checkpoint, telemetry.
 static void end_epoch(trainer *T) {
     print_progress(T, 1);
     double score[K], overall = evaluate(T, score);
     const char *names[K];
-    for (int i = 0; i < T->phase_k[0]; i++) names[i] = TASK_NAMES_K[T->phase_task[0][i]];
+    for (int i = 0; i < T->phase_k[0]; i++) names[i] = mt_task_name(T->phase_task[0][i]);
     if (T->pc_on && !mt_quiet) mt_pcgrad_print_summary(&T->pc, names, stderr);
     fprintf(T->devlog, "%ld\t%d\t%d", T->step, T->phase + 1, T->epoch + 1);
     for (int t = 0; t < K; t++) fmt_value(T->devlog, score[t]);
