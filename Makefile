@@ -153,8 +153,9 @@ demo: deps
 	@$(MAKE) --no-print-directory all model
 	@./pipelines/demo.sh
 
+# developer benchmarks against PyTorch on this machine (need pip torch + transformers)
 bench: all model
-	@./bench/run.sh
+	@./bench/tokenize.sh && ./bench/embed.sh && ./bench/encoder_step.sh
 
 clean:
 	rm -rf $(BUILD) build-asan $(BIN)

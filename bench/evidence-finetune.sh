@@ -20,10 +20,10 @@ SEED=${SEED:-0} FROZEN=${FROZEN:-1}
 mkdir -p "$E"
 for t in sst qqp sts; do
   $BIN/split-tsv -q --seed 0 --train-out "$E/$t-train.tsv" --val-out "$E/$t-val.tsv" data/$t-train.tsv
-  if [ "$N" = all ]; then
+  rows=$(($(wc -l < "$E/$t-train.tsv") - 1))
+  if [ "$N" = all ] || [ "$N" -ge "$rows" ]; then
     cp "$E/$t-train.tsv" "$E/$t-sub.tsv"
   else
-    rows=$(($(wc -l < "$E/$t-train.tsv") - 1))
     $BIN/split-tsv -q --seed 1 --val-fraction "$(awk -v n="$N" -v r=$rows 'BEGIN{print n/r}')" --train-out /dev/null \
       --val-out "$E/$t-sub.tsv" "$E/$t-train.tsv"
   fi

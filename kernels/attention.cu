@@ -211,8 +211,8 @@ __global__ void softmax_rows_backward_kernel(float *dPd, float *Pd, const float 
 
 // ---- the ops ------------------------------------------------------------------------------------
 
-static void attention_forward_gemm(float *out, float *att, const float *qkv, const int32_t *offsets,
-                                   const int64_t *att_offsets, int B, int C, int NH, const mt_dropout_key *drop) {
+void attention_forward_dropout(float *out, float *att, const float *qkv, const int32_t *offsets,
+                               const int64_t *att_offsets, int B, int C, int NH, const mt_dropout_key *drop) {
     if (B <= 0) return;
     const int hs = C / NH, Lmax = longest_sequence(offsets, B);
     if (Lmax <= 0) return;
@@ -237,9 +237,8 @@ static void attention_forward_gemm(float *out, float *att, const float *qkv, con
     LAUNCH_CHECK();
 }
 
-static void attention_backward_gemm(float *dqkv, const float *dout, const float *qkv, const float *att,
-                                    const int32_t *offsets, const int64_t *att_offsets, int B, int C, int NH,
-                                    const mt_dropout_key *drop) {
+void attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att, const int32_t *offsets,
+                        const int64_t *att_offsets, int B, int C, int NH, const mt_dropout_key *drop) {
     if (B <= 0) return;
     const int hs = C / NH, Lmax = longest_sequence(offsets, B);
     if (Lmax <= 0) return;
@@ -272,21 +271,11 @@ static void attention_backward_gemm(float *dqkv, const float *dout, const float 
     LAUNCH_CHECK();
 }
 
-// ---- the table's entries --------------------------------------------------------------------------
-
-void attention_forward_dropout(float *out, float *att, const float *qkv, const int32_t *offsets,
-                               const int64_t *att_offsets, int B, int C, int NH, const mt_dropout_key *drop) {
-    attention_forward_gemm(out, att, qkv, offsets, att_offsets, B, C, NH, drop);
-}
+// attention_forward is the dropout version without a key (the CPU does the same)
 
 void attention_forward(float *out, float *att, const float *qkv, const int32_t *offsets, const int64_t *att_offsets,
                        int B, int C, int NH) {
     attention_forward_dropout(out, att, qkv, offsets, att_offsets, B, C, NH, nullptr);
-}
-
-void attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att, const int32_t *offsets,
-                        const int64_t *att_offsets, int B, int C, int NH, const mt_dropout_key *drop) {
-    attention_backward_gemm(dqkv, dout, qkv, att, offsets, att_offsets, B, C, NH, drop);
 }
 
 }  // namespace mt_cuda

@@ -76,9 +76,8 @@ void gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int 
     if (K <= 0 || alpha == 0.0f) return scale_matrix(C, M, N, ldc, beta);  // cuBLAS rejects lda 0
     if (precision == MT_PRECISION_BF16) {  // tensor cores on rounded copies, fp32 accumulate and C
         const __nv_bfloat16 *a = as_bf16(0, A, ta ? K : M, ta ? M : K, lda), *b = as_bf16(1, B, tb ? N : K, tb ? K : N, ldb);
-        CUBLAS_CHECK(cublasGemmEx(cublas, op(tb), op(ta), N, M, K, &alpha, b, CUDA_R_16BF, ldb, a, CUDA_R_16BF, lda,
-                                  &beta, C, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-        return;
+        return mt_cuda_gemm_bf16(ta, tb, M, N, K, alpha, reinterpret_cast<const mt_bf16 *>(a), lda,
+                                 reinterpret_cast<const mt_bf16 *>(b), ldb, beta, C, ldc);
     }
     CUBLAS_CHECK(cublasGemmEx(cublas, op(tb), op(ta), N, M, K, &alpha, B, CUDA_R_32F, ldb, A, CUDA_R_32F, lda,
                               &beta, C, CUDA_R_32F, ldc, fp32_compute(), CUBLAS_GEMM_DEFAULT));

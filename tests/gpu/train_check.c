@@ -18,7 +18,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "adamw.h"
 #include "backend_cuda.h"
@@ -27,12 +26,6 @@
 #include "device.h"
 
 #define PEAK_BF16_TFLOPS 989.4  // H100 SXM5 dense bf16, the datasheet figure MFU is quoted against
-
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec + 1e-9 * t.tv_nsec;
-}
 
 static mt_bert *load(const char *dir, const mt_backend *be) {
     char err[1024];
@@ -194,7 +187,7 @@ static int speed(const char *dir, int B, int L, int steps, const char *precision
         if (!strstr(modes, mode ? "train" : "forward")) continue;
         for (int s = -3; s < steps; s++) {  // three warm-up steps
             gpu->synchronize();
-            double t0 = now();
+            double t0 = mt_now();
             if (mode == 0) {
                 if (mt_bert_forward(t.m, ids, NULL, lengths, B, L, NULL, NULL)) mt_die("%s", mt_bert_error(t.m));
                 mt_bert_pool(t.m, MT_POOL_MEAN, pooled);  // copies to the host: synchronises
@@ -202,7 +195,7 @@ static int speed(const char *dir, int B, int L, int steps, const char *precision
                 train_step(&t, ids, offsets, B, (uint32_t)s + 3, 1);
                 gpu->synchronize();
             }
-            if (s >= 0) ms[s] = (now() - t0) * 1e3;
+            if (s >= 0) ms[s] = (mt_now() - t0) * 1e3;
         }
         qsort(ms, (size_t)steps, sizeof *ms, cmp_double);
         double med = ms[steps / 2], flops = mode ? 3 * fwd : fwd, tflops = flops / (med * 1e-3) / 1e12;
