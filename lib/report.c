@@ -62,8 +62,7 @@ void mt_texts_read(const mt_task_eval *te, const char *tsv, mt_texts *tx) {
             continue;
         }
         char line_id[32];
-        snprintf(line_id, sizeof line_id, "%ld", t->line_no - 1);  // as tokenize numbers rows
-        const char *id = cid >= 0 ? t->field[cid] : line_id;
+        const char *id = mt_tsv_row_id(t, cid, line_id);  // as tokenize keys its records
         int j = mt_gold_find(&idx, id);
         if (j < 0) continue;
         if (tx->a[j]) mt_die("%s:%ld: id '%s' occurs more than once", tsv, t->line_no, id);

@@ -153,3 +153,9 @@ int mt_tsv_next(mt_tsv *t) {
 }
 
 const char *mt_tsv_error(const mt_tsv *t) { return t->err; }
+
+const char *mt_tsv_row_id(const mt_tsv *t, int id_col, char buf[32]) {
+    if (id_col >= 0) return t->field[id_col];
+    snprintf(buf, 32, "%ld", t->line_no - 1);
+    return buf;
+}

@@ -44,6 +44,9 @@ int mt_tsv_require_col(const mt_tsv *t, const char *name);  // dies if absent
 // as "FILE:LINE: ..." and the next call continues with the following line.
 int mt_tsv_next(mt_tsv *t);
 const char *mt_tsv_error(const mt_tsv *t);
+// The current row's id, the one rule every stage keys records by: field id_col when id_col
+// >= 0, else the data row's number counted from 0 (written into buf).
+const char *mt_tsv_row_id(const mt_tsv *t, int id_col, char buf[32]);
 
 // Length of the valid UTF-8 prefix of s[0..n): n if all of s is valid. Rejects overlong
 // forms, surrogates and code points above U+10FFFF.

@@ -85,8 +85,7 @@ int main(int argc, char **argv) {
     while ((rc = mt_tsv_next(t)) != 0) {
         if (rc < 0) mt_die("%s", mt_tsv_error(t));
         char line_id[32];
-        snprintf(line_id, sizeof line_id, "%ld", t->line_no - 1);
-        int side = is_validation(id >= 0 ? t->field[id] : line_id, seed, fraction);
+        int side = is_validation(mt_tsv_row_id(t, id, line_id), seed, fraction);
         write_row(out[side].fp, t);
         count[side]++;
     }

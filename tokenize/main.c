@@ -167,8 +167,7 @@ static int build_record(work *w, const options *o, const columns *c, const mt_ts
     mt_record *rec = &w->rec;
     mt_record_clear(rec);
     char line_id[32];
-    snprintf(line_id, sizeof line_id, "%ld", tsv->line_no - 1);
-    mt_record_set_id(rec, c->id >= 0 ? tsv->field[c->id] : line_id);
+    mt_record_set_id(rec, mt_tsv_row_id(tsv, c->id, line_id));
     for (int i = 0; i < o->n_labels; i++) {
         float v;
         if (!parse_label(o, tsv->field[c->label[i]], &v)) {
