@@ -327,14 +327,7 @@ static void run_predict_trained(const options *o) {
         const float *b = pair ? tensor_or_die(&rec, "emb_b", tm.D, r, bi) : NULL;
         const float *c = pair ? tensor_or_die(&rec, "cls_ab", tm.C, r, cross) : NULL;
         mt_taskmodel_predict(&tm, o->task, a, b, c, outv);
-        float pred = outv[0];  // sts: the score
-        if (o->task == MT_TASK_QQP) pred = outv[0] >= 0.5f;
-        if (o->task == MT_TASK_SST) {
-            int best = 0;
-            for (int k = 1; k < MT_SST_CLASSES; k++) best = outv[k] > outv[best] ? k : best;
-            pred = (float)best;
-        }
-        write_prediction(o->task, &rec, outv, pred, &out);
+        write_prediction(o->task, &rec, outv, mt_task_pred(o->task, outv), &out);
         mt_writer_put(w, &out);
         mt_progress_add(&pr, 1);
     }

@@ -200,14 +200,23 @@ static int argmax(const float *p, int k) {
     return best;
 }
 
+float mt_task_pred(mt_task task, const float *outputs) {
+    switch (task) {
+    case MT_TASK_SST: return (float)argmax(outputs, MT_SST_CLASSES);
+    case MT_TASK_QQP: return outputs[0] >= 0.5f ? 1.0f : 0.0f;
+    case MT_TASK_STS: return outputs[0];
+    }
+    return 0;
+}
+
 // Task outputs from logits z (in place): probabilities, probability, or clamped score.
 static float outputs_from_logits(mt_task task, float *z) {
     switch (task) {
-    case MT_TASK_SST: softmax(z, MT_SST_CLASSES); return (float)argmax(z, MT_SST_CLASSES);
-    case MT_TASK_QQP: z[0] = sigmoid(z[0]); return z[0] >= 0.5f ? 1.0f : 0.0f;
-    case MT_TASK_STS: z[0] = z[0] < 0 ? 0 : z[0] > 5 ? 5 : z[0]; return z[0];
+    case MT_TASK_SST: softmax(z, MT_SST_CLASSES); break;
+    case MT_TASK_QQP: z[0] = sigmoid(z[0]); break;
+    case MT_TASK_STS: z[0] = z[0] < 0 ? 0 : z[0] > 5 ? 5 : z[0]; break;
     }
-    return 0;
+    return mt_task_pred(task, z);
 }
 
 void mt_head_predict(const mt_head *h, const float *x, float *out, float *pred) {

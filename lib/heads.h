@@ -23,6 +23,9 @@ int mt_task_parse(const char *s, mt_task *out);  // 0 on success, -1 for an unkn
 const char *mt_task_label(mt_task t);           // gold label column: label, is_duplicate, similarity
 int mt_task_outputs(mt_task t);                 // K: 5, 1, 1
 int mt_task_is_pair(mt_task t);
+// The prediction from a task's outputs: sst the argmax class (first of equals), qqp 1 when
+// the probability is >= 0.5, sts the score itself.
+float mt_task_pred(mt_task t, const float *outputs);
 
 // ---- features ------------------------------------------------------------------------
 // A feature vector is the concatenation, in this order, of the parts named in a spec such as
