@@ -614,3 +614,17 @@ int mt_bert_tensor_info(const mt_bert *m, struct mt_bert_tensor_info *out, int m
     }
     return m->num_param_tensors;
 }
+
+void mt_bert_adamw_init(mt_adamw *o, const mt_bert *m, const mt_adamw_hparams *hp, double llrd) {
+    int n = mt_bert_tensor_info(m, NULL, 0), L = m->cfg.num_hidden_layers;
+    struct mt_bert_tensor_info *info = mt_malloc((size_t)n * sizeof *info);
+    mt_adamw_tensor *tab = mt_malloc((size_t)n * sizeof *tab);
+    mt_bert_tensor_info(m, info, n);
+    for (int i = 0; i < n; i++) {
+        int pooler = info[i].layer >= L;
+        double scale = llrd > 0 ? mt_llrd_scale(llrd, pooler ? L + 1 : info[i].layer + 1, L) : 1.0;
+        tab[i] = (mt_adamw_tensor){info[i].offset, info[i].size, scale, info[i].decay && !pooler};
+    }
+    mt_adamw_init(o, m->be, hp, tab, n, m->num_params);
+    free(tab), free(info);
+}

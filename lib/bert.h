@@ -24,6 +24,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "adamw.h"
 #include "backend.h"
 #include "config.h"
 #include "rng.h"
@@ -188,6 +189,10 @@ int mt_bert_save(const mt_bert *m, const char *dir, char *err, size_t errlen);
 // Fills out[0 .. min(max, n) - 1] (out may be NULL) for the n parameter tensors, in the order
 // of m->params; returns n.
 int mt_bert_tensor_info(const mt_bert *m, struct mt_bert_tensor_info *out, int max);
+// AdamW over all of m's parameters, in m's backend memory, with torch's groups: no decay on
+// biases and LayerNorm weights; the pooler (no gradient in training, which torch's AdamW skips)
+// neither decayed nor moved; llrd > 0: layer-wise lr decay (mt_llrd_scale), else 1.
+void mt_bert_adamw_init(mt_adamw *o, const mt_bert *m, const mt_adamw_hparams *hp, double llrd);
 
 const mt_bert_param *mt_bert_find_param(const mt_bert *m, const char *hf_name);
 void mt_bert_set_threads(mt_bert *m, int n);

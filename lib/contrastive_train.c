@@ -122,18 +122,9 @@ typedef struct {
 // pools the token states); torch's AdamW skips parameters without a gradient, so it must not
 // be decayed either: decay 0 and zero moments leave it exactly as loaded.
 static void trainer_optimizer(trainer *t) {
-    int n = mt_bert_tensor_info(t->m, NULL, 0);
-    struct mt_bert_tensor_info *info = mt_malloc((size_t)n * sizeof *info);
-    mt_adamw_tensor *tab = mt_malloc((size_t)n * sizeof *tab);
-    mt_bert_tensor_info(t->m, info, n);
-    for (int i = 0; i < n; i++) {
-        int pooler = info[i].layer == t->m->cfg.num_hidden_layers;
-        tab[i] = (mt_adamw_tensor){info[i].offset, info[i].size, 1.0, info[i].decay && !pooler};
-    }
     mt_adamw_hparams hp = mt_adamw_defaults();
     hp.weight_decay = t->o->weight_decay;
-    mt_adamw_init(&t->opt, t->be, &hp, tab, n, t->m->num_params);
-    free(tab), free(info);
+    mt_bert_adamw_init(&t->opt, t->m, &hp, 0);
 }
 
 static void trainer_init(trainer *t, mt_bert *m, const mt_cl_data *d, const mt_cl_train_options *o, long total) {

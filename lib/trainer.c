@@ -260,22 +260,14 @@ static void plan(trainer *T) {
 }
 
 static void setup_optimizers(trainer *T) {
-    int n = mt_bert_tensor_info(T->m, NULL, 0), L = T->m->cfg.num_hidden_layers;
-    struct mt_bert_tensor_info *info = mt_malloc((size_t)n * sizeof *info);
-    mt_bert_tensor_info(T->m, info, n);
-    mt_adamw_tensor *at = mt_malloc((size_t)(n > T->tm.n_tensors ? n : T->tm.n_tensors) * sizeof *at);
     mt_adamw_hparams hp = mt_adamw_defaults();
     hp.weight_decay = T->o.weight_decay;
-    for (int i = 0; i < n; i++) {
-        int pooler = info[i].layer >= L;  // unused in training: no gradient, no decay (as torch skips it)
-        double scale = T->o.llrd > 0 ? mt_llrd_scale(T->o.llrd, pooler ? L + 1 : info[i].layer + 1, L) : 1.0;
-        at[i] = (mt_adamw_tensor){.offset = info[i].offset, .size = info[i].size, .lr_scale = scale, .decay = info[i].decay && !pooler};
-    }
-    mt_adamw_init(&T->opt_enc, T->be, &hp, at, n, T->m->num_params);
+    mt_bert_adamw_init(&T->opt_enc, T->m, &hp, T->o.llrd);
+    mt_adamw_tensor *at = mt_malloc((size_t)(T->tm.n_tensors ? T->tm.n_tensors : 1) * sizeof *at);
     for (int i = 0; i < T->tm.n_tensors; i++)
         at[i] = (mt_adamw_tensor){.offset = T->tm.tensors[i].offset, .size = T->tm.tensors[i].size, .lr_scale = 1.0, .decay = T->tm.tensors[i].decay};
     mt_adamw_init(&T->opt_tm, mt_backend_cpu(), &hp, at, T->tm.n_tensors, T->tm.n_params);
-    free(at), free(info);
+    free(at);
     T->n_enc = T->m->num_params, T->n_sent = T->tm.n_sent;
     T->n_shared = T->n_enc + T->n_sent, T->n_total = T->n_shared + T->tm.n_heads;
     T->Genc = T->be->alloc(T->n_enc * sizeof(float));

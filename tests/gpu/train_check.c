@@ -46,15 +46,8 @@ static trainee trainee_new(const char *dir, const mt_backend *be, int max_tokens
     trainee t = {load(dir, be), be, NULL, NULL, {0}};
     t.grads = be->alloc(t.m->num_params * sizeof(float));
     t.dh = be->alloc((size_t)max_tokens * t.m->cfg.hidden_size * sizeof(float));
-    int n = mt_bert_tensor_info(t.m, NULL, 0);
-    struct mt_bert_tensor_info *info = mt_malloc((size_t)n * sizeof *info);
-    mt_adamw_tensor *at = mt_malloc((size_t)n * sizeof *at);
-    mt_bert_tensor_info(t.m, info, n);
-    for (int i = 0; i < n; i++)
-        at[i] = (mt_adamw_tensor){info[i].offset, info[i].size, 1.0, info[i].decay && info[i].layer < t.m->cfg.num_hidden_layers};
     mt_adamw_hparams hp = mt_adamw_defaults();
-    mt_adamw_init(&t.opt, be, &hp, at, n, t.m->num_params);
-    free(info), free(at);
+    mt_bert_adamw_init(&t.opt, t.m, &hp, 0);
     mt_bert_reserve(t.m, max_tokens, max_batch, max_len, 1);
     return t;
 }
