@@ -129,15 +129,13 @@ static void attention_head_backward(float *dq0, const float *dout0, const float 
     float *dk0 = dq0 + C, *dv0 = dq0 + 2 * C;
     size_t Lp = (size_t)(L + 7) / 8 * 8;
     float *vt = work, *Pd = vt + (size_t)hs * Lp, *D = Pd + L * Lp, *dS = D + L * Lp;
-    uint8_t keep[L];
     for (int d = 0; d < hs; d++)
         for (size_t j = 0; j < Lp; j++) vt[d * Lp + j] = (int)j < L ? v0[j * stride + d] : 0.0f;
     for (int i = 0; i < L; i++) {
         float *f = D + i * Lp, *pd = Pd + i * Lp;
         const float *p = att + (size_t)i * L;
         if (drop) {
-            mt_dropout_mask(keep, (size_t)L, first + (uint64_t)i * L, drop->seed, drop->step, drop->site, threshold);
-            for (int j = 0; j < L; j++) f[j] = keep[j] ? 1.0f / (1.0f - drop->p) : 0.0f;
+            mt_cpu_attention_dropout_row(f, drop, threshold, first + (uint64_t)i * L, L);
         } else {
             for (int j = 0; j < L; j++) f[j] = 1.0f;
         }

@@ -23,6 +23,10 @@ void mt_cpu_small_gemm(int M, int N, int K, const float *A, size_t a_row, size_t
                        float *C, size_t ldc, int accumulate);
 
 // The training ops of lib/cpu/backward.c (shapes and semantics in backend.h).
+// Row i of a head's attention-dropout factors: factors[L] = keep ? 1/(1-p) : 0, element j keyed
+// by first + j (its index in att); the forward and the backward draw the same mask with it.
+void mt_cpu_attention_dropout_row(float *factors, const mt_dropout_key *drop, uint32_t threshold, uint64_t first,
+                                  int L);
 void mt_cpu_dropout_forward(float *out, const float *inp, const float *residual, int64_t n,
                             const mt_dropout_key *drop);
 void mt_cpu_dropout_backward(float *dinp, const float *dout, int64_t n, const mt_dropout_key *drop);

@@ -92,8 +92,7 @@ static void layernorm_forward(float *out, float *mean, float *rstd, const float 
     }
 }
 
-// Row i of a head's dropout factors: factors[L] = keep ? 1/(1-p) : 0, keyed by the index in att.
-static void attention_dropout_row(float *factors, const mt_dropout_key *drop, uint32_t threshold, uint64_t first,
+void mt_cpu_attention_dropout_row(float *factors, const mt_dropout_key *drop, uint32_t threshold, uint64_t first,
                                   int L) {
     uint8_t keep[L];
     mt_dropout_mask(keep, (size_t)L, first, drop->seed, drop->step, drop->site, threshold);
@@ -134,7 +133,7 @@ static void attend_head(float *out0, float *att, const float *q0, const float *k
         softmax_row(s, L);
         if (att) memcpy(att + (size_t)i * L, s, sizeof(float) * L);
         if (drop) {
-            attention_dropout_row(factor, drop, threshold, first + (uint64_t)i * L, L);
+            mt_cpu_attention_dropout_row(factor, drop, threshold, first + (uint64_t)i * L, L);
             for (int j = 0; j < L; j++) s[j] *= factor[j];
         }
     }
