@@ -52,22 +52,13 @@ static int longest_sequence(const int32_t *offsets, int B) {
 
 // ---- scratch ----------------------------------------------------------------------------------
 
-typedef struct { float *p; size_t cap; } buffer;
+typedef struct { void *p; size_t cap; } buffer;
 enum { BUF_Q, BUF_K, BUF_V, BUF_O, BUF_S, BUF_DS, BUF_COUNT };
 static buffer bufs[BUF_COUNT];
 
 static float *att_scratch(int which, size_t floats) {
-    buffer *b = &bufs[which];
-    if (floats > b->cap) {
-        CUDA_CHECK(cudaStreamSynchronize(stream));  // the old buffer may still be in use
-        if (b->p) CUDA_CHECK(cudaFree(b->p));
-        b->cap = floats + floats / 4;
-        cudaError_t err = cudaMalloc(&b->p, b->cap * sizeof(float));
-        if (err != cudaSuccess)
-            mt_die("attention: out of GPU memory for %.1f MiB of scratch (try a smaller --batch-tokens): %s",
-                   b->cap * 4.0 / 1048576.0, cudaGetErrorString(err));
-    }
-    return b->p;
+    return (float *)grow_buffer(&bufs[which].p, &bufs[which].cap, floats * sizeof(float),
+                                "attention scratch (a smaller --batch-tokens needs less)");
 }
 
 // ---- layout kernels ---------------------------------------------------------------------------

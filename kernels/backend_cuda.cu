@@ -31,6 +31,24 @@ static void *cuda_alloc(size_t bytes) {
     return p;
 }
 
+void *mt_cuda::grow_buffer(void **p, size_t *cap, size_t bytes, const char *what) {
+    if (bytes <= *cap) return *p;
+    size_t want = bytes < ((size_t)1 << 20) ? (size_t)1 << 20 : bytes + bytes / 4;
+    if (*p) {
+        CUDA_CHECK(cudaStreamSynchronize(stream));
+        CUDA_CHECK(cudaFree(*p));
+        *p = nullptr, *cap = 0;
+    }
+    cudaError_t err = cudaMalloc(p, want);
+    if (err != cudaSuccess) {
+        (void)cudaGetLastError();
+        *p = nullptr;
+        mt_die("out of GPU memory allocating %.1f MiB of %s: %s", want / 1048576.0, what, cudaGetErrorString(err));
+    }
+    *cap = want;
+    return *p;
+}
+
 static void cuda_free(void *p) {
     attention_forget_geometry();  // a later allocation may reuse the address
     if (p) CUDA_CHECK(cudaFree(p));

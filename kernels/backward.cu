@@ -17,23 +17,7 @@ namespace mt_cuda {
 static void *scratch_buf;
 static size_t scratch_bytes;
 
-void *scratch(size_t bytes) {
-    if (bytes <= scratch_bytes) return scratch_buf;
-    size_t want = bytes < ((size_t)1 << 20) ? (size_t)1 << 20 : bytes + bytes / 4;  // grow in steps
-    if (scratch_buf) {
-        CUDA_CHECK(cudaStreamSynchronize(stream));  // earlier ops may still read the old buffer
-        CUDA_CHECK(cudaFree(scratch_buf));
-        scratch_buf = nullptr;
-        scratch_bytes = 0;
-    }
-    cudaError_t err = cudaMalloc(&scratch_buf, want);
-    if (err != cudaSuccess) {
-        (void)cudaGetLastError();
-        mt_die("out of GPU memory allocating %zu bytes of scratch: %s", want, cudaGetErrorString(err));
-    }
-    scratch_bytes = want;
-    return scratch_buf;
-}
+void *scratch(size_t bytes) { return grow_buffer(&scratch_buf, &scratch_bytes, bytes, "scratch"); }
 
 // ---- dropout -----------------------------------------------------------------------------------
 

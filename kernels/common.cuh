@@ -46,6 +46,11 @@ namespace mt_cuda {
 extern cudaStream_t stream;  // every launch and cuBLAS call goes here, in order
 extern int num_sms;          // multiprocessors of the device, for persistent grids
 
+// A grow-only device buffer: *p holds at least `bytes` on return (reallocated with 25% headroom,
+// at least 1 MiB, after the stream has drained, since earlier launches may still read the old
+// one). Dies naming `what` and the size when the GPU is out of memory.
+void *grow_buffer(void **p, size_t *cap, size_t bytes, const char *what);
+
 // Blocks for a grid-stride loop over `items`, `per_block` per block: at most 32 blocks per
 // SM (a few waves), however large the input.
 static inline int grid_for(int64_t items, int per_block) {

@@ -49,7 +49,7 @@ __global__ void bf16_to_f32_kernel(float *out, const __nv_bfloat16 *inp, int64_t
         out[i] = __bfloat162float(inp[i]);
 }
 
-typedef struct { __nv_bfloat16 *p; int64_t cap; } bf16_scratch;
+typedef struct { void *p; size_t cap; } bf16_scratch;
 static bf16_scratch bf16_bufs[2];  // one per operand of a product
 
 // `count` matrices of rows x cols at X (leading dimension ld, `stride` apart) in bf16, same
@@ -58,15 +58,10 @@ static const __nv_bfloat16 *as_bf16(int slot, const float *X, int rows, int cols
                                     int count = 1) {
     int64_t n = (int64_t)(count - 1) * stride + (int64_t)(rows - 1) * ld + cols;
     bf16_scratch *s = &bf16_bufs[slot];
-    if (n > s->cap) {
-        CUDA_CHECK(cudaStreamSynchronize(stream));  // the old buffer may still be read
-        if (s->p) CUDA_CHECK(cudaFree(s->p));
-        s->cap = n + n / 4;
-        CUDA_CHECK(cudaMalloc(&s->p, (size_t)s->cap * sizeof(__nv_bfloat16)));
-    }
-    f32_to_bf16_kernel<<<grid_for(n, 256), 256, 0, stream>>>(s->p, X, n);
+    __nv_bfloat16 *out = (__nv_bfloat16 *)grow_buffer(&s->p, &s->cap, (size_t)n * sizeof(__nv_bfloat16), "bf16 operands");
+    f32_to_bf16_kernel<<<grid_for(n, 256), 256, 0, stream>>>(out, X, n);
     LAUNCH_CHECK();
-    return s->p;
+    return out;
 }
 
 // C[M,N] = alpha * op(A)[M,K] @ op(B)[K,N] + beta * C, all row-major fp32.
