@@ -129,27 +129,15 @@ static int load_weights(mt_bert *m, const mt_safetensors *st, const char *prefix
 }
 
 // The whole file as a string (kept so that checkpoints carry the config exactly as loaded).
-static char *read_text(const char *path, char *err, size_t errlen) {
-    FILE *f = fopen(path, "rb");
-    if (!f) { mt_fail(err, errlen, "cannot open %s: %s", path, strerror(errno)); return NULL; }
-    size_t cap = 4096, len = 0, got;
-    char *text = mt_malloc(cap);
-    while ((got = fread(text + len, 1, cap - len - 1, f)) > 0)
-        if ((len += got) == cap - 1) text = mt_realloc(text, cap *= 2);
-    int bad = ferror(f);
-    fclose(f);
-    if (bad) { free(text); mt_fail(err, errlen, "cannot read %s", path); return NULL; }
-    text[len] = 0;
-    return text;
-}
-
 mt_bert *mt_bert_load(const char *dir, const mt_backend *be, char *err, size_t errlen) {
     mt_bert *m = mt_calloc(1, sizeof *m);
     m->be = be;
     m->dir = mt_strdup(dir);
     char path[4096];
     snprintf(path, sizeof path, "%s/config.json", dir);
-    if (mt_config_load(&m->cfg, path, err, errlen) || !(m->config_json = read_text(path, err, errlen))) {
+    size_t json_len;  // read once: the config parsed is the text a checkpoint saves
+    if (!(m->config_json = mt_read_file(path, MT_CONFIG_MAX_BYTES, &json_len, err, errlen)) ||
+        mt_config_parse(&m->cfg, m->config_json, json_len, path, err, errlen)) {
         mt_bert_free(m);
         return NULL;
     }

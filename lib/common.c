@@ -55,6 +55,28 @@ int mt_mkdirs(const char *dir, char *err, size_t errlen) {
     return 0;
 }
 
+char *mt_read_file(const char *path, size_t max, size_t *len, char *err, size_t errlen) {
+    FILE *f = fopen(path, "rb");
+    if (!f) { mt_fail(err, errlen, "%s: cannot open: %s", path, strerror(errno)); return NULL; }
+    size_t cap = 4096, n = 0, got;
+    char *buf = mt_malloc(cap);
+    while ((got = fread(buf + n, 1, cap - n - 1, f)) > 0) {
+        n += got;
+        if (n > max) {
+            fclose(f), free(buf);
+            mt_fail(err, errlen, "%s: larger than %zu bytes", path, max);
+            return NULL;
+        }
+        if (n == cap - 1) buf = mt_realloc(buf, cap *= 2);
+    }
+    int bad = ferror(f);
+    fclose(f);
+    if (bad) { free(buf); mt_fail(err, errlen, "%s: read error", path); return NULL; }
+    buf[n] = 0;
+    if (len) *len = n;
+    return buf;
+}
+
 void mt_log(const char *fmt, ...) {
     if (mt_quiet) return;
     va_list ap;

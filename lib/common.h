@@ -22,6 +22,10 @@ int mt_fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((forma
 // mkdir -p dir: 0, or -1 with "cannot create COMPONENT: reason" in err. An existing path is
 // fine whatever it is (callers that need a directory check that themselves).
 int mt_mkdirs(const char *dir, char *err, size_t errlen);
+// The whole file, NUL-terminated (*len bytes before the NUL), at most max bytes so a hostile
+// file cannot exhaust memory; NULL with "PATH: cannot open: ..." / "PATH: larger than N bytes" /
+// "PATH: read error" in err. Free the result.
+char *mt_read_file(const char *path, size_t max, size_t *len, char *err, size_t errlen);
 extern int mt_quiet;  // set by --quiet: mt_log and progress stay silent
 
 void *mt_malloc(size_t n);

@@ -71,22 +71,10 @@ int mt_config_parse(mt_bert_config *c, const char *text, size_t len, const char 
 }
 
 int mt_config_load(mt_bert_config *c, const char *path, char *err, size_t errlen) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return mt_fail(err, errlen, "%s: cannot open: %s", path, strerror(errno));
-    char *buf = NULL;
-    size_t len = 0, cap = 0, n;
-    do {  // config files are small; read whole, capped so a hostile file cannot exhaust memory
-        if (len == cap) {
-            cap = cap ? cap * 2 : 4096;
-            if (cap > ((size_t)16 << 20)) { fclose(f); free(buf); return mt_fail(err, errlen, "%s: larger than 16 MB", path); }
-            buf = mt_realloc(buf, cap);
-        }
-        n = fread(buf + len, 1, cap - len, f);
-        len += n;
-    } while (n > 0);
-    int bad = ferror(f);
-    fclose(f);
-    int rc = bad ? mt_fail(err, errlen, "%s: read error", path) : mt_config_parse(c, buf, len, path, err, errlen);
+    size_t len;
+    char *buf = mt_read_file(path, MT_CONFIG_MAX_BYTES, &len, err, errlen);
+    if (!buf) return -1;
+    int rc = mt_config_parse(c, buf, len, path, err, errlen);
     free(buf);
     return rc;
 }

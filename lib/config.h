@@ -17,6 +17,7 @@ typedef struct {
 
 // Reads and checks path (a config.json). Returns 0, or -1 with a message naming the file
 // and the field in err. Requires hidden_act "gelu" (the erf form) and absolute positions.
+#define MT_CONFIG_MAX_BYTES ((size_t)16 << 20)  // a config.json larger than this is refused
 int mt_config_load(mt_bert_config *cfg, const char *path, char *err, size_t errlen);
 // The same on text already in memory; what names it in messages.
 int mt_config_parse(mt_bert_config *cfg, const char *text, size_t len, const char *what,

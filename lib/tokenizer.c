@@ -118,23 +118,6 @@ static void init_ascii(mt_tokenizer *t) {
     }
 }
 
-static char *read_file(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) mt_die("%s: %s", path, strerror(errno));
-    size_t cap = 1 << 20, n = 0;
-    char *buf = mt_malloc(cap);
-    size_t k;
-    while ((k = fread(buf + n, 1, cap - n - 1, f)) > 0) {
-        n += k;
-        if (cap - n - 1 == 0) buf = mt_realloc(buf, cap *= 2);
-    }
-    if (ferror(f)) mt_die("%s: read error", path);
-    fclose(f);
-    buf[n] = '\0';
-    *len = n;
-    return buf;
-}
-
 static int32_t require_token(mt_tokenizer *t, const char *path, const char *name) {
     int32_t id = lookup(t, name, strlen(name), 0);
     if (id < 0) mt_die("%s: the vocabulary has no %s token: is this a BERT vocab.txt?", path, name);
@@ -144,7 +127,8 @@ static int32_t require_token(mt_tokenizer *t, const char *path, const char *name
 mt_tokenizer *mt_tokenizer_load(const char *path) {
     mt_tokenizer *t = mt_calloc(1, sizeof *t);
     size_t len;
-    t->text = read_file(path, &len);
+    char err[4300];
+    if (!(t->text = mt_read_file(path, SIZE_MAX, &len, err, sizeof err))) mt_die("%s", err);
     if (len == 0) mt_die("%s: empty vocabulary file", path);
     size_t lines = 0;
     for (size_t i = 0; i < len; i++) lines += t->text[i] == '\n';
