@@ -49,8 +49,8 @@ struct mt_embedder {
     mt_record outrec;
     // batch staging
     int32_t *ids, *types, *lengths;
-    float *hidden, *pooled, *cls;
-    int stage_tokens;  // B*T capacity of ids/types/hidden
+    float *pooled, *cls;
+    int stage_tokens;  // B*T capacity of ids/types
 };
 
 mt_embed_options mt_embed_defaults(void) {
@@ -132,7 +132,6 @@ void mt_embedder_close(mt_embedder *e) {
     free(e->ids);
     free(e->types);
     free(e->lengths);
-    free(e->hidden);
     free(e->pooled);
     free(e->cls);
     mt_record_free(&e->outrec);
@@ -241,7 +240,6 @@ static void run_batch(mt_embedder *e, item *it, int B) {
         e->stage_tokens = B * T;
         e->ids = mt_realloc(e->ids, (size_t)B * T * sizeof(int32_t));
         e->types = mt_realloc(e->types, (size_t)B * T * sizeof(int32_t));
-        if (e->o.tokens) e->hidden = mt_realloc(e->hidden, (size_t)B * T * C * sizeof(float));
     }
     for (int b = 0; b < B; b++) {
         int32_t *ids = e->ids + (size_t)b * T, *types = e->types + (size_t)b * T;
@@ -252,11 +250,13 @@ static void run_batch(mt_embedder *e, item *it, int B) {
         memset(types + it[b].len, 0, (size_t)(T - it[b].len) * sizeof(int32_t));
         e->lengths[b] = it[b].len;
     }
-    if (mt_bert_forward(e->m, e->ids, e->types, e->lengths, B, T, e->o.tokens ? e->hidden : NULL, NULL))
+    if (mt_bert_forward(e->m, e->ids, e->types, e->lengths, B, T, NULL, NULL))
         mt_die("encoder: %s", mt_bert_error(e->m));
-    if (e->o.tokens) {
+    if (e->o.tokens) {  // straight from the packed states: no padded [B, T, C] copy in between
+        const int32_t *off;
+        const float *h = mt_bert_packed_hidden(e->m, &off, NULL, NULL);
         for (int b = 0; b < B; b++)
-            memcpy(e->out + it[b].out, e->hidden + (size_t)b * T * C, (size_t)it[b].len * C * sizeof(float));
+            memcpy(e->out + it[b].out, h + (size_t)off[b] * C, (size_t)it[b].len * C * sizeof(float));
         return;
     }
     int need_cls = 0;
