@@ -166,6 +166,7 @@ void mt_bert_free(mt_bert *m) {
     if (m->params) m->be->free(m->params);
     if (m->arena) m->be->free(m->arena);
     if (m->grad_arena) m->be->free(m->grad_arena);
+    if (m->d_dhidden) m->be->free(m->d_dhidden);
     free(m->config_json);
     for (int i = 0; i < m->num_param_tensors; i++) free(m->param_table[i].name);
     free(m->param_table);
@@ -533,6 +534,18 @@ void mt_bert_backward(mt_bert *m, float *dhidden, float *grads) {
     reserve_grad_arena(m);
     for (int l = m->cfg.num_hidden_layers - 1; l >= 0; l--) layer_backward(m, l, dhidden, grads);
     embeddings_backward(m, dhidden, grads);
+}
+
+void mt_bert_backward_host(mt_bert *m, float *dhidden, float *grads) {
+    if (m->be->host_memory) return mt_bert_backward(m, dhidden, grads);
+    size_t n = (size_t)m->last_N * m->cfg.hidden_size;
+    if (n > m->d_dhidden_cap) {
+        if (m->d_dhidden) m->be->free(m->d_dhidden);
+        m->d_dhidden = m->be->alloc(n * sizeof(float));
+        m->d_dhidden_cap = n;
+    }
+    m->be->copy_to_device(m->d_dhidden, dhidden, n * sizeof(float));
+    mt_bert_backward(m, m->d_dhidden, grads);
 }
 #undef GRAD
 

@@ -113,7 +113,6 @@ typedef struct {
     float *grads;                 // [num_params] be memory
     int32_t *ids, *offsets;       // the packed batch: [tokens], [3B + 1]
     float *emb, *demb, *dhidden;  // [3B, C], [3B, C], [tokens, C] (host)
-    float *dhidden_be;            // [tokens, C] be memory (device backends only)
     size_t cap_tokens;
     double recent[LOSS_WINDOW];
 } trainer;
@@ -165,7 +164,6 @@ static void trainer_free(trainer *t) {
     mt_simcse_free(&t->loss);
     mt_adamw_free(&t->opt);
     t->be->free(t->grads);
-    if (t->dhidden_be) t->be->free(t->dhidden_be);
     free(t->ids), free(t->offsets), free(t->emb), free(t->demb), free(t->dhidden);
 }
 
@@ -179,10 +177,6 @@ static int pack_views(trainer *t, const int32_t *ex, int B) {
         t->cap_tokens = N;
         t->ids = mt_realloc(t->ids, N * sizeof *t->ids);
         t->dhidden = mt_realloc(t->dhidden, N * t->C * sizeof(float));
-        if (!t->be->host_memory) {
-            if (t->dhidden_be) t->be->free(t->dhidden_be);
-            t->dhidden_be = t->be->alloc(N * t->C * sizeof(float));
-        }
     }
     int n = 0;
     t->offsets[0] = 0;
@@ -219,9 +213,7 @@ static int train_step(trainer *t, const int32_t *ex, int B, long step, double lr
     if (o->pool == MT_POOL_CLS) mt_cls_pool_backward(t->dhidden, de, t->offsets, V, C);
     else mt_mean_pool_backward(t->dhidden, de, t->offsets, V, C);
     t->be->zero(t->grads, t->m->num_params * sizeof(float));
-    float *dh = t->dhidden;
-    if (!t->be->host_memory) t->be->copy_to_device(t->dhidden_be, t->dhidden, (size_t)N * C * sizeof(float)), dh = t->dhidden_be;
-    mt_bert_backward(t->m, dh, t->grads);
+    mt_bert_backward_host(t->m, t->dhidden, t->grads);
     mt_grad_segment seg = {t->be, t->grads, t->m->num_params};
     double norm = mt_clip_grad_segments(&seg, 1, o->clip);
     if (!isfinite(norm)) mt_die("simcse: step %ld: gradient norm is %g; lower --lr", step + 1, norm);

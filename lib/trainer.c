@@ -62,7 +62,7 @@ typedef struct {
     // scratch
     mt_packed pk;
     mt_tm_acts acts;
-    float *dhidden, *dhidden_be;  // [dhidden_cap] host, and be memory (device backends only)
+    float *dhidden;  // [dhidden_cap] host
     size_t dhidden_cap;
     int32_t *ex_buf;
     int ex_cap;
@@ -333,17 +333,9 @@ static double run_task(trainer *T, int t, int B, float *enc, float *sent, float 
     if (T->o.fail_at_step && T->step + 1 == T->o.fail_at_step) loss = NAN;
     if (!isfinite(loss)) return loss;
     size_t need = (size_t)T->pk.N * T->m->cfg.hidden_size;
-    if (need > T->dhidden_cap) {
-        T->dhidden_cap = need, T->dhidden = mt_realloc(T->dhidden, need * sizeof(float));
-        if (!T->be->host_memory) {
-            if (T->dhidden_be) T->be->free(T->dhidden_be);
-            T->dhidden_be = T->be->alloc(need * sizeof(float));
-        }
-    }
+    if (need > T->dhidden_cap) T->dhidden_cap = need, T->dhidden = mt_realloc(T->dhidden, need * sizeof(float));
     mt_taskmodel_backward(&T->tm, &T->acts, T->dhidden, sent, heads, 1.0f);
-    float *dh = T->dhidden;
-    if (!T->be->host_memory) T->be->copy_to_device(T->dhidden_be, T->dhidden, need * sizeof(float)), dh = T->dhidden_be;
-    mt_bert_backward(T->m, dh, enc);
+    mt_bert_backward_host(T->m, T->dhidden, enc);
     T->ex_done += B, T->tok_done += T->pk.N;
     return loss;
 }
@@ -687,7 +679,6 @@ static void trainer_free(trainer *T) {
     mt_packed_free(&T->pk);
     mt_tm_acts_free(&T->acts);
     if (T->Genc) T->be->free(T->Genc);
-    if (T->dhidden_be) T->be->free(T->dhidden_be);
     free(T->Gtm), free(T->dhidden), free(T->ex_buf);
     mt_bert_free(T->m);
 }
