@@ -22,13 +22,15 @@ i32 offsets[B+1], i32 ids[N], i32 types[N]; f64 loss; then per tensor: u32 name 
 name, u32 numel, f64 norm, f32 max_abs, u32 nsample (= numel: whole tensor, no indices),
 u32 idx[nsample] (only when sampled), f32 grad[nsample].
 """
-import argparse, csv, gzip, os, random, struct, sys
+import argparse, os, random, struct, sys
 
 import numpy as np
 import torch
 from transformers import BertModel, BertTokenizer
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from reflib import ROOT, grad_record, read_tsv, write_gz  # noqa: E402
+
 MASK64 = (1 << 64) - 1
 
 
@@ -41,13 +43,6 @@ def splitmix64(i):
 
 def weights_r(n):
     return np.array([2.0 * (splitmix64(i) >> 40) / 16777216.0 - 1.0 for i in range(n)], dtype=np.float32)
-
-
-def read_tsv(name, cols, n, rng):
-    with open(os.path.join(ROOT, "data", name), newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
-    rng.shuffle(rows)
-    return [tuple(r[c] for c in cols) for r in rows[:n]]
 
 
 def main():
@@ -96,23 +91,9 @@ def main():
     buf += struct.pack("<d", loss.item())
     sample_rng = np.random.RandomState(7)
     for name, p in named:
-        g = p.grad.detach().numpy().astype(np.float32).ravel()
-        buf += struct.pack("<I", len(name)) + name.encode() + struct.pack("<I", g.size)
-        buf += struct.pack("<df", float(np.linalg.norm(g.astype(np.float64))), float(np.abs(g).max()))
-        if g.size <= 4096:
-            buf += struct.pack("<I", g.size) + g.astype("<f4").tobytes()
-            continue
-        if name == "embeddings.word_embeddings.weight":
-            used = np.unique(packed_ids)
-            unused = np.setdiff1d(np.arange(p.shape[0]), used)
-            rows = np.concatenate([sample_rng.choice(used, 240), sample_rng.choice(unused, 16)])
-            idx = rows * C + sample_rng.randint(0, C, rows.size)
-        else:
-            idx = np.sort(sample_rng.choice(g.size, 256, replace=False))
-        buf += struct.pack("<I", idx.size) + idx.astype("<u4").tobytes() + g[idx].astype("<f4").tobytes()
+        buf += grad_record(name, p, packed_ids, C, sample_rng)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as f:
-        f.write(bytes(buf))
+    write_gz(args.out, buf)
     print(f"{args.out}: B={B} N={N} loss={loss.item():.6f}, {len(named)} tensors, {len(buf)} bytes raw, "
           f"{os.path.getsize(args.out)} compressed", file=sys.stderr)
 

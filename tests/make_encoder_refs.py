@@ -15,21 +15,14 @@ sentence: u32 length L, u32 kind (0 single, 1 joint pair), i32 ids[L], i32 types
 u32 npos, i32 positions[npos], f32 rows[npos][hidden], f32 mean[hidden],
 f32 pooled[hidden] when has_pooler.
 """
-import argparse, csv, gzip, os, random, struct, sys
+import argparse, os, random, struct, sys
 
 import numpy as np
 import torch
 from transformers import BertModel, BertTokenizer
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def read_tsv(name, cols, n, rng):
-    with open(os.path.join(ROOT, "data", name), newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
-    rng.shuffle(rows)
-    return [tuple(r[c] for c in cols) for r in rows[:n]]
-
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from reflib import ROOT, read_tsv, write_gz  # noqa: E402
 
 def main():
     ap = argparse.ArgumentParser()
@@ -69,8 +62,7 @@ def main():
             if has_pooler:
                 out += o.pooler_output[0].numpy().astype("<f4").tobytes()
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with gzip.GzipFile(args.out, "wb", mtime=0) as f:
-        f.write(bytes(out))
+    write_gz(args.out, out, name=os.path.basename(args.out)[:-3])  # the header name it always had
     print(f"{args.out}: {len(items)} sentences, {len(out)} bytes raw, "
           f"{os.path.getsize(args.out)} compressed, pooler={has_pooler}", file=sys.stderr)
 

@@ -26,22 +26,17 @@ u32 B, u32 nseq, u32 N, i32 offsets[nseq+1], i32 ids[N], i32 types[N], f32 label
 f64 loss, u32 n_grads, per gradient: u32 name length, name, u32 numel, f64 norm, f32 max_abs,
 u32 nsample (= numel: whole, no indices), u32 idx[nsample] (only when sampled), f32 g[nsample].
 """
-import argparse, csv, gzip, os, random, struct, sys
+import argparse, os, random, struct, sys
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from transformers import BertModel, BertTokenizer
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from reflib import ROOT, grad_record, read_tsv, write_gz  # noqa: E402
+
 B = 4
-
-
-def read_tsv(name, cols, n, rng):
-    with open(os.path.join(ROOT, "data", name), newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
-    rng.shuffle(rows)
-    return [[r[c] for c in cols] for r in rows[:n]]
 
 
 def encode(tok, texts):
@@ -94,20 +89,7 @@ def task_loss(task, model, heads, tok, rows):
 def grad_records(named, packed_ids, C, sample_rng):
     buf = bytearray(struct.pack("<I", len(named)))
     for name, p in named:
-        g = (p.grad if p.grad is not None else torch.zeros_like(p)).detach().numpy().astype(np.float32).ravel()
-        buf += struct.pack("<I", len(name)) + name.encode() + struct.pack("<I", g.size)
-        buf += struct.pack("<df", float(np.linalg.norm(g.astype(np.float64))), float(np.abs(g).max()))
-        if g.size <= 4096:
-            buf += struct.pack("<I", g.size) + g.astype("<f4").tobytes()
-            continue
-        if name == "embeddings.word_embeddings.weight":
-            used = np.unique(packed_ids)
-            unused = np.setdiff1d(np.arange(p.shape[0]), used)
-            rows = np.concatenate([sample_rng.choice(used, 240), sample_rng.choice(unused, 16)])
-            idx = rows * C + sample_rng.randint(0, C, rows.size)
-        else:
-            idx = np.sort(sample_rng.choice(g.size, 256, replace=False))
-        buf += struct.pack("<I", idx.size) + idx.astype("<u4").tobytes() + g[idx].astype("<f4").tobytes()
+        buf += grad_record(name, p, packed_ids, C, sample_rng)
     return buf
 
 
@@ -152,8 +134,7 @@ def main():
         named += [(f"{h}.{pn}", getattr(lin, pn)) for h, lin in heads.items() for pn in ("weight", "bias")]
         buf += grad_records(named, packed_ids, C, sample_rng)
         print(f"task {task}: N={offsets[-1]} loss={loss.item():.6f}", file=sys.stderr)
-    with open(args.out, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as f:
-        f.write(bytes(buf))
+    write_gz(args.out, buf)
     print(f"{args.out}: {len(buf)} bytes raw, {os.path.getsize(args.out)} compressed", file=sys.stderr)
 
 
