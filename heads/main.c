@@ -315,6 +315,7 @@ static void run_predict_trained(const options *o) {
     snprintf(path, sizeof path, "%s/heads.safetensors", o->model_dir);
     mt_taskmodel tm;
     if (mt_taskmodel_load(&tm, path, err, sizeof err)) mt_die("%s", err);
+    const mt_backend *be = mt_backend_select(o->device);
     mt_reader *r = mt_reader_open(o->in_path, 1);
     check_embedding_stream(r, 0);
     check_trained_heads(&tm, path, r);
@@ -325,24 +326,42 @@ static void run_predict_trained(const options *o) {
     mt_meta_set(&meta, "producer", PRODUCER);
     mt_meta_set(&meta, "head", path);
     mt_writer *w = mt_writer_open(o->out_path ? o->out_path : "-", &meta);
-    mt_record rec = {0}, out = {0};
-    float outv[MT_SST_CLASSES];
     int pair = mt_task_is_pair(o->task), bi = tm.pair != MT_PAIR_CROSS, cross = tm.pair != MT_PAIR_BI;
+    int need_a = !pair || bi, need_b = pair && bi, need_c = pair && cross;
+    int K = mt_task_outputs(o->task), cap = o->batch, D = tm.D, C = tm.C;
+    mt_record *recs = mt_calloc((size_t)cap, sizeof *recs), out = {0};
+    float *ea = need_a ? mt_malloc((size_t)cap * D * sizeof *ea) : NULL;
+    float *eb = need_b ? mt_malloc((size_t)cap * D * sizeof *eb) : NULL;
+    float *ec = need_c ? mt_malloc((size_t)cap * C * sizeof *ec) : NULL;
+    float *outv = mt_malloc((size_t)cap * K * sizeof *outv);
     mt_progress pr;
     mt_progress_start(&pr, "predict", 0);
-    while (mt_reader_next(r, &rec) == 1) {
-        const float *a = tensor_or_die(&rec, "emb_a", tm.D, r, !pair || bi);
-        const float *b = pair ? tensor_or_die(&rec, "emb_b", tm.D, r, bi) : NULL;
-        const float *c = pair ? tensor_or_die(&rec, "cls_ab", tm.C, r, cross) : NULL;
-        mt_taskmodel_predict(&tm, o->task, a, b, c, outv);
-        write_prediction(o->task, &rec, outv, mt_task_pred(o->task, outv), &out);
-        mt_writer_put(w, &out);
-        mt_progress_add(&pr, 1);
+    for (int more = 1; more;) {  // chunks of up to cap records: one product per head
+        int m = 0;
+        while (m < cap && (more = mt_reader_next(r, &recs[m]) == 1)) m++;
+        if (!m) break;
+        for (int i = 0; i < m; i++) {
+            const float *a = tensor_or_die(&recs[i], "emb_a", D, r, need_a);
+            const float *b = pair ? tensor_or_die(&recs[i], "emb_b", D, r, need_b) : NULL;
+            const float *c = pair ? tensor_or_die(&recs[i], "cls_ab", C, r, need_c) : NULL;
+            if (need_a) memcpy(ea + (size_t)i * D, a, (size_t)D * sizeof *ea);
+            if (need_b) memcpy(eb + (size_t)i * D, b, (size_t)D * sizeof *eb);
+            if (need_c) memcpy(ec + (size_t)i * C, c, (size_t)C * sizeof *ec);
+        }
+        mt_taskmodel_predict(&tm, be, o->task, m, ea, eb, ec, outv);
+        for (int i = 0; i < m; i++) {
+            const float *ov = outv + (size_t)i * K;
+            write_prediction(o->task, &recs[i], ov, mt_task_pred(o->task, ov), &out);
+            mt_writer_put(w, &out);
+        }
+        mt_progress_add(&pr, m);
     }
     mt_progress_done(&pr);
     mt_writer_close(w);
     mt_reader_close(r);
-    mt_record_free(&rec), mt_record_free(&out), mt_meta_free(&meta), mt_taskmodel_free(&tm);
+    for (int i = 0; i < cap; i++) mt_record_free(&recs[i]);
+    free(recs), free(ea), free(eb), free(ec), free(outv);
+    mt_record_free(&out), mt_meta_free(&meta), mt_taskmodel_free(&tm);
 }
 
 static void run_predict(const options *o) {
