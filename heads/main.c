@@ -56,7 +56,7 @@ static const char *USAGE =
     "                     logits of many records at once; in fit each minibatch's logits and\n"
     "                     gradient and each epoch's held-out loss (losses and Adam stay on the\n"
     "                     host). A head is small (SST, 8,544 x 384 features: 10 ms an epoch on\n"
-    "                     2 CPU cores), too little for a GPU to repay its start-up and the\n"
+    "                     one CPU core), too little for a GPU to repay its start-up and the\n"
     "                     copies of every minibatch, and cpu gives the same head on every\n"
     "                     machine. auto takes a GPU when present and says so on stderr; cuda\n"
     "                     without one is an error\n"
