@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "common.h"
+#include "device.h"
 #include "heads.h"
 #include "taskmodel.h"
 #include "stream.h"
@@ -34,6 +35,7 @@ static const char *USAGE =
     "                     'embed --model CKPT' with the pooling the heads were trained on\n"
     "  --task T           sst, qqp or sts (with --head: checked against the head's task)\n"
     "  -o, --output FILE  prediction stream (default stdout; written atomically)\n"
+    "  --batch N          records per matrix product (default 4096)\n"
     "\n"
     "fit options:\n"
     "  --task T           required\n"
@@ -49,6 +51,15 @@ static const char *USAGE =
     "  --patience N       stop after N epochs without a better held-out loss (default 5)\n"
     "  --batch N          minibatch size (default 64)\n"
     "\n"
+    "both:\n"
+    "  -d, --device DEV   cpu | cuda | auto (default cpu): where the matrix products run, the\n"
+    "                     logits of many records at once; in fit each minibatch's logits and\n"
+    "                     gradient and each epoch's held-out loss (losses and Adam stay on the\n"
+    "                     host). A head is small (SST, 8,544 x 384 features: 10 ms an epoch on\n"
+    "                     one CPU core), too little for a GPU to repay its start-up and the\n"
+    "                     copies of every minibatch, and cpu gives the same head on every\n"
+    "                     machine. auto takes a GPU when present and says so on stderr; cuda\n"
+    "                     without one is an error\n"
     "  -v, --verbose      log every epoch;  -q, --quiet  no log lines;  -h, --help  this text\n"
     "\n"
     "examples:\n"
@@ -58,12 +69,14 @@ static const char *USAGE =
     "      | bin/heads --task sts --zero-shot | bin/evaluate\n"
     "  bin/heads fit --task sst -o runs/sst.head.safetensors runs/sst-train.emb\n"
     "  bin/heads --head runs/sst.head.safetensors runs/sst-val.emb > runs/sst-val.pred\n"
+    "  bin/heads fit --device cuda --task qqp -o runs/qqp.head.safetensors runs/qqp-train.emb\n"
     "  bin/evaluate runs/sst-val.pred runs/qqp-val.pred runs/sts-val.pred\n";
 
 typedef struct {
     int fit, zero_shot, have_task;
     mt_task task;
-    const char *head_path, *out_path, *in_path, *features, *model_dir;
+    const char *head_path, *out_path, *in_path, *features, *model_dir, *device;
+    int batch, have_batch;  // --batch: minibatch (fit) or records per product (predict)
     mt_fit_opts fit_opts;
 } options;
 
@@ -85,12 +98,15 @@ static void parse_args(int argc, char **argv, options *o) {
         {"patience", required_argument, 0, O_PAT}, {"batch", required_argument, 0, O_BATCH},
         {"output", required_argument, 0, 'o'},  {"verbose", no_argument, 0, 'v'},
         {"quiet", no_argument, 0, 'q'},         {"help", no_argument, 0, 'h'},
+        {"device", required_argument, 0, 'd'},
         {0, 0, 0, 0}};
     mt_fit_opts *f = &o->fit_opts;
     mt_fit_opts_default(f);
+    o->device = "cpu";
+    o->batch = 4096;
     if (argc > 1 && strcmp(argv[1], "fit") == 0) o->fit = 1, argv[1] = argv[0], argv++, argc--;
     int c;
-    while ((c = getopt_long(argc, argv, "o:vqh", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "o:d:vqh", opts, NULL)) != -1) {
         switch (c) {
         case O_TASK: o->task = parse_task(optarg), o->have_task = 1; break;
         case O_HEAD: o->head_path = optarg; break;
@@ -104,7 +120,8 @@ static void parse_args(int argc, char **argv, options *o) {
         case O_LR: f->lr = mt_parse_double("--lr", optarg); break;
         case O_EP: f->epochs = (int)mt_parse_long("--epochs", optarg, 1, 1000000); break;
         case O_PAT: f->patience = (int)mt_parse_long("--patience", optarg, 1, 1000000); break;
-        case O_BATCH: f->batch = (int)mt_parse_long("--batch", optarg, 1, 1 << 20); break;
+        case O_BATCH: o->batch = (int)mt_parse_long("--batch", optarg, 1, 1 << 20), o->have_batch = 1; break;
+        case 'd': o->device = optarg; break;
         case 'o': o->out_path = optarg; break;
         case 'v': f->verbose = 1; break;
         case 'q': mt_quiet = 1; break;
@@ -113,6 +130,7 @@ static void parse_args(int argc, char **argv, options *o) {
         }
     }
     if (argc - optind > 1) mt_die("expected at most one stream argument (see --help)");
+    if (o->fit && o->have_batch) f->batch = o->batch;
     o->in_path = optind < argc ? argv[optind] : "-";
     if (f->holdout < 0 || f->holdout >= 1) mt_die("option --holdout: must be in [0, 1)");
     if (f->l2 < 0 || !(f->lr > 0)) mt_die("options --l2 and --lr: need l2 >= 0 and lr > 0");
@@ -182,6 +200,7 @@ static void run_fit(const options *o) {
     unsigned feat = mt_features_default(o->task);
     if (o->features && mt_features_parse(o->features, &feat))
         mt_die("option --features: '%s' is not a comma list of emb, pair, cos, cls", o->features);
+    const mt_backend *be = mt_backend_select(o->device);
     mt_reader *r = mt_reader_open(o->in_path, 1);
     int hidden = check_embedding_stream(r, feat), dim = 0;
     mt_record rec = {0};
@@ -210,7 +229,7 @@ static void run_fit(const options *o) {
     snprintf(h->pool, sizeof h->pool, "%s", mt_meta_get(m, "pool") ? mt_meta_get(m, "pool") : "");
     mt_fit_report rep;
     double t0 = mt_now();
-    mt_head_fit(h, x, y, (int)n, &o->fit_opts, &rep);
+    mt_head_fit(h, be, x, y, (int)n, &o->fit_opts, &rep);
     const char *metric = o->task == MT_TASK_STS ? "pearson" : "accuracy";
     mt_log("fit %s: %d train / %d held-out rows, %d features, best epoch %d of %d (%.1f s)",
            mt_task_name(o->task), rep.n_train, rep.n_held, h->dim, rep.best_epoch, rep.epochs_run,
@@ -257,17 +276,6 @@ static void write_prediction(mt_task task, const mt_record *in, const float *out
     *(float *)mt_record_add1(out, "pred", MT_F32, 1)->data = pred;
 }
 
-static void predict_one(const mt_head *h, const options *o, int hidden, const mt_record *rec,
-                        long n, float *feat, float *outv, float *pred) {
-    if (!h) {  // zero-shot similarity
-        features_or_die(MT_FEAT_COS, hidden, rec, n, MT_TASK_STS, feat);
-        *pred = outv[0] = mt_zero_shot_score(feat[0]);
-        return;
-    }
-    features_or_die(h->features, hidden, rec, n, h->task, feat);
-    mt_head_predict(h, feat, outv, pred);
-}
-
 // The trained heads of a pcgrad-train checkpoint, on embed's pooled vectors of that checkpoint.
 static void check_trained_heads(const mt_taskmodel *tm, const char *path, const mt_reader *r) {
     const mt_meta *m = mt_reader_meta(r);
@@ -307,6 +315,7 @@ static void run_predict_trained(const options *o) {
     snprintf(path, sizeof path, "%s/heads.safetensors", o->model_dir);
     mt_taskmodel tm;
     if (mt_taskmodel_load(&tm, path, err, sizeof err)) mt_die("%s", err);
+    const mt_backend *be = mt_backend_select(o->device);
     mt_reader *r = mt_reader_open(o->in_path, 1);
     check_embedding_stream(r, 0);
     check_trained_heads(&tm, path, r);
@@ -317,24 +326,42 @@ static void run_predict_trained(const options *o) {
     mt_meta_set(&meta, "producer", PRODUCER);
     mt_meta_set(&meta, "head", path);
     mt_writer *w = mt_writer_open(o->out_path ? o->out_path : "-", &meta);
-    mt_record rec = {0}, out = {0};
-    float outv[MT_SST_CLASSES];
     int pair = mt_task_is_pair(o->task), bi = tm.pair != MT_PAIR_CROSS, cross = tm.pair != MT_PAIR_BI;
+    int need_a = !pair || bi, need_b = pair && bi, need_c = pair && cross;
+    int K = mt_task_outputs(o->task), cap = o->batch, D = tm.D, C = tm.C;
+    mt_record *recs = mt_calloc((size_t)cap, sizeof *recs), out = {0};
+    float *ea = need_a ? mt_malloc((size_t)cap * D * sizeof *ea) : NULL;
+    float *eb = need_b ? mt_malloc((size_t)cap * D * sizeof *eb) : NULL;
+    float *ec = need_c ? mt_malloc((size_t)cap * C * sizeof *ec) : NULL;
+    float *outv = mt_malloc((size_t)cap * K * sizeof *outv);
     mt_progress pr;
     mt_progress_start(&pr, "predict", 0);
-    while (mt_reader_next(r, &rec) == 1) {
-        const float *a = tensor_or_die(&rec, "emb_a", tm.D, r, !pair || bi);
-        const float *b = pair ? tensor_or_die(&rec, "emb_b", tm.D, r, bi) : NULL;
-        const float *c = pair ? tensor_or_die(&rec, "cls_ab", tm.C, r, cross) : NULL;
-        mt_taskmodel_predict(&tm, o->task, a, b, c, outv);
-        write_prediction(o->task, &rec, outv, mt_task_pred(o->task, outv), &out);
-        mt_writer_put(w, &out);
-        mt_progress_add(&pr, 1);
+    for (int more = 1; more;) {  // chunks of up to cap records: one product per head
+        int m = 0;
+        while (m < cap && (more = mt_reader_next(r, &recs[m]) == 1)) m++;
+        if (!m) break;
+        for (int i = 0; i < m; i++) {
+            const float *a = tensor_or_die(&recs[i], "emb_a", D, r, need_a);
+            const float *b = pair ? tensor_or_die(&recs[i], "emb_b", D, r, need_b) : NULL;
+            const float *c = pair ? tensor_or_die(&recs[i], "cls_ab", C, r, need_c) : NULL;
+            if (need_a) memcpy(ea + (size_t)i * D, a, (size_t)D * sizeof *ea);
+            if (need_b) memcpy(eb + (size_t)i * D, b, (size_t)D * sizeof *eb);
+            if (need_c) memcpy(ec + (size_t)i * C, c, (size_t)C * sizeof *ec);
+        }
+        mt_taskmodel_predict(&tm, be, o->task, m, ea, eb, ec, outv);
+        for (int i = 0; i < m; i++) {
+            const float *ov = outv + (size_t)i * K;
+            write_prediction(o->task, &recs[i], ov, mt_task_pred(o->task, ov), &out);
+            mt_writer_put(w, &out);
+        }
+        mt_progress_add(&pr, m);
     }
     mt_progress_done(&pr);
     mt_writer_close(w);
     mt_reader_close(r);
-    mt_record_free(&rec), mt_record_free(&out), mt_meta_free(&meta), mt_taskmodel_free(&tm);
+    for (int i = 0; i < cap; i++) mt_record_free(&recs[i]);
+    free(recs), free(ea), free(eb), free(ec), free(outv);
+    mt_record_free(&out), mt_meta_free(&meta), mt_taskmodel_free(&tm);
 }
 
 static void run_predict(const options *o) {
@@ -349,6 +376,7 @@ static void run_predict(const options *o) {
         mt_die("--zero-shot is cosine similarity: it is only for --task sts");
     mt_head *h = o->head_path ? mt_head_load(o->head_path) : NULL;
     mt_task task = h ? h->task : MT_TASK_STS;
+    const mt_backend *be = mt_backend_select(o->device);  // zero-shot has no product: the host
     mt_reader *r = mt_reader_open(o->in_path, 1);
     int hidden = check_embedding_stream(r, h ? h->features : MT_FEAT_COS);
     if (h) check_head_matches(h, o, r, hidden);
@@ -359,25 +387,40 @@ static void run_predict(const options *o) {
     mt_meta_set(&meta, "producer", PRODUCER);
     mt_meta_set(&meta, "head", h ? o->head_path : "zero-shot");
     mt_writer *w = mt_writer_open(o->out_path ? o->out_path : "-", &meta);
-    mt_record rec = {0}, out = {0};
-    float *feat = NULL, outv[MT_SST_CLASSES], pred;
+    unsigned feat = h ? h->features : MT_FEAT_COS;
+    int K = mt_task_outputs(task), cap = o->batch;
+    mt_record *recs = mt_calloc((size_t)cap, sizeof *recs), out = {0};
+    float *x = NULL, *outv = mt_malloc((size_t)cap * K * sizeof *outv), *pred = mt_malloc((size_t)cap * sizeof *pred);
+    mt_head_dev dev;
     mt_progress pr;
     mt_progress_start(&pr, "predict", 0);
-    while (mt_reader_next(r, &rec) == 1) {
-        if (!feat) {
-            hidden = hidden_of(hidden, &rec);
-            if (h) check_head_matches(h, o, r, hidden);
-            feat = mt_malloc((size_t)mt_features_dim(h ? h->features : MT_FEAT_COS, hidden) * sizeof *feat);
+    for (int more = 1; more;) {  // chunks of up to cap records: one product each
+        int m = 0;
+        while (m < cap && (more = mt_reader_next(r, &recs[m]) == 1)) m++;
+        if (!m) break;
+        if (!x) {
+            hidden = hidden_of(hidden, &recs[0]);
+            if (h) check_head_matches(h, o, r, hidden), mt_head_dev_init(&dev, h, be, cap);
+            x = mt_malloc((size_t)cap * mt_features_dim(feat, hidden) * sizeof *x);
         }
-        predict_one(h, o, hidden, &rec, mt_reader_count(r), feat, outv, &pred);
-        write_prediction(task, &rec, outv, pred, &out);
-        mt_writer_put(w, &out);
-        mt_progress_add(&pr, 1);
+        int dim = mt_features_dim(feat, hidden);
+        long first = mt_reader_count(r) - m + 1;
+        for (int i = 0; i < m; i++) features_or_die(feat, hidden, &recs[i], first + i, task, x + (size_t)i * dim);
+        if (h) mt_head_predict(h, &dev, x, m, outv, pred);
+        else
+            for (int i = 0; i < m; i++) pred[i] = outv[i] = mt_zero_shot_score(x[i]);
+        for (int i = 0; i < m; i++) {
+            write_prediction(task, &recs[i], outv + (size_t)i * K, pred[i], &out);
+            mt_writer_put(w, &out);
+        }
+        mt_progress_add(&pr, m);
     }
     mt_progress_done(&pr);
     mt_writer_close(w);
     mt_reader_close(r);
-    mt_record_free(&rec), mt_record_free(&out), mt_meta_free(&meta), mt_head_free(h), free(feat);
+    if (h && x) mt_head_dev_free(&dev);
+    for (int i = 0; i < cap; i++) mt_record_free(&recs[i]);
+    free(recs), mt_record_free(&out), mt_meta_free(&meta), mt_head_free(h), free(x), free(outv), free(pred);
 }
 
 int main(int argc, char **argv) {

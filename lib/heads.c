@@ -166,24 +166,6 @@ void mt_head_standardise(const mt_head *h, float *x, int n) {
     }
 }
 
-// z[K] = W·xs + b for one standardised row.
-static void logits_std(const mt_head *h, const float *xs, float *z) {
-    for (int k = 0; k < h->k; k++) {
-        const float *w = h->w + (size_t)k * h->dim;
-        float s = 0;
-        for (int j = 0; j < h->dim; j++) s += w[j] * xs[j];
-        z[k] = s + h->b[k];
-    }
-}
-
-void mt_head_logits(const mt_head *h, const float *x, float *z) {
-    float *xs = mt_malloc((size_t)h->dim * sizeof *xs);
-    memcpy(xs, x, (size_t)h->dim * sizeof *xs);
-    mt_head_standardise(h, xs, 1);
-    logits_std(h, xs, z);
-    free(xs);
-}
-
 static void softmax(float *z, int k) {
     float m = z[0], s = 0;
     for (int i = 1; i < k; i++) m = z[i] > m ? z[i] : m;
@@ -219,11 +201,6 @@ static float outputs_from_logits(mt_task task, float *z) {
     return mt_task_pred(task, z);
 }
 
-void mt_head_predict(const mt_head *h, const float *x, float *out, float *pred) {
-    mt_head_logits(h, x, out);
-    *pred = outputs_from_logits(h->task, out);
-}
-
 // Loss of one row from its logits z (overwritten with dLoss/dz).
 static double row_loss(mt_task task, float *z, float y) {
     switch (task) {
@@ -249,23 +226,83 @@ static double row_loss(mt_task task, float *z, float y) {
     return 0;
 }
 
-double mt_head_loss(const mt_head *h, const float *xs, const float *y, int n, double l2,
+// ---- the head on a backend ----------------------------------------------------------------
+
+void mt_head_dev_init(mt_head_dev *d, const mt_head *h, const mt_backend *be, int cap) {
+    memset(d, 0, sizeof *d);
+    d->be = be, d->k = h->k, d->dim = h->dim, d->cap = cap > 0 ? cap : 1;
+    d->w = be->alloc((size_t)h->k * h->dim * sizeof(float));
+    d->dw = be->alloc((size_t)h->k * h->dim * sizeof(float));
+    d->b = be->alloc((size_t)h->k * sizeof(float));
+    d->z = be->alloc((size_t)d->cap * h->k * sizeof(float));
+    d->zh = mt_malloc((size_t)d->cap * h->k * sizeof(float));
+}
+
+void mt_head_dev_free(mt_head_dev *d) {
+    const mt_backend *be = d->be;
+    be->free(d->w), be->free(d->dw), be->free(d->b), be->free(d->z);
+    if (d->x) be->free(d->x);
+    free(d->zh);
+    memset(d, 0, sizeof *d);
+}
+
+static void put_weights(const mt_head *h, mt_head_dev *d) {
+    d->be->copy_to_device(d->w, h->w, (size_t)h->k * h->dim * sizeof(float));
+    d->be->copy_to_device(d->b, h->b, (size_t)h->k * sizeof(float));
+}
+
+// d->zh[m, K] = logits of rows xs[m, D] (backend), m <= cap, with the weights already put.
+static void logits_chunk(mt_head_dev *d, const float *xs, int m) {
+    d->be->matmul_forward(d->z, xs, d->w, d->b, NULL, m, d->dim, d->k);
+    d->be->copy_to_host(d->zh, d->z, (size_t)m * d->k * sizeof(float));
+}
+
+void mt_head_logits(const mt_head *h, mt_head_dev *d, const float *xs, int n, float *z) {
+    put_weights(h, d);
+    for (int s = 0; s < n; s += d->cap) {
+        int m = n - s < d->cap ? n - s : d->cap;
+        logits_chunk(d, xs + (size_t)s * h->dim, m);
+        memcpy(z + (size_t)s * h->k, d->zh, (size_t)m * h->k * sizeof *z);
+    }
+}
+
+void mt_head_predict(const mt_head *h, mt_head_dev *d, float *x, int n, float *out, float *pred) {
+    if (n > d->cap) mt_die("mt_head_predict: %d rows, more than the %d it was set up for", n, d->cap);
+    mt_head_standardise(h, x, n);
+    const float *xs = x;
+    if (!d->be->host_memory) {
+        if (!d->x) d->x = d->be->alloc((size_t)d->cap * h->dim * sizeof(float));
+        d->be->copy_to_device(d->x, x, (size_t)n * h->dim * sizeof(float));
+        xs = d->x;
+    }
+    mt_head_logits(h, d, xs, n, out);
+    for (int i = 0; i < n; i++) pred[i] = outputs_from_logits(h->task, out + (size_t)i * h->k);
+}
+
+// Adds dW = dZ^T xs of one chunk (dZ = d->zh[m, K], host) into d->dw (first chunk: overwrites).
+static void grad_chunk(mt_head_dev *d, const float *xs, int m, int first) {
+    d->be->copy_to_device(d->z, d->zh, (size_t)m * d->k * sizeof(float));
+    d->be->gemm(1, 0, d->k, d->dim, m, 1.0f, d->z, d->k, xs, d->dim, first ? 0.0f : 1.0f, d->dw, d->dim);
+}
+
+double mt_head_loss(const mt_head *h, mt_head_dev *d, const float *xs, const float *y, int n, double l2,
                     float *gw, float *gb) {
     int K = h->k, D = h->dim;
-    float z[MT_SST_CLASSES];
     if (gw) memset(gw, 0, (size_t)K * D * sizeof *gw);
     if (gb) memset(gb, 0, (size_t)K * sizeof *gb);
+    put_weights(h, d);
     double loss = 0;
-    for (int i = 0; i < n; i++) {
-        const float *row = xs + (size_t)i * D;
-        logits_std(h, row, z);
-        loss += row_loss(h->task, z, y[i]);
-        for (int k = 0; gw && k < K; k++) {
-            float g = z[k] / n, *gwk = gw + (size_t)k * D;
-            for (int j = 0; j < D; j++) gwk[j] += g * row[j];
-            gb[k] += g;
+    for (int s = 0; s < n; s += d->cap) {
+        int m = n - s < d->cap ? n - s : d->cap;
+        logits_chunk(d, xs + (size_t)s * D, m);
+        for (int i = 0; i < m; i++) {
+            float *z = d->zh + (size_t)i * K;
+            loss += row_loss(h->task, z, y[s + i]);  // z becomes dLoss/dz of the row
+            for (int k = 0; gw && k < K; k++) gb[k] += (z[k] /= n);
         }
+        if (gw) grad_chunk(d, xs + (size_t)s * D, m, s == 0);
     }
+    if (gw && n) d->be->copy_to_host(gw, d->dw, (size_t)K * D * sizeof *gw);
     double reg = 0;
     for (size_t j = 0; j < (size_t)K * D; j++) {
         reg += (double)h->w[j] * h->w[j];
@@ -286,19 +323,19 @@ static double pearson_f(const float *a, const float *b, int n) {
     return saa > 0 && sbb > 0 ? sab / sqrt(saa * sbb) : NAN;
 }
 
-double mt_head_metric(const mt_head *h, const float *xs, const float *y, int n) {
+double mt_head_metric(const mt_head *h, mt_head_dev *d, const float *xs, const float *y, int n) {
     if (n == 0) return NAN;
-    float z[MT_SST_CLASSES];
+    float *z = mt_malloc((size_t)n * h->k * sizeof *z);
     float *score = h->task == MT_TASK_STS ? mt_malloc((size_t)n * sizeof *score) : NULL;
+    mt_head_logits(h, d, xs, n, z);
     long correct = 0;
     for (int i = 0; i < n; i++) {
-        logits_std(h, xs + (size_t)i * h->dim, z);
-        float pred = outputs_from_logits(h->task, z);
+        float pred = outputs_from_logits(h->task, z + (size_t)i * h->k);
         if (score) score[i] = pred;
         else correct += pred == y[i];
     }
     double m = score ? pearson_f(score, y, n) : (double)correct / n;
-    free(score);
+    free(score), free(z);
     return m;
 }
 
@@ -315,10 +352,10 @@ void mt_fit_opts_default(mt_fit_opts *o) {
     o->verbose = 0;
 }
 
-static void shuffle(int *a, int n, uint64_t *rng) {
+static void shuffle(int32_t *a, int n, uint64_t *rng) {
     for (int i = n - 1; i > 0; i--) {
         int j = (int)(mt_splitmix64(rng) % (uint64_t)(i + 1));
-        int t = a[i];
+        int32_t t = a[i];
         a[i] = a[j];
         a[j] = t;
     }
@@ -342,14 +379,6 @@ static void fit_standardisation(mt_head *h, const float *x, int n_train) {
     free(ss);
 }
 
-// Copies the rows listed in idx into a contiguous block (with their targets).
-static void gather(const float *x, const float *y, const int *idx, int n, int D, float *xo, float *yo) {
-    for (int i = 0; i < n; i++) {
-        memcpy(xo + (size_t)i * D, x + (size_t)idx[i] * D, (size_t)D * sizeof *xo);
-        yo[i] = y[idx[i]];
-    }
-}
-
 typedef struct {
     float *m, *v;  // Adam moments, [K*D + K]
     long t;
@@ -369,19 +398,57 @@ static void adam_step(mt_head *h, adam_state *a, const float *gw, const float *g
     }
 }
 
-// One pass over the training rows in a fresh seeded order.
-static void train_epoch(mt_head *h, const float *xt, const float *yt, int n, const mt_fit_opts *o,
-                        uint64_t *rng, adam_state *a, float *xb, float *yb, float *gw, float *gb) {
-    int *order = mt_malloc((size_t)n * sizeof *order);
-    for (int i = 0; i < n; i++) order[i] = i;
-    shuffle(order, n, rng);
-    for (int s = 0; s < n; s += o->batch) {
-        int m = n - s < o->batch ? n - s : o->batch;
-        gather(xt, yt, order + s, m, h->dim, xb, yb);
-        mt_head_loss(h, xb, yb, m, o->l2, gw, gb);
+// The fit's backend memory: the standardised rows (x itself on a host-memory backend, else
+// copied once), the epoch's order of the training rows, and one minibatch gathered from them.
+// The gather is embeddings_forward with all-zero position and type tables: row i of xb is
+// (x[order[i]] + 0) + 0, the row itself (only a -0 turns +0, which changes no product).
+typedef struct {
+    mt_head_dev dev;
+    const float *x;  // [n, D]
+    float *x_copy;   // x when the backend has its own memory, else NULL
+    float *xb;       // [min(batch, nt), D]
+    int32_t *order;  // [nt]
+    int32_t *zeros;  // [min(batch, nt)] type and position ids of the gather
+    float *zrow;     // [D] the zero type and position table
+} fit_buffers;
+
+static void fit_buffers_init(fit_buffers *f, const mt_head *h, const mt_backend *be, const float *x, int n,
+                             int nt, int batch) {
+    size_t D = (size_t)h->dim, bs = (size_t)(batch < nt ? batch : nt);
+    mt_head_dev_init(&f->dev, h, be, n);  // n rows: each evaluation is one product
+    f->x_copy = NULL;
+    f->x = x;
+    if (!be->host_memory) {
+        f->x = f->x_copy = be->alloc((size_t)n * D * sizeof(float));
+        be->copy_to_device(f->x_copy, x, (size_t)n * D * sizeof(float));
+    }
+    f->xb = be->alloc(bs * D * sizeof(float));
+    f->order = be->alloc((size_t)nt * sizeof(int32_t));
+    f->zeros = be->alloc(bs * sizeof(int32_t));
+    f->zrow = be->alloc(D * sizeof(float));
+}
+
+static void fit_buffers_free(fit_buffers *f) {
+    const mt_backend *be = f->dev.be;
+    if (f->x_copy) be->free(f->x_copy);
+    be->free(f->xb), be->free(f->order), be->free(f->zeros), be->free(f->zrow);
+    mt_head_dev_free(&f->dev);
+}
+
+// One pass over the nt training rows (the first of f->x) in a fresh seeded order.
+static void train_epoch(mt_head *h, fit_buffers *f, const float *yt, int nt, const mt_fit_opts *o,
+                        uint64_t *rng, adam_state *a, int32_t *order, float *yb, float *gw, float *gb) {
+    const mt_backend *be = f->dev.be;
+    for (int i = 0; i < nt; i++) order[i] = i;
+    shuffle(order, nt, rng);
+    be->copy_to_device(f->order, order, (size_t)nt * sizeof *order);
+    for (int s = 0; s < nt; s += o->batch) {
+        int m = nt - s < o->batch ? nt - s : o->batch;
+        be->embeddings_forward(f->xb, f->order + s, f->zeros, f->zeros, f->x, f->zrow, f->zrow, m, h->dim);
+        for (int i = 0; i < m; i++) yb[i] = yt[order[s + i]];
+        mt_head_loss(h, &f->dev, f->xb, yb, m, o->l2, gw, gb);
         adam_step(h, a, gw, gb, o->lr);
     }
-    free(order);
 }
 
 typedef struct {
@@ -400,24 +467,27 @@ static void restore_weights(mt_head *h, const weights_copy *c) {
 
 // Adam epochs until the held-out loss (without the L2 term) has not improved for
 // `patience` epochs; the best epoch's weights are kept. Without held-out rows, all epochs.
-static void fit_loop(mt_head *h, const float *xt, const float *yt, int nt, const float *xh,
-                     const float *yh, int nh, const mt_fit_opts *o, mt_fit_report *rep) {
+// Rows: f->x[0, nt) train (targets yt), f->x[nt, nt + nh) held out (targets yh).
+static void fit_loop(mt_head *h, fit_buffers *f, const float *yt, int nt, const float *yh, int nh,
+                     const mt_fit_opts *o, mt_fit_report *rep) {
     size_t nw = (size_t)h->k * h->dim;
+    const float *xh = f->x + (size_t)nt * h->dim;
     adam_state a = {mt_calloc(nw + h->k, sizeof(float)), mt_calloc(nw + h->k, sizeof(float)), 0};
     float *gw = mt_malloc(nw * sizeof *gw), *gb = mt_malloc((size_t)h->k * sizeof *gb);
-    float *xb = mt_malloc((size_t)o->batch * h->dim * sizeof *xb), *yb = mt_malloc((size_t)o->batch * sizeof *yb);
+    float *yb = mt_malloc((size_t)(o->batch < nt ? o->batch : nt) * sizeof *yb);
+    int32_t *order = mt_malloc((size_t)nt * sizeof *order);
     weights_copy best = {mt_malloc(nw * sizeof(float)), mt_malloc((size_t)h->k * sizeof(float))};
     uint64_t rng = o->seed ^ 0x5eedf00dULL;
     double best_loss = INFINITY;
     int since_best = 0;
     rep->best_epoch = 0;
     for (int e = 1; e <= o->epochs; e++) {
-        train_epoch(h, xt, yt, nt, o, &rng, &a, xb, yb, gw, gb);
+        train_epoch(h, f, yt, nt, o, &rng, &a, order, yb, gw, gb);
         rep->epochs_run = e;
-        double held = nh ? mt_head_loss(h, xh, yh, nh, 0, NULL, NULL) : -e;
+        double held = nh ? mt_head_loss(h, &f->dev, xh, yh, nh, 0, NULL, NULL) : -e;
         if (o->verbose)
             mt_log("epoch %d: train loss %.4f, held-out loss %.4f", e,
-                   mt_head_loss(h, xt, yt, nt, 0, NULL, NULL), nh ? held : NAN);
+                   mt_head_loss(h, &f->dev, f->x, yt, nt, 0, NULL, NULL), nh ? held : NAN);
         if (held < best_loss) {
             best_loss = held;
             rep->best_epoch = e;
@@ -428,12 +498,12 @@ static void fit_loop(mt_head *h, const float *xt, const float *yt, int nt, const
         }
     }
     restore_weights(h, &best);
-    free(a.m), free(a.v), free(gw), free(gb), free(xb), free(yb), free(best.w), free(best.b);
+    free(a.m), free(a.v), free(gw), free(gb), free(yb), free(order), free(best.w), free(best.b);
 }
 
 // Reorders the rows of x[n, D] in place so that new row i is old row order[i] (cycle by
 // cycle, one spare row), so a fit needs no second copy of the data.
-static void permute_rows(float *x, const int *order, int n, int D) {
+static void permute_rows(float *x, const int32_t *order, int n, int D) {
     char *done = mt_calloc((size_t)n, 1);
     float *tmp = mt_malloc((size_t)D * sizeof *tmp);
     size_t row = (size_t)D * sizeof *tmp;
@@ -453,11 +523,11 @@ static void permute_rows(float *x, const int *order, int n, int D) {
     free(tmp);
 }
 
-void mt_head_fit(mt_head *h, float *x, const float *y, int n, const mt_fit_opts *o,
+void mt_head_fit(mt_head *h, const mt_backend *be, float *x, const float *y, int n, const mt_fit_opts *o,
                  mt_fit_report *rep) {
     memset(rep, 0, sizeof *rep);
     int D = h->dim;
-    int *order = mt_malloc((size_t)n * sizeof *order);
+    int32_t *order = mt_malloc((size_t)n * sizeof *order);
     for (int i = 0; i < n; i++) order[i] = i;
     uint64_t rng = o->seed;
     shuffle(order, n, &rng);
@@ -469,14 +539,17 @@ void mt_head_fit(mt_head *h, float *x, const float *y, int n, const mt_fit_opts 
     permute_rows(x, order, n, D);
     fit_standardisation(h, x, nt);
     mt_head_standardise(h, x, n);
-    float *xh = x + (size_t)nt * D, *yh = ys + nt;
-    fit_loop(h, x, ys, nt, xh, yh, nh, o, rep);
+    fit_buffers f;
+    fit_buffers_init(&f, h, be, x, n, nt, o->batch);
+    const float *xh = f.x + (size_t)nt * D, *yh = ys + nt;
+    fit_loop(h, &f, ys, nt, yh, nh, o, rep);
     rep->n_train = nt;
     rep->n_held = nh;
-    rep->train_loss = mt_head_loss(h, x, ys, nt, 0, NULL, NULL);
-    rep->train_metric = mt_head_metric(h, x, ys, nt);
-    rep->held_loss = nh ? mt_head_loss(h, xh, yh, nh, 0, NULL, NULL) : NAN;
-    rep->held_metric = nh ? mt_head_metric(h, xh, yh, nh) : NAN;
+    rep->train_loss = mt_head_loss(h, &f.dev, f.x, ys, nt, 0, NULL, NULL);
+    rep->train_metric = mt_head_metric(h, &f.dev, f.x, ys, nt);
+    rep->held_loss = nh ? mt_head_loss(h, &f.dev, xh, yh, nh, 0, NULL, NULL) : NAN;
+    rep->held_metric = nh ? mt_head_metric(h, &f.dev, xh, yh, nh) : NAN;
+    fit_buffers_free(&f);
     free(order), free(ys);
 }
 

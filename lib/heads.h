@@ -11,6 +11,7 @@
 
 #include <stdint.h>
 
+#include "backend.h"
 #include "stream.h"
 
 // ---- tasks -------------------------------------------------------------------------
@@ -68,19 +69,41 @@ typedef struct {
 mt_head *mt_head_new(mt_task task, unsigned features, int hidden);  // zero weights, identity scaling
 void mt_head_free(mt_head *h);
 
-// Raw outputs z[K] for a raw (unstandardised) feature vector x[D].
-void mt_head_logits(const mt_head *h, const float *x, float *z);
-// Task outputs for x: sst probs[5] + argmax; qqp prob[1] + 0/1; sts score[1] in [0, 5] + score.
-void mt_head_predict(const mt_head *h, const float *x, float *out, float *pred);
+// ---- the head on a backend --------------------------------------------------------------
+// The products run on a backend (lib/backend.h), many rows at a time: logits Z = Xs W^T + b
+// (matmul_forward) and the gradient dW = dZ^T Xs (gemm). Softmax, sigmoid, loss and metric over
+// Z[n, K] stay on the host, which copies only those K <= 5 values per row: kernels would save
+// nothing at that size, and the host keeps the double-precision loss of the code before it.
+// Rows xs are standardised features in the backend's memory; every call first copies h's
+// current W and b to the backend (K x D floats), so h is the one owner of the weights.
+typedef struct {
+    const mt_backend *be;
+    int k, dim, cap;  // outputs, features, rows per product
+    float *w, *b;     // [K, D], [K] backend: h's weights as last copied
+    float *z, *dw;    // [cap, K] logits, [K, D] gradient (backend)
+    float *x;         // [cap, D] backend rows for mt_head_predict (allocated on first use)
+    float *zh;        // [cap, K] host: logits, then dLoss/dlogits
+} mt_head_dev;
+void mt_head_dev_init(mt_head_dev *d, const mt_head *h, const mt_backend *be, int cap);
+void mt_head_dev_free(mt_head_dev *d);
 
-// Mean loss over n standardised rows xs[n, D] with targets y[n] (class index, 0/1, or score),
-// plus 0.5·l2·|W|² (no penalty on b): cross-entropy, binary cross-entropy, or 0.5·squared error.
-// When gw[K, D] and gb[K] are given they receive the gradient (overwritten, not accumulated).
-double mt_head_loss(const mt_head *h, const float *xs, const float *y, int n, double l2,
+// Logits z[n, K] (host) for standardised rows xs[n, D] (backend memory), cap rows per product.
+void mt_head_logits(const mt_head *h, mt_head_dev *d, const float *xs, int n, float *z);
+// Task outputs of raw (unstandardised) host rows x[n, D], standardised in place and copied to
+// the backend, n <= d->cap: out[n, K] sst probs[5]; qqp prob[1]; sts score[1] in [0, 5];
+// pred[n] the prediction (mt_task_pred).
+void mt_head_predict(const mt_head *h, mt_head_dev *d, float *x, int n, float *out, float *pred);
+
+// Mean loss over n standardised rows xs[n, D] (backend memory) with targets y[n] (host; class
+// index, 0/1, or score), plus 0.5·l2·|W|² (no penalty on b): cross-entropy, binary
+// cross-entropy, or 0.5·squared error. When gw[K, D] and gb[K] (host) are given they receive
+// the gradient (overwritten, not accumulated).
+double mt_head_loss(const mt_head *h, mt_head_dev *d, const float *xs, const float *y, int n, double l2,
                     float *gw, float *gb);
 
-// Task metric of the head on standardised rows: accuracy (sst, qqp) or Pearson r (sts).
-double mt_head_metric(const mt_head *h, const float *xs, const float *y, int n);
+// Task metric of the head on standardised rows xs (backend memory): accuracy (sst, qqp) or
+// Pearson r (sts).
+double mt_head_metric(const mt_head *h, mt_head_dev *d, const float *xs, const float *y, int n);
 
 typedef struct {
     double holdout;  // fraction of rows held out for early stopping (0: none)
@@ -99,10 +122,13 @@ typedef struct {
     double train_loss, held_loss, train_metric, held_metric;
 } mt_fit_report;
 
-// Fits h on x[n, D] (raw features; shuffled and standardised in place) and targets y[n]:
-// standardisation from the training rows, then minibatch Adam with early stopping on the
-// held-out loss, keeping the best epoch's weights. Deterministic for a given seed.
-void mt_head_fit(mt_head *h, float *x, const float *y, int n, const mt_fit_opts *o,
+// Fits h on x[n, D] (raw host features; shuffled and standardised in place, then copied to
+// be once) and targets y[n]: standardisation from the training rows, then minibatch Adam with
+// early stopping on the held-out loss, keeping the best epoch's weights. The products run on
+// be (see above); Adam and the weights stay on the host (K x D floats: copying W to the backend
+// and dW back per minibatch costs about what a kernel launch does). Deterministic for a given seed, and the
+// same bits on the CPU and cpu-staged backends.
+void mt_head_fit(mt_head *h, const mt_backend *be, float *x, const float *y, int n, const mt_fit_opts *o,
                  mt_fit_report *rep);
 
 // Standardises x[n, D] in place with h's mean and scale.

@@ -467,27 +467,52 @@ void mt_taskmodel_backward(mt_taskmodel *tm, mt_tm_acts *a, float *dhidden, floa
 
 // ---- inference on pooled vectors -------------------------------------------------------------
 
-void mt_taskmodel_predict(const mt_taskmodel *tm, int task, const float *emb_a, const float *emb_b,
-                          const float *cls_ab, float *out) {
+// y[n, O] (host) = x[n, K] (host) @ W[O, K]^T + bias[O] (the model's host weights) as one
+// product on be; a backend with its own memory gets copies of x, W and bias.
+static void linear_on(const mt_backend *be, float *y, const float *x, const float *W, const float *bias, int n,
+                      int K, int O) {
+    if (be->host_memory) {
+        be->matmul_forward(y, x, W, bias, NULL, n, K, O);
+        return;
+    }
+    size_t xs = (size_t)n * K * sizeof(float), ws = (size_t)O * K * sizeof(float), ys = (size_t)n * O * sizeof(float);
+    float *xd = be->alloc(xs), *wd = be->alloc(ws), *bd = be->alloc((size_t)O * sizeof(float)), *yd = be->alloc(ys);
+    be->copy_to_device(xd, x, xs);
+    be->copy_to_device(wd, W, ws);
+    be->copy_to_device(bd, bias, (size_t)O * sizeof(float));
+    be->matmul_forward(yd, xd, wd, bd, NULL, n, K, O);
+    be->copy_to_host(y, yd, ys);
+    be->free(xd), be->free(wd), be->free(bd), be->free(yd);
+}
+
+void mt_taskmodel_predict(const mt_taskmodel *tm, const mt_backend *be, int task, int n, const float *emb_a,
+                          const float *emb_b, const float *cls_ab, float *out) {
     int D = tm->D, C = tm->C;
     const float *const *h = (const float *const *)tm->w.head;
     if (task == MT_TASK_SST) {
-        float z[MT_SST_CLASSES];
-        linear_forward(z, emb_a, h[MT_TM_SST_W], h[MT_TM_SST_B], 1, D, MT_SST_CLASSES);
-        softmax5(out, z);
+        linear_on(be, out, emb_a, h[MT_TM_SST_W], h[MT_TM_SST_B], n, D, MT_SST_CLASSES);
+        for (int i = 0; i < n; i++) softmax5(out + (size_t)i * MT_SST_CLASSES, out + (size_t)i * MT_SST_CLASSES);
         return;
     }
-    float zb = 0, zc = 0, wb = bi_weight(tm), wc = cross_weight(tm);
+    float *zb = mt_calloc((size_t)n, sizeof *zb), *zc = mt_calloc((size_t)n, sizeof *zc);
+    float wb = bi_weight(tm), wc = cross_weight(tm);
     if (wb > 0 && task == MT_TASK_QQP) {
-        float x[3 * D];
-        pair_features(x, emb_a, emb_b, D);
-        zb = dotf(x, h[MT_TM_QQP_BI_W], 3 * D) + h[MT_TM_QQP_BI_B][0];
-    } else if (wb > 0) {
-        float nu, nv;
-        zb = 2.5f * (1.0f + cosine(emb_a, emb_b, D, &nu, &nv));
+        float *x = mt_malloc((size_t)n * 3 * D * sizeof *x);
+        for (int i = 0; i < n; i++)
+            pair_features(x + (size_t)i * 3 * D, emb_a + (size_t)i * D, emb_b + (size_t)i * D, D);
+        linear_on(be, zb, x, h[MT_TM_QQP_BI_W], h[MT_TM_QQP_BI_B], n, 3 * D, 1);
+        free(x);
+    } else if (wb > 0) {  // sts: the cosine, O(D) per pair and no product
+        for (int i = 0; i < n; i++) {
+            float nu, nv;
+            zb[i] = 2.5f * (1.0f + cosine(emb_a + (size_t)i * D, emb_b + (size_t)i * D, D, &nu, &nv));
+        }
     }
     int w = task == MT_TASK_QQP ? MT_TM_QQP_CROSS_W : MT_TM_STS_CROSS_W;
-    if (wc > 0) zc = dotf(cls_ab, h[w], C) + h[w + 1][0];
-    float z = wb * zb + wc * zc;
-    out[0] = task == MT_TASK_QQP ? sigmoid(z) : z;
+    if (wc > 0) linear_on(be, zc, cls_ab, h[w], h[w + 1], n, C, 1);
+    for (int i = 0; i < n; i++) {
+        float z = wb * zb[i] + wc * zc[i];
+        out[i] = task == MT_TASK_QQP ? sigmoid(z) : z;
+    }
+    free(zb), free(zc);
 }

@@ -36,6 +36,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "backend.h"
 #include "heads.h"  // mt_task, MT_N_TASKS, MT_SST_CLASSES, mt_task_name / _parse / _label / _is_pair
 #include "sentence.h"
 
@@ -135,10 +136,13 @@ double mt_taskmodel_forward(mt_taskmodel *tm, mt_tm_acts *a, int task, const flo
 void mt_taskmodel_backward(mt_taskmodel *tm, mt_tm_acts *a, float *dhidden, float *dsent, float *dheads,
                            float dloss);
 
-// Inference on embed's pooled vectors (the `heads` stage): emb_a[D], emb_b[D] (pairs; NULL
-// for sst), cls_ab[C] (pairs with a cross part). out: sst probs[5]; qqp P(duplicate) [1];
-// sts score [1]. Only valid when the sentence model is cls or mean (embed's pooling).
-void mt_taskmodel_predict(const mt_taskmodel *tm, int task, const float *emb_a, const float *emb_b,
-                          const float *cls_ab, float *out);
+// Inference on embed's pooled vectors (the `heads` stage) of n records, host arrays:
+// emb_a[n, D], emb_b[n, D] (pairs with a bi part; else NULL), cls_ab[n, C] (pairs with a
+// cross part; else NULL). The linear heads run as one product each on be (matmul_forward);
+// the sts cosine, sigmoid and softmax on the host. out[n, K]: sst probs[5]; qqp
+// P(duplicate) [1]; sts score [1]. Only valid when the sentence model is cls or mean (embed's
+// pooling).
+void mt_taskmodel_predict(const mt_taskmodel *tm, const mt_backend *be, int task, int n, const float *emb_a,
+                          const float *emb_b, const float *cls_ab, float *out);
 
 #endif

@@ -3,6 +3,7 @@
 # (tests/tools/synth-emb.c): fit -> predict -> evaluate end to end with metric thresholds,
 # zero-shot similarity, gold from a TSV, submission files, and bad input of every kind.
 load helpers
+bats_require_minimum_version 1.5.0
 
 SYNTH=${MTBERT_BUILD:-$ROOT/build}/tests/tools/synth-emb
 
@@ -60,6 +61,44 @@ ge() { awk -v a="$1" -v b="$2" 'BEGIN { print (a >= b) ? 1 : 0 }'; }
   cmp "$T/a" "$T/b"
   run cmp -s "$T/a" "$T/c"
   [ "$status" -eq 1 ]
+}
+
+@test "--device cpu is the default; cpu-staged (device copies) gives the same bits for fit and predict" {
+  for t in qqp sts; do
+    "$BIN/heads" fit -q --task "$t" --epochs 8 -o "$T/$t.def" "$D/$t-train.emb"
+    "$BIN/heads" fit -q --task "$t" --epochs 8 --device cpu -o "$T/$t.cpu" "$D/$t-train.emb"
+    "$BIN/heads" fit -q --task "$t" --epochs 8 --device cpu-staged -o "$T/$t.stg" "$D/$t-train.emb"
+    cmp "$T/$t.def" "$T/$t.cpu"
+    cmp "$T/$t.def" "$T/$t.stg"
+  done
+  for t in sst qqp sts; do
+    "$BIN/heads" -q --device cpu --head "$D/$t.head" -o "$T/$t.cpu.pred" "$D/$t-test.emb"
+    "$BIN/heads" -q --device cpu-staged --head "$D/$t.head" -o "$T/$t.stg.pred" "$D/$t-test.emb"
+    cmp "$D/$t.pred" "$T/$t.cpu.pred"
+    cmp "$D/$t.pred" "$T/$t.stg.pred"
+    # products of 7 records (the last one short) predict what one product of 600 does
+    "$BIN/heads" -q --device cpu-staged --batch 7 --head "$D/$t.head" -o "$T/$t.b7.pred" "$D/$t-test.emb"
+    diff <("$BIN/dump" "$D/$t.pred" | jq -c '[.id, (.tensors.pred[0] * 1000 | round)]') \
+         <("$BIN/dump" "$T/$t.b7.pred" | jq -c '[.id, (.tensors.pred[0] * 1000 | round)]')
+  done
+}
+
+@test "--device: auto says where it runs; cuda without a GPU and unknown devices are clear errors" {
+  run --separate-stderr "$BIN/heads" --device nonsense --head "$D/sst.head" -o "$T/p" "$D/sst-test.emb"
+  [ "$status" -ne 0 ]
+  [[ "$stderr" == *"unknown device 'nonsense'"* ]]
+  run --separate-stderr "$BIN/heads" --device auto --head "$D/sst.head" -o "$T/p" "$D/sst-test.emb"
+  [ "$status" -eq 0 ]
+  [[ "$stderr" == *"device: "* ]]
+  if nvidia-smi -L >/dev/null 2>&1; then skip "a GPU is present"; fi
+  run --separate-stderr "$BIN/heads" fit --device cuda --task sst -o "$T/h" "$D/sst-train.emb"
+  [ "$status" -ne 0 ]
+  [[ "$stderr" == *"--device cuda: no usable GPU"* ]]
+  [ ! -e "$T/h" ]
+  run --separate-stderr "$BIN/heads" --device cuda --head "$D/sst.head" -o "$T/q" "$D/sst-test.emb"
+  [ "$status" -ne 0 ]
+  [[ "$stderr" == *"--device cuda: no usable GPU"* ]]
+  [ ! -e "$T/q" ]
 }
 
 @test "end to end: sst, qqp and sts heads score well on held-back synthetic data" {

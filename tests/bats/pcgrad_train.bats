@@ -233,6 +233,19 @@ pipeline_reproduces_dev() {
 @test "tokenize | embed --model CKPT | heads --model CKPT reproduces the trainer's dev scores" {
   train --max-steps 3 --pair-model ensemble -o "$T/run"
   pipeline_reproduces_dev "$T/run"
+  # heads --model on cpu-staged (its products behind device copies), in products of 5
+  # records, predicts the CPU's bits (sst: the linear head; qqp, sts: bi and cross parts)
+  "$BIN/embed" -q --model "$T/run/best" "$S/qqp.tok" -o "$T/qqp.emb"
+  "$BIN/embed" -q --model "$T/run/best" "$S/sts-dev.tok" -o "$T/sts.emb"
+  "$BIN/embed" -q --model "$T/run/best" "$S/sst-dev.tok" -o "$T/sst.emb"
+  for t in sst qqp sts; do
+    "$BIN/heads" -q --model "$T/run/best" --task $t --device cpu -o "$T/$t.cpu.pred" "$T/$t.emb"
+    "$BIN/heads" -q --model "$T/run/best" --task $t --device cpu-staged -o "$T/$t.stg.pred" "$T/$t.emb"
+    cmp "$T/$t.cpu.pred" "$T/$t.stg.pred"
+    "$BIN/heads" -q --model "$T/run/best" --task $t --batch 5 -o "$T/$t.b5.pred" "$T/$t.emb"
+    diff <("$BIN/dump" "$T/$t.cpu.pred" | jq -c '[.id, (.tensors.pred[0] * 1000 | round)]') \
+         <("$BIN/dump" "$T/$t.b5.pred" | jq -c '[.id, (.tensors.pred[0] * 1000 | round)]')
+  done
 }
 
 # hidden 32; CNN 4 widths x 16 filters; BiLSTM 2 x 16: D = 32 + 64 + 32 = 128

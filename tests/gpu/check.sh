@@ -10,7 +10,8 @@
 # Parts, in order: build (nvcc sm_90, NO_BLAS=1: the CPU reference uses the plain-C GEMM),
 # device (selection), ops (every op CUDA vs CPU + op bench), forward (the whole encoder on
 # real sentences, CUDA fp32 / bf16 vs CPU), train (training steps CUDA vs CPU), trainer
-# (pcgrad-train --device cuda vs cpu), speed (encoder forward and training step vs PyTorch
+# (pcgrad-train --device cuda vs cpu), heads (heads fit and predict, --head and --model,
+# --device cuda vs cpu), speed (encoder forward and training step vs PyTorch
 # bf16 autocast at MiniLM and BERT-base shapes, MFU), embed (embed end to end vs
 # sentence-transformers on the GPU), finetune (issue 4's evidence: frozen heads, PCGrad and
 # summed fine-tuning on the whole training split, bench/evidence-finetune.sh, on the GPU).
@@ -24,12 +25,12 @@ set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 SANITIZE=0
 [ "${1:-}" = "--sanitize" ] && SANITIZE=1
-PARTS=${PARTS:-build device ops forward train trainer speed embed finetune}
+PARTS=${PARTS:-build device ops forward train trainer heads speed embed finetune}
 NVCC=${NVCC:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}
 BUILD=${BUILD:-build-gpu}
 B=${BIN:-$BUILD/bin}
 # Harness self-test without a GPU (the CPU table behind device copies stands in for the GPU):
-#   GPUDEV=cpu-staged PRECISIONS=fp32 BUILD=build BIN=bin PARTS="forward train trainer" tests/gpu/check.sh
+#   GPUDEV=cpu-staged PRECISIONS=fp32 BUILD=build BIN=bin PARTS="forward train trainer heads" tests/gpu/check.sh
 GPUDEV=${GPUDEV:-cuda}
 export MTBERT_CHECK_DEVICE=$GPUDEV
 unset MTBERT_PRECISION MTBERT_TF32  # the parity parts are fp32; speed and finetune name their precision
@@ -226,6 +227,94 @@ sys.exit(0 if ok else 1)
 EOF
 }
 want trainer && step "pcgrad-train, simcse: cuda vs cpu" 240 trainer_parity.txt trainer_parity
+
+# ---- heads: fit and predict on the GPU vs the CPU --------------------------------------------
+# HEADS_N labelled rows per task embedded once (on $GPUDEV, fp32), then on each device: heads fit
+# (exactly 30 epochs on all rows: --holdout 0, so no near-tie of two epochs' held-out losses can
+# pick another epoch; the held-out products are the predictions' kind) and predict. Stated
+# tolerances: the CPU-fitted head
+# predicting on $GPUDEV vs on the CPU: outputs (probs / prob / score) max |diff| <= 1e-4, a
+# pred may differ only at a tie (sst top-2 or qqp |p - 0.5| within 1e-4); the head fitted on
+# $GPUDEV vs the CPU's: relative L2 difference of W and of b <= 1e-3 (30 epochs of Adam from
+# fp32 products that differ by rounding), standardisation identical (host). When the trainer
+# part left a checkpoint ($WORK/run.ref), heads --model on sts pairs is compared the same way.
+compare_preds() {  # compare_preds REF GOT: one head's predictions on two devices
+  python3 - "$@" $B/dump <<'EOF'
+import json, subprocess, sys, numpy as np
+ref_path, got_path, dump = sys.argv[1:4]
+def load(p):
+    out = subprocess.run([dump, "-q", p], capture_output=True, text=True, check=True).stdout
+    return [json.loads(l) for l in out.splitlines()]
+ref, got = load(ref_path), load(got_path)
+assert len(ref) == len(got) > 0 and all(a["id"] == b["id"] for a, b in zip(ref, got)), "different records"
+worst, flips, bad = 0.0, 0, 0
+for a, b in zip(ref, got):
+    name = next(k for k in a["tensors"] if k != "pred")
+    x, y = np.asarray(a["tensors"][name], float), np.asarray(b["tensors"][name], float)
+    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        bad += 1
+        continue
+    worst = max(worst, float(np.abs(x - y).max()))
+    if a["tensors"]["pred"] != b["tensors"]["pred"] and name != "score":
+        flips += 1
+        tie = (np.sort(x)[-1] - np.sort(x)[-2] <= 1e-4) if name == "probs" else abs(x[0] - 0.5) <= 1e-4
+        bad += not tie
+ok = bad == 0 and worst <= 1e-4
+print(f"{got_path}: {len(ref)} records, outputs max |diff| {worst:.3e} (<= 1e-4), {flips} pred flips at ties, "
+      f"{bad} bad {'PASS' if ok else 'FAIL'}")
+sys.exit(0 if ok else 1)
+EOF
+}
+compare_heads() {  # compare_heads REF GOT: two fitted head files
+  python3 - "$@" <<'EOF'
+import json, struct, sys, numpy as np
+def load(p):
+    raw = open(p, "rb").read()
+    n = struct.unpack("<Q", raw[:8])[0]
+    hdr = json.loads(raw[8:8 + n])
+    return {k: np.frombuffer(raw[8 + n + v["data_offsets"][0]:8 + n + v["data_offsets"][1]], "<f4").astype(float)
+            for k, v in hdr.items() if k != "__metadata__"}
+a, b = load(sys.argv[1]), load(sys.argv[2])
+rel = {k: float(np.linalg.norm(a[k] - b[k]) / max(np.linalg.norm(a[k]), 1e-30)) for k in ("W", "b")}
+same = all(np.array_equal(a[k], b[k]) for k in ("mean", "scale"))  # computed on the host: identical
+ok = same and all(np.isfinite(v) and v <= 1e-3 for v in rel.values())
+print(f"{sys.argv[2]}: W rel diff {rel['W']:.3e}, b rel diff {rel['b']:.3e} (<= 1e-3), standardisation "
+      f"{'identical' if same else 'DIFFERS'} {'PASS' if ok else 'FAIL'}")
+sys.exit(0 if ok else 1)
+EOF
+}
+heads_parity() {
+  local M=$MODEL n=${HEADS_N:-1000} rc=0 t d args
+  for t in sst qqp sts; do
+    case $t in
+      sst) args=(--text sentence --label label) ;;
+      qqp) args=(--pair sentence1,sentence2 --label is_duplicate) ;;
+      sts) args=(--pair sentence1,sentence2 --label similarity) ;;
+    esac
+    head -$((n + 1)) data/$t-train.tsv | $B/tokenize -q --model "$M" "${args[@]}" -o "$WORK/$t.h.tok" &&
+      $B/embed -q --model "$M" --device "$GPUDEV" --precision fp32 "$WORK/$t.h.tok" -o "$WORK/$t.h.emb" || return 1
+    for d in cpu $GPUDEV; do
+      $B/heads fit --device $d --task $t --holdout 0 --epochs 30 -o "$WORK/$t.$d.head" "$WORK/$t.h.emb" \
+        > "$WORK/fit.log" 2>&1 || { cat "$WORK/fit.log"; return 1; }
+      grep -E "fit |train:" "$WORK/fit.log" | sed "s/^/$d: /"
+      $B/heads -q --device $d --head "$WORK/$t.cpu.head" -o "$WORK/$t.$d.pred" "$WORK/$t.h.emb" || return 1
+    done
+    compare_heads "$WORK/$t.cpu.head" "$WORK/$t.$GPUDEV.head" || rc=1
+    compare_preds "$WORK/$t.cpu.pred" "$WORK/$t.$GPUDEV.pred" || rc=1
+  done
+  if [ -f "$WORK/run.ref/last/heads.safetensors" ]; then  # the trainer part's checkpoint
+    local C=$WORK/run.ref/last
+    $B/embed -q --model "$C" --device "$GPUDEV" --precision fp32 "$WORK/sts.h.tok" -o "$WORK/sts.ck.emb" || return 1
+    for d in cpu $GPUDEV; do
+      $B/heads -q --device $d --model "$C" --task sts -o "$WORK/sts.ck.$d.pred" "$WORK/sts.ck.emb" || return 1
+    done
+    compare_preds "$WORK/sts.ck.cpu.pred" "$WORK/sts.ck.$GPUDEV.pred" || rc=1
+  else
+    echo "heads --model: no checkpoint from the trainer part (PARTS without trainer): not compared"
+  fi
+  return $rc
+}
+want heads && step "heads fit + predict: cuda vs cpu" 240 heads_parity.txt heads_parity
 
 # ---- speed against PyTorch on the same GPU ------------------------------------------------------
 speed() {

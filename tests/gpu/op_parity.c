@@ -6,8 +6,9 @@
 // where the CPU has NaN). For matrix products atol is a fraction of max |cpu| ("norm" in the
 // table): their rounding error grows with the size of the result, not of each element.
 // Tolerances (why):
-//   exact      embeddings, CLS/max pooling, unpack, bf16 conversion, memory: same operations
-//              in the same order, nothing to round differently
+//   exact      embeddings (also as heads' row gather), CLS/max pooling, unpack, bf16
+//              conversion, memory: same operations in the same order, nothing to round
+//              differently
 //   1e-6 rel   GELU, tanh, mean pooling: libm vs CUDA erff/tanhf differ by an ulp or two
 //   1e-5       LayerNorm, attention (output and probabilities): sums in another order
 //   1e-5 norm  fp32 GEMMs (cuBLAS vs OpenBLAS or the plain-C GEMM)
@@ -175,6 +176,8 @@ static void check_gemms(void) {
         }
     check_gemm(0, 1, 1, 1, 1, FP32);
     check_gemm(0, 0, 5, 7, 0, FP32);  // K = 0: C = beta C
+    check_gemm(1, 0, 5, 1537, 64, FP32);  // heads' gradient dW[K,D] = dZ^T Xs
+    check_gemm(1, 0, 1, 1536, 37, FP32);
     check_gemm(0, 1, 256, 768, 768, TF32);
     check_gemm(1, 0, 256, 768, 3072, TF32);
     if (!standin) {
@@ -221,6 +224,10 @@ static void check_matmuls(void) {
     check_matmul(64, 384, 384, 0, 1, FP32);
     check_matmul(64, 384, 384, 3, 1, FP32);
     check_matmul(200, 768, 3072, 0, 0, TF32);
+    // heads (lib/heads.c, lib/taskmodel.c): K = 1 or 5 outputs over D = 384 .. 1537 features
+    check_matmul(4096, 1537, 1, 1, 0, FP32);
+    check_matmul(853, 384, 5, 1, 0, FP32);
+    check_matmul(64, 1536, 5, 1, 1, FP32);
 }
 
 static void check_bf16_conversion(void) {
@@ -271,6 +278,24 @@ static void check_embeddings(const packing *p) {
     gpu->free(dout); gpu->free(dids); gpu->free(dtypes); gpu->free(dpos); gpu->free(dwte); gpu->free(dwpe);
     gpu->free(dwtt);
     free(ids); free(types); free(pos); free(wte); free(wpe); free(wtt); free(ref); free(got);
+}
+
+// heads fit gathers its minibatch rows with embeddings_forward and all-zero position and type
+// tables: out[i] must be exactly x[ids[i]] (lib/heads.c).
+static void check_row_gather(void) {
+    int rows = 3001, m = 64, D = 1537;
+    int32_t ids[64], zeros[64] = {0};
+    for (int i = 0; i < m; i++) ids[i] = (int32_t)((frand() + 1) * 0.5f * rows) % rows;
+    ids[0] = rows - 1;
+    float *x = rand_vec((size_t)rows * D, 0, 1), *zrow = calloc(D, 4), *ref = mt_malloc((size_t)m * D * 4);
+    for (int i = 0; i < m; i++) memcpy(ref + (size_t)i * D, x + (size_t)ids[i] * D, (size_t)D * 4);
+    float *dx = up(x, (size_t)rows * D * 4), *dz = up(zrow, (size_t)D * 4), *dout = gpu->alloc((size_t)m * D * 4);
+    int32_t *dids = up(ids, sizeof ids), *dzeros = up(zeros, sizeof zeros);
+    gpu->embeddings_forward(dout, dids, dzeros, dzeros, dx, dz, dz, m, D);
+    float *got = down(dout, (size_t)m * D);
+    report("embeddings", "as heads' row gather, 64 of 3001 x 1537", "fp32", got, ref, (size_t)m * D, 0, 0);
+    gpu->free(dx); gpu->free(dz); gpu->free(dout); gpu->free(dids); gpu->free(dzeros);
+    free(x); free(zrow); free(ref); free(got);
 }
 
 static void check_layernorm(int N, int C) {
@@ -807,6 +832,7 @@ int main(int argc, char **argv) {
     int lengths[] = {1, 7, 32, 128, 512, 3, 64, 200}, B = 8, one[] = {1};
     packing p = pack(lengths, B, 1);
     check_embeddings(&p);
+    check_row_gather();
     check_layernorm(300, 384);
     check_layernorm(300, 768);
     check_layernorm(37, 45);

@@ -65,48 +65,72 @@ TEST(features_from_record) {
     mt_record_free(&r);
 }
 
-// Central finite differences of mt_head_loss against its analytic gradient, for W and b.
-static void gradient_check(mt_task task) {
+// rows[n] copied into be's memory (free with be->free).
+static float *on_backend(const mt_backend *be, const float *rows, size_t n) {
+    float *d = be->alloc(n * sizeof *d);
+    be->copy_to_device(d, rows, n * sizeof *d);
+    return d;
+}
+
+// Central finite differences of mt_head_loss against its analytic gradient, for W and b, on
+// backend be with cap rows per product (cap < n: the gradient added up over chunks).
+static void gradient_check(mt_task task, const mt_backend *be, int cap) {
     const int n = 7, H = 3;
     mt_head *h = mt_head_new(task, MT_FEAT_EMB, H);
-    float xs[7 * 3], y[7];
-    for (int i = 0; i < n * H; i++) xs[i] = (float)gauss();
+    float x[7 * 3], y[7];
+    for (int i = 0; i < n * H; i++) x[i] = (float)gauss();
     for (int i = 0; i < n; i++)
         y[i] = task == MT_TASK_SST ? i % 5 : task == MT_TASK_QQP ? i % 2 : (float)(5 * uniform());
     for (int j = 0; j < h->k * H; j++) h->w[j] = (float)(0.5 * gauss());
     for (int k = 0; k < h->k; k++) h->b[k] = (float)(0.3 * gauss());
-    float gw[5 * 3], gb[5];
+    float gw[5 * 3], gb[5], *xs = on_backend(be, x, (size_t)n * H);
+    mt_head_dev d;
+    mt_head_dev_init(&d, h, be, cap);
     const double l2 = 0.3, eps = 1e-2;
-    mt_head_loss(h, xs, y, n, l2, gw, gb);
+    mt_head_loss(h, &d, xs, y, n, l2, gw, gb);
     for (int j = 0; j < h->k * H + h->k; j++) {
         float *p = j < h->k * H ? &h->w[j] : &h->b[j - h->k * H];
         float g = j < h->k * H ? gw[j] : gb[j - h->k * H], saved = *p;
         *p = saved + (float)eps;
-        double lp = mt_head_loss(h, xs, y, n, l2, NULL, NULL);
+        double lp = mt_head_loss(h, &d, xs, y, n, l2, NULL, NULL);
         *p = saved - (float)eps;
-        double lm = mt_head_loss(h, xs, y, n, l2, NULL, NULL);
+        double lm = mt_head_loss(h, &d, xs, y, n, l2, NULL, NULL);
         *p = saved;
         CHECK_NEAR(g, (lp - lm) / (2 * eps), 2e-3 + 1e-3 * fabs(g));
     }
+    mt_head_dev_free(&d);
+    be->free(xs);
     mt_head_free(h);
 }
-TEST(gradient_softmax) { gradient_check(MT_TASK_SST); }
-TEST(gradient_logistic) { gradient_check(MT_TASK_QQP); }
-TEST(gradient_linear) { gradient_check(MT_TASK_STS); }
+TEST(gradient_softmax) { gradient_check(MT_TASK_SST, mt_backend_cpu(), 7); }
+TEST(gradient_logistic) { gradient_check(MT_TASK_QQP, mt_backend_cpu(), 7); }
+TEST(gradient_linear) { gradient_check(MT_TASK_STS, mt_backend_cpu(), 7); }
+TEST(gradient_staged_in_chunks) {  // device copies, and dW added up over products of 3 rows
+    for (int t = 0; t < MT_N_TASKS; t++) gradient_check((mt_task)t, mt_backend_cpu_staged(), 3);
+}
+
+// mt_head_loss on one host row (the CPU backend reads host memory).
+static double loss1(const mt_head *h, const float *x, const float *y, double l2) {
+    mt_head_dev d;
+    mt_head_dev_init(&d, h, mt_backend_cpu(), 1);
+    double l = mt_head_loss(h, &d, x, y, 1, l2, NULL, NULL);
+    mt_head_dev_free(&d);
+    return l;
+}
 
 TEST(loss_values_by_hand) {
     // One row x = [1, 2] (already standard), W = [0.5, -1], b = 0.25 -> z = -1.25.
     mt_head *h = mt_head_new(MT_TASK_QQP, MT_FEAT_EMB, 2);
     float x[2] = {1, 2}, y1 = 1, y0 = 0;
     h->w[0] = 0.5f, h->w[1] = -1, h->b[0] = 0.25f;
-    CHECK_NEAR(mt_head_loss(h, x, &y1, 1, 0, NULL, NULL), log(1 + exp(1.25)), 1e-6);
-    CHECK_NEAR(mt_head_loss(h, x, &y0, 1, 0, NULL, NULL), log(1 + exp(-1.25)), 1e-6);
-    CHECK_NEAR(mt_head_loss(h, x, &y0, 1, 2, NULL, NULL), log(1 + exp(-1.25)) + 1.25, 1e-6);
+    CHECK_NEAR(loss1(h, x, &y1, 0), log(1 + exp(1.25)), 1e-6);
+    CHECK_NEAR(loss1(h, x, &y0, 0), log(1 + exp(-1.25)), 1e-6);
+    CHECK_NEAR(loss1(h, x, &y0, 2), log(1 + exp(-1.25)) + 1.25, 1e-6);
     mt_head_free(h);
     h = mt_head_new(MT_TASK_STS, MT_FEAT_EMB, 2);
     h->w[0] = 1, h->w[1] = 1, h->b[0] = 0;
     float s = 1;
-    CHECK_NEAR(mt_head_loss(h, x, &s, 1, 0, NULL, NULL), 0.5 * 4, 1e-6);  // z = 3
+    CHECK_NEAR(loss1(h, x, &s, 0), 0.5 * 4, 1e-6);  // z = 3
     mt_head_free(h);
 }
 
@@ -127,7 +151,7 @@ static void fit_and_check(mt_head *h, float *x, const float *y, int n, double wa
     mt_fit_opts_default(&o);
     o.lr = 0.01;
     mt_fit_report rep;
-    mt_head_fit(h, x, y, n, &o, &rep);
+    mt_head_fit(h, mt_backend_cpu(), x, y, n, &o, &rep);
     CHECK(rep.n_held == n / 10 && rep.n_train == n - n / 10);
     CHECK(rep.best_epoch >= 1);
     CHECK(rep.held_metric >= want);
@@ -181,7 +205,7 @@ TEST(fit_linear_regression) {
 }
 
 // Fits a fresh 5-class head on a copy of raw[n, H] (the fit standardises its input in place).
-static mt_head *fit_copy(const float *raw, const float *y, int n, int H, uint64_t seed) {
+static mt_head *fit_copy_on(const mt_backend *be, const float *raw, const float *y, int n, int H, uint64_t seed) {
     float *x = malloc(sizeof(float) * n * H);
     memcpy(x, raw, sizeof(float) * n * H);
     mt_fit_opts o;
@@ -190,9 +214,12 @@ static mt_head *fit_copy(const float *raw, const float *y, int n, int H, uint64_
     o.seed = seed;
     mt_fit_report rep;
     mt_head *h = mt_head_new(MT_TASK_SST, MT_FEAT_EMB, H);
-    mt_head_fit(h, x, y, n, &o, &rep);
+    mt_head_fit(h, be, x, y, n, &o, &rep);
     free(x);
     return h;
+}
+static mt_head *fit_copy(const float *raw, const float *y, int n, int H, uint64_t seed) {
+    return fit_copy_on(mt_backend_cpu(), raw, y, n, H, seed);
 }
 
 TEST(fit_is_deterministic_by_seed) {
@@ -205,6 +232,32 @@ TEST(fit_is_deterministic_by_seed) {
     CHECK(memcmp(a->w, c->w, sizeof(float) * 5 * H) != 0);    // other shuffles
     CHECK(memcmp(a->mean, c->mean, sizeof(float) * H) != 0);  // other held-out rows
     mt_head_free(a), mt_head_free(b), mt_head_free(c), free(raw);
+}
+
+// The device code path (cpu-staged: CPU ops behind explicit copies) gives the CPU's bits, and
+// prediction in products of 7 rows agrees with one product of all of them.
+TEST(staged_backend_and_chunks_agree) {
+    const int n = 300, H = 6;
+    float *raw = malloc(sizeof(float) * n * H), y[300];
+    make_sst(n, H, raw, y);
+    mt_head *a = fit_copy(raw, y, n, H, 1), *b = fit_copy_on(mt_backend_cpu_staged(), raw, y, n, H, 1);
+    CHECK(memcmp(a->w, b->w, sizeof(float) * 5 * H) == 0 && memcmp(a->b, b->b, sizeof(float) * 5) == 0);
+    float *x1 = malloc(sizeof(float) * n * H), *x2 = malloc(sizeof(float) * n * H);
+    float *o1 = malloc(sizeof(float) * n * 5), *o2 = malloc(sizeof(float) * n * 5), p1[300], p2[300];
+    memcpy(x1, raw, sizeof(float) * n * H), memcpy(x2, raw, sizeof(float) * n * H);
+    mt_head_dev d1, d2;
+    mt_head_dev_init(&d1, a, mt_backend_cpu(), n);
+    mt_head_dev_init(&d2, a, mt_backend_cpu_staged(), 7);
+    mt_head_predict(a, &d1, x1, n, o1, p1);
+    for (int s = 0; s < n; s += 7) {
+        int m = n - s < 7 ? n - s : 7;
+        mt_head_predict(a, &d2, x2 + (size_t)s * H, m, o2 + (size_t)s * 5, p2 + s);
+    }
+    double worst = 0;
+    for (int i = 0; i < n * 5; i++) worst = fmax(worst, fabs(o1[i] - o2[i]));
+    CHECK_NEAR(worst, 0, 1e-6);
+    mt_head_dev_free(&d1), mt_head_dev_free(&d2);
+    mt_head_free(a), mt_head_free(b), free(raw), free(x1), free(x2), free(o1), free(o2);
 }
 
 TEST(save_load_round_trip) {
@@ -229,10 +282,13 @@ TEST(save_load_round_trip) {
     CHECK(memcmp(g->scale, h->scale, sizeof(float) * 17) == 0);
     CHECK(g->b[0] == 1.5f);
     CHECK(strcmp(g->model_fp, h->model_fp) == 0 && strcmp(g->pool, "mean") == 0);
-    float x[17], out1, out2, p1, p2;
-    for (int j = 0; j < 17; j++) x[j] = (float)gauss();
-    mt_head_predict(h, x, &out1, &p1);
-    mt_head_predict(g, x, &out2, &p2);
+    float x[17], x2[17], out1, out2, p1, p2;
+    for (int j = 0; j < 17; j++) x2[j] = x[j] = (float)gauss();
+    mt_head_dev d;
+    mt_head_dev_init(&d, h, mt_backend_cpu(), 1);
+    mt_head_predict(h, &d, x, 1, &out1, &p1);
+    mt_head_predict(g, &d, x2, 1, &out2, &p2);
+    mt_head_dev_free(&d);
     CHECK(out1 == out2 && p1 == p2);
     mt_head_free(g);
     mt_head_free(h);
@@ -282,11 +338,13 @@ int main(void) {
     RUN(gradient_softmax);
     RUN(gradient_logistic);
     RUN(gradient_linear);
+    RUN(gradient_staged_in_chunks);
     RUN(loss_values_by_hand);
     RUN(fit_softmax_separable);
     RUN(fit_logistic_pairs);
     RUN(fit_linear_regression);
     RUN(fit_is_deterministic_by_seed);
+    RUN(staged_backend_and_chunks_agree);
     RUN(save_load_round_trip);
     RUN(head_file_rejects_damage);
     return check_summary();

@@ -130,14 +130,15 @@ TEST(sts_cosine_score_range) {
     mt_taskmodel tm = new_model(MT_SENT_CLS, MT_PAIR_BI);
     float u[C_TEST], v[C_TEST], s;
     for (int c = 0; c < C_TEST; c++) u[c] = (float)(c + 1), v[c] = -u[c];
-    mt_taskmodel_predict(&tm, MT_TASK_STS, u, u, NULL, &s);
+    mt_taskmodel_predict(&tm, mt_backend_cpu(), MT_TASK_STS, 1, u, u, NULL, &s);
     CHECK_NEAR(s, 5.0, 1e-5);
-    mt_taskmodel_predict(&tm, MT_TASK_STS, u, v, NULL, &s);
+    mt_taskmodel_predict(&tm, mt_backend_cpu(), MT_TASK_STS, 1, u, v, NULL, &s);
     CHECK_NEAR(s, 0.0, 1e-5);
     mt_taskmodel_free(&tm);
 }
 
-// Inference on pooled vectors equals the training forward without dropout.
+// Inference on pooled vectors, all records in one product (on the CPU, and behind device
+// copies on cpu-staged), equals the training forward without dropout.
 TEST(predict_matches_forward) {
     for (int pair = 0; pair < 3; pair++)
         for (int task = 0; task < MT_N_TASKS; task++) {
@@ -147,12 +148,15 @@ TEST(predict_matches_forward) {
             mt_tm_acts a = {0};
             loss_at(&tm, &a, task, &f, NULL);
             int D = tm.D, width = task == MT_TASK_SST ? MT_SST_CLASSES : 1;
-            for (int b = 0; b < B_TEST; b++) {
-                float out[MT_SST_CLASSES];
-                const float *cls = a.cross_first >= 0 ? f.hidden + (size_t)f.offsets[a.cross_first + b] * C_TEST : NULL;
-                const float *eb = mt_task_is_pair(task) ? a.emb + (size_t)(B_TEST + b) * D : NULL;
-                mt_taskmodel_predict(&tm, task, a.emb + (size_t)b * D, eb, cls, out);
-                for (int k = 0; k < width; k++) CHECK_NEAR(out[k], a.out[b * width + k], 1e-5);
+            float cls[B_TEST * C_TEST], out[B_TEST * MT_SST_CLASSES];
+            for (int b = 0; a.cross_first >= 0 && b < B_TEST; b++)
+                memcpy(cls + b * C_TEST, f.hidden + (size_t)f.offsets[a.cross_first + b] * C_TEST, sizeof(float) * C_TEST);
+            const float *eb = mt_task_is_pair(task) && a.bi_first >= 0 ? a.emb + (size_t)B_TEST * D : NULL;
+            const float *ea = a.bi_first >= 0 ? a.emb : NULL;
+            const mt_backend *be[2] = {mt_backend_cpu(), mt_backend_cpu_staged()};
+            for (int d = 0; d < 2; d++) {
+                mt_taskmodel_predict(&tm, be[d], task, B_TEST, ea, eb, a.cross_first >= 0 ? cls : NULL, out);
+                for (int k = 0; k < B_TEST * width; k++) CHECK_NEAR(out[k], a.out[k], 1e-5);
             }
             free(f.hidden);
             mt_tm_acts_free(&a);
