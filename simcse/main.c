@@ -205,6 +205,7 @@ static void write_summary(const options *o, const mt_cl_data *d, const mt_cl_res
             t->batch_tokens, t->epochs, t->lr, t->weight_decay, t->warmup, t->clip, (unsigned long long)t->seed,
             t->max_steps, o->limit, o->mine.min_score);
     fprintf(f, "  \"steps\": %ld, \"examples_seen\": %ld, \"tokens_seen\": %ld,\n", r->steps, r->examples, r->tokens);
+    fprintf(f, "  \"loss_scale\": %g, \"skipped_steps\": %ld,\n", r->loss_scale, r->skipped);  // lossscale.h; 1, 0 without
     fprintf(f, "  \"final_loss\": %.6f, \"final_accuracy\": %.4f, \"mean_loss_last_%d\": %.6f\n}\n", r->loss,
             r->accuracy, 20, r->mean_loss);
     if (fclose(f) != 0) mt_die("cannot write %s", path);
