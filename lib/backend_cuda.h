@@ -28,7 +28,7 @@ int mt_cuda_probe(char *desc, size_t desc_len);
 //   bf16  operands rounded to bf16 in device scratch, tensor cores, fp32 accumulation and
 //         output: the numerics of PyTorch's bf16 autocast for linear layers
 //   fp16  the same with IEEE fp16 operands (11-bit significand, range +-65504: larger values
-//         become inf, below 2^-24 zero), as fp16 autocast; the trainers scale the loss
+//         become inf, 2^-25 or less zero), as fp16 autocast; the trainers scale the loss
 //         (lib/lossscale.h) so gradients stay in range
 // The environment variable MTBERT_PRECISION (or MTBERT_TF32=1) sets it at start-up.
 // mt_cuda_set_precision returns 0, or -1 for an unknown name (nothing changed).
