@@ -50,8 +50,8 @@ int mt_loss_scaler_update(mt_loss_scaler *s, double norm, long step) {
         float old = s->scale;
         s->skipped++, s->good = 0;
         if (s->mode == MT_LOSS_SCALE_DYNAMIC && s->scale * 0.5f >= FLT_MIN) s->scale *= 0.5f;  // 0 would stick
-        mt_log("step %ld: gradient norm %g: optimizer step skipped; loss scale %g -> %g", step, norm, (double)old,
-               (double)s->scale);
+        mt_log("step %ld: gradient norm %s: optimizer step skipped; loss scale %g -> %g", step, isnan(norm) ? "NaN" : "inf",
+               (double)old, (double)s->scale);
         return 0;
     }
     if (s->mode == MT_LOSS_SCALE_DYNAMIC && ++s->good >= MT_LOSS_SCALE_GROWTH_INTERVAL) {
