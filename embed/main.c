@@ -36,7 +36,7 @@ static const char *USAGE =
     "  -j, --threads N         CPU threads (default: all cores)\n"
     "  -d, --device DEV        auto | cpu | cuda (default auto: CUDA when a GPU is present)\n"
     "  -P, --precision P       CUDA matrix products: fp32 (default, matches the CPU), tf32,\n"
-    "                          or bf16 (bf16 operands, fp32 accumulation, as autocast)\n"
+    "                          bf16 or fp16 (16-bit operands, fp32 accumulation, as autocast)\n"
     "  -o, --output FILE       write FILE (atomically) instead of stdout\n"
     "  -q, --quiet             no progress on stderr\n"
     "  -h, --help              this text\n"

@@ -9,7 +9,7 @@
 //   backward  dO, V, P' from att and the same mask; dV = P'^T dO, dP' = dO V^T,
 //             dS = P (D dP' - rowsum(P D dP')) scale; dQ = dS K, dK = dS^T Q; dqkv += (dQ|dK|dV)
 //
-// The matrix products run in the precision of gemm.cu (fp32 | tf32 | bf16); softmax, masks and
+// The matrix products run in the precision of gemm.cu (fp32 | tf32 | bf16 | fp16); softmax, masks and
 // the sums stay fp32. Every sum has a fixed order: results are the same run to run.
 // The host needs the longest sequence (Lmax) to size the products: it copies offsets[B+1]
 // back once per batch, cached until the next host-to-device copy or free. Invariant this

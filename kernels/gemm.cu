@@ -1,4 +1,4 @@
-// gemm.cu — matrix products through cuBLAS (gemm, bf16 gemm) and cuBLASLt (matmul_forward
+// gemm.cu — matrix products through cuBLAS (gemm, bf16 / fp16 gemm) and cuBLASLt (matmul_forward
 // with the bias in the epilogue and the residual as the C operand: one pass over out).
 //
 // cuBLAS is column-major and our matrices are row-major. A row-major X[r,c] with leading
@@ -27,7 +27,7 @@ void gemm_init(void) {
     CUDA_CHECK(cudaMalloc(&lt_workspace, lt_workspace_bytes));
     const char *p = getenv("MTBERT_PRECISION"), *t = getenv("MTBERT_TF32");
     if (p && *p) {
-        if (mt_cuda_set_precision(p) != 0) mt_die("MTBERT_PRECISION=%s: expected fp32, tf32 or bf16", p);
+        if (mt_cuda_set_precision(p) != 0) mt_die("MTBERT_PRECISION=%s: expected fp32, tf32, bf16 or fp16", p);
     } else if (t && *t && strcmp(t, "0") != 0) {
         mt_cuda_set_precision("tf32");
     }
@@ -38,30 +38,49 @@ static cublasComputeType_t fp32_compute(void) {
 }
 static cublasOperation_t op(int trans) { return trans ? CUBLAS_OP_T : CUBLAS_OP_N; }
 
-// ---- bf16 operands: fp32 matrices rounded into grow-only device scratch ----------------------
+// ---- 16-bit operands (bf16 or fp16): fp32 matrices rounded into grow-only device scratch --------
 
-__global__ void f32_to_bf16_kernel(__nv_bfloat16 *out, const float *inp, int64_t n) {
+static bool half_operands(void) { return precision == MT_PRECISION_BF16 || precision == MT_PRECISION_FP16; }
+static cudaDataType_t half_type(void) { return precision == MT_PRECISION_FP16 ? CUDA_R_16F : CUDA_R_16BF; }
+
+// Round to nearest even; fp16 overflows to inf past 65504 (what loss scaling is for).
+__device__ __forceinline__ void round_to(__nv_bfloat16 *out, float x) { *out = __float2bfloat16_rn(x); }
+__device__ __forceinline__ void round_to(__half *out, float x) { *out = __float2half_rn(x); }
+__device__ __forceinline__ float widen(__nv_bfloat16 x) { return __bfloat162float(x); }
+__device__ __forceinline__ float widen(__half x) { return __half2float(x); }
+
+template <typename T> __global__ void f32_to_half_kernel(T *out, const float *inp, int64_t n) {
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
-        out[i] = __float2bfloat16_rn(inp[i]);
+        round_to(out + i, inp[i]);
 }
-__global__ void bf16_to_f32_kernel(float *out, const __nv_bfloat16 *inp, int64_t n) {
+template <typename T> __global__ void half_to_f32_kernel(float *out, const T *inp, int64_t n) {
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
-        out[i] = __bfloat162float(inp[i]);
+        out[i] = widen(inp[i]);
 }
 
-typedef struct { void *p; size_t cap; } bf16_scratch;
-static bf16_scratch bf16_bufs[2];  // one per operand of a product
+typedef struct { void *p; size_t cap; } half_scratch;
+static half_scratch half_bufs[2];  // one per operand of a product
 
-// `count` matrices of rows x cols at X (leading dimension ld, `stride` apart) in bf16, same
-// layout, in scratch[slot]: the whole span is converted, padding between rows included.
-static const __nv_bfloat16 *as_bf16(int slot, const float *X, int rows, int cols, int ld, int64_t stride = 0,
-                                    int count = 1) {
+// `count` matrices of rows x cols at X (leading dimension ld, `stride` apart) in the 16-bit
+// type of the precision (bf16 or fp16), same layout, in scratch[slot]: the whole span is
+// converted, padding between rows included.
+static const void *as_half(int slot, const float *X, int rows, int cols, int ld, int64_t stride = 0, int count = 1) {
     int64_t n = (int64_t)(count - 1) * stride + (int64_t)(rows - 1) * ld + cols;
-    bf16_scratch *s = &bf16_bufs[slot];
-    __nv_bfloat16 *out = (__nv_bfloat16 *)grow_buffer(&s->p, &s->cap, (size_t)n * sizeof(__nv_bfloat16), "bf16 operands");
-    f32_to_bf16_kernel<<<grid_for(n, 256), 256, 0, stream>>>(out, X, n);
+    half_scratch *s = &half_bufs[slot];
+    void *out = grow_buffer(&s->p, &s->cap, (size_t)n * 2, "16-bit operands");  // both types are 2 bytes
+    if (precision == MT_PRECISION_FP16) f32_to_half_kernel<<<grid_for(n, 256), 256, 0, stream>>>((__half *)out, X, n);
+    else f32_to_half_kernel<<<grid_for(n, 256), 256, 0, stream>>>((__nv_bfloat16 *)out, X, n);
     LAUNCH_CHECK();
     return out;
+}
+
+// As gemm on 16-bit A and B of type `type` (tensor cores), fp32 accumulation and fp32 C.
+static void gemm_half(int ta, int tb, int M, int N, int K, float alpha, const void *A, int lda, const void *B, int ldb,
+                      float beta, float *C, int ldc, cudaDataType_t type) {
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0 || alpha == 0.0f) return scale_matrix(C, M, N, ldc, beta);
+    CUBLAS_CHECK(cublasGemmEx(cublas, op(tb), op(ta), N, M, K, &alpha, B, type, ldb, A, type, lda, &beta, C,
+                              CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
 // C[M,N] = alpha * op(A)[M,K] @ op(B)[K,N] + beta * C, all row-major fp32.
@@ -69,10 +88,9 @@ void gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int 
           float beta, float *C, int ldc) {
     if (M <= 0 || N <= 0) return;
     if (K <= 0 || alpha == 0.0f) return scale_matrix(C, M, N, ldc, beta);  // cuBLAS rejects lda 0
-    if (precision == MT_PRECISION_BF16) {  // tensor cores on rounded copies, fp32 accumulate and C
-        const __nv_bfloat16 *a = as_bf16(0, A, ta ? K : M, ta ? M : K, lda), *b = as_bf16(1, B, tb ? N : K, tb ? K : N, ldb);
-        return mt_cuda_gemm_bf16(ta, tb, M, N, K, alpha, reinterpret_cast<const mt_bf16 *>(a), lda,
-                                 reinterpret_cast<const mt_bf16 *>(b), ldb, beta, C, ldc);
+    if (half_operands()) {  // tensor cores on rounded copies, fp32 accumulate and C
+        const void *a = as_half(0, A, ta ? K : M, ta ? M : K, lda), *b = as_half(1, B, tb ? N : K, tb ? K : N, ldb);
+        return gemm_half(ta, tb, M, N, K, alpha, a, lda, b, ldb, beta, C, ldc, half_type());
     }
     CUBLAS_CHECK(cublasGemmEx(cublas, op(tb), op(ta), N, M, K, &alpha, B, CUDA_R_32F, ldb, A, CUDA_R_32F, lda,
                               &beta, C, CUDA_R_32F, ldc, fp32_compute(), CUBLAS_GEMM_DEFAULT));
@@ -87,11 +105,11 @@ void gemm_batched(int ta, int tb, int M, int N, int K, float alpha, const float 
         for (int b = 0; b < batch; b++) scale_matrix(C + (int64_t)b * sC, M, N, ldc, beta);
         return;
     }
-    if (precision == MT_PRECISION_BF16) {
-        const __nv_bfloat16 *a = as_bf16(0, A, ta ? K : M, ta ? M : K, lda, sA, batch);
-        const __nv_bfloat16 *b = as_bf16(1, B, tb ? N : K, tb ? K : N, ldb, sB, batch);
-        CUBLAS_CHECK(cublasGemmStridedBatchedEx(cublas, op(tb), op(ta), N, M, K, &alpha, b, CUDA_R_16BF, ldb, sB, a,
-                                                CUDA_R_16BF, lda, sA, &beta, C, CUDA_R_32F, ldc, sC, batch,
+    if (half_operands()) {
+        const void *a = as_half(0, A, ta ? K : M, ta ? M : K, lda, sA, batch);
+        const void *b = as_half(1, B, tb ? N : K, tb ? K : N, ldb, sB, batch);
+        CUBLAS_CHECK(cublasGemmStridedBatchedEx(cublas, op(tb), op(ta), N, M, K, &alpha, b, half_type(), ldb, sB, a,
+                                                half_type(), lda, sA, &beta, C, CUDA_R_32F, ldc, sC, batch,
                                                 CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
         return;
     }
@@ -128,8 +146,8 @@ static lt_plan *plan_for(int N, int IC, int OC, bool bias, bool residual) {
     }
     lt_plan *p = &plans[n_plans++];
     *p = (lt_plan){N, IC, OC, bias, residual, precision, false, NULL, NULL, NULL, NULL, {}};
-    cudaDataType_t ab = precision == MT_PRECISION_BF16 ? CUDA_R_16BF : CUDA_R_32F;
-    cublasComputeType_t compute = precision == MT_PRECISION_BF16 ? CUBLAS_COMPUTE_32F : fp32_compute();
+    cudaDataType_t ab = half_operands() ? half_type() : CUDA_R_32F;
+    cublasComputeType_t compute = half_operands() ? CUBLAS_COMPUTE_32F : fp32_compute();
     cublasOperation_t opT = CUBLAS_OP_T, opN = CUBLAS_OP_N;
     cublasLtEpilogue_t epilogue = bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
     CUBLAS_CHECK(cublasLtMatmulDescCreate(&p->desc, compute, CUDA_R_32F));
@@ -174,7 +192,7 @@ static bool lt_matmul(float *out, const float *inp, const float *weight, const f
     if (bias)
         CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
     const void *w = weight, *x = inp;
-    if (precision == MT_PRECISION_BF16) w = as_bf16(0, weight, OC, IC, IC), x = as_bf16(1, inp, N, IC, IC);
+    if (half_operands()) w = as_half(0, weight, OC, IC, IC), x = as_half(1, inp, N, IC, IC);
     float alpha = 1.0f, beta = residual ? 1.0f : 0.0f;
     CUBLAS_CHECK(cublasLtMatmul(cublaslt, p->desc, &alpha, w, p->a, x, p->b, &beta, residual ? residual : out, p->c,
                                 out, p->c, &p->algo, lt_workspace, lt_workspace_bytes, stream));
@@ -200,34 +218,44 @@ using namespace mt_cuda;
 
 extern "C" int mt_cuda_set_precision(const char *name) {
     int p = !strcmp(name, "fp32") ? MT_PRECISION_FP32 : !strcmp(name, "tf32") ? MT_PRECISION_TF32
-          : !strcmp(name, "bf16") ? MT_PRECISION_BF16 : -1;
+          : !strcmp(name, "bf16") ? MT_PRECISION_BF16 : !strcmp(name, "fp16") ? MT_PRECISION_FP16 : -1;
     if (p < 0) return -1;
     precision = p, use_tf32 = p == MT_PRECISION_TF32;
     return 0;
 }
 extern "C" const char *mt_cuda_precision(void) {
-    return precision == MT_PRECISION_BF16 ? "bf16" : precision == MT_PRECISION_TF32 ? "tf32" : "fp32";
+    static const char *names[] = {"fp32", "tf32", "bf16", "fp16"};  // in enum order
+    return names[precision];
 }
 extern "C" void mt_cuda_set_tf32(int on) { mt_cuda_set_precision(on ? "tf32" : "fp32"); }
 extern "C" int mt_cuda_tf32(void) { return use_tf32; }
 
 extern "C" void mt_cuda_f32_to_bf16(mt_bf16 *out, const float *inp, int64_t n) {
     if (n <= 0) return;
-    f32_to_bf16_kernel<<<grid_for(n, 256), 256, 0, stream>>>(reinterpret_cast<__nv_bfloat16 *>(out), inp, n);
+    f32_to_half_kernel<<<grid_for(n, 256), 256, 0, stream>>>(reinterpret_cast<__nv_bfloat16 *>(out), inp, n);
     LAUNCH_CHECK();
 }
 
 extern "C" void mt_cuda_bf16_to_f32(float *out, const mt_bf16 *inp, int64_t n) {
     if (n <= 0) return;
-    bf16_to_f32_kernel<<<grid_for(n, 256), 256, 0, stream>>>(out, reinterpret_cast<const __nv_bfloat16 *>(inp), n);
+    half_to_f32_kernel<<<grid_for(n, 256), 256, 0, stream>>>(out, reinterpret_cast<const __nv_bfloat16 *>(inp), n);
+    LAUNCH_CHECK();
+}
+
+extern "C" void mt_cuda_f32_to_f16(mt_f16 *out, const float *inp, int64_t n) {
+    if (n <= 0) return;
+    f32_to_half_kernel<<<grid_for(n, 256), 256, 0, stream>>>(reinterpret_cast<__half *>(out), inp, n);
+    LAUNCH_CHECK();
+}
+
+extern "C" void mt_cuda_f16_to_f32(float *out, const mt_f16 *inp, int64_t n) {
+    if (n <= 0) return;
+    half_to_f32_kernel<<<grid_for(n, 256), 256, 0, stream>>>(out, reinterpret_cast<const __half *>(inp), n);
     LAUNCH_CHECK();
 }
 
 // As gemm, with bf16 A and B (tensor cores), fp32 accumulation and fp32 C.
 extern "C" void mt_cuda_gemm_bf16(int ta, int tb, int M, int N, int K, float alpha, const mt_bf16 *A, int lda,
                                   const mt_bf16 *B, int ldb, float beta, float *C, int ldc) {
-    if (M <= 0 || N <= 0) return;
-    if (K <= 0 || alpha == 0.0f) return scale_matrix(C, M, N, ldc, beta);
-    CUBLAS_CHECK(cublasGemmEx(cublas, op(tb), op(ta), N, M, K, &alpha, B, CUDA_R_16BF, ldb, A, CUDA_R_16BF, lda,
-                              &beta, C, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    gemm_half(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, CUDA_R_16BF);
 }

@@ -27,19 +27,26 @@ int mt_cuda_probe(char *desc, size_t desc_len);
 //   tf32  TF32 tensor cores on fp32 operands (10-bit mantissa inputs, fp32 accumulation)
 //   bf16  operands rounded to bf16 in device scratch, tensor cores, fp32 accumulation and
 //         output: the numerics of PyTorch's bf16 autocast for linear layers
+//   fp16  the same with IEEE fp16 operands (11-bit significand, range +-65504: larger values
+//         become inf, 2^-25 or less zero), as fp16 autocast; the trainers scale the loss
+//         (lib/lossscale.h) so gradients stay in range
 // The environment variable MTBERT_PRECISION (or MTBERT_TF32=1) sets it at start-up.
 // mt_cuda_set_precision returns 0, or -1 for an unknown name (nothing changed).
-enum { MT_PRECISION_FP32, MT_PRECISION_TF32, MT_PRECISION_BF16 };
+enum { MT_PRECISION_FP32, MT_PRECISION_TF32, MT_PRECISION_BF16, MT_PRECISION_FP16 };
 int mt_cuda_set_precision(const char *name);
 const char *mt_cuda_precision(void);
 void mt_cuda_set_tf32(int on);  // tf32 or fp32
 int mt_cuda_tf32(void);
 
-// ---- bf16 path, for the mixed-precision model to come ---------------------------------
+// ---- 16-bit paths, for the mixed-precision model to come ---------------------------------
 typedef uint16_t mt_bf16;  // raw bfloat16 bits (the upper half of an IEEE float)
-// out[n] = bf16(inp[n]), round to nearest even; and back (exact).
+typedef uint16_t mt_f16;   // raw IEEE binary16 bits
+// out[n] = bf16(inp[n]) / fp16(inp[n]), round to nearest even (fp16: inf past 65504,
+// subnormals kept); and back (exact). The conversions of the bf16 / fp16 precisions.
 void mt_cuda_f32_to_bf16(mt_bf16 *out, const float *inp, int64_t n);
 void mt_cuda_bf16_to_f32(float *out, const mt_bf16 *inp, int64_t n);
+void mt_cuda_f32_to_f16(mt_f16 *out, const float *inp, int64_t n);
+void mt_cuda_f16_to_f32(float *out, const mt_f16 *inp, int64_t n);
 // As mt_backend.gemm with bf16 A and B, fp32 accumulation and fp32 C.
 void mt_cuda_gemm_bf16(int trans_a, int trans_b, int M, int N, int K, float alpha, const mt_bf16 *A, int lda,
                        const mt_bf16 *B, int ldb, float beta, float *C, int ldc);

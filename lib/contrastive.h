@@ -129,18 +129,23 @@ typedef struct {
     int pool;            // MT_POOL_MEAN | MT_POOL_CLS
     uint64_t seed;
     int log_every;       // progress line every N steps (0: about every 2 s)
+    const char *loss_scale;  // lossscale.h: dynamic | none | VALUE; NULL: by the backend's precision
+    double loss_scale_init;  // dynamic's first scale (0: 65536)
 } mt_cl_train_options;
 mt_cl_train_options mt_cl_train_defaults(void);
 
 typedef struct {
     long steps, examples, tokens;
+    long skipped;           // steps whose gradient was not finite (loss scaling): no update
+    double loss_scale;      // the scale at the end (1 without loss scaling)
     double loss, accuracy;  // of the last step
     double mean_loss;       // over the last min(steps, 20) steps
     double seconds;
 } mt_cl_result;
 
 // Trains m's parameters in place. log: TSV "step loss accuracy lr" per step (may be NULL).
-// Dies on a NaN/inf loss or gradient norm, naming the step.
+// Dies on a NaN/inf loss, and on a NaN/inf gradient norm without loss scaling, naming the step;
+// with loss scaling such a step is skipped (lossscale.h).
 void mt_cl_train(mt_bert *m, const mt_cl_data *d, const mt_cl_train_options *o, FILE *log,
                  mt_cl_result *res);
 

@@ -13,6 +13,7 @@
 #include "contrastive.h"
 #include "checkpoint.h"
 #include "device.h"
+#include "lossscale.h"
 #include "rng.h"
 #include "sentence.h"
 #include "simcse.h"
@@ -109,6 +110,7 @@ typedef struct {
     mt_simcse loss;
     mt_adamw opt;
     mt_lr_schedule sched;
+    mt_loss_scaler ls;
     const mt_backend *be;         // the encoder's: parameters, gradients, moments in its memory
     float *grads;                 // [num_params] be memory
     int32_t *ids, *offsets;       // the packed batch: [tokens], [3B + 1]
@@ -136,6 +138,11 @@ static void trainer_init(trainer *t, mt_bert *m, const mt_cl_data *d, const mt_c
     int views = t->has_neg ? 3 : 2, B = o->batch_size;
     mt_simcse_init(&t->loss, B, t->C, o->tau, o->symmetric);
     trainer_optimizer(t);
+    char err[256];
+    if (mt_loss_scaler_init(&t->ls, o->loss_scale, o->loss_scale_init, mt_backend_precision(t->be), err, sizeof err))
+        mt_die("simcse: %s", err);
+    if (t->ls.mode != MT_LOSS_SCALE_NONE)
+        mt_log("loss scaling: %s, scale %g", mt_loss_scale_mode_name(t->ls.mode), (double)t->ls.scale);
     long warm = (long)ceil(o->warmup * (double)total);
     t->sched = (mt_lr_schedule){MT_LR_LINEAR, o->lr, warm, total};
     t->grads = t->be->alloc(m->num_params * sizeof(float));
@@ -208,16 +215,16 @@ static int train_step(trainer *t, const int32_t *ex, int B, long step, double lr
     double loss = mt_simcse_forward(&t->loss, e, e + (size_t)B * C, t->has_neg ? e + (size_t)2 * B * C : NULL, B);
     if (!isfinite(loss)) mt_die("simcse: step %ld: loss is %g (lr %g); lower --lr or check the data", step + 1, loss, lr);
     memset(de, 0, (size_t)V * C * sizeof(float));
-    mt_simcse_backward(&t->loss, de, de + (size_t)B * C, t->has_neg ? de + (size_t)2 * B * C : NULL, 1.0);
+    mt_simcse_backward(&t->loss, de, de + (size_t)B * C, t->has_neg ? de + (size_t)2 * B * C : NULL, t->ls.scale);
     memset(t->dhidden, 0, (size_t)N * C * sizeof(float));
     if (o->pool == MT_POOL_CLS) mt_cls_pool_backward(t->dhidden, de, t->offsets, V, C);
     else mt_mean_pool_backward(t->dhidden, de, t->offsets, V, C);
     t->be->zero(t->grads, t->m->num_params * sizeof(float));
     mt_bert_backward_host(t->m, t->dhidden, t->grads);
     mt_grad_segment seg = {t->be, t->grads, t->m->num_params};
-    double norm = mt_clip_grad_segments(&seg, 1, o->clip);
-    if (!isfinite(norm)) mt_die("simcse: step %ld: gradient norm is %g; lower --lr", step + 1, norm);
-    mt_adamw_step(&t->opt, t->m->params, t->grads, lr);
+    double norm = mt_loss_scaler_unscale_clip(&t->ls, &seg, 1, o->clip);
+    if (mt_loss_scaler_update(&t->ls, norm, step + 1)) mt_adamw_step(&t->opt, t->m->params, t->grads, lr);
+    else if (t->ls.mode == MT_LOSS_SCALE_NONE) mt_die("simcse: step %ld: gradient norm is %g; lower --lr", step + 1, norm);
     return N;
 }
 
@@ -269,6 +276,10 @@ void mt_cl_train(mt_bert *m, const mt_cl_data *d, const mt_cl_train_options *o, 
         }
     }
     if (log) fflush(log);
+    res->skipped = t.ls.skipped, res->loss_scale = t.ls.scale;
+    if (t.ls.mode != MT_LOSS_SCALE_NONE)
+        mt_log("loss scale %g at the end; %ld of %ld steps skipped (gradient not finite)", (double)t.ls.scale,
+               t.ls.skipped, res->steps);
     trainer_free(&t);
     mt_cl_plan_free(&plan);
 }

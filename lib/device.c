@@ -60,8 +60,8 @@ const mt_backend *mt_backend_select(const char *device) {
 
 void mt_backend_set_precision(const mt_backend *be, const char *precision) {
     if (!precision) return;
-    if (strcmp(precision, "fp32") && strcmp(precision, "tf32") && strcmp(precision, "bf16"))
-        mt_die("--precision %s: expected fp32, tf32 or bf16", precision);
+    if (strcmp(precision, "fp32") && strcmp(precision, "tf32") && strcmp(precision, "bf16") && strcmp(precision, "fp16"))
+        mt_die("--precision %s: expected fp32, tf32, bf16 or fp16", precision);
     if (strcmp(be->name, "cuda") != 0) {
         if (strcmp(precision, "fp32")) mt_die("--precision %s: the CPU backend computes in fp32 only (use --device cuda)", precision);
         return;
@@ -70,4 +70,12 @@ void mt_backend_set_precision(const mt_backend *be, const char *precision) {
     mt_cuda_set_precision(precision);
     mt_log("precision: %s matrix products", precision);
 #endif
+}
+
+const char *mt_backend_precision(const mt_backend *be) {
+#ifdef MT_HAVE_CUDA
+    if (!strcmp(be->name, "cuda")) return mt_cuda_precision();
+#endif
+    (void)be;
+    return "fp32";
 }

@@ -14,10 +14,13 @@
 const mt_backend *mt_backend_select(const char *device);
 const mt_backend *mt_backend_try_select(const char *device, char *err, size_t err_len);
 
-// --precision fp32|tf32|bf16 (lib/backend_cuda.h says what each does) for the backend be:
+// --precision fp32|tf32|bf16|fp16 (lib/backend_cuda.h says what each does) for the backend be:
 // the CPU backend computes in fp32 only, so anything else there is an error (naming the
 // option); NULL or "fp32" is always accepted. Dies with the error.
 void mt_backend_set_precision(const mt_backend *be, const char *precision);
+// The precision be's matrix products compute in now ("fp32" for the CPU backends; on CUDA
+// what --precision or MTBERT_PRECISION set).
+const char *mt_backend_precision(const mt_backend *be);
 
 // Dies with "<who>: the <name> backend lacks the <op> op ..." unless be has every op that
 // training needs (the backward and optimizer ops of backend.h).

@@ -15,6 +15,7 @@ void mt_pcgrad_init(mt_pcgrad *pc, int k, size_t n, mt_pcgrad_reduce reduce) {
     pc->k = k;
     pc->n = n;
     pc->reduce = reduce;
+    pc->grad_scale = 1.0;
     pc->gram = mt_calloc(kk, sizeof(double));
     pc->coef = mt_calloc(kk, sizeof(double));
     pc->weight = mt_calloc((size_t)k, sizeof(double));
@@ -88,20 +89,21 @@ static void combine_weights(mt_pcgrad *pc) {
 }
 
 static void record_stats(mt_pcgrad *pc) {
-    int k = pc->k;
+    int k = pc->k, finite = 1;
+    if (pc->grad_scale != 1.0)  // the unscaled gradients' (exact for a power of two)
+        for (int x = 0; x < k * k; x++) pc->gram[x] /= pc->grad_scale * pc->grad_scale;
+    for (int x = 0; x < k * k; x++) finite &= isfinite(pc->gram[x]) != 0;
     for (int i = 0; i < k; i++) pc->norm[i] = sqrt(pc->gram[i * k + i]);
     for (int i = 0; i < k; i++)
         for (int j = 0; j < k; j++) {
             double d = pc->norm[i] * pc->norm[j];
             pc->cosine[i * k + j] = d > 0.0 ? pc->gram[i * k + j] / d : 0.0;
             pc->conflict[i * k + j] = pc->gram[i * k + j] < 0.0;
-            pc->conflict_steps[i * k + j] += pc->conflict[i * k + j];
-            pc->cosine_sum[i * k + j] += pc->cosine[i * k + j];
         }
-    for (int i = 0; i < k; i++) {
-        pc->removed[i] = removed_norm(pc, i);
-        pc->removed_sum[i] += pc->removed[i];
-    }
+    for (int i = 0; i < k; i++) pc->removed[i] = removed_norm(pc, i);
+    if (!finite) return;
+    for (int x = 0; x < k * k; x++) pc->conflict_steps[x] += pc->conflict[x], pc->cosine_sum[x] += pc->cosine[x];
+    for (int i = 0; i < k; i++) pc->removed_sum[i] += pc->removed[i];
     pc->steps++;
     pc->projections_total += pc->projections;
 }

@@ -44,6 +44,10 @@ typedef struct {
     int k;         // tasks, 1..MT_PCGRAD_MAX_TASKS
     size_t n;      // shared parameters (floats per task buffer)
     mt_pcgrad_reduce reduce;
+    // The gradients' loss scale (lossscale.h; 1 by default, the caller sets it before a step):
+    // gram, norm and removed are of the gradients divided by it, so the telemetry does not
+    // change with the scale (the projections are scale-free anyway).
+    double grad_scale;
 
     // ---- the last step (all [k*k] arrays are row-major, index i*k + j) ----
     double *gram;        // [k*k] g_i . g_j of the original gradients
@@ -56,7 +60,8 @@ typedef struct {
     uint32_t *order;     // [k*(k-1)] row i: the order task i visited the others
     int projections;     // projections applied in the last step
 
-    // ---- running totals since init ----
+    // ---- running totals since init (steps whose Gram matrix is not finite, which loss
+    // scaling skips, are left out) ----
     long steps;
     long *conflict_steps;  // [k*k] steps in which pair (i, j) conflicted
     double *cosine_sum;    // [k*k]

@@ -24,6 +24,7 @@
 #include "common.h"
 #include "config.h"
 #include "device.h"
+#include "lossscale.h"
 #include "metrics.h"
 #include "pcgrad.h"
 #include "rng.h"
@@ -59,6 +60,7 @@ typedef struct {
     int pc_on;
     mt_adamw opt_enc, opt_tm;
     mt_lr_schedule sched;
+    mt_loss_scaler ls;
     // scratch
     mt_packed pk;
     mt_tm_acts acts;
@@ -291,6 +293,8 @@ static void setup(trainer *T, const char *enc_dir, const char *heads_path) {
     T->be = mt_backend_select(T->o.device);
     mt_backend_require_training(T->be, "pcgrad-train");
     mt_backend_set_precision(T->be, T->o.precision);
+    if (mt_loss_scaler_init(&T->ls, T->o.loss_scale, T->o.loss_scale_init, mt_backend_precision(T->be), err, sizeof err))
+        mt_die("%s", err);
     T->m = mt_bert_load(enc_dir, T->be, err, sizeof err);
     if (!T->m) mt_die("%s", err);
     if (T->o.threads > 0) mt_bert_set_threads(T->m, T->o.threads);
@@ -334,7 +338,7 @@ static double run_task(trainer *T, int t, int B, float *enc, float *sent, float 
     if (!isfinite(loss)) return loss;
     size_t need = (size_t)T->pk.N * T->m->cfg.hidden_size;
     if (need > T->dhidden_cap) T->dhidden_cap = need, T->dhidden = mt_realloc(T->dhidden, need * sizeof(float));
-    mt_taskmodel_backward(&T->tm, &T->acts, T->dhidden, sent, heads, 1.0f);
+    mt_taskmodel_backward(&T->tm, &T->acts, T->dhidden, sent, heads, T->ls.scale);
     mt_bert_backward_host(T->m, T->dhidden, enc);
     T->ex_done += B, T->tok_done += T->pk.N;
     return loss;
@@ -377,6 +381,7 @@ static void compute_gradient(trainer *T) {
     if (T->pc_on) {
         mt_rng r;
         mt_rng_init(&r, (uint64_t)T->o.seed, (uint32_t)T->step, MT_SITE_PCGRAD);
+        T->pc.grad_scale = T->ls.scale;
         mt_pcgrad_segment seg[2] = {{T->be, (const float *const *)T->Penc, T->Genc, T->n_enc},
                                     {mt_backend_cpu(), (const float *const *)T->Psent, T->Gtm, T->n_sent}};
         mt_pcgrad_step_segments(&T->pc, seg, 2, &r);
@@ -387,11 +392,14 @@ static void train_step(trainer *T) {
     for (int t = 0; t < K; t++) T->last_loss[t] = NAN;
     compute_gradient(T);
     mt_grad_segment seg[2] = {{T->be, T->Genc, T->n_enc}, {mt_backend_cpu(), T->Gtm, T->tm.n_params}};
-    double norm = mt_clip_grad_segments(seg, 2, T->o.clip);
-    if (!isfinite(norm)) die_nan(T, T->phase_task[T->phase][0]);
-    double lr = mt_lr_at(&T->sched, T->step);
-    mt_adamw_step(&T->opt_enc, T->m->params, T->Genc, lr);
-    mt_adamw_step(&T->opt_tm, T->tm.params, T->Gtm, lr);
+    double norm = mt_loss_scaler_unscale_clip(&T->ls, seg, 2, T->o.clip);
+    if (mt_loss_scaler_update(&T->ls, norm, T->step + 1)) {  // else skipped: lossscale.h
+        double lr = mt_lr_at(&T->sched, T->step);
+        mt_adamw_step(&T->opt_enc, T->m->params, T->Genc, lr);
+        mt_adamw_step(&T->opt_tm, T->tm.params, T->Gtm, lr);
+    } else if (T->ls.mode == MT_LOSS_SCALE_NONE) {
+        die_nan(T, T->phase_task[T->phase][0]);
+    }
     T->last_norm = norm;
     T->step++, T->steps_done++;
 }
@@ -454,7 +462,7 @@ static float *host_view(const mt_backend *be, float *x, size_t n) {
 }
 
 static void write_state(trainer *T, const char *path) {
-    char *opts = options_text(&T->o), nums[8][64], cur[K][48];
+    char *opts = options_text(&T->o), nums[8][64], cur[K][48], ls[96];
     snprintf(nums[0], 64, "%ld", T->step);
     snprintf(nums[1], 64, "%d", T->phase);
     snprintf(nums[2], 64, "%d", T->epoch);
@@ -463,9 +471,10 @@ static void write_state(trainer *T, const char *path) {
     snprintf(nums[5], 64, "%ld", T->best_step);
     snprintf(nums[6], 64, "%ld", T->opt_enc.step);
     for (int t = 0; t < K; t++) snprintf(cur[t], 48, "%ld,%ld", T->cur[t].pass, T->cur[t].batch);
+    mt_loss_scaler_format(&T->ls, ls, sizeof ls);
     const char *meta[] = {"options", opts, "step", nums[0], "phase", nums[1], "epoch", nums[2], "step_in_epoch", nums[3],
                           "best", nums[4], "best_step", nums[5], "adamw_step", nums[6], "cursor.sst", cur[0],
-                          "cursor.qqp", cur[1], "cursor.sts", cur[2], NULL};
+                          "cursor.qqp", cur[1], "cursor.sts", cur[2], "loss_scale", ls, NULL};
     int64_t ne = (int64_t)T->n_enc, nt = (int64_t)T->tm.n_params;
     float *em = host_view(T->be, T->opt_enc.m, T->n_enc), *ev = host_view(T->be, T->opt_enc.v, T->n_enc);
     mt_st_write_tensor ts[4] = {{"adamw.encoder.m", 1, {ne}, em}, {"adamw.encoder.v", 1, {ne}, ev},
@@ -523,6 +532,10 @@ static void restore_state(trainer *T, const mt_safetensors *st) {
         if (!mt_safetensors_meta(st, key, v, sizeof v) || sscanf(v, "%ld,%ld", &T->cur[t].pass, &T->cur[t].batch) != 2)
             mt_die("%s: bad %s", st->path, key);
     }
+    // the run's scaler, unless this process was given --loss-scale (a state from before loss
+    // scaling has none: setup's default for the precision stays)
+    if (!T->o.loss_scale && mt_safetensors_meta(st, "loss_scale", v, sizeof v) && mt_loss_scaler_parse(&T->ls, v))
+        mt_die("%s: bad loss_scale '%s'", st->path, v);
     restore_moments(st, "adamw.encoder.m", T->be, T->opt_enc.m, T->n_enc);
     restore_moments(st, "adamw.encoder.v", T->be, T->opt_enc.v, T->n_enc);
     restore_moments(st, "adamw.heads.m", mt_backend_cpu(), T->opt_tm.m, T->tm.n_params);
@@ -643,6 +656,8 @@ static int run(trainer *T) {
     mt_log("%ld steps (%d phase%s, %d epochs), %s, %zu encoder + %zu task-model parameters%s", T->total_steps, T->n_phases,
            T->n_phases > 1 ? "s" : "", T->o.epochs, T->pc_on ? "PCGrad" : "summed task gradients", T->n_enc,
            T->tm.n_params, T->step ? " (resumed)" : "");
+    if (T->ls.mode != MT_LOSS_SCALE_NONE)
+        mt_log("loss scaling: %s, scale %g", mt_loss_scale_mode_name(T->ls.mode), (double)T->ls.scale);
     int status = 0;
     while (T->phase < T->n_phases && T->step < T->total_steps) {
         train_step(T);
@@ -657,6 +672,9 @@ static int run(trainer *T) {
         if (stop) { mt_log("stopped after step %ld as asked; continue with --resume %s", T->step, T->o.out_dir); break; }
         if (stop_signal) { mt_log("signal %d: saved %s/last at step %ld", (int)stop_signal, T->o.out_dir, T->step); status = 128 + stop_signal; break; }
     }
+    if (T->ls.mode != MT_LOSS_SCALE_NONE && !stop_signal)
+        mt_log("loss scaling: %s, scale %g after step %ld; %ld steps skipped (gradient not finite)",
+               mt_loss_scale_mode_name(T->ls.mode), (double)T->ls.scale, T->step, T->ls.skipped);
     if (T->step >= T->total_steps && T->best_step)
         mt_log("done: %ld steps; best dev overall %.4f at step %ld (%s/best)", T->step, T->best, T->best_step, T->o.out_dir);
     else if (T->step >= T->total_steps)
@@ -718,6 +736,7 @@ int mt_train_resume(const char *dir, mt_train_options *o) {
     T->o.out_dir = mt_strdup(dir);
     T->o.stop_after_steps = o->stop_after_steps, T->o.fail_at_step = o->fail_at_step;
     T->o.threads = o->threads, T->o.device = o->device, T->o.precision = o->precision;
+    T->o.loss_scale = o->loss_scale, T->o.loss_scale_init = o->loss_scale_init;
     snprintf(heads, sizeof heads, "%.4000s/heads.safetensors", last);
     setup(T, last, heads);
     restore_state(T, &st);

@@ -61,9 +61,17 @@ static const char *USAGE =
     "                            GPU when one is usable, said on stderr; cuda without a GPU is\n"
     "                            an error). The task model trains on the CPU. A run resumes on\n"
     "                            any device\n"
-    "      --precision P         on CUDA: fp32 (default), tf32 or bf16 matrix products (bf16\n"
-    "                            operands, fp32 accumulation and master weights, as autocast);\n"
-    "                            like --device, give it again to --resume\n"
+    "      --precision P         on CUDA: fp32 (default), tf32, bf16 or fp16 matrix products\n"
+    "                            (16-bit operands, fp32 accumulation and master weights, as\n"
+    "                            autocast); like --device, give it again to --resume\n"
+    "      --loss-scale S        dynamic | none | VALUE: the loss is multiplied by the scale\n"
+    "                            before the backward and the gradient divided by it after\n"
+    "                            (default dynamic with --precision fp16, else none). dynamic\n"
+    "                            (torch's GradScaler): from 65536, a non-finite gradient skips\n"
+    "                            the step and halves the scale, 2000 good steps double it;\n"
+    "                            VALUE: fixed, steps with a non-finite gradient skipped. Kept\n"
+    "                            in the run's state; given to --resume, it starts afresh\n"
+    "      --loss-scale-init X   dynamic: the first scale (default 65536)\n"
     "  -q, --quiet               no progress on stderr\n"
     "  -h, --help                this text\n"
     "\n"
@@ -103,7 +111,7 @@ static void parse_schedule(mt_train_options *o, const char *arg) {
 
 enum { O_INIT = 256, O_PRECISION, O_TASK, O_DEV, O_RESUME, O_SENT, O_PAIR, O_FILTERS, O_LSTM, O_EPOCHS, O_BATCH, O_BTOK, O_WINDOW,
        O_LR, O_WD, O_DROP, O_WARM, O_SCHED_LR, O_CLIP, O_LLRD, O_SEED, O_PCGRAD, O_PARTIAL, O_REDUCE, O_SCHEDULE,
-       O_MAXSTEPS, O_LIMIT, O_STOP, O_FAIL };
+       O_MAXSTEPS, O_LIMIT, O_STOP, O_FAIL, O_LOSS_SCALE, O_LOSS_SCALE_INIT };
 
 static const struct option OPTS[] = {
     {"model", required_argument, 0, 'm'}, {"init", required_argument, 0, O_INIT}, {"task", required_argument, 0, O_TASK},
@@ -121,6 +129,7 @@ static const struct option OPTS[] = {
     {"limit", required_argument, 0, O_LIMIT}, {"stop-after-steps", required_argument, 0, O_STOP},
     {"fail-at-step", required_argument, 0, O_FAIL}, {"threads", required_argument, 0, 'j'},
     {"device", required_argument, 0, 'd'}, {"precision", required_argument, 0, O_PRECISION},
+    {"loss-scale", required_argument, 0, O_LOSS_SCALE}, {"loss-scale-init", required_argument, 0, O_LOSS_SCALE_INIT},
     {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
 
 static double in_range(const char *opt, const char *s, double lo, double hi) {
@@ -188,6 +197,8 @@ int main(int argc, char **argv) {
         case 'j': o.threads = (int)mt_parse_long("--threads", optarg, 1, 1024); break;
         case 'd': o.device = optarg; break;
         case O_PRECISION: o.precision = optarg; break;
+        case O_LOSS_SCALE: o.loss_scale = optarg; break;
+        case O_LOSS_SCALE_INIT: o.loss_scale_init = in_range("--loss-scale-init", optarg, 0, 3.4e38); break;
         case 'q': mt_quiet = 1; break;
         case 'h': fputs(USAGE, stdout); return 0;
         default:
@@ -197,7 +208,7 @@ int main(int argc, char **argv) {
     }
     if (optind < argc) mt_die("unexpected argument '%s' (see --help)", argv[optind]);
     if (resume) {
-        if (recipe_given || o.out_dir) mt_die("--resume takes the run's own options: give only --resume DIR (and -j, -d, -q, --stop-after-steps)");
+        if (recipe_given || o.out_dir) mt_die("--resume takes the run's own options: give only --resume DIR (and -j, -d, --precision, --loss-scale, -q, --stop-after-steps)");
         int rc = mt_train_resume(resume, &o);
         mt_train_options_free(&o);
         return rc;

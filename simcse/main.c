@@ -54,7 +54,11 @@ static const char *USAGE =
     "  -j, --threads N          CPU threads (default: all cores)\n"
     "  -d, --device DEV         auto | cpu | cuda (default auto: the GPU when one is usable,\n"
     "                           said on stderr; cuda without a GPU is an error)\n"
-    "      --precision P        on CUDA: fp32 (default), tf32 or bf16 matrix products\n"
+    "      --precision P        on CUDA: fp32 (default), tf32, bf16 or fp16 matrix products\n"
+    "      --loss-scale S       dynamic | none | VALUE (fixed): scale the loss for the backward,\n"
+    "                           skip steps whose gradient is not finite (default dynamic with\n"
+    "                           --precision fp16, else none; dynamic as torch's GradScaler)\n"
+    "      --loss-scale-init X  dynamic: the first scale (default 65536)\n"
     "      --log-every N        progress line every N steps (default: every 2 s)\n"
     "  -q, --quiet              no progress on stderr\n"
     "  -h, --help               this text\n"
@@ -104,7 +108,7 @@ static int parse_pool(const char *s) {
 }
 
 enum { O_NLI = 256, O_MIN_SCORE, O_TAU, O_SYM, O_POOL, O_DROPOUT, O_BATCH_TOKENS, O_EPOCHS, O_LR, O_WD,
-       O_WARMUP, O_CLIP, O_MAX_STEPS, O_LIMIT, O_LOG_EVERY, O_PRECISION };
+       O_WARMUP, O_CLIP, O_MAX_STEPS, O_LIMIT, O_LOG_EVERY, O_PRECISION, O_LOSS_SCALE, O_LOSS_SCALE_INIT };
 
 static void parse_args(options *o, int argc, char **argv) {
     static const struct option opts[] = {
@@ -119,7 +123,8 @@ static void parse_args(options *o, int argc, char **argv) {
         {"clip", required_argument, 0, O_CLIP}, {"seed", required_argument, 0, 's'},
         {"max-steps", required_argument, 0, O_MAX_STEPS}, {"limit", required_argument, 0, O_LIMIT},
         {"threads", required_argument, 0, 'j'}, {"device", required_argument, 0, 'd'}, {"log-every", required_argument, 0, O_LOG_EVERY},
-        {"precision", required_argument, 0, O_PRECISION},
+        {"precision", required_argument, 0, O_PRECISION}, {"loss-scale", required_argument, 0, O_LOSS_SCALE},
+        {"loss-scale-init", required_argument, 0, O_LOSS_SCALE_INIT},
         {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     mt_cl_train_options *t = &o->train;
     int c, nli = 0, pairs = 0;
@@ -148,6 +153,8 @@ static void parse_args(options *o, int argc, char **argv) {
         case 'j': o->threads = (int)mt_parse_long("--threads", optarg, 1, 1024); break;
         case 'd': o->device = optarg; break;
         case O_PRECISION: o->precision = optarg; break;
+        case O_LOSS_SCALE: t->loss_scale = optarg; break;
+        case O_LOSS_SCALE_INIT: t->loss_scale_init = mt_parse_double("--loss-scale-init", optarg); break;
         case O_LOG_EVERY: t->log_every = (int)mt_parse_long("--log-every", optarg, 1, 1 << 30); break;
         case 'q': mt_quiet = 1; break;
         case 'h': fputs(USAGE, stdout); exit(0);
@@ -198,6 +205,7 @@ static void write_summary(const options *o, const mt_cl_data *d, const mt_cl_res
             t->batch_tokens, t->epochs, t->lr, t->weight_decay, t->warmup, t->clip, (unsigned long long)t->seed,
             t->max_steps, o->limit, o->mine.min_score);
     fprintf(f, "  \"steps\": %ld, \"examples_seen\": %ld, \"tokens_seen\": %ld,\n", r->steps, r->examples, r->tokens);
+    fprintf(f, "  \"loss_scale\": %g, \"skipped_steps\": %ld,\n", r->loss_scale, r->skipped);  // lossscale.h; 1, 0 without
     fprintf(f, "  \"final_loss\": %.6f, \"final_accuracy\": %.4f, \"mean_loss_last_%d\": %.6f\n}\n", r->loss,
             r->accuracy, 20, r->mean_loss);
     if (fclose(f) != 0) mt_die("cannot write %s", path);

@@ -101,6 +101,71 @@ same_weights() {  # two run directories ended with identical best and last check
   same_weights "$T/a" "$T/b"
 }
 
+# Loss scaling (lib/lossscale.h) on the CPU: numerically pointless there, but the logic is the
+# same on every backend. A power-of-two scale is exact in both directions, so the bits match.
+@test "--loss-scale 1024 and dynamic give the unscaled run's bits (CPU and cpu-staged, PCGrad and summed)" {
+  train --pcgrad --epochs 2 --seed 3 -o "$T/a"
+  train --pcgrad --epochs 2 --seed 3 --loss-scale 1024 -o "$T/b"
+  train --pcgrad --epochs 2 --seed 3 --loss-scale dynamic --device cpu-staged -o "$T/c"
+  for r in b c; do
+    for f in last/model.safetensors last/heads.safetensors best/model.safetensors train.log dev.tsv; do
+      cmp "$T/a/$f" "$T/$r/$f"
+    done
+  done
+  train --epochs 1 --clip 0.5 --sentence-model sbert-cnn-bilstm -o "$T/d"
+  train --epochs 1 --clip 0.5 --sentence-model sbert-cnn-bilstm --loss-scale 1024 -o "$T/e"
+  cmp "$T/d/last/model.safetensors" "$T/e/last/model.safetensors"
+  cmp "$T/d/last/heads.safetensors" "$T/e/last/heads.safetensors"
+  cmp "$T/d/train.log" "$T/e/train.log"
+}
+
+# A scale of 1e38 overflows the first backward (NaN/inf in the gradient) on this model: the
+# step is skipped and the scale halves; at 5e37 the next step is finite, and training goes on.
+@test "an overflowing loss scale: the step is skipped, the scale halves, the log says so, training proceeds" {
+  run --separate-stderr "$BIN/pcgrad-train" -j 2 --model "$S/tiny" --task sst="$S/sst.tok" --task qqp="$S/qqp.tok" \
+    --task sts="$S/sts.tok" --pcgrad --epochs 2 --loss-scale dynamic --loss-scale-init 1e38 -o "$T/r"  # not -q
+  [ "$status" -eq 0 ]
+  [[ "$stderr" == *"loss scaling: dynamic, scale 1e+38"* ]]
+  [[ "$stderr" == *"step 1: gradient norm "@(NaN|inf)": optimizer step skipped; loss scale 1e+38 -> 5e+37"* ]]
+  [[ "$stderr" == *"steps skipped (gradient not finite)"* ]]
+  # the log: step 1's norm is not finite, step 2's is
+  [[ "$(awk -F'\t' 'NR == 2 { print $8 }' "$T/r/train.log")" == @(NA|inf) ]]
+  awk -F'\t' 'NR == 3 { exit !($8 + 0 > 0 && $8 + 0 < 1e6) }' "$T/r/train.log"
+  # a skipped step leaves the parameters as they were: one skipped step = one step at lr 0
+  # (AdamW at lr 0 moves nothing)
+  train --pcgrad --max-steps 1 --loss-scale dynamic --loss-scale-init 1e38 -o "$T/s"
+  train --pcgrad --max-steps 1 --lr 0 -o "$T/z"
+  cmp "$T/s/last/model.safetensors" "$T/z/last/model.safetensors"
+  cmp "$T/s/last/heads.safetensors" "$T/z/last/heads.safetensors"
+  # and the run moved on after it: not the weights of a run without the skip, not the start
+  ! cmp -s "$T/r/last/model.safetensors" "$T/z/last/model.safetensors"
+}
+
+@test "resume across a loss-scale backoff equals the uninterrupted run, byte for byte" {
+  train --pcgrad --epochs 2 --seed 3 --loss-scale dynamic --loss-scale-init 1e38 -o "$T/a"
+  train --pcgrad --epochs 2 --seed 3 --loss-scale dynamic --loss-scale-init 1e38 -o "$T/b" --stop-after-steps 1
+  # the scaler is in the state: the resumed run starts from the halved scale
+  run --separate-stderr "$BIN/pcgrad-train" -j 2 --resume "$T/b" --stop-after-steps 5
+  [ "$status" -eq 0 ]
+  [[ "$stderr" == *"loss scaling: dynamic, scale 5e+37"* ]]
+  "$BIN/pcgrad-train" -q -j 2 --resume "$T/b"
+  same_weights "$T/a" "$T/b"
+}
+
+@test "--loss-scale refusals; --precision fp16 is CUDA only" {
+  run --separate-stderr train --max-steps 1 --loss-scale sometimes -o "$T/x"
+  [ "$status" -ne 0 ]
+  [[ "$stderr" == *"--loss-scale sometimes: expected dynamic, none or a positive number"* ]]
+  run --separate-stderr train --max-steps 1 --loss-scale -4 -o "$T/y"
+  [ "$status" -ne 0 ]
+  run --separate-stderr train --max-steps 1 --device cpu --precision fp16 -o "$T/z"
+  [ "$status" -ne 0 ]
+  [[ "$stderr" == *"--precision fp16: the CPU backend computes in fp32 only"* ]]
+  run --separate-stderr train --max-steps 1 --device cpu --precision fp8 -o "$T/w"
+  [ "$status" -ne 0 ]
+  [[ "$stderr" == *"expected fp32, tf32, bf16 or fp16"* ]]
+}
+
 @test "--device: auto says where it trains; cuda without a GPU and unknown devices are clear errors" {
   run --separate-stderr train --max-steps 1 --device nonsense -o "$T/x"
   [ "$status" -ne 0 ]

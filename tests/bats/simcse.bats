@@ -41,6 +41,7 @@ setup() { T=$BATS_FILE_TMPDIR; }
   [ "$(tail -n +2 "$T/base/simcse.log" | wc -l)" -eq 3 ]
   grep -q '"steps": 3' "$T/base/simcse.json"
   grep -q '"final_loss": [0-9]' "$T/base/simcse.json"
+  grep -q '"loss_scale": 1, "skipped_steps": 0' "$T/base/simcse.json"
   python3 -c 'import json,sys; json.load(open(sys.argv[1]))' "$T/base/simcse.json"
   ! ls -d "$T"/base.tmp.* "$T"/.base.tmp.* 2>/dev/null
 }
@@ -78,6 +79,18 @@ PY
   tiny_run "$T/staged" --device cpu-staged
   cmp "$T/base/model.safetensors" "$T/staged/model.safetensors"
   cmp "$T/base/simcse.log" "$T/staged/simcse.log"
+}
+
+# Loss scaling by a power of two is exact both ways: the bits of the unscaled run (lossscale.h).
+@test "--loss-scale 1024 (cpu) and dynamic (cpu-staged) give the unscaled run's model byte for byte" {
+  tiny_run "$T/ls1024" --loss-scale 1024
+  cmp "$T/base/model.safetensors" "$T/ls1024/model.safetensors"
+  cmp "$T/base/simcse.log" "$T/ls1024/simcse.log"
+  tiny_run "$T/lsdyn" --loss-scale dynamic --device cpu-staged
+  cmp "$T/base/model.safetensors" "$T/lsdyn/model.safetensors"
+  run tiny_run "$T/lsbad" --loss-scale 0
+  [ "$status" -ne 0 ]
+  [[ "$output" == *"--loss-scale 0: expected dynamic, none or a positive number"* ]]
 }
 
 @test "determinism: the same seed and data give a byte-identical model; another seed does not" {

@@ -6,14 +6,19 @@
 // where the CPU has NaN). For matrix products atol is a fraction of max |cpu| ("norm" in the
 // table): their rounding error grows with the size of the result, not of each element.
 // Tolerances (why):
-//   exact      embeddings (also as heads' row gather), CLS/max pooling, unpack, bf16
-//              conversion, memory: same operations in the same order, nothing to round
+//   exact      embeddings (also as heads' row gather), CLS/max pooling, unpack, bf16 and fp16
+//              conversion (fp16: inf past 65504, subnormals), memory: same operations in the
+//              same order, nothing to round
 //              differently
 //   1e-6 rel   GELU, tanh, mean pooling: libm vs CUDA erff/tanhf differ by an ulp or two
 //   1e-5       LayerNorm, attention (output and probabilities): sums in another order
 //   1e-5 norm  fp32 GEMMs (cuBLAS vs OpenBLAS or the plain-C GEMM)
 //   5e-3 norm  TF32 GEMMs (10-bit mantissa inputs); 1e-2 norm bf16 GEMMs vs fp32 inputs
-//              (8-bit mantissa), 1e-5 norm vs the same bf16-rounded inputs
+//              (8-bit mantissa), 1e-5 norm vs the same bf16-rounded inputs; 2e-3 norm fp16
+//              GEMMs and matmul_forward (--precision fp16: 11-bit significand) vs fp32 inputs,
+//              1e-5 norm vs fp16-rounded inputs; an fp16 operand past 65504 gives inf
+//   10 u       attention at --precision bf16 / fp16 (u = unit roundoff, 2^-8 / 2^-11): out
+//              10 u max|ref|, probabilities 10 u absolute (Q, K, P, V each rounded once)
 // Training ops (the CPU twins in lib/cpu/backward.c):
 //   exact      dropout forward / backward (p = 0.1 and p = 0; the Philox masks must be
 //              bit-identical, and the scale and residual add are rounded as on the CPU),
@@ -29,7 +34,7 @@
 //              block differs)
 //
 // --cpu-standin: the CPU backend stands in for the GPU (every row exact or within tolerance,
-// bf16 rows and the bench skipped);
+// bf16 / fp16 rows and the bench skipped);
 // proves the harness runs, nothing about the kernels. Runs without a GPU.
 #include <math.h>
 #include <stdio.h>
@@ -63,6 +68,16 @@ static float bf16_round(float x) {  // round to nearest even, as __float2bfloat1
     u = (u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u;
     memcpy(&x, &u, 4);
     return x;
+}
+
+static float fp16_round(float x) {  // round to nearest even, as __float2half_rn (inf past 65504)
+    if (!isfinite(x)) return x;
+    double a = fabs(x);
+    if (a >= 65520.0) return copysignf(INFINITY, x);  // halfway to 2^16 and beyond: ties go to even (inf)
+    int e;
+    frexp(a, &e);                  // a in [2^(e-1), 2^e): 11 significant bits, ulp 2^(e-11)
+    int q = e - 11 < -24 ? -24 : e - 11;  // subnormals: ulp 2^-24
+    return copysignf((float)ldexp(nearbyint(ldexp(a, -q)), q), x);
 }
 
 // Packed sequences: offsets[B+1] and att_offsets[B] (NH * earlier L^2) from lengths[B].
@@ -125,8 +140,9 @@ static void report(const char *op, const char *what, const char *prec, const flo
 
 // ---- matrix products -----------------------------------------------------------------------
 
-enum { FP32, TF32, BF16 };
-static const char *prec_name[] = {"fp32", "tf32", "bf16"};
+enum { FP32, TF32, BF16, FP16 };  // the order of MT_PRECISION_*
+static const char *prec_name[] = {"fp32", "tf32", "bf16", "fp16"};
+static float (*const round_half[])(float) = {NULL, NULL, bf16_round, fp16_round};
 
 // C = alpha op(A) op(B) + beta C with padded leading dimensions (the padding must survive).
 static void check_gemm(int ta, int tb, int M, int N, int K, int prec) {
@@ -156,6 +172,19 @@ static void check_gemm(int ta, int tb, int M, int N, int K, int prec) {
         free(got);
         gpu->free(hA);
         gpu->free(hB);
+    } else if (prec == FP16) {  // the precision switch: operands rounded in gemm.cu's scratch
+        mt_cuda_set_precision("fp16");
+        gpu->gemm(ta, tb, M, N, K, alpha, dA, lda, dB, ldb, beta, dC, ldc);
+        mt_cuda_set_precision("fp32");
+        float *got = down(dC, nc);
+        report("gemm", what, "fp16", got, ref, nc, 2e-3 * max_abs(ref, nc), 0);
+        for (size_t i = 0; i < na; i++) A[i] = fp16_round(A[i]);
+        for (size_t i = 0; i < nb; i++) B[i] = fp16_round(B[i]);
+        memcpy(ref, C, nc * 4);
+        cpu->gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, ref, ldc);
+        strncat(what, " vs rounded", sizeof what - strlen(what) - 1);
+        report("gemm", what, "fp16", got, ref, nc, 1e-5 * max_abs(ref, nc), 0);
+        free(got);
     } else {
         mt_cuda_set_tf32(prec == TF32);
         gpu->gemm(ta, tb, M, N, K, alpha, dA, lda, dB, ldb, beta, dC, ldc);
@@ -166,6 +195,21 @@ static void check_gemm(int ta, int tb, int M, int N, int K, int prec) {
     }
     gpu->free(dA); gpu->free(dB); gpu->free(dC);
     free(A); free(B); free(C); free(ref);
+}
+
+static void skip_row(const char *op, const char *what, const char *why);
+
+// --precision fp16: an operand past fp16's 65504 becomes inf, and so does the product (what
+// loss scaling detects); 65504 itself stays finite.
+static void check_fp16_overflow(void) {
+    float A[2] = {1e5f, 65504.0f}, B = 1.0f, C[2] = {0, 0}, ref[2] = {INFINITY, 65504.0f};
+    float *dA = up(A, 8), *dB = up(&B, 4), *dC = up(C, 8);
+    mt_cuda_set_precision("fp16");
+    gpu->gemm(0, 0, 2, 1, 1, 1.0f, dA, 1, dB, 1, 0.0f, dC, 1);  // C[2,1] = A[2,1] B[1,1]
+    mt_cuda_set_precision("fp32");
+    gpu->copy_to_host(C, dC, 8);
+    report("gemm", "fp16 operand 1e5 -> inf, 65504 kept", "fp16", C, ref, 2, 0, 0);
+    gpu->free(dA); gpu->free(dB); gpu->free(dC);
 }
 
 static void check_gemms(void) {
@@ -183,6 +227,12 @@ static void check_gemms(void) {
     if (!standin) {
         check_gemm(0, 1, 256, 768, 768, BF16);
         check_gemm(1, 1, 130, 70, 301, BF16);
+        check_gemm(0, 1, 256, 768, 768, FP16);
+        check_gemm(1, 0, 130, 70, 301, FP16);
+        check_gemm(1, 1, 37, 53, 300, FP16);
+        check_fp16_overflow();
+    } else {
+        skip_row("gemm", "bf16 / fp16", "CUDA only");
     }
     // beta == 0 overwrites C, even a NaN in it
     float A[2] = {1, 2}, B[2] = {3, 4}, C = NAN, ref = 11;
@@ -203,15 +253,15 @@ static void check_matmul(int N, int IC, int OC, int variant, int misalign, int p
     float *dinp = up(inp, (N * IC + k) * 4), *dw = up(w, (OC * IC + k) * 4), *db = up(bias, (OC + k) * 4);
     float *dres = up(res, (N * OC + k) * 4), *dout = gpu->alloc((N * OC + k) * 4);
     cpu->matmul_forward(ref, inp + k, w + k, hb, hr, N, IC, OC);
-    mt_cuda_set_tf32(prec == TF32);
+    mt_cuda_set_precision(prec_name[prec]);
     gpu->matmul_forward(dout + k, dinp + k, dw + k, hb ? db + k : NULL, hr ? dres + k : NULL, N, IC, OC);
-    mt_cuda_set_tf32(0);
+    mt_cuda_set_precision("fp32");
     float *got = down(dout + k, (size_t)N * OC);
     static const char *vname[] = {"bias+residual", "bias", "residual", "plain"};
     char what[96];
     snprintf(what, sizeof what, "%dx%d->%d %s%s", N, IC, OC, vname[variant], misalign ? " unaligned" : "");
-    report("matmul_fwd", what, prec_name[prec], got, ref, (size_t)N * OC,
-           (prec == TF32 ? 5e-3 : 1e-5) * max_abs(ref, (size_t)N * OC), 0);
+    static const double rel[] = {1e-5, 5e-3, 1e-2, 2e-3};  // by precision (the header's table)
+    report("matmul_fwd", what, prec_name[prec], got, ref, (size_t)N * OC, rel[prec] * max_abs(ref, (size_t)N * OC), 0);
     gpu->free(dinp); gpu->free(dw); gpu->free(db); gpu->free(dres); gpu->free(dout);
     free(inp); free(w); free(bias); free(res); free(ref); free(got);
 }
@@ -228,18 +278,30 @@ static void check_matmuls(void) {
     check_matmul(4096, 1537, 1, 1, 0, FP32);
     check_matmul(853, 384, 5, 1, 0, FP32);
     check_matmul(64, 1536, 5, 1, 1, FP32);
+    if (standin) {
+        skip_row("matmul_fwd", "fp16", "CUDA only");
+        return;
+    }
+    check_matmul(200, 768, 3072, 0, 0, FP16);  // cuBLASLt, bias epilogue, residual as C
+    check_matmul(200, 384, 1152, 3, 0, FP16);
+    check_matmul(64, 384, 384, 0, 1, FP16);    // unaligned: the fallback gemm
 }
 
-static void check_bf16_conversion(void) {
+// f32 -> 16 bits -> f32 over 2^-30..2^20 (fp16: subnormals, flush to zero, inf past 65504).
+static void check_half_conversion(int prec) {
     size_t n = 100003;
     float *x = rand_vec(n, 0, 1), *ref = mt_malloc(n * 4);
-    for (size_t i = 0; i < n; i++) x[i] = ldexpf(x[i], (int)(i % 40) - 20), ref[i] = bf16_round(x[i]);
+    x[0] = 65504.0f, x[1] = 65519.0f, x[2] = 65520.0f, x[3] = -1e6f, x[4] = ldexpf(1.0f, -25), x[5] = ldexpf(3.0f, -26);
+    for (size_t i = 6; i < n; i++) x[i] = ldexpf(x[i], (int)(i % 50) - 30);
+    for (size_t i = 0; i < n; i++) ref[i] = round_half[prec](x[i]);
     float *dx = up(x, n * 4), *dy = gpu->alloc(n * 4);
-    mt_bf16 *dh = gpu->alloc(n * 2);
-    mt_cuda_f32_to_bf16(dh, dx, (int64_t)n);
-    mt_cuda_bf16_to_f32(dy, dh, (int64_t)n);
+    uint16_t *dh = gpu->alloc(n * 2);
+    if (prec == FP16) mt_cuda_f32_to_f16(dh, dx, (int64_t)n), mt_cuda_f16_to_f32(dy, dh, (int64_t)n);
+    else mt_cuda_f32_to_bf16(dh, dx, (int64_t)n), mt_cuda_bf16_to_f32(dy, dh, (int64_t)n);
     float *got = down(dy, n);
-    report("bf16_conv", "f32->bf16->f32, 2^-20..2^20", "bf16", got, ref, n, 0, 0);
+    char op[16];
+    snprintf(op, sizeof op, "%s_conv", prec_name[prec]);
+    report(op, "f32->16->f32, 2^-30..2^20, edges", prec_name[prec], got, ref, n, 0, 0);
     gpu->free(dx); gpu->free(dy); gpu->free(dh);
     free(x); free(ref); free(got);
 }
@@ -342,6 +404,31 @@ static void check_attention(const int *lengths, int B, int C, int NH) {
     got = down(dout, nout);
     snprintf(what, sizeof what, "B=%d C=%d NH=%d out, att=NULL", B, C, NH);
     report("attention", what, "fp32", got, ref, nout, 1e-5, 1e-5);
+    gpu->free(dqkv); gpu->free(dout); gpu->free(datt); gpu->free(doff); gpu->free(datt_off);
+    free(qkv); free(ref); free(ratt); free(got); free(gatt);
+    unpack_free(&p);
+}
+
+// attention_forward at --precision bf16 / fp16 (the batched products on 16-bit operands)
+// against the CPU's fp32: 10 u of the header's table.
+static void check_attention_half(const int *lengths, int B, int C, int NH, int prec) {
+    packing p = pack(lengths, B, NH);
+    size_t nqkv = (size_t)p.N * 3 * C, nout = (size_t)p.N * C;
+    float *qkv = rand_vec(nqkv, 0, 2), *ref = mt_malloc(nout * 4), *ratt = mt_malloc(p.att_size * 4);
+    float *dqkv = up(qkv, nqkv * 4), *dout = gpu->alloc(nout * 4), *datt = gpu->alloc(p.att_size * 4);
+    int32_t *doff = up(p.offsets, (B + 1) * 4);
+    int64_t *datt_off = up(p.att_offsets, B * 8);
+    cpu->attention_forward(ref, ratt, qkv, p.offsets, p.att_offsets, B, C, NH);
+    mt_cuda_set_precision(prec_name[prec]);
+    gpu->attention_forward(dout, datt, dqkv, doff, datt_off, B, C, NH);
+    mt_cuda_set_precision("fp32");
+    float *got = down(dout, nout), *gatt = down(datt, p.att_size);
+    double u = prec == FP16 ? ldexp(1, -11) : ldexp(1, -8);
+    char what[96];
+    snprintf(what, sizeof what, "B=%d N=%d maxL=%d C=%d NH=%d out", B, p.N, p.maxL, C, NH);
+    report("attention", what, prec_name[prec], got, ref, nout, 10 * u * max_abs(ref, nout), 0);
+    snprintf(what, sizeof what, "B=%d N=%d maxL=%d C=%d NH=%d probs", B, p.N, p.maxL, C, NH);
+    report("attention", what, prec_name[prec], gatt, ratt, p.att_size, 10 * u, 0);
     gpu->free(dqkv); gpu->free(dout); gpu->free(datt); gpu->free(doff); gpu->free(datt_off);
     free(qkv); free(ref); free(ratt); free(got); free(gatt);
     unpack_free(&p);
@@ -827,8 +914,8 @@ int main(int argc, char **argv) {
     check_memory();
     check_gemms();
     check_matmuls();
-    if (standin) skip_row("bf16_conv", "", "CUDA only");
-    else check_bf16_conversion();
+    if (standin) skip_row("bf16_conv", "fp16_conv", "CUDA only");
+    else check_half_conversion(BF16), check_half_conversion(FP16);
     int lengths[] = {1, 7, 32, 128, 512, 3, 64, 200}, B = 8, one[] = {1};
     packing p = pack(lengths, B, 1);
     check_embeddings(&p);
@@ -841,6 +928,8 @@ int main(int argc, char **argv) {
     check_attention(lengths, B, 96, 1);    // hs 96: lanes past hs idle
     check_attention(lengths, B, 256, 2);   // hs 128
     check_attention(one, 1, 64, 2);        // one token
+    if (standin) skip_row("attention", "bf16 / fp16", "CUDA only");
+    else check_attention_half(lengths, B, 384, 12, BF16), check_attention_half(lengths, B, 384, 12, FP16);
     check_unary("gelu", cpu->gelu_forward, gpu->gelu_forward, 8);
     check_unary("tanh", cpu->tanh_forward, gpu->tanh_forward, 10);
     for (int mode = 0; mode < 3; mode++) check_pool(&p, 384, mode), check_pool(&p, 45, mode);

@@ -10,7 +10,7 @@
 //   train_check speed MODEL_DIR B L STEPS PRECISION
 //       median milliseconds of an inference forward (mean-pooled output copied back) and of a
 //       training step (forward + backward + AdamW) on B sequences of L tokens, PRECISION
-//       fp32 | tf32 | bf16 for the matrix products; with tokens/s, TFLOP/s and MFU (against the
+//       fp32 | tf32 | bf16 | fp16 for the matrix products; with tokens/s, TFLOP/s and MFU (against the
 //       H100 SXM's dense bf16 peak, 989 TFLOP/s). One line "speed ..." per mode; an optional
 //       last argument names the modes (default forward,train).
 // Needs a GPU; built by `make` wherever nvcc is, run only by tests/gpu/check.sh.
@@ -207,6 +207,6 @@ int main(int argc, char **argv) {
         return speed(argv[2], (int)mt_parse_long("B", argv[3], 1, 1 << 16), (int)mt_parse_long("L", argv[4], 2, 512),
                      (int)mt_parse_long("STEPS", argv[5], 1, 100000), argv[6], argc == 8 ? argv[7] : "forward,train");
     fprintf(stderr, "usage: train_check parity MODEL_DIR [STEPS]\n"
-                    "       train_check speed MODEL_DIR B L STEPS fp32|tf32|bf16 [forward,train]\n");
+                    "       train_check speed MODEL_DIR B L STEPS fp32|tf32|bf16|fp16 [forward,train]\n");
     return 2;
 }

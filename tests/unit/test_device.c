@@ -55,6 +55,19 @@ TEST(unknown_device_is_an_error) {
     CHECK(mt_backend_try_select("", err, sizeof err) == NULL);
 }
 
+// What a backend computes in: fp32 on the CPU backends; on CUDA whatever was set, fp16 included.
+TEST(precision_follows_the_setting) {
+    CHECK(!strcmp(mt_backend_precision(mt_backend_cpu()), "fp32"));
+    CHECK(!strcmp(mt_backend_precision(mt_backend_cpu_staged()), "fp32"));
+    mt_backend_set_precision(mt_backend_cpu(), "fp32");  // accepted (fp16 there dies: the bats suites check)
+    if (!gpu) return;
+    const mt_backend *be = mt_backend_select("cuda");
+    mt_backend_set_precision(be, "fp16");
+    CHECK(!strcmp(mt_backend_precision(be), "fp16"));
+    mt_backend_set_precision(be, "fp32");
+    CHECK(!strcmp(mt_backend_precision(be), "fp32"));
+}
+
 int main(void) {
     gpu = mt_gpu_available(desc, sizeof desc);
     printf("# gpu: %d (%s)\n", gpu, desc);
@@ -63,5 +76,6 @@ int main(void) {
     RUN(auto_follows_the_gpu);
     RUN(cuda_without_gpu_is_an_error);
     RUN(unknown_device_is_an_error);
+    RUN(precision_follows_the_setting);
     return check_summary();
 }
