@@ -49,20 +49,28 @@ __global__ void bf16_to_f32_kernel(float *out, const __nv_bfloat16 *inp, int64_t
         out[i] = __bfloat162float(inp[i]);
 }
 
-typedef struct { void *p; size_t cap; } bf16_scratch;
-static bf16_scratch bf16_bufs[2];  // one per operand of a product
-
 // `count` matrices of rows x cols at X (leading dimension ld, `stride` apart) in bf16, same
 // layout, in scratch[slot]: the whole span is converted, padding between rows included.
 static const __nv_bfloat16 *as_bf16(int slot, const float *X, int rows, int cols, int ld, int64_t stride = 0,
                                     int count = 1) {
     int64_t n = (int64_t)(count - 1) * stride + (int64_t)(rows - 1) * ld + cols;
-    bf16_scratch *s = &bf16_bufs[slot];
-    __nv_bfloat16 *out = (__nv_bfloat16 *)grow_buffer(&s->p, &s->cap, (size_t)n * sizeof(__nv_bfloat16), "bf16 operands");
+    __nv_bfloat16 *out = (__nv_bfloat16 *)workspace(MT_WS_BF16_A + slot, (size_t)n * sizeof(__nv_bfloat16));
     f32_to_bf16_kernel<<<grid_for(n, 256), 256, 0, stream>>>(out, X, n);
     LAUNCH_CHECK();
     return out;
 }
+
+// The largest operand span as_bf16 converts for any batch of shape s: activations and their
+// gradients [N, max(3C, F)], weights [max(3C, F), C], the attention's padded heads and scores.
+size_t bf16_operand_bytes(const mt_workspace_shape *s, const size_t *generic) {
+    if (precision != MT_PRECISION_BF16) return 0;
+    size_t widest = (size_t)(3 * s->C > s->F ? 3 * s->C : s->F), n = (size_t)s->max_tokens * widest;
+    size_t more[] = {widest * s->C, generic[MT_WS_ATT_Q] / sizeof(float), generic[MT_WS_ATT_S] / sizeof(float)};
+    for (size_t i = 0; i < sizeof more / sizeof more[0]; i++) n = more[i] > n ? more[i] : n;
+    return n * sizeof(__nv_bfloat16);
+}
+
+size_t lt_workspace_size(void) { return lt_workspace_bytes; }
 
 // C[M,N] = alpha * op(A)[M,K] @ op(B)[K,N] + beta * C, all row-major fp32.
 void gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb,
@@ -203,6 +211,7 @@ extern "C" int mt_cuda_set_precision(const char *name) {
           : !strcmp(name, "bf16") ? MT_PRECISION_BF16 : -1;
     if (p < 0) return -1;
     precision = p, use_tf32 = p == MT_PRECISION_TF32;
+    workspaces_follow_precision();
     return 0;
 }
 extern "C" const char *mt_cuda_precision(void) {

@@ -287,6 +287,7 @@ static int pack_batch(mt_bert *m, const int32_t *ids, const int32_t *types, cons
         }
     }
     m->h_offsets[B] = n;
+    m->last_max_len = max_len;  // the attention ops size their work by it (no readback of offsets)
     return n;
 }
 
@@ -331,8 +332,9 @@ static void encoder_layer(mt_bert *m, int l, int N, int B) {
     mt_dropout_key att_out = site_key(m, l, MT_BERT_DROP_ATTENTION_OUTPUT), ffn_out = site_key(m, l, MT_BERT_DROP_FFN_OUTPUT);
 
     be->matmul_forward(v.qkv, v.x, w->qkv_w, w->qkv_b, NULL, N, C, 3 * C);
-    if (drop) be->attention_forward_dropout(v.atty, v.att, v.qkv, a->offsets, a->att_offsets, B, C, c->num_attention_heads, &probs);
-    else be->attention_forward(v.atty, v.att, v.qkv, a->offsets, a->att_offsets, B, C, c->num_attention_heads);
+    int NH = c->num_attention_heads, Lmax = m->last_max_len;
+    if (drop) be->attention_forward_dropout(v.atty, v.att, v.qkv, a->offsets, a->att_offsets, B, Lmax, C, NH, &probs);
+    else be->attention_forward(v.atty, v.att, v.qkv, a->offsets, a->att_offsets, B, Lmax, C, NH);
     // res1 = dropout(atty @ Wo^T + bo) + x; without dropout the residual is fused into the GEMM
     be->matmul_forward(v.res1, v.atty, w->attn_out_w, w->attn_out_b, drop ? NULL : v.x, N, C, C);
     if (drop) be->dropout_forward(v.res1, v.res1, v.x, NC, &att_out);
@@ -510,8 +512,8 @@ static void layer_backward(mt_bert *m, int l, float *dx, float *grads) {
     be->zero(g->datty, NC * f);
     be->matmul_backward(g->datty, GRAD(w->attn_out_w), GRAD(w->attn_out_b), ddense, v.atty, w->attn_out_w, N, C, C);
     be->zero(g->dqkv, 3 * NC * f);
-    be->attention_backward(g->dqkv, g->datty, v.qkv, v.att, m->acts.offsets, m->acts.att_offsets, B, C,
-                           c->num_attention_heads, dropout_active(m) ? &probs : NULL);
+    be->attention_backward(g->dqkv, g->datty, v.qkv, v.att, m->acts.offsets, m->acts.att_offsets, B,
+                           m->last_max_len, C, c->num_attention_heads, dropout_active(m) ? &probs : NULL);
     // d x = the residual's d res1 + the projections' input gradient
     be->matmul_backward(dx, GRAD(w->qkv_w), GRAD(w->qkv_b), g->dqkv, v.x, w->qkv_w, N, C, 3 * C);
 }

@@ -132,6 +132,7 @@ typedef struct {
     float *d_dhidden;                              // device staging of mt_bert_backward_host's input
     size_t d_dhidden_cap;                          // its capacity in floats
     int last_B, last_N;                            // the batch of the last forward
+    int last_max_len;                              // its longest sequence (set by pack_batch)
     char *config_json;                             // config.json as loaded, written back by mt_bert_save
     // training
     int trained_forward;                           // 1 when the last forward was mt_bert_forward_train
