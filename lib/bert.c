@@ -220,6 +220,70 @@ static size_t layout_arena(mt_bert *m, char *base) {
     return cur;
 }
 
+// Carves (base NULL: measures) the gradient buffers for `rows` tokens.
+static size_t layout_grad_arena(mt_bert *m, char *base, size_t rows) {
+    size_t C = m->cfg.hidden_size, F = m->cfg.intermediate_size, cur = 0, f = sizeof(float);
+    mt_bert_grad_acts *g = &m->grad_acts;
+    g->g2 = carve(base, &cur, rows * C * f);
+    g->dropped = carve(base, &cur, rows * C * f);
+    g->datty = carve(base, &cur, rows * C * f);
+    g->dqkv = carve(base, &cur, rows * 3 * C * f);
+    g->dgelu = carve(base, &cur, rows * F * f);
+    g->dfch = carve(base, &cur, rows * F * f);
+    return cur;
+}
+
+// A model with only a config and the sizes, for measuring layouts before anything is allocated.
+static mt_bert *sizing_model(const mt_bert_config *cfg, int max_tokens, int max_batch, int max_len, int training) {
+    mt_bert *m = mt_calloc(1, sizeof *m);
+    m->cfg = *cfg;
+    m->max_tokens = max_tokens, m->max_batch = max_batch, m->max_len = max_len, m->training = training;
+    return m;
+}
+
+size_t mt_bert_arena_bytes(const mt_bert_config *cfg, int max_tokens, int max_batch, int max_len, int training) {
+    mt_bert *m = sizing_model(cfg, max_tokens, max_batch, max_len, training);
+    size_t n = layout_arena(m, NULL);
+    free(m);
+    return n;
+}
+
+size_t mt_bert_grad_arena_bytes(const mt_bert_config *cfg, int max_tokens) {
+    mt_bert *m = sizing_model(cfg, max_tokens, 1, 1, 1);
+    size_t n = layout_grad_arena(m, NULL, (size_t)max_tokens);
+    free(m);
+    return n;
+}
+
+size_t mt_bert_count_params(const mt_bert_config *cfg, int has_pooler) {
+    mt_bert *m = sizing_model(cfg, 0, 0, 0, 0);
+    m->has_pooler = has_pooler;
+    build_param_table(m);
+    size_t n = m->num_params;
+    for (int i = 0; i < m->num_param_tensors; i++) free(m->param_table[i].name);
+    free(m->param_table), free(m);
+    return n;
+}
+
+mt_workspace_shape mt_bert_workspace_shape(const mt_bert_config *cfg, int max_tokens, int max_batch, int max_len,
+                                           int training, size_t num_params) {
+    return (mt_workspace_shape){max_tokens, max_batch, max_len, cfg->hidden_size, cfg->num_attention_heads,
+                                cfg->intermediate_size, training, training ? num_params : 0};
+}
+
+// The gradient buffers, and the device staging of mt_bert_backward_host's input, for max_tokens.
+static void reserve_grad_arena(mt_bert *m) {
+    if (m->grad_arena && m->grad_tokens >= m->max_tokens) return;
+    if (m->grad_arena) m->be->free(m->grad_arena);
+    m->grad_tokens = m->max_tokens;
+    m->grad_arena = m->be->alloc(layout_grad_arena(m, NULL, (size_t)m->grad_tokens));
+    layout_grad_arena(m, m->grad_arena, (size_t)m->grad_tokens);
+    if (m->be->host_memory) return;
+    if (m->d_dhidden) m->be->free(m->d_dhidden);
+    m->d_dhidden_cap = (size_t)m->max_tokens * m->cfg.hidden_size;
+    m->d_dhidden = m->be->alloc(m->d_dhidden_cap * sizeof(float));
+}
+
 void mt_bert_reserve(mt_bert *m, int max_tokens, int max_batch, int max_len, int training) {
     if (m->arena && max_tokens <= m->max_tokens && max_batch <= m->max_batch && max_len <= m->max_len &&
         training == m->training)
@@ -231,6 +295,10 @@ void mt_bert_reserve(mt_bert *m, int max_tokens, int max_batch, int max_len, int
     m->training = training;
     m->arena = m->be->alloc(layout_arena(m, NULL));
     layout_arena(m, m->arena);
+    mt_workspace_shape ws = mt_bert_workspace_shape(&m->cfg, m->max_tokens, m->max_batch, m->max_len, training,
+                                                    m->num_params);
+    m->be->reserve(&ws);
+    if (training) reserve_grad_arena(m);  // backward then allocates nothing
     m->h_ids = mt_realloc(m->h_ids, m->max_tokens * sizeof(int32_t));
     m->h_types = mt_realloc(m->h_types, m->max_tokens * sizeof(int32_t));
     m->h_pos = mt_realloc(m->h_pos, m->max_tokens * sizeof(int32_t));
@@ -264,7 +332,12 @@ static int pack_batch(mt_bert *m, const int32_t *ids, const int32_t *types, cons
         if (len > max_len) max_len = (int)len;
     }
     if (N > INT32_MAX / 4) return mt_fail(m->err, sizeof m->err, "batch of %lld tokens is too large", (long long)N);
-    mt_bert_reserve(m, (int)N, B, max_len, training);
+    if (!m->arena) mt_bert_reserve(m, (int)N, B, max_len, training);  // no plan: this batch sizes it
+    else if (N > m->max_tokens || B > m->max_batch || max_len > m->max_len || training != m->training)
+        return mt_fail(m->err, sizeof m->err, "a batch of %lld tokens in %d sequences (longest %d%s) is outside the "
+                       "reservation of %d tokens, %d sequences, longest %d%s (mt_bert_reserve): the memory plan "
+                       "must cover every batch", (long long)N, B, max_len, training ? ", training" : "",
+                       m->max_tokens, m->max_batch, m->max_len, m->training ? ", training" : "");
     int n = 0;
     int64_t att = 0;
     for (int b = 0; b < B; b++) {
@@ -450,26 +523,6 @@ const float *mt_bert_forward_train(mt_bert *m, const int32_t *ids, const int32_t
     return last_hidden(m);
 }
 
-// Carves (base NULL: measures) the gradient buffers for `rows` tokens.
-static size_t layout_grad_arena(mt_bert *m, char *base, size_t rows) {
-    size_t C = m->cfg.hidden_size, F = m->cfg.intermediate_size, cur = 0, f = sizeof(float);
-    mt_bert_grad_acts *g = &m->grad_acts;
-    g->g2 = carve(base, &cur, rows * C * f);
-    g->dropped = carve(base, &cur, rows * C * f);
-    g->datty = carve(base, &cur, rows * C * f);
-    g->dqkv = carve(base, &cur, rows * 3 * C * f);
-    g->dgelu = carve(base, &cur, rows * F * f);
-    g->dfch = carve(base, &cur, rows * F * f);
-    return cur;
-}
-
-static void reserve_grad_arena(mt_bert *m) {
-    if (m->grad_arena && m->grad_tokens >= m->max_tokens) return;
-    if (m->grad_arena) m->be->free(m->grad_arena);
-    m->grad_tokens = m->max_tokens;
-    m->grad_arena = m->be->alloc(layout_grad_arena(m, NULL, (size_t)m->grad_tokens));
-    layout_grad_arena(m, m->grad_arena, (size_t)m->grad_tokens);
-}
 
 #define GRAD(p) (grads + ((p) - m->params))  // a parameter's gradient, same offset
 
@@ -540,12 +593,7 @@ void mt_bert_backward(mt_bert *m, float *dhidden, float *grads) {
 
 void mt_bert_backward_host(mt_bert *m, float *dhidden, float *grads) {
     if (m->be->host_memory) return mt_bert_backward(m, dhidden, grads);
-    size_t n = (size_t)m->last_N * m->cfg.hidden_size;
-    if (n > m->d_dhidden_cap) {
-        if (m->d_dhidden) m->be->free(m->d_dhidden);
-        m->d_dhidden = m->be->alloc(n * sizeof(float));
-        m->d_dhidden_cap = n;
-    }
+    size_t n = (size_t)m->last_N * m->cfg.hidden_size;  // <= d_dhidden_cap: reserved with the arena
     m->be->copy_to_device(m->d_dhidden, dhidden, n * sizeof(float));
     mt_bert_backward(m, m->d_dhidden, grads);
 }
