@@ -284,7 +284,7 @@ static void reserve_grad_arena(mt_bert *m) {
     m->d_dhidden = m->be->alloc(m->d_dhidden_cap * sizeof(float));
 }
 
-void mt_bert_reserve(mt_bert *m, int max_tokens, int max_batch, int max_len, int training) {
+static void reserve(mt_bert *m, int max_tokens, int max_batch, int max_len, int training) {
     if (m->arena && max_tokens <= m->max_tokens && max_batch <= m->max_batch && max_len <= m->max_len &&
         training == m->training)
         return;
@@ -306,6 +306,11 @@ void mt_bert_reserve(mt_bert *m, int max_tokens, int max_batch, int max_len, int
     m->h_att_offsets = mt_realloc(m->h_att_offsets, m->max_batch * sizeof(int64_t));
     if (!m->be->host_memory)
         m->h_hidden = mt_realloc(m->h_hidden, (size_t)m->max_tokens * m->cfg.hidden_size * sizeof(float));
+}
+
+void mt_bert_reserve(mt_bert *m, int max_tokens, int max_batch, int max_len, int training) {
+    reserve(m, max_tokens, max_batch, max_len, training);
+    m->planned = 1;
 }
 
 // ---- forward ---------------------------------------------------------------------------
@@ -332,7 +337,7 @@ static int pack_batch(mt_bert *m, const int32_t *ids, const int32_t *types, cons
         if (len > max_len) max_len = (int)len;
     }
     if (N > INT32_MAX / 4) return mt_fail(m->err, sizeof m->err, "batch of %lld tokens is too large", (long long)N);
-    if (!m->arena) mt_bert_reserve(m, (int)N, B, max_len, training);  // no plan: this batch sizes it
+    if (!m->planned) reserve(m, (int)N, B, max_len, training);  // no plan: grown to the batch
     else if (N > m->max_tokens || B > m->max_batch || max_len > m->max_len || training != m->training)
         return mt_fail(m->err, sizeof m->err, "a batch of %lld tokens in %d sequences (longest %d%s) is outside the "
                        "reservation of %d tokens, %d sequences, longest %d%s (mt_bert_reserve): the memory plan "

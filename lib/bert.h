@@ -125,6 +125,7 @@ typedef struct {
     // activation arena
     void *arena;
     int max_tokens, max_batch, max_len, training;
+    int planned;                                   // sized by mt_bert_reserve: no growth after
     mt_bert_acts acts;
     int32_t *h_ids, *h_types, *h_pos, *h_offsets;  // host staging [max_tokens] / [max_batch+1]
     int64_t *h_att_offsets;                        // [max_batch]
@@ -153,7 +154,7 @@ void mt_bert_free(mt_bert *m);
 // kept for backward, the gradient buffers and the device staging of dhidden too), and has the
 // backend reserve its workspaces for the same shape (mt_bert_workspace_shape). Once reserved, a
 // forward whose batch falls outside fails with a message (a memory plan too small is a bug);
-// without a reservation the first forward reserves for its own batch.
+// without mt_bert_reserve (tests, one-off tools) forwards grow the arena to their batches.
 void mt_bert_reserve(mt_bert *m, int max_tokens, int max_batch, int max_len, int training);
 
 // Sizes for a memory plan (lib/memplan.h), before anything is allocated: the arena and the

@@ -129,6 +129,7 @@ typedef struct {
     int pool;            // MT_POOL_MEAN | MT_POOL_CLS
     uint64_t seed;
     int log_every;       // progress line every N steps (0: about every 2 s)
+    size_t max_memory;   // the memory plan's cap in bytes (0: the backend's free memory only)
 } mt_cl_train_options;
 mt_cl_train_options mt_cl_train_defaults(void);
 

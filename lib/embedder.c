@@ -118,7 +118,7 @@ static void check_memory(const char *dir, const mt_backend *be, const mt_embed_o
     mt_mem_plan_encoder(&p, &cfg, be, &(mt_mem_run){token_budget(o, max_pos), o->batch_size, max_pos, 0, 0, 0});
     snprintf(lower, sizeof lower, "lower --batch-tokens (now %d, at least the model's %d positions count) or "
              "--batch-size (now %d)", o->batch_tokens, max_pos, o->batch_size);
-    mt_mem_plan_check(&p, be, o->max_memory, 0, lower);
+    mt_mem_plan_check(&p, be, o->max_memory, 0, lower, 0);
 }
 
 mt_embedder *mt_embedder_open(const char *dir, const mt_backend *be, int threads,

@@ -90,7 +90,8 @@ static void largest_items(const mt_mem_plan *p, char *buf, size_t n) {
     }
 }
 
-void mt_mem_plan_check(const mt_mem_plan *p, const mt_backend *be, size_t cap, int verbose, const char *lower) {
+void mt_mem_plan_check(const mt_mem_plan *p, const mt_backend *be, size_t cap, int verbose, const char *lower,
+                       size_t held) {
     char total[32], avail[32], top[256];
     mt_format_bytes(p->total, total, sizeof total);
     largest_items(p, top, sizeof top);
@@ -101,6 +102,7 @@ void mt_mem_plan_check(const mt_mem_plan *p, const mt_backend *be, size_t cap, i
             mt_log("  %-26s %s", p->item[i].name, mt_format_bytes(p->item[i].bytes, b, sizeof b));
         }
     size_t free_b = be->memory_free();
+    free_b = free_b > SIZE_MAX - held ? SIZE_MAX : free_b + held;
     size_t limit = cap && cap < free_b ? cap : free_b;
     if (p->total <= limit) return;
     mt_format_bytes(limit, avail, sizeof avail);

@@ -11,7 +11,7 @@
 //   mt_mem_plan p;
 //   mt_mem_plan_encoder(&p, &cfg, be, &(mt_mem_run){.max_tokens = 8192, .max_batch = 48, .max_len = 128,
 //                                                  .training = 1, .moments = 1, .task_grads = 3});
-//   mt_mem_plan_check(&p, be, mt_max_memory(opt), "lower --batch-tokens (8192) or --batch-size (16)");
+//   mt_mem_plan_check(&p, be, mt_max_memory(opt), 0, "lower --batch-tokens (now 8192)", 0);
 #ifndef MT_MEMPLAN_H
 #define MT_MEMPLAN_H
 #include <stddef.h>
@@ -56,7 +56,9 @@ const char *mt_format_bytes(size_t bytes, char *buf, size_t n);
 // Logs the plan's total on stderr (one line; every item with verbose), then dies, before any
 // of it is allocated, when the total exceeds the cap (0: none) or the backend's free memory:
 // the message gives the total needed, what is available, the largest items and `lower` (what
-// the user can lower, with its current values).
-void mt_mem_plan_check(const mt_mem_plan *p, const mt_backend *be, size_t cap, int verbose, const char *lower);
+// the user can lower, with its current values). held: bytes of the plan allocated already
+// (e.g. parameters loaded), which the backend's free memory no longer shows.
+void mt_mem_plan_check(const mt_mem_plan *p, const mt_backend *be, size_t cap, int verbose, const char *lower,
+                       size_t held);
 
 #endif

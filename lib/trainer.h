@@ -50,6 +50,7 @@ typedef struct {
     int threads;
     const char *device;                     // auto | cpu | cuda (mt_backend_select)
     const char *precision;                  // CUDA matrix products: fp32 | tf32 | bf16 (NULL: MTBERT_PRECISION, else fp32)
+    const char *max_memory;                 // --max-memory SIZE (NULL: MTBERT_MAX_MEMORY, else none)
 } mt_train_options;
 
 void mt_train_defaults(mt_train_options *o);
@@ -58,7 +59,7 @@ void mt_train_options_free(mt_train_options *o);
 // Runs a training from scratch (o->out_dir must not hold a run) and returns the exit status.
 int mt_train(mt_train_options *o);
 // Continues the run in dir from dir/last (the run's options come from its state file; only
-// stop_after_steps, fail_at_step, threads, device, precision are taken from o).
+// stop_after_steps, fail_at_step, threads, device, precision, max_memory are taken from o).
 int mt_train_resume(const char *dir, mt_train_options *o);
 
 #endif
