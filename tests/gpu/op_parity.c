@@ -26,6 +26,8 @@
 //              combine (expected exact), scale (exact)
 //   1e-9 rel   gram (double partial sums over MT_GRAM_BLOCK blocks; only the order within a
 //              block differs)
+// Memory plan ops: exact flags (workspace_bytes sums its items and covers workspace.c's asks;
+// memory_free counts the reservation; the CPU: nothing to reserve, no device limit).
 //
 // --cpu-standin: the CPU backend stands in for the GPU (every row exact or within tolerance,
 // bf16 rows and the bench skipped);
@@ -40,6 +42,7 @@
 #include "common.h"
 #include "device.h"
 #include "rng.h"
+#include "workspace.h"
 
 static const mt_backend *cpu, *gpu;
 static int checks, failures, standin;
@@ -778,6 +781,26 @@ static void bench_backward(void) {
     free(off); free(att_off); free(ids); free(types); free(pos);
 }
 
+// The memory plan's ops, as flags (1 = holds): workspace_bytes sums its items; on the GPU each
+// workspace covers the device-independent ask of workspace.c and memory_free counts what the
+// reservation holds; the CPU reserves nothing and has no device limit.
+static void check_workspaces(void) {
+    mt_workspace_shape s = {16384, 128, 128, 768, 12, 3072, 1, (size_t)8192 * 3072};
+    size_t each[MT_WS_COUNT], generic[MT_WS_COUNT], sum = 0;
+    size_t total = gpu->workspace_bytes(&s, each), gen_total = mt_workspace_generic(&s, generic);
+    float got[3] = {0, 0, 0}, want[3] = {1, 1, 1};
+    for (int i = 0; i < MT_WS_COUNT; i++) sum += each[i];
+    got[0] = sum == total;
+    if (standin) {
+        got[1] = total == 0, got[2] = gpu->memory_free() == SIZE_MAX;
+    } else {
+        got[1] = 1;
+        for (int i = 0; i < MT_WS_COUNT; i++) got[1] = got[1] && each[i] >= generic[i];
+        got[2] = gpu->memory_free() >= gen_total;  // the reservation of reserve_workspaces holds as much
+    }
+    report("workspaces", "BERT-base bench shape: sum, cover, free", "-", got, want, 3, 0, 0);
+}
+
 // The workspaces (lib/workspace.h) of every check and bench below, reserved up front as a run
 // does, each workspace grown to the larger of two shapes: the parity cases (8 sequences up to
 // 512 tokens, 3 up to 1300; gram up to 16 x 1000003) and the BERT-base benches (16384 tokens in
@@ -812,6 +835,7 @@ int main(int argc, char **argv) {
     printf("%-12s %-40s %-5s %11s %9s %9s %9s  %s\n", "op", "case", "prec", "max|diff|", "atol", "rtol",
            "diff/tol", "result");
     check_memory();
+    check_workspaces();
     check_gemms();
     check_matmuls();
     if (standin) skip_row("bf16_conv", "", "CUDA only");
