@@ -1,7 +1,10 @@
 // test_memplan.c — the memory plan's arithmetic against sizes worked out by hand for
 // all-MiniLM-L6-v2's config (V 30522, C 384, 6 layers, 12 heads, F 1536, 512 positions, 2 types),
 // and the size parser. Every arena buffer is rounded up to 64 bytes.
+#include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "bert.h"
 #include "check.h"
@@ -76,6 +79,57 @@ TEST(padded_attention_is_bounded_by_the_tokens) {
     CHECK(w[MT_WS_ATT_S] == best && w[MT_WS_ATT_DS] == 0 && w[MT_WS_SCRATCH] == 0);
 }
 
+// Runs fn in a child with stderr captured into msg; returns its exit status (-1: no normal exit).
+static int in_child(void (*fn)(void), char *msg, size_t n) {
+    int fd[2];
+    if (pipe(fd)) return -1;
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(fd[1], 2);
+        close(fd[0]);
+        fn();
+        _exit(0);
+    }
+    close(fd[1]);
+    ssize_t got = read(fd[0], msg, n - 1), more;
+    char sink[256];
+    while ((more = read(fd[0], sink, sizeof sink)) > 0) {}
+    msg[got > 0 ? got : 0] = 0;
+    close(fd[0]);
+    int st;
+    waitpid(pid, &st, 0);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+// cpu-staged keeps CUDA's reservation: attention over 3 sequences padded to 40 asks for more
+// padded-head memory than a shape of 64 tokens in 2 sequences of at most 32 reserved.
+static void over_ask(void) {
+    const mt_backend *be = mt_backend_cpu_staged();
+    be->reserve(&(mt_workspace_shape){64, 2, 32, 8, 2, 32, 0, 0});
+    int32_t offsets[4] = {0, 40, 41, 42};
+    int64_t att_offsets[3] = {0, 2 * 40 * 40, 2 * 40 * 40 + 2};
+    float *qkv = calloc(42 * 24, sizeof(float)), *out = calloc(42 * 8, sizeof(float));
+    be->attention_forward(out, NULL, qkv, offsets, att_offsets, 3, 40, 8, 2);
+}
+
+static void within(void) {
+    const mt_backend *be = mt_backend_cpu_staged();
+    be->reserve(&(mt_workspace_shape){64, 3, 40, 8, 2, 32, 0, 0});
+    int32_t offsets[4] = {0, 40, 41, 42};
+    int64_t att_offsets[3] = {0, 2 * 40 * 40, 2 * 40 * 40 + 2};
+    float *qkv = calloc(42 * 24, sizeof(float)), *out = calloc(42 * 8, sizeof(float));
+    be->attention_forward(out, NULL, qkv, offsets, att_offsets, 3, 40, 8, 2);
+}
+
+TEST(an_ask_beyond_the_reservation_dies_naming_the_workspace) {
+    char msg[1024];
+    CHECK(in_child(over_ask, msg, sizeof msg) == 1);
+    CHECK(strstr(msg, "attention Q workspace needs 3840 bytes but 2048 were reserved") != NULL);
+    if (!strstr(msg, "attention Q")) printf("# %s\n", msg);
+    CHECK(in_child(within, msg, sizeof msg) == 0);
+}
+
 TEST(sizes_parse) {
     CHECK(mt_parse_size("x", "1M") == 1048576);
     CHECK(mt_parse_size("x", "20G") == 20ull << 30);
@@ -89,6 +143,7 @@ int main(void) {
     RUN(minilm_inference_plan_on_the_cpu);
     RUN(minilm_training_plan_on_a_device_backend);
     RUN(padded_attention_is_bounded_by_the_tokens);
+    RUN(an_ask_beyond_the_reservation_dies_naming_the_workspace);
     RUN(sizes_parse);
     return check_summary();
 }
