@@ -5,6 +5,7 @@
 
 #include "common.h"
 #include "device.h"
+#include "memplan.h"
 #include "embedder.h"
 
 static const char *USAGE =
@@ -37,6 +38,9 @@ static const char *USAGE =
     "  -d, --device DEV        auto | cpu | cuda (default auto: CUDA when a GPU is present)\n"
     "  -P, --precision P       CUDA matrix products: fp32 (default, matches the CPU), tf32,\n"
     "                          bf16 or fp16 (16-bit operands, fp32 accumulation, as autocast)\n"
+    "  -M, --max-memory SIZE   fail up front when the run's memory (planned once from the\n"
+    "                          batch bounds) exceeds SIZE (e.g. 20G, 512M; default\n"
+    "                          $MTBERT_MAX_MEMORY, else the device's free memory)\n"
     "  -o, --output FILE       write FILE (atomically) instead of stdout\n"
     "  -q, --quiet             no progress on stderr\n"
     "  -h, --help              this text\n"
@@ -54,7 +58,7 @@ static const char *USAGE =
 int main(int argc, char **argv) {
     mt_set_prog(argv[0]);
     mt_embed_options o = mt_embed_defaults();
-    const char *model_dir = NULL, *device = "auto", *out_path = "-", *precision = NULL;
+    const char *model_dir = NULL, *device = "auto", *out_path = "-", *precision = NULL, *max_memory = NULL;
     int threads = 0;
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'},        {"pool", required_argument, 0, 'p'},
@@ -63,11 +67,11 @@ int main(int argc, char **argv) {
         {"batch-tokens", required_argument, 0, 'b'}, {"batch-size", required_argument, 0, 'B'},
         {"window", required_argument, 0, 'w'},       {"threads", required_argument, 0, 'j'},
         {"device", required_argument, 0, 'd'},       {"output", required_argument, 0, 'o'},
-        {"precision", required_argument, 0, 'P'},
+        {"precision", required_argument, 0, 'P'},   {"max-memory", required_argument, 0, 'M'},
         {"quiet", no_argument, 0, 'q'},              {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     int c;
-    while ((c = getopt_long(argc, argv, "m:p:ntxb:B:w:j:d:P:o:qh", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "m:p:ntxb:B:w:j:d:P:M:o:qh", opts, NULL)) != -1) {
         switch (c) {
         case 'm': model_dir = optarg; break;
         case 'p': o.pool = mt_embed_parse_pool(optarg); break;
@@ -80,6 +84,7 @@ int main(int argc, char **argv) {
         case 'j': threads = (int)mt_parse_long("--threads", optarg, 1, 1024); break;
         case 'd': device = optarg; break;
         case 'P': precision = optarg; break;
+        case 'M': max_memory = optarg; break;
         case 'o': out_path = optarg; break;
         case 'q': mt_quiet = 1; break;
         case 'h': fputs(USAGE, stdout); return 0;
@@ -88,6 +93,7 @@ int main(int argc, char **argv) {
     }
     if (!model_dir) mt_die("--model DIR is required (see --help)");
     if (argc - optind > 1) mt_die("expected at most one input stream (see --help)");
+    o.max_memory = mt_max_memory(max_memory);
     const mt_backend *be = mt_backend_select(device);
     mt_backend_set_precision(be, precision);
     mt_embedder *e = mt_embedder_open(model_dir, be, threads, &o);

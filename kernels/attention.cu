@@ -11,11 +11,9 @@
 //
 // The matrix products run in the precision of gemm.cu (fp32 | tf32 | bf16 | fp16); softmax, masks and
 // the sums stay fp32. Every sum has a fixed order: results are the same run to run.
-// The host needs the longest sequence (Lmax) to size the products: it copies offsets[B+1]
-// back once per batch, cached until the next host-to-device copy or free. Invariant this
-// relies on: batch offsets reach the device only by copy_to_device (lib/bert.c), never by a
-// kernel or memset; a writer that breaks it must call attention_forget_geometry.
-// Scratch: grow-only device buffers, so a run allocates only while its batches grow.
+// The host sizes the products by the longest sequence (Lmax), which the caller passes as
+// max_len (lib/bert.c knows it when packing the batch): no readback of offsets, no sync.
+// Scratch: the six padded workspaces of lib/workspace.h, reserved once from the run's memory plan.
 #include <float.h>
 #include <stdlib.h>
 
@@ -24,41 +22,8 @@
 
 namespace mt_cuda {
 
-// ---- batch geometry, cached ------------------------------------------------------------------
-
-static struct {
-    const int32_t *dev;  // the device offsets the cache describes (nullptr: none)
-    int B, Lmax;
-    int32_t *host;
-    int cap;
-} geo;
-
-void attention_forget_geometry(void) { geo.dev = nullptr; }
-
-static int longest_sequence(const int32_t *offsets, int B) {
-    if (geo.dev == offsets && geo.B == B) return geo.Lmax;
-    if (B + 1 > geo.cap) {
-        geo.cap = 2 * (B + 1);
-        geo.host = (int32_t *)realloc(geo.host, (size_t)geo.cap * sizeof(int32_t));
-        if (!geo.host) mt_die("out of memory");
-    }
-    CUDA_CHECK(cudaMemcpyAsync(geo.host, offsets, (size_t)(B + 1) * sizeof(int32_t), cudaMemcpyDeviceToHost, stream));
-    CUDA_CHECK(cudaStreamSynchronize(stream));
-    int Lmax = 0;
-    for (int b = 0; b < B; b++) Lmax = geo.host[b + 1] - geo.host[b] > Lmax ? geo.host[b + 1] - geo.host[b] : Lmax;
-    geo.dev = offsets, geo.B = B, geo.Lmax = Lmax;
-    return Lmax;
-}
-
-// ---- scratch ----------------------------------------------------------------------------------
-
-typedef struct { void *p; size_t cap; } buffer;
-enum { BUF_Q, BUF_K, BUF_V, BUF_O, BUF_S, BUF_DS, BUF_COUNT };
-static buffer bufs[BUF_COUNT];
-
-static float *att_scratch(int which, size_t floats) {
-    return (float *)grow_buffer(&bufs[which].p, &bufs[which].cap, floats * sizeof(float),
-                                "attention scratch (a smaller --batch-tokens needs less)");
+static float *ws_attention(int which, int64_t floats) {
+    return (float *)workspace(which, (size_t)floats * sizeof(float));
 }
 
 // ---- layout kernels ---------------------------------------------------------------------------
@@ -203,13 +168,14 @@ __global__ void softmax_rows_backward_kernel(float *dPd, float *Pd, const float 
 // ---- the ops ------------------------------------------------------------------------------------
 
 void attention_forward_dropout(float *out, float *att, const float *qkv, const int32_t *offsets,
-                               const int64_t *att_offsets, int B, int C, int NH, const mt_dropout_key *drop) {
-    if (B <= 0) return;
-    const int hs = C / NH, Lmax = longest_sequence(offsets, B);
-    if (Lmax <= 0) return;
+                               const int64_t *att_offsets, int B, int max_len, int C, int NH,
+                               const mt_dropout_key *drop) {
+    if (B <= 0 || max_len <= 0) return;
+    const int hs = C / NH, Lmax = max_len;
     const int64_t BH = (int64_t)B * NH, elems = BH * Lmax * hs, rows = BH * Lmax;
-    float *Q = att_scratch(BUF_Q, elems), *K = att_scratch(BUF_K, elems), *V = att_scratch(BUF_V, elems);
-    float *O = att_scratch(BUF_O, elems), *S = att_scratch(BUF_S, rows * Lmax);
+    float *Q = ws_attention(MT_WS_ATT_Q, elems), *K = ws_attention(MT_WS_ATT_K, elems);
+    float *V = ws_attention(MT_WS_ATT_V, elems), *O = ws_attention(MT_WS_ATT_O, elems);
+    float *S = ws_attention(MT_WS_ATT_S, rows * Lmax);
     unpack_qkv_kernel<<<grid_for(elems, 256), 256, 0, stream>>>(Q, K, V, qkv, offsets, NH, Lmax, hs, elems);
     LAUNCH_CHECK();
     const float scale = 1.0f / sqrtf((float)hs);
@@ -229,14 +195,14 @@ void attention_forward_dropout(float *out, float *att, const float *qkv, const i
 }
 
 void attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att, const int32_t *offsets,
-                        const int64_t *att_offsets, int B, int C, int NH, const mt_dropout_key *drop) {
-    if (B <= 0) return;
-    const int hs = C / NH, Lmax = longest_sequence(offsets, B);
-    if (Lmax <= 0) return;
+                        const int64_t *att_offsets, int B, int max_len, int C, int NH, const mt_dropout_key *drop) {
+    if (B <= 0 || max_len <= 0) return;
+    const int hs = C / NH, Lmax = max_len;
     const int64_t BH = (int64_t)B * NH, elems = BH * Lmax * hs, rows = BH * Lmax, sq = (int64_t)Lmax * Lmax,
                   sh = (int64_t)Lmax * hs;
-    float *Q = att_scratch(BUF_Q, elems), *K = att_scratch(BUF_K, elems), *V = att_scratch(BUF_V, elems);
-    float *dO = att_scratch(BUF_O, elems), *Pd = att_scratch(BUF_S, rows * Lmax), *dS = att_scratch(BUF_DS, rows * Lmax);
+    float *Q = ws_attention(MT_WS_ATT_Q, elems), *K = ws_attention(MT_WS_ATT_K, elems);
+    float *V = ws_attention(MT_WS_ATT_V, elems), *dO = ws_attention(MT_WS_ATT_O, elems);
+    float *Pd = ws_attention(MT_WS_ATT_S, rows * Lmax), *dS = ws_attention(MT_WS_ATT_DS, rows * Lmax);
     unpack_qkv_kernel<<<grid_for(elems, 256), 256, 0, stream>>>(Q, K, V, qkv, offsets, NH, Lmax, hs, elems);
     LAUNCH_CHECK();
     unpack_heads_kernel<<<grid_for(elems, 256), 256, 0, stream>>>(dO, dout, offsets, NH, Lmax, hs, elems);
@@ -265,8 +231,8 @@ void attention_backward(float *dqkv, const float *dout, const float *qkv, const 
 // attention_forward is the dropout version without a key (the CPU does the same)
 
 void attention_forward(float *out, float *att, const float *qkv, const int32_t *offsets, const int64_t *att_offsets,
-                       int B, int C, int NH) {
-    attention_forward_dropout(out, att, qkv, offsets, att_offsets, B, C, NH, nullptr);
+                       int B, int max_len, int C, int NH) {
+    attention_forward_dropout(out, att, qkv, offsets, att_offsets, B, max_len, C, NH, nullptr);
 }
 
 }  // namespace mt_cuda

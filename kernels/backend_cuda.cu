@@ -2,6 +2,7 @@
 // (no managed memory), copies, and the launchers of gemm.cu, ops.cu, backward.cu and optim.cu.
 // Everything runs in order on one stream; copies to the host and synchronize wait for it.
 #include <stdio.h>
+#include <string.h>
 
 #include "backend_cuda.h"
 #include "ops.cuh"
@@ -31,32 +32,76 @@ static void *cuda_alloc(size_t bytes) {
     return p;
 }
 
-void *mt_cuda::grow_buffer(void **p, size_t *cap, size_t bytes, const char *what) {
-    if (bytes <= *cap) return *p;
-    size_t want = bytes < ((size_t)1 << 20) ? (size_t)1 << 20 : bytes + bytes / 4;
-    if (*p) {
-        CUDA_CHECK(cudaStreamSynchronize(stream));
-        CUDA_CHECK(cudaFree(*p));
-        *p = nullptr, *cap = 0;
+// ---- workspaces: reserved once from the memory plan (lib/workspace.h) --------------------------
+
+static void *ws_ptr[MT_WS_COUNT];
+static size_t ws_size[MT_WS_COUNT];  // MT_WS_LT is gemm.cu's, allocated at start-up
+static mt_workspace_shape ws_shape;   // the last shape reserved (max_tokens 0: none yet)
+
+void *mt_cuda::workspace(int which, size_t bytes) {
+    mt_workspace_check(which, bytes, ws_size[which]);
+    return ws_ptr[which];
+}
+
+// The generic sizes (workspace.c) plus what only this backend knows: CUB's sort storage,
+// the bf16 operand copies of the current precision, cuBLASLt's workspace.
+static size_t cuda_workspace_bytes(const mt_workspace_shape *s, size_t *each) {
+    size_t w[MT_WS_COUNT];
+    mt_workspace_generic(s, w);
+    if (s->training) {
+        size_t sort = mt_ws_embed_sort(s->max_tokens, embeddings_sort_temp(s->max_tokens));
+        w[MT_WS_SCRATCH] = sort > w[MT_WS_SCRATCH] ? sort : w[MT_WS_SCRATCH];
     }
-    cudaError_t err = cudaMalloc(p, want);
-    if (err != cudaSuccess) {
-        (void)cudaGetLastError();
-        *p = nullptr;
-        mt_die("out of GPU memory allocating %.1f MiB of %s: %s", want / 1048576.0, what, cudaGetErrorString(err));
+    w[MT_WS_BF16_A] = w[MT_WS_BF16_B] = bf16_operand_bytes(s, w);
+    w[MT_WS_LT] = lt_workspace_size();
+    size_t total = 0;
+    for (int i = 0; i < MT_WS_COUNT; i++) total += w[i];
+    if (each) memcpy(each, w, sizeof w);
+    return total;
+}
+
+// Grows (never shrinks) each workspace to the shape's size: one cudaMalloc per workspace per run.
+static void cuda_reserve(const mt_workspace_shape *s) {
+    size_t w[MT_WS_COUNT];
+    ws_shape = *s;
+    cuda_workspace_bytes(s, w);
+    for (int i = 0; i < MT_WS_COUNT; i++) {
+        if (i == MT_WS_LT || w[i] <= ws_size[i]) continue;
+        if (ws_ptr[i]) {
+            CUDA_CHECK(cudaStreamSynchronize(stream));  // earlier launches may still read it
+            CUDA_CHECK(cudaFree(ws_ptr[i]));
+            ws_ptr[i] = nullptr, ws_size[i] = 0;
+        }
+        cudaError_t err = cudaMalloc(&ws_ptr[i], w[i]);
+        if (err != cudaSuccess) {
+            (void)cudaGetLastError();
+            ws_ptr[i] = nullptr;
+            mt_die("out of GPU memory reserving %.1f MiB for the %s workspace: %s", w[i] / 1048576.0,
+                   mt_workspace_names[i], cudaGetErrorString(err));
+        }
+        ws_size[i] = w[i];
     }
-    *cap = want;
-    return *p;
+}
+
+// --precision bf16 after the reservation needs the operand copies: the same shape again.
+void mt_cuda::workspaces_follow_precision(void) {
+    if (ws_shape.max_tokens > 0) cuda_reserve(&ws_shape);
+}
+
+// Free device memory, plus what the workspaces hold (the plan counts them).
+static size_t cuda_memory_free(void) {
+    size_t free_b = 0, total_b = 0;
+    CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+    for (int i = 0; i < MT_WS_COUNT; i++) free_b += i == MT_WS_LT ? lt_workspace_size() : ws_size[i];
+    return free_b;
 }
 
 static void cuda_free(void *p) {
-    attention_forget_geometry();  // a later allocation may reuse the address
     if (p) CUDA_CHECK(cudaFree(p));
 }
 
 static void cuda_copy_to_device(void *dst, const void *src, size_t bytes) {
     if (!bytes) return;
-    attention_forget_geometry();  // the copy may have changed a batch's offsets
     CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream));
     CUDA_CHECK(cudaStreamSynchronize(stream));  // src may be reused by the caller at once
 }
@@ -107,6 +152,9 @@ static const mt_backend cuda_backend = {
     gram,
     combine,
     scale,
+    cuda_workspace_bytes,
+    cuda_reserve,
+    cuda_memory_free,
 };
 
 // An empty kernel: asking for its attributes tells whether this build's machine code (or

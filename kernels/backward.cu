@@ -14,10 +14,7 @@ namespace mt_cuda {
 
 // ---- scratch ---------------------------------------------------------------------------------
 
-static void *scratch_buf;
-static size_t scratch_bytes;
-
-void *scratch(size_t bytes) { return grow_buffer(&scratch_buf, &scratch_bytes, bytes, "scratch"); }
+void *scratch(size_t bytes) { return workspace(MT_WS_SCRATCH, bytes); }
 
 // ---- dropout -----------------------------------------------------------------------------------
 
@@ -57,7 +54,7 @@ void dropout_backward(float *dinp, const float *dout, int64_t n, const mt_dropou
 
 // ---- column sums (bias and LayerNorm parameter gradients) --------------------------------------
 
-#define COLSUM_ROWS 256  // rows per partial sum: fixed, so the summation order depends on N alone
+#define COLSUM_ROWS MT_WS_COLSUM_ROWS  // rows per partial sum: fixed, so the order depends on N alone
 #define COLSUM_TX 32     // columns per block (one warp wide: coalesced rows)
 #define COLSUM_TY 8      // row slices per block
 
@@ -230,14 +227,19 @@ __global__ void embed_rows_backward_kernel(float *dw, const int32_t *rows, const
     *w = acc;
 }
 
-void embeddings_backward(float *dwte, float *dwpe, float *dwtt, const float *dout, const int32_t *ids,
-                         const int32_t *types, const int32_t *pos, int N, int C) {
-    if (N <= 0 || C <= 0) return;
+size_t embeddings_sort_temp(int N) {
     size_t temp_bytes = 0;
     CUDA_CHECK(cub::DeviceRadixSort::SortPairs(nullptr, temp_bytes, (const int32_t *)nullptr, (int32_t *)nullptr,
                                                (const int32_t *)nullptr, (int32_t *)nullptr, N, 0, 32, stream));
+    return temp_bytes;
+}
+
+void embeddings_backward(float *dwte, float *dwpe, float *dwtt, const float *dout, const int32_t *ids,
+                         const int32_t *types, const int32_t *pos, int N, int C) {
+    if (N <= 0 || C <= 0) return;
+    size_t temp_bytes = embeddings_sort_temp(N);
     size_t ints = ((size_t)3 * N + 63) / 64 * 64;  // rows_out, order_in, order_out; then CUB's
-    char *base = (char *)scratch(ints * sizeof(int32_t) + temp_bytes);
+    char *base = (char *)scratch(mt_ws_embed_sort(N, temp_bytes));
     int32_t *rows_out = (int32_t *)base, *order_in = rows_out + N, *order_out = order_in + N;
     void *temp = base + ints * sizeof(int32_t);
     iota_kernel<<<ceil_div(N, 256), 256, 0, stream>>>(order_in, N);

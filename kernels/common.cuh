@@ -8,6 +8,8 @@
 #include <cuda_runtime.h>
 #include <stdint.h>
 
+#include "workspace.h"
+
 // From lib/common.c: "prog: message" on stderr, exit(1). Declared here rather than by
 // including common.h, whose C11 _Noreturn is not C++.
 extern "C" [[noreturn]] void mt_die(const char *fmt, ...);
@@ -47,10 +49,11 @@ namespace mt_cuda {
 extern cudaStream_t stream;  // every launch and cuBLAS call goes here, in order
 extern int num_sms;          // multiprocessors of the device, for persistent grids
 
-// A grow-only device buffer: *p holds at least `bytes` on return (reallocated with 25% headroom,
-// at least 1 MiB, after the stream has drained, since earlier launches may still read the old
-// one). Dies naming `what` and the size when the GPU is out of memory.
-void *grow_buffer(void **p, size_t *cap, size_t bytes, const char *what);
+// Workspace `which` of lib/workspace.h, holding at least `bytes`: reserved once by the table's
+// reserve op from the memory plan; asking for more than was reserved dies naming the workspace.
+void *workspace(int which, size_t bytes);
+// Re-reserves the last shape after a precision change (bf16 needs its operand copies).
+void workspaces_follow_precision(void);
 
 // Blocks for a grid-stride loop over `items`, `per_block` per block: at most 32 blocks per
 // SM (a few waves), however large the input.

@@ -38,7 +38,7 @@ static cublasComputeType_t fp32_compute(void) {
 }
 static cublasOperation_t op(int trans) { return trans ? CUBLAS_OP_T : CUBLAS_OP_N; }
 
-// ---- 16-bit operands (bf16 or fp16): fp32 matrices rounded into grow-only device scratch --------
+// ---- 16-bit operands (bf16 or fp16): fp32 matrices rounded into reserved device workspace ----
 
 static bool half_operands(void) { return precision == MT_PRECISION_BF16 || precision == MT_PRECISION_FP16; }
 static cudaDataType_t half_type(void) { return precision == MT_PRECISION_FP16 ? CUDA_R_16F : CUDA_R_16BF; }
@@ -58,16 +58,12 @@ template <typename T> __global__ void half_to_f32_kernel(float *out, const T *in
         out[i] = widen(inp[i]);
 }
 
-typedef struct { void *p; size_t cap; } half_scratch;
-static half_scratch half_bufs[2];  // one per operand of a product
-
 // `count` matrices of rows x cols at X (leading dimension ld, `stride` apart) in the 16-bit
-// type of the precision (bf16 or fp16), same layout, in scratch[slot]: the whole span is
+// type of the precision (bf16 or fp16), same layout, in workspace slot: the whole span is
 // converted, padding between rows included.
 static const void *as_half(int slot, const float *X, int rows, int cols, int ld, int64_t stride = 0, int count = 1) {
     int64_t n = (int64_t)(count - 1) * stride + (int64_t)(rows - 1) * ld + cols;
-    half_scratch *s = &half_bufs[slot];
-    void *out = grow_buffer(&s->p, &s->cap, (size_t)n * 2, "16-bit operands");  // both types are 2 bytes
+    void *out = workspace(MT_WS_BF16_A + slot, (size_t)n * 2);  // both types are 2 bytes
     if (precision == MT_PRECISION_FP16) f32_to_half_kernel<<<grid_for(n, 256), 256, 0, stream>>>((__half *)out, X, n);
     else f32_to_half_kernel<<<grid_for(n, 256), 256, 0, stream>>>((__nv_bfloat16 *)out, X, n);
     LAUNCH_CHECK();
@@ -82,6 +78,18 @@ static void gemm_half(int ta, int tb, int M, int N, int K, float alpha, const vo
     CUBLAS_CHECK(cublasGemmEx(cublas, op(tb), op(ta), N, M, K, &alpha, B, type, ldb, A, type, lda, &beta, C,
                               CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
+
+// The largest operand span as_half converts for any batch of shape s: activations and their
+// gradients [N, max(3C, F)], weights [max(3C, F), C], the attention's padded heads and scores.
+size_t bf16_operand_bytes(const mt_workspace_shape *s, const size_t *generic) {
+    if (!half_operands()) return 0;
+    size_t widest = (size_t)(3 * s->C > s->F ? 3 * s->C : s->F), n = (size_t)s->max_tokens * widest;
+    size_t more[] = {widest * s->C, generic[MT_WS_ATT_Q] / sizeof(float), generic[MT_WS_ATT_S] / sizeof(float)};
+    for (size_t i = 0; i < sizeof more / sizeof more[0]; i++) n = more[i] > n ? more[i] : n;
+    return n * 2;  // bf16 and fp16 alike
+}
+
+size_t lt_workspace_size(void) { return lt_workspace_bytes; }
 
 // C[M,N] = alpha * op(A)[M,K] @ op(B)[K,N] + beta * C, all row-major fp32.
 void gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb,
@@ -221,6 +229,7 @@ extern "C" int mt_cuda_set_precision(const char *name) {
           : !strcmp(name, "bf16") ? MT_PRECISION_BF16 : !strcmp(name, "fp16") ? MT_PRECISION_FP16 : -1;
     if (p < 0) return -1;
     precision = p, use_tf32 = p == MT_PRECISION_TF32;
+    workspaces_follow_precision();
     return 0;
 }
 extern "C" const char *mt_cuda_precision(void) {

@@ -15,16 +15,19 @@ void matmul_forward(float *out, const float *inp, const float *weight, const flo
 void gemm_batched(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda, int64_t sA,
                   const float *B, int ldb, int64_t sB, float beta, float *C, int ldc, int64_t sC, int batch);
 extern int use_tf32;
+// the memory plan's share of gemm.cu: the bf16 operand copies for shape s (0 unless bf16;
+// generic[] the sizes of workspace.c) and cuBLASLt's fixed workspace
+size_t bf16_operand_bytes(const mt_workspace_shape *s, const size_t *generic);
+size_t lt_workspace_size(void);
 
 // attention.cu: attention as batched products on the tensor cores
 void attention_forward(float *out, float *att, const float *qkv, const int32_t *offsets,
-                       const int64_t *att_offsets, int B, int C, int NH);
+                       const int64_t *att_offsets, int B, int max_len, int C, int NH);
 void attention_forward_dropout(float *out, float *att, const float *qkv, const int32_t *offsets,
-                               const int64_t *att_offsets, int B, int C, int NH, const mt_dropout_key *drop);
+                               const int64_t *att_offsets, int B, int max_len, int C, int NH,
+                               const mt_dropout_key *drop);
 void attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att, const int32_t *offsets,
-                        const int64_t *att_offsets, int B, int C, int NH, const mt_dropout_key *drop);
-// the host's cached copy of the batch geometry is stale after any host-to-device copy
-void attention_forget_geometry(void);
+                        const int64_t *att_offsets, int B, int max_len, int C, int NH, const mt_dropout_key *drop);
 
 // ops.cu: custom kernels
 void embeddings_forward(float *out, const int32_t *ids, const int32_t *types, const int32_t *pos,
@@ -51,9 +54,11 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
 void gelu_backward(float *dinp, const float *inp, const float *out, const float *dout, int64_t n);
 void embeddings_backward(float *dwte, float *dwpe, float *dwtt, const float *dout, const int32_t *ids,
                          const int32_t *types, const int32_t *pos, int N, int C);
-// A grow-only device buffer of at least `bytes` (cudaMalloc'd, never freed before exit; growing
-// waits for the stream first). One user at a time: valid until the next scratch() call.
+// The backward scratch workspace, at least `bytes` (reserved by the plan; more dies). One user at a
+// time: valid until the next scratch() call.
 void *scratch(size_t bytes);
+// CUB's temporary storage for embeddings_backward's sort of N keys (the plan's share of it)
+size_t embeddings_sort_temp(int N);
 
 // optim.cu: the optimizer ops
 void adamw_update(float *p, const float *g, float *m, float *v, size_t n, const mt_adamw_scalars *s);

@@ -90,7 +90,7 @@ void gram(double *out, const float *const *g, int k, size_t n) {
     const int64_t blocks = ((int64_t)n + MT_GRAM_BLOCK - 1) / MT_GRAM_BLOCK;
     if (blocks > 0x7FFFFFFF) mt_die("gram: %zu elements is too many for one grid", n);
     // scratch: the k*k result, then partial[pairs][blocks]
-    double *res = (double *)scratch(sizeof(double) * ((size_t)k * k + (size_t)pairs * blocks));
+    double *res = (double *)scratch(mt_ws_gram(k, n));  // = (k*k + pairs*blocks) doubles
     double *partial = res + (size_t)k * k;
     gram_partial_kernel<<<dim3((unsigned)blocks, pairs), GRAM_THREADS, 0, stream>>>(partial, a, blocks, (int64_t)n);
     LAUNCH_CHECK();

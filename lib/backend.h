@@ -41,6 +41,15 @@ typedef struct {
 #define MT_GRAM_BLOCK 8192  // the gram op's fixed summation block (elements)
 #define MT_GRAM_MAX_K 16    // the most buffers one gram / combine call takes
 
+// What a run's batches can be, for sizing a backend's workspaces once (lib/memplan.h fills it
+// from the token budget; lib/workspace.h names the workspaces and what each op asks of them).
+typedef struct {
+    int max_tokens, max_batch, max_len;  // per batch: real tokens, sequences, longest sequence
+    int C, NH, F;                        // hidden size, attention heads, feed-forward width
+    int training;                        // backward and optimizer ops will run
+    size_t gram_n;                       // floats per buffer of the largest gram call (0: none)
+} mt_workspace_shape;
+
 typedef struct mt_backend mt_backend;
 struct mt_backend {
     const char *name;
@@ -76,8 +85,10 @@ struct mt_backend {
     // in columns h*hs .. (h+1)*hs-1 of each (hs = C/NH); out[N,C] heads concatenated.
     // att: NULL, or softmax probabilities saved for backward: sequence b's [NH, L_b, L_b] block at
     // att + att_offsets[b] (att_offsets[b] = NH * sum over earlier sequences of L^2).
+    // max_len: the batch's longest L_b (or more), known on the host: device backends size their
+    // padded products by it without reading offsets back. A sequence longer than it is a bug.
     void (*attention_forward)(float *out, float *att, const float *qkv, const int32_t *offsets,
-                              const int64_t *att_offsets, int B, int C, int NH);
+                              const int64_t *att_offsets, int B, int max_len, int C, int NH);
     // out[n] = x * Phi(x), the erf form of GELU; out may equal inp.
     void (*gelu_forward)(float *out, const float *inp, int64_t n);
     // out[n] = tanh(inp[n]); out may equal inp.
@@ -95,7 +106,7 @@ struct mt_backend {
     // att (required) keeps P itself. Element index of the mask: the probability's index in att,
     // att_offsets[b] + (h * L_b + i) * L_b + j. drop NULL or p == 0: attention_forward exactly.
     void (*attention_forward_dropout)(float *out, float *att, const float *qkv, const int32_t *offsets,
-                                      const int64_t *att_offsets, int B, int C, int NH,
+                                      const int64_t *att_offsets, int B, int max_len, int C, int NH,
                                       const mt_dropout_key *drop);
     // out[n] = dropout(inp)[n] + residual[n] (residual may be NULL; out may equal inp);
     // element index i in [0, n). drop NULL or p == 0: a copy (plus residual).
@@ -115,7 +126,7 @@ struct mt_backend {
     // Backward of attention_forward_dropout through the saved probabilities att (pre-dropout P):
     // dqkv[N,3C] += d(q | k | v) from dout[N,C]; qkv[N,3C] the forward's input; drop the same key.
     void (*attention_backward)(float *dqkv, const float *dout, const float *qkv, const float *att,
-                               const int32_t *offsets, const int64_t *att_offsets, int B, int C, int NH,
+                               const int32_t *offsets, const int64_t *att_offsets, int B, int max_len, int C, int NH,
                                const mt_dropout_key *drop);
     // dinp[n] += gelu'(inp[n]) * dout[n] (erf form); inp the forward's input, out its output
     // x Phi(x) or NULL (out gives Phi(x) by a division instead of a second erf).
@@ -138,6 +149,17 @@ struct mt_backend {
     void (*combine)(float *out, const float *const *g, const double *w, int k, size_t n);
     // x[n] *= s
     void (*scale)(float *x, float s, size_t n);
+
+    // ---- the memory plan (lib/memplan.h): workspaces sized once, up front ----
+    // Bytes of each workspace of lib/workspace.h (each[MT_WS_COUNT], may be NULL) that the ops
+    // need for any batch within s; returns their sum (the CPU needs none: 0).
+    size_t (*workspace_bytes)(const mt_workspace_shape *s, size_t *each);
+    // Allocates those workspaces once (a later call re-sizes them). An op asking for more than
+    // was reserved dies naming the workspace: the plan was wrong, never a silent grow.
+    void (*reserve)(const mt_workspace_shape *s);
+    // Bytes the backend could still allocate (device: free memory plus what its workspaces
+    // hold now); SIZE_MAX when only the host's memory limits it.
+    size_t (*memory_free)(void);
 };
 
 // The CPU backend: OpenBLAS sgemm when built with it (MT_HAVE_OPENBLAS), else a blocked

@@ -220,7 +220,71 @@ static size_t layout_arena(mt_bert *m, char *base) {
     return cur;
 }
 
-void mt_bert_reserve(mt_bert *m, int max_tokens, int max_batch, int max_len, int training) {
+// Carves (base NULL: measures) the gradient buffers for `rows` tokens.
+static size_t layout_grad_arena(mt_bert *m, char *base, size_t rows) {
+    size_t C = m->cfg.hidden_size, F = m->cfg.intermediate_size, cur = 0, f = sizeof(float);
+    mt_bert_grad_acts *g = &m->grad_acts;
+    g->g2 = carve(base, &cur, rows * C * f);
+    g->dropped = carve(base, &cur, rows * C * f);
+    g->datty = carve(base, &cur, rows * C * f);
+    g->dqkv = carve(base, &cur, rows * 3 * C * f);
+    g->dgelu = carve(base, &cur, rows * F * f);
+    g->dfch = carve(base, &cur, rows * F * f);
+    return cur;
+}
+
+// A model with only a config and the sizes, for measuring layouts before anything is allocated.
+static mt_bert *sizing_model(const mt_bert_config *cfg, int max_tokens, int max_batch, int max_len, int training) {
+    mt_bert *m = mt_calloc(1, sizeof *m);
+    m->cfg = *cfg;
+    m->max_tokens = max_tokens, m->max_batch = max_batch, m->max_len = max_len, m->training = training;
+    return m;
+}
+
+size_t mt_bert_arena_bytes(const mt_bert_config *cfg, int max_tokens, int max_batch, int max_len, int training) {
+    mt_bert *m = sizing_model(cfg, max_tokens, max_batch, max_len, training);
+    size_t n = layout_arena(m, NULL);
+    free(m);
+    return n;
+}
+
+size_t mt_bert_grad_arena_bytes(const mt_bert_config *cfg, int max_tokens) {
+    mt_bert *m = sizing_model(cfg, max_tokens, 1, 1, 1);
+    size_t n = layout_grad_arena(m, NULL, (size_t)max_tokens);
+    free(m);
+    return n;
+}
+
+size_t mt_bert_count_params(const mt_bert_config *cfg, int has_pooler) {
+    mt_bert *m = sizing_model(cfg, 0, 0, 0, 0);
+    m->has_pooler = has_pooler;
+    build_param_table(m);
+    size_t n = m->num_params;
+    for (int i = 0; i < m->num_param_tensors; i++) free(m->param_table[i].name);
+    free(m->param_table), free(m);
+    return n;
+}
+
+mt_workspace_shape mt_bert_workspace_shape(const mt_bert_config *cfg, int max_tokens, int max_batch, int max_len,
+                                           int training, size_t num_params) {
+    return (mt_workspace_shape){max_tokens, max_batch, max_len, cfg->hidden_size, cfg->num_attention_heads,
+                                cfg->intermediate_size, training, training ? num_params : 0};
+}
+
+// The gradient buffers, and the device staging of mt_bert_backward_host's input, for max_tokens.
+static void reserve_grad_arena(mt_bert *m) {
+    if (m->grad_arena && m->grad_tokens >= m->max_tokens) return;
+    if (m->grad_arena) m->be->free(m->grad_arena);
+    m->grad_tokens = m->max_tokens;
+    m->grad_arena = m->be->alloc(layout_grad_arena(m, NULL, (size_t)m->grad_tokens));
+    layout_grad_arena(m, m->grad_arena, (size_t)m->grad_tokens);
+    if (m->be->host_memory) return;
+    if (m->d_dhidden) m->be->free(m->d_dhidden);
+    m->d_dhidden_cap = (size_t)m->max_tokens * m->cfg.hidden_size;
+    m->d_dhidden = m->be->alloc(m->d_dhidden_cap * sizeof(float));
+}
+
+static void reserve(mt_bert *m, int max_tokens, int max_batch, int max_len, int training) {
     if (m->arena && max_tokens <= m->max_tokens && max_batch <= m->max_batch && max_len <= m->max_len &&
         training == m->training)
         return;
@@ -231,6 +295,10 @@ void mt_bert_reserve(mt_bert *m, int max_tokens, int max_batch, int max_len, int
     m->training = training;
     m->arena = m->be->alloc(layout_arena(m, NULL));
     layout_arena(m, m->arena);
+    mt_workspace_shape ws = mt_bert_workspace_shape(&m->cfg, m->max_tokens, m->max_batch, m->max_len, training,
+                                                    m->num_params);
+    m->be->reserve(&ws);
+    if (training) reserve_grad_arena(m);  // backward then allocates nothing
     m->h_ids = mt_realloc(m->h_ids, m->max_tokens * sizeof(int32_t));
     m->h_types = mt_realloc(m->h_types, m->max_tokens * sizeof(int32_t));
     m->h_pos = mt_realloc(m->h_pos, m->max_tokens * sizeof(int32_t));
@@ -238,6 +306,11 @@ void mt_bert_reserve(mt_bert *m, int max_tokens, int max_batch, int max_len, int
     m->h_att_offsets = mt_realloc(m->h_att_offsets, m->max_batch * sizeof(int64_t));
     if (!m->be->host_memory)
         m->h_hidden = mt_realloc(m->h_hidden, (size_t)m->max_tokens * m->cfg.hidden_size * sizeof(float));
+}
+
+void mt_bert_reserve(mt_bert *m, int max_tokens, int max_batch, int max_len, int training) {
+    reserve(m, max_tokens, max_batch, max_len, training);
+    m->planned = 1;
 }
 
 // ---- forward ---------------------------------------------------------------------------
@@ -264,7 +337,12 @@ static int pack_batch(mt_bert *m, const int32_t *ids, const int32_t *types, cons
         if (len > max_len) max_len = (int)len;
     }
     if (N > INT32_MAX / 4) return mt_fail(m->err, sizeof m->err, "batch of %lld tokens is too large", (long long)N);
-    mt_bert_reserve(m, (int)N, B, max_len, training);
+    if (!m->planned) reserve(m, (int)N, B, max_len, training);  // no plan: grown to the batch
+    else if (N > m->max_tokens || B > m->max_batch || max_len > m->max_len || training != m->training)
+        return mt_fail(m->err, sizeof m->err, "a batch of %lld tokens in %d sequences (longest %d%s) is outside the "
+                       "reservation of %d tokens, %d sequences, longest %d%s (mt_bert_reserve): the memory plan "
+                       "must cover every batch", (long long)N, B, max_len, training ? ", training" : "",
+                       m->max_tokens, m->max_batch, m->max_len, m->training ? ", training" : "");
     int n = 0;
     int64_t att = 0;
     for (int b = 0; b < B; b++) {
@@ -287,6 +365,7 @@ static int pack_batch(mt_bert *m, const int32_t *ids, const int32_t *types, cons
         }
     }
     m->h_offsets[B] = n;
+    m->last_max_len = max_len;  // the attention ops size their work by it (no readback of offsets)
     return n;
 }
 
@@ -331,8 +410,9 @@ static void encoder_layer(mt_bert *m, int l, int N, int B) {
     mt_dropout_key att_out = site_key(m, l, MT_BERT_DROP_ATTENTION_OUTPUT), ffn_out = site_key(m, l, MT_BERT_DROP_FFN_OUTPUT);
 
     be->matmul_forward(v.qkv, v.x, w->qkv_w, w->qkv_b, NULL, N, C, 3 * C);
-    if (drop) be->attention_forward_dropout(v.atty, v.att, v.qkv, a->offsets, a->att_offsets, B, C, c->num_attention_heads, &probs);
-    else be->attention_forward(v.atty, v.att, v.qkv, a->offsets, a->att_offsets, B, C, c->num_attention_heads);
+    int NH = c->num_attention_heads, Lmax = m->last_max_len;
+    if (drop) be->attention_forward_dropout(v.atty, v.att, v.qkv, a->offsets, a->att_offsets, B, Lmax, C, NH, &probs);
+    else be->attention_forward(v.atty, v.att, v.qkv, a->offsets, a->att_offsets, B, Lmax, C, NH);
     // res1 = dropout(atty @ Wo^T + bo) + x; without dropout the residual is fused into the GEMM
     be->matmul_forward(v.res1, v.atty, w->attn_out_w, w->attn_out_b, drop ? NULL : v.x, N, C, C);
     if (drop) be->dropout_forward(v.res1, v.res1, v.x, NC, &att_out);
@@ -448,26 +528,6 @@ const float *mt_bert_forward_train(mt_bert *m, const int32_t *ids, const int32_t
     return last_hidden(m);
 }
 
-// Carves (base NULL: measures) the gradient buffers for `rows` tokens.
-static size_t layout_grad_arena(mt_bert *m, char *base, size_t rows) {
-    size_t C = m->cfg.hidden_size, F = m->cfg.intermediate_size, cur = 0, f = sizeof(float);
-    mt_bert_grad_acts *g = &m->grad_acts;
-    g->g2 = carve(base, &cur, rows * C * f);
-    g->dropped = carve(base, &cur, rows * C * f);
-    g->datty = carve(base, &cur, rows * C * f);
-    g->dqkv = carve(base, &cur, rows * 3 * C * f);
-    g->dgelu = carve(base, &cur, rows * F * f);
-    g->dfch = carve(base, &cur, rows * F * f);
-    return cur;
-}
-
-static void reserve_grad_arena(mt_bert *m) {
-    if (m->grad_arena && m->grad_tokens >= m->max_tokens) return;
-    if (m->grad_arena) m->be->free(m->grad_arena);
-    m->grad_tokens = m->max_tokens;
-    m->grad_arena = m->be->alloc(layout_grad_arena(m, NULL, (size_t)m->grad_tokens));
-    layout_grad_arena(m, m->grad_arena, (size_t)m->grad_tokens);
-}
 
 #define GRAD(p) (grads + ((p) - m->params))  // a parameter's gradient, same offset
 
@@ -510,8 +570,8 @@ static void layer_backward(mt_bert *m, int l, float *dx, float *grads) {
     be->zero(g->datty, NC * f);
     be->matmul_backward(g->datty, GRAD(w->attn_out_w), GRAD(w->attn_out_b), ddense, v.atty, w->attn_out_w, N, C, C);
     be->zero(g->dqkv, 3 * NC * f);
-    be->attention_backward(g->dqkv, g->datty, v.qkv, v.att, m->acts.offsets, m->acts.att_offsets, B, C,
-                           c->num_attention_heads, dropout_active(m) ? &probs : NULL);
+    be->attention_backward(g->dqkv, g->datty, v.qkv, v.att, m->acts.offsets, m->acts.att_offsets, B,
+                           m->last_max_len, C, c->num_attention_heads, dropout_active(m) ? &probs : NULL);
     // d x = the residual's d res1 + the projections' input gradient
     be->matmul_backward(dx, GRAD(w->qkv_w), GRAD(w->qkv_b), g->dqkv, v.x, w->qkv_w, N, C, 3 * C);
 }
@@ -538,12 +598,7 @@ void mt_bert_backward(mt_bert *m, float *dhidden, float *grads) {
 
 void mt_bert_backward_host(mt_bert *m, float *dhidden, float *grads) {
     if (m->be->host_memory) return mt_bert_backward(m, dhidden, grads);
-    size_t n = (size_t)m->last_N * m->cfg.hidden_size;
-    if (n > m->d_dhidden_cap) {
-        if (m->d_dhidden) m->be->free(m->d_dhidden);
-        m->d_dhidden = m->be->alloc(n * sizeof(float));
-        m->d_dhidden_cap = n;
-    }
+    size_t n = (size_t)m->last_N * m->cfg.hidden_size;  // <= d_dhidden_cap: reserved with the arena
     m->be->copy_to_device(m->d_dhidden, dhidden, n * sizeof(float));
     mt_bert_backward(m, m->d_dhidden, grads);
 }

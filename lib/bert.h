@@ -125,6 +125,7 @@ typedef struct {
     // activation arena
     void *arena;
     int max_tokens, max_batch, max_len, training;
+    int planned;                                   // sized by mt_bert_reserve: no growth after
     mt_bert_acts acts;
     int32_t *h_ids, *h_types, *h_pos, *h_offsets;  // host staging [max_tokens] / [max_batch+1]
     int64_t *h_att_offsets;                        // [max_batch]
@@ -132,6 +133,7 @@ typedef struct {
     float *d_dhidden;                              // device staging of mt_bert_backward_host's input
     size_t d_dhidden_cap;                          // its capacity in floats
     int last_B, last_N;                            // the batch of the last forward
+    int last_max_len;                              // its longest sequence (set by pack_batch)
     char *config_json;                             // config.json as loaded, written back by mt_bert_save
     // training
     int trained_forward;                           // 1 when the last forward was mt_bert_forward_train
@@ -147,10 +149,22 @@ typedef struct {
 mt_bert *mt_bert_load(const char *dir, const mt_backend *be, char *err, size_t errlen);
 void mt_bert_free(mt_bert *m);
 
-// Sizes the activation arena for up to max_tokens real tokens in up to max_batch sequences
-// (training: keep every layer's activations for backward, and attention probabilities for
-// sequences up to max_len). forward grows it when a batch needs more.
+// Allocates the activation arena for up to max_tokens real tokens in up to max_batch sequences
+// of at most max_len tokens (training: every layer's activations and attention probabilities
+// kept for backward, the gradient buffers and the device staging of dhidden too), and has the
+// backend reserve its workspaces for the same shape (mt_bert_workspace_shape). Once reserved, a
+// forward whose batch falls outside fails with a message (a memory plan too small is a bug);
+// without mt_bert_reserve (tests, one-off tools) forwards grow the arena to their batches.
 void mt_bert_reserve(mt_bert *m, int max_tokens, int max_batch, int max_len, int training);
+
+// Sizes for a memory plan (lib/memplan.h), before anything is allocated: the arena and the
+// gradient buffers mt_bert_reserve allocates (bytes), the parameters of a model of config cfg
+// (floats; has_pooler adds the pooler's), and the workspace shape it reserves.
+size_t mt_bert_arena_bytes(const mt_bert_config *cfg, int max_tokens, int max_batch, int max_len, int training);
+size_t mt_bert_grad_arena_bytes(const mt_bert_config *cfg, int max_tokens);
+size_t mt_bert_count_params(const mt_bert_config *cfg, int has_pooler);
+mt_workspace_shape mt_bert_workspace_shape(const mt_bert_config *cfg, int max_tokens, int max_batch, int max_len,
+                                           int training, size_t num_params);
 
 // Forward of B sequences padded to T: ids, types [B*T] (int32), lengths [B] (1..T real tokens
 // at the start of each row). Writes out_hidden [B,T,C] (last hidden state; padding rows zero)

@@ -131,6 +131,7 @@ typedef struct {
     int log_every;       // progress line every N steps (0: about every 2 s)
     const char *loss_scale;  // lossscale.h: dynamic | none | VALUE; NULL: by the backend's precision
     double loss_scale_init;  // dynamic's first scale (0: 65536)
+    size_t max_memory;   // the memory plan's cap in bytes (0: the backend's free memory only)
 } mt_cl_train_options;
 mt_cl_train_options mt_cl_train_defaults(void);
 

@@ -14,6 +14,7 @@
 #include "checkpoint.h"
 #include "device.h"
 #include "lossscale.h"
+#include "memplan.h"
 #include "rng.h"
 #include "sentence.h"
 #include "simcse.h"
@@ -128,6 +129,9 @@ static void trainer_optimizer(trainer *t) {
     mt_bert_adamw_init(&t->opt, t->m, &hp, 0);
 }
 
+// Views of each example: anchor and positive, and a hard negative when the data has them.
+static int views_of(const mt_cl_data *d) { return d->n_ex > 0 && d->ex[0].negative >= 0 ? 3 : 2; }
+
 static void trainer_init(trainer *t, mt_bert *m, const mt_cl_data *d, const mt_cl_train_options *o, long total) {
     memset(t, 0, sizeof *t);
     t->m = m, t->d = d, t->o = o, t->C = m->cfg.hidden_size, t->be = m->be;
@@ -135,7 +139,7 @@ static void trainer_init(trainer *t, mt_bert *m, const mt_cl_data *d, const mt_c
     t->has_neg = d->n_ex > 0 && d->ex[0].negative >= 0;
     for (int i = 0; i < d->n_ex; i++)
         if ((d->ex[i].negative >= 0) != t->has_neg) mt_die("simcse: examples mix with and without hard negatives");
-    int views = t->has_neg ? 3 : 2, B = o->batch_size;
+    int views = views_of(d), B = o->batch_size;
     mt_simcse_init(&t->loss, B, t->C, o->tau, o->symmetric);
     trainer_optimizer(t);
     char err[256];
@@ -151,20 +155,30 @@ static void trainer_init(trainer *t, mt_bert *m, const mt_cl_data *d, const mt_c
     t->demb = mt_malloc((size_t)views * B * t->C * sizeof(float));
 }
 
-// Sizes the encoder's training arena once for the largest batch of the plan: its
-// attention probabilities take tokens x longest sequence, so the real lengths, not the
-// model's 512, set the size.
-static void reserve_for_plan(mt_bert *m, const mt_cl_data *d, const mt_cl_plan *p, int views) {
-    int max_len = 1, max_tokens = 1;
-    for (int i = 0; i < d->seqs.n; i++) max_len = d->seqs.len[i] > max_len ? d->seqs.len[i] : max_len;
+// The largest batch of an epoch's plan folded into the bounds (tokens, sequences): the
+// encoder's memory is sized once for every epoch's batches. Its attention probabilities take
+// tokens x longest sequence, so the real lengths, not the model's 512, set the size.
+typedef struct { int tokens, seqs, len; } batch_bounds;
+static void fold_bounds(batch_bounds *bb, const mt_cl_data *d, const mt_cl_plan *p, int views) {
     for (int b = 0; b < p->n_batches; b++) {
-        int tokens = 0;
+        int tokens = 0, B = p->start[b + 1] - p->start[b];
         for (int i = p->start[b]; i < p->start[b + 1]; i++) tokens += mt_cl_example_tokens(d, p->ex[i]);
-        max_tokens = tokens > max_tokens ? tokens : max_tokens;
+        bb->tokens = tokens > bb->tokens ? tokens : bb->tokens;
+        bb->seqs = views * B > bb->seqs ? views * B : bb->seqs;
     }
-    int B = 0;
-    for (int b = 0; b < p->n_batches; b++) B = p->start[b + 1] - p->start[b] > B ? p->start[b + 1] - p->start[b] : B;
-    mt_bert_reserve(m, max_tokens, views * B, max_len, 1);
+}
+
+// The run's memory plan (parameters loaded already: counted as available), then the arena.
+static void reserve_memory(mt_bert *m, const mt_cl_data *d, const mt_cl_train_options *o, batch_bounds bb) {
+    bb.len = 1;
+    for (int i = 0; i < d->seqs.n; i++) bb.len = d->seqs.len[i] > bb.len ? d->seqs.len[i] : bb.len;
+    mt_mem_plan p;
+    mt_mem_plan_encoder(&p, &m->cfg, m->be, &(mt_mem_run){bb.tokens, bb.seqs, bb.len, 1, 1, 0});
+    char lower[200];
+    snprintf(lower, sizeof lower, "lower --batch-tokens (now %d), --batch-size (now %d) or the longest sequence "
+             "(now %d tokens)", o->batch_tokens, o->batch_size, bb.len);
+    mt_mem_plan_check(&p, m->be, o->max_memory, 0, lower, m->num_params * sizeof(float));
+    mt_bert_reserve(m, bb.tokens, bb.seqs, bb.len, 1);
 }
 
 static void trainer_free(trainer *t) {
@@ -237,20 +251,24 @@ static void print_progress(const mt_cl_result *r, long total, double lr) {
             r->accuracy, lr, (double)r->examples / s, (double)r->tokens / s, eta / 60, eta % 60);
 }
 
-static long count_steps(const mt_cl_data *d, const mt_cl_train_options *o, mt_cl_plan *p) {
+// Steps of the run; bb: the bounds of its batches, every epoch's.
+static long count_steps(const mt_cl_data *d, const mt_cl_train_options *o, mt_cl_plan *p, batch_bounds *bb) {
     long total = 0;
     for (int e = 0; e < o->epochs; e++) {
         mt_cl_plan_epoch(p, d, e, o->seed, o->batch_size, o->batch_tokens);
         total += p->n_batches;
+        fold_bounds(bb, d, p, views_of(d));
     }
     return o->max_steps > 0 && o->max_steps < total ? o->max_steps : total;
 }
 
 void mt_cl_train(mt_bert *m, const mt_cl_data *d, const mt_cl_train_options *o, FILE *log, mt_cl_result *res) {
     mt_cl_plan plan = {0};
-    long total = count_steps(d, o, &plan);
+    batch_bounds bb = {1, 1, 1};
+    long total = count_steps(d, o, &plan, &bb);
     if (total < 1) mt_die("simcse: no batch of at least 2 examples (%d examples, --batch-size %d, --batch-tokens %d)",
                           d->n_ex, o->batch_size, o->batch_tokens);
+    reserve_memory(m, d, o, bb);
     trainer t;
     trainer_init(&t, m, d, o, total);
     memset(res, 0, sizeof *res);
@@ -259,7 +277,6 @@ void mt_cl_train(mt_bert *m, const mt_cl_data *d, const mt_cl_train_options *o, 
     long step = 0;
     for (int e = 0; e < o->epochs && step < total; e++) {
         mt_cl_plan_epoch(&plan, d, e, o->seed, o->batch_size, o->batch_tokens);
-        reserve_for_plan(m, d, &plan, t.has_neg ? 3 : 2);
         for (int b = 0; b < plan.n_batches && step < total; b++, step++) {
             int B = plan.start[b + 1] - plan.start[b];
             double lr = mt_lr_at(&t.sched, step);

@@ -16,6 +16,7 @@
 
 #include "bert.h"
 #include "common.h"
+#include "memplan.h"
 #include "stream.h"
 #include "taskmodel.h"
 
@@ -54,7 +55,7 @@ struct mt_embedder {
 };
 
 mt_embed_options mt_embed_defaults(void) {
-    mt_embed_options o = {MT_POOL_MEAN, 0, 0, 4096, 64, 1024, 0};
+    mt_embed_options o = {MT_POOL_MEAN, 0, 0, 4096, 64, 1024, 0, 0};
     return o;
 }
 
@@ -100,8 +101,29 @@ static void open_sentence_model(mt_embedder *e, const char *dir, int budget) {
     e->sidx = mt_malloc((size_t)e->o.batch_size * sizeof(int));
 }
 
+// The encoder's batches: at most max(batch_tokens, one longest sequence) real tokens (the
+// batcher keeps B x the longest within batch_tokens, a lone sequence may exceed it).
+static int token_budget(const mt_embed_options *o, int max_pos) {
+    return o->batch_tokens > max_pos ? o->batch_tokens : max_pos;
+}
+
+// The run's memory against the backend and the cap, from config.json alone: before any allocation.
+static void check_memory(const char *dir, const mt_backend *be, const mt_embed_options *o) {
+    char err[512], path[4096], lower[160];
+    mt_bert_config cfg;
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    if (mt_config_load(&cfg, path, err, sizeof err)) mt_die("%s", err);
+    int max_pos = cfg.max_position_embeddings;
+    mt_mem_plan p;
+    mt_mem_plan_encoder(&p, &cfg, be, &(mt_mem_run){token_budget(o, max_pos), o->batch_size, max_pos, 0, 0, 0});
+    snprintf(lower, sizeof lower, "lower --batch-tokens (now %d, at least the model's %d positions count) or "
+             "--batch-size (now %d)", o->batch_tokens, max_pos, o->batch_size);
+    mt_mem_plan_check(&p, be, o->max_memory, 0, lower, 0);
+}
+
 mt_embedder *mt_embedder_open(const char *dir, const mt_backend *be, int threads,
                               const mt_embed_options *o) {
+    check_memory(dir, be, o);
     mt_embedder *e = mt_calloc(1, sizeof *e);
     char err[512];
     e->m = mt_bert_load(dir, be, err, sizeof err);
@@ -118,7 +140,7 @@ mt_embedder *mt_embedder_open(const char *dir, const mt_backend *be, int threads
     e->pooled = mt_malloc((size_t)o->batch_size * e->C * sizeof(float));
     e->cls = mt_malloc((size_t)o->batch_size * e->C * sizeof(float));
     int max_pos = e->m->cfg.max_position_embeddings;
-    int budget = o->batch_tokens > max_pos ? o->batch_tokens : max_pos;
+    int budget = token_budget(o, max_pos);
     mt_bert_reserve(e->m, budget, o->batch_size, max_pos, 0);
     if (o->pool == MT_EMBED_POOL_SBERT_CNN_BILSTM) open_sentence_model(e, dir, budget);
     return e;

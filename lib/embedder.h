@@ -12,6 +12,7 @@ typedef struct {
     int batch_size;    // sequences per batch at most
     int window;        // records sorted by length together
     int no_cross;      // skip the joint sequence of pairs (no cls_ab)
+    size_t max_memory; // the memory plan's cap in bytes (0: the backend's free memory only)
 } mt_embed_options;
 
 // The trained sentence model of a pcgrad-train checkpoint (DIR/heads.safetensors, kind
@@ -26,7 +27,8 @@ const char *mt_embed_pool_name(int pool);
 typedef struct mt_embedder mt_embedder;
 // Loads the model in dir on backend be (dies with a clear message on a bad directory; with
 // the sbert-cnn-bilstm pool, also when dir/heads.safetensors is missing or holds another
-// sentence model).
+// sentence model). Plans the run's memory first (lib/memplan.h) and dies, before allocating
+// anything, when it does not fit the backend or o->max_memory.
 mt_embedder *mt_embedder_open(const char *dir, const mt_backend *be, int threads,
                               const mt_embed_options *o);
 // Reads the token stream at in ("-" stdin), writes the embedding stream at out ("-" stdout).

@@ -25,6 +25,7 @@
 #include "config.h"
 #include "device.h"
 #include "lossscale.h"
+#include "memplan.h"
 #include "metrics.h"
 #include "pcgrad.h"
 #include "rng.h"
@@ -283,6 +284,44 @@ static void setup_optimizers(trainer *T) {
     }
 }
 
+// The most tokens of one example of d, and its longest sequence, folded into *cost, *len.
+static void data_bounds(const mt_taskdata *d, int *cost, int *len) {
+    for (int i = 0; i < d->n; i++) *cost = d->cost[i] > *cost ? d->cost[i] : *cost;
+    *len = d->max_len > *len ? d->max_len : *len;
+}
+
+// Bounds of every encoder batch of the run. Training: a step packs one task's batches together
+// (with PCGrad up to slots - k + 1 partial batches, pcgrad_counts), each at most batch_tokens
+// real tokens unless one example alone is longer (mt_batches_make); evaluation: batches of 64
+// dev examples. An example is at most three sequences (sentence a, b and the joint one).
+static void batch_bounds(const trainer *T, int *max_tokens, int *max_seqs, int *max_len) {
+    int k = T->phase_k[0], slots = T->pc_on ? slots_per_step(T, k) - k + 1 : 1;
+    int per = T->pc_on ? T->o.partial_batch : T->o.batch_size, cost = 0, dev_cost = 0;
+    *max_len = 0;
+    for (int t = 0; t < K; t++) {
+        if (T->has_data[t]) data_bounds(&T->data[t], &cost, max_len);
+        if (T->has_dev[t]) data_bounds(&T->dev[t], &dev_cost, max_len);
+    }
+    int train = slots * (cost > T->o.batch_tokens ? cost : T->o.batch_tokens);
+    int eval = dev_cost > T->o.batch_tokens ? dev_cost : T->o.batch_tokens;
+    *max_tokens = train > eval ? train : eval;
+    *max_seqs = 3 * (slots * per > 64 ? slots * per : 64);
+}
+
+// The run's memory plan against the device and --max-memory, before the optimizer's and the
+// activations' allocations (the parameters are loaded already: counted as available).
+static void check_memory(trainer *T, int max_tokens, int max_seqs, int max_len) {
+    mt_mem_plan p;
+    int tasks = T->pc_on ? T->phase_k[0] : 0;
+    mt_mem_plan_encoder(&p, &T->m->cfg, T->be, &(mt_mem_run){max_tokens, max_seqs, max_len, 1, 1, tasks});
+    char lower[256];
+    snprintf(lower, sizeof lower, "lower --batch-tokens (now %d), --batch-size (now %d)%s or the longest sequence "
+             "(now %d tokens: tokenize with a smaller --max-len)", T->o.batch_tokens, T->o.batch_size,
+             T->pc_on ? ", --partial-batch" : "", max_len);
+    mt_mem_plan_check(&p, T->be, mt_max_memory(T->o.max_memory), 0, lower,
+                      T->m->num_params * sizeof(float));
+}
+
 // Everything but the run's progress counters: encoder from enc_dir, heads from heads_path.
 static void setup(trainer *T, const char *enc_dir, const char *heads_path) {
     char err[512], path[4096];
@@ -301,10 +340,11 @@ static void setup(trainer *T, const char *enc_dir, const char *heads_path) {
     setup_taskmodel(T, heads_path);
     load_data(T);
     plan(T);
+    int max_tokens, max_seqs, max_len;
+    batch_bounds(T, &max_tokens, &max_seqs, &max_len);
+    check_memory(T, max_tokens, max_seqs, max_len);
     setup_optimizers(T);
-    int max_len = 0;
-    for (int t = 0; t < K; t++) max_len = T->has_data[t] && T->data[t].max_len > max_len ? T->data[t].max_len : max_len;
-    mt_bert_reserve(T->m, T->o.batch_tokens, 3 * T->o.batch_size, max_len, 1);
+    mt_bert_reserve(T->m, max_tokens, max_seqs, max_len, 1);
 }
 
 // ---- one step ------------------------------------------------------------------------------------
@@ -707,14 +747,14 @@ int mt_train(mt_train_options *o) {
     char path[4096];
     snprintf(path, sizeof path, "%s/last", o->out_dir);
     if (access(path, F_OK) == 0) mt_die("%s already holds a run: continue it with --resume %s, or use another -o", o->out_dir, o->out_dir);
-    char mkerr[4300];
-    if (mt_mkdirs(o->out_dir, mkerr, sizeof mkerr) != 0) mt_die("%s", mkerr);
     trainer *T = mt_calloc(1, sizeof *T);
     T->o = *o;
     T->best = -INFINITY;
     char heads[4096];
     snprintf(heads, sizeof heads, "%s/heads.safetensors", o->init_dir ? o->init_dir : "");
     setup(T, o->init_dir ? o->init_dir : o->model_dir, o->init_dir ? heads : NULL);
+    char mkerr[4300];  // after setup: a run refused there (e.g. by the memory plan) leaves nothing
+    if (mt_mkdirs(o->out_dir, mkerr, sizeof mkerr) != 0) mt_die("%s", mkerr);
     int rc = run(T);
     trainer_free(T);
     free(T);
@@ -737,6 +777,7 @@ int mt_train_resume(const char *dir, mt_train_options *o) {
     T->o.stop_after_steps = o->stop_after_steps, T->o.fail_at_step = o->fail_at_step;
     T->o.threads = o->threads, T->o.device = o->device, T->o.precision = o->precision;
     T->o.loss_scale = o->loss_scale, T->o.loss_scale_init = o->loss_scale_init;
+    T->o.max_memory = o->max_memory;
     snprintf(heads, sizeof heads, "%.4000s/heads.safetensors", last);
     setup(T, last, heads);
     restore_state(T, &st);

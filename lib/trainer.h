@@ -50,6 +50,7 @@ typedef struct {
     int threads;
     const char *device;                     // auto | cpu | cuda (mt_backend_select)
     const char *precision;                  // CUDA matrix products: fp32 | tf32 | bf16 | fp16 (NULL: MTBERT_PRECISION, else fp32)
+    const char *max_memory;                 // --max-memory SIZE (NULL: MTBERT_MAX_MEMORY, else none)
     // loss scaling (lossscale.h): set when a run starts and kept in its state; given to a
     // resume, loss_scale starts a new scaler
     const char *loss_scale;                 // dynamic | none | VALUE; NULL: dynamic with fp16, else none
@@ -62,7 +63,7 @@ void mt_train_options_free(mt_train_options *o);
 // Runs a training from scratch (o->out_dir must not hold a run) and returns the exit status.
 int mt_train(mt_train_options *o);
 // Continues the run in dir from dir/last (the run's options come from its state file; only
-// stop_after_steps, fail_at_step, threads, device, precision are taken from o, and the loss
+// stop_after_steps, fail_at_step, threads, device, precision, max_memory are taken from o, and the loss
 // scaling when o->loss_scale is set; else the run's saved scaler).
 int mt_train_resume(const char *dir, mt_train_options *o);
 

@@ -72,6 +72,11 @@ static const char *USAGE =
     "                            VALUE: fixed, steps with a non-finite gradient skipped. Kept\n"
     "                            in the run's state; given to --resume, it starts afresh\n"
     "      --loss-scale-init X   dynamic: the first scale (default 65536)\n"
+    "      --max-memory SIZE     fail up front when the run's planned memory (parameters,\n"
+    "                            gradients, AdamW, PCGrad copies, activations, workspaces:\n"
+    "                            sized once from the batch bounds) exceeds SIZE (e.g. 20G,\n"
+    "                            512M; default $MTBERT_MAX_MEMORY, else the device's free\n"
+    "                            memory); like --device, give it again to --resume\n"
     "  -q, --quiet               no progress on stderr\n"
     "  -h, --help                this text\n"
     "\n"
@@ -111,7 +116,7 @@ static void parse_schedule(mt_train_options *o, const char *arg) {
 
 enum { O_INIT = 256, O_PRECISION, O_TASK, O_DEV, O_RESUME, O_SENT, O_PAIR, O_FILTERS, O_LSTM, O_EPOCHS, O_BATCH, O_BTOK, O_WINDOW,
        O_LR, O_WD, O_DROP, O_WARM, O_SCHED_LR, O_CLIP, O_LLRD, O_SEED, O_PCGRAD, O_PARTIAL, O_REDUCE, O_SCHEDULE,
-       O_MAXSTEPS, O_LIMIT, O_STOP, O_FAIL, O_LOSS_SCALE, O_LOSS_SCALE_INIT };
+       O_MAXSTEPS, O_LIMIT, O_STOP, O_FAIL, O_LOSS_SCALE, O_LOSS_SCALE_INIT, O_MAXMEM };
 
 static const struct option OPTS[] = {
     {"model", required_argument, 0, 'm'}, {"init", required_argument, 0, O_INIT}, {"task", required_argument, 0, O_TASK},
@@ -130,7 +135,7 @@ static const struct option OPTS[] = {
     {"fail-at-step", required_argument, 0, O_FAIL}, {"threads", required_argument, 0, 'j'},
     {"device", required_argument, 0, 'd'}, {"precision", required_argument, 0, O_PRECISION},
     {"loss-scale", required_argument, 0, O_LOSS_SCALE}, {"loss-scale-init", required_argument, 0, O_LOSS_SCALE_INIT},
-    {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    {"max-memory", required_argument, 0, O_MAXMEM}, {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
 
 static double in_range(const char *opt, const char *s, double lo, double hi) {
     double v = mt_parse_double(opt, s);
@@ -199,6 +204,7 @@ int main(int argc, char **argv) {
         case O_PRECISION: o.precision = optarg; break;
         case O_LOSS_SCALE: o.loss_scale = optarg; break;
         case O_LOSS_SCALE_INIT: o.loss_scale_init = in_range("--loss-scale-init", optarg, 0, 3.4e38); break;
+        case O_MAXMEM: o.max_memory = optarg; break;
         case 'q': mt_quiet = 1; break;
         case 'h': fputs(USAGE, stdout); return 0;
         default:

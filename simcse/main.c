@@ -9,6 +9,7 @@
 #include "contrastive.h"
 #include "device.h"
 #include "json.h"
+#include "memplan.h"
 
 static const char *USAGE =
     "usage: simcse --model DIR (--pairs NAME=FILE ... | --nli FILE) -o OUTDIR [options]\n"
@@ -59,6 +60,9 @@ static const char *USAGE =
     "                           skip steps whose gradient is not finite (default dynamic with\n"
     "                           --precision fp16, else none; dynamic as torch's GradScaler)\n"
     "      --loss-scale-init X  dynamic: the first scale (default 65536)\n"
+    "      --max-memory SIZE    fail up front when the run's planned memory (sized once from\n"
+    "                           the batches) exceeds SIZE (e.g. 20G, 512M; default\n"
+    "                           $MTBERT_MAX_MEMORY, else the device's free memory)\n"
     "      --log-every N        progress line every N steps (default: every 2 s)\n"
     "  -q, --quiet              no progress on stderr\n"
     "  -h, --help               this text\n"
@@ -78,7 +82,7 @@ static const char *USAGE =
 #define MAX_SHARDS 32
 
 typedef struct {
-    const char *model, *out, *device, *precision;
+    const char *model, *out, *device, *precision, *max_memory;
     int force, threads, n_shards;
     long limit;
     mt_cl_source src[MAX_SHARDS];
@@ -108,7 +112,7 @@ static int parse_pool(const char *s) {
 }
 
 enum { O_NLI = 256, O_MIN_SCORE, O_TAU, O_SYM, O_POOL, O_DROPOUT, O_BATCH_TOKENS, O_EPOCHS, O_LR, O_WD,
-       O_WARMUP, O_CLIP, O_MAX_STEPS, O_LIMIT, O_LOG_EVERY, O_PRECISION, O_LOSS_SCALE, O_LOSS_SCALE_INIT };
+       O_WARMUP, O_CLIP, O_MAX_STEPS, O_LIMIT, O_LOG_EVERY, O_PRECISION, O_LOSS_SCALE, O_LOSS_SCALE_INIT, O_MAX_MEMORY };
 
 static void parse_args(options *o, int argc, char **argv) {
     static const struct option opts[] = {
@@ -124,7 +128,7 @@ static void parse_args(options *o, int argc, char **argv) {
         {"max-steps", required_argument, 0, O_MAX_STEPS}, {"limit", required_argument, 0, O_LIMIT},
         {"threads", required_argument, 0, 'j'}, {"device", required_argument, 0, 'd'}, {"log-every", required_argument, 0, O_LOG_EVERY},
         {"precision", required_argument, 0, O_PRECISION}, {"loss-scale", required_argument, 0, O_LOSS_SCALE},
-        {"loss-scale-init", required_argument, 0, O_LOSS_SCALE_INIT},
+        {"loss-scale-init", required_argument, 0, O_LOSS_SCALE_INIT}, {"max-memory", required_argument, 0, O_MAX_MEMORY},
         {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     mt_cl_train_options *t = &o->train;
     int c, nli = 0, pairs = 0;
@@ -155,6 +159,7 @@ static void parse_args(options *o, int argc, char **argv) {
         case O_PRECISION: o->precision = optarg; break;
         case O_LOSS_SCALE: t->loss_scale = optarg; break;
         case O_LOSS_SCALE_INIT: t->loss_scale_init = mt_parse_double("--loss-scale-init", optarg); break;
+        case O_MAX_MEMORY: o->max_memory = optarg; break;
         case O_LOG_EVERY: t->log_every = (int)mt_parse_long("--log-every", optarg, 1, 1 << 30); break;
         case 'q': mt_quiet = 1; break;
         case 'h': fputs(USAGE, stdout); exit(0);
@@ -217,6 +222,7 @@ int main(int argc, char **argv) {
     o.mine = mt_cl_mine_defaults();
     o.train = mt_cl_train_defaults();
     parse_args(&o, argc, argv);
+    o.train.max_memory = mt_max_memory(o.max_memory);
 
     char err[512], path[4096], vocab[4096], vocab_fp[17];
     const mt_backend *be = mt_backend_select(o.device);

@@ -160,14 +160,13 @@ static void attention_head_backward(float *dq0, const float *dout0, const float 
 // Each (sequence, head) task writes only its own rows and head columns of dqkv: no races,
 // and each task's sums run in a fixed order.
 void mt_cpu_attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att,
-                               const int32_t *offsets, const int64_t *att_offsets, int B, int C, int NH,
-                               const mt_dropout_key *drop) {
-    int hs = C / NH, maxL = 0;
+                               const int32_t *offsets, const int64_t *att_offsets, int B, int max_len, int C,
+                               int NH, const mt_dropout_key *drop) {
+    int hs = C / NH, maxL = mt_cpu_longest(offsets, B, max_len, "attention_backward");
     const mt_dropout_key *d = dropout_on(drop) ? drop : NULL;
     uint32_t threshold = d ? mt_dropout_threshold(d->p) : 0;
     float scale = 1.0f / sqrtf((float)hs);
     size_t stride = (size_t)3 * C;
-    for (int b = 0; b < B; b++) maxL = offsets[b + 1] - offsets[b] > maxL ? offsets[b + 1] - offsets[b] : maxL;
     size_t work = (size_t)(hs + 3 * maxL) * (maxL + 8);
 #pragma omp parallel if ((int64_t)offsets[B] * C >= PAR_MIN / 4)
     {

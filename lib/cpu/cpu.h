@@ -35,8 +35,11 @@ void mt_cpu_matmul_backward(float *dinp, float *dweight, float *dbias, const flo
 void mt_cpu_layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
                                const float *weight, const float *mean, const float *rstd, int N, int C);
 void mt_cpu_attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att,
-                               const int32_t *offsets, const int64_t *att_offsets, int B, int C, int NH,
-                               const mt_dropout_key *drop);
+                               const int32_t *offsets, const int64_t *att_offsets, int B, int max_len, int C,
+                               int NH, const mt_dropout_key *drop);
+// The longest of the B sequences of offsets[B+1]; dies naming op when it exceeds max_len (the
+// caller's promise, which device backends size their work by).
+int mt_cpu_longest(const int32_t *offsets, int B, int max_len, const char *op);
 void mt_cpu_gelu_backward(float *dinp, const float *inp, const float *out, const float *dout, int64_t n);
 void mt_cpu_embeddings_backward(float *dwte, float *dwpe, float *dwtt, const float *dout, const int32_t *ids,
                                 const int32_t *types, const int32_t *pos, int N, int C);

@@ -15,6 +15,7 @@
 #include "common.h"
 #include "cpu.h"
 #include "mathv.h"
+#include "workspace.h"
 #include "rng.h"
 
 // ---- memory and control --------------------------------------------------------------
@@ -140,13 +141,20 @@ static void attend_head(float *out0, float *att, const float *q0, const float *k
     mt_cpu_small_gemm(L, hs, L, S, (size_t)Lp, 1, v0, stride, out0, (size_t)C, 0);
 }
 
+int mt_cpu_longest(const int32_t *offsets, int B, int max_len, const char *op) {
+    int longest = 0;
+    for (int b = 0; b < B; b++) longest = offsets[b + 1] - offsets[b] > longest ? offsets[b + 1] - offsets[b] : longest;
+    if (longest > max_len) mt_die("%s: a sequence of %d tokens, but max_len is %d", op, longest, max_len);
+    return longest;
+}
+
 static void attention_forward_dropout(float *out, float *att, const float *qkv, const int32_t *offsets,
-                                      const int64_t *att_offsets, int B, int C, int NH, const mt_dropout_key *drop) {
-    int hs = C / NH, on = drop && drop->p > 0.0f && att, maxL = 0;
+                                      const int64_t *att_offsets, int B, int max_len, int C, int NH,
+                                      const mt_dropout_key *drop) {
+    int hs = C / NH, on = drop && drop->p > 0.0f && att, maxL = mt_cpu_longest(offsets, B, max_len, "attention");
     uint32_t threshold = on ? mt_dropout_threshold(drop->p) : 0;
     float scale = 1.0f / sqrtf((float)hs);
     size_t stride = (size_t)3 * C;
-    for (int b = 0; b < B; b++) maxL = offsets[b + 1] - offsets[b] > maxL ? offsets[b + 1] - offsets[b] : maxL;
     size_t work = (size_t)(hs + maxL + 1) * (maxL + 8);
 #pragma omp parallel if ((int64_t)offsets[B] * C >= PAR_MIN / 4)
     {
@@ -167,8 +175,8 @@ static void attention_forward_dropout(float *out, float *att, const float *qkv, 
 }
 
 static void attention_forward(float *out, float *att, const float *qkv, const int32_t *offsets,
-                              const int64_t *att_offsets, int B, int C, int NH) {
-    attention_forward_dropout(out, att, qkv, offsets, att_offsets, B, C, NH, NULL);
+                              const int64_t *att_offsets, int B, int max_len, int C, int NH) {
+    attention_forward_dropout(out, att, qkv, offsets, att_offsets, B, max_len, C, NH, NULL);
 }
 
 // x Phi(x) in double, rounded once: within 0.5 ulp + 5e-10 relative of the exact GELU, also in
@@ -217,6 +225,16 @@ static void unpack_forward(float *out, const float *inp, const int32_t *offsets,
     }
 }
 
+// The memory plan's ops: the CPU ops take what little work memory they need per call (malloc),
+// so there is nothing to reserve, and only the host's memory (or --max-memory) limits a run.
+static size_t workspace_bytes(const mt_workspace_shape *s, size_t *each) {
+    (void)s;
+    if (each) memset(each, 0, MT_WS_COUNT * sizeof *each);
+    return 0;
+}
+static void reserve(const mt_workspace_shape *s) { (void)s; }
+static size_t memory_free(void) { return SIZE_MAX; }
+
 static const mt_backend cpu_backend = {
     .name = "cpu",
     .host_memory = 1,
@@ -248,6 +266,9 @@ static const mt_backend cpu_backend = {
     .gram = mt_cpu_gram,
     .combine = mt_cpu_combine,
     .scale = mt_cpu_scale,
+    .workspace_bytes = workspace_bytes,
+    .reserve = reserve,
+    .memory_free = memory_free,
 };
 
 const mt_backend *mt_backend_cpu(void) {

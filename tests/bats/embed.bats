@@ -3,6 +3,7 @@
 # and every refusal (vocabulary mismatch, damaged stream, wrong stream kind, bad model
 # directory, over-long sequences, terminal).
 load helpers
+bats_require_minimum_version 1.5.0
 
 setup() {
   T=$BATS_TEST_TMPDIR
@@ -136,4 +137,23 @@ assert len(t["states_a"]) == 9 and len(t["states_a"][0]) == 384, len(t["states_a
   run script -qec "'$BIN/embed' --model '$MODEL' '$T/t'" /dev/null
   [ "$status" -ne 0 ]
   [[ "$output" == *"terminal"* ]]
+}
+
+@test "--max-memory too small fails up front with the needed total and writes nothing" {
+  tok --text sentence "$T/sst40.tsv" -o "$T/t"
+  run --separate-stderr "$BIN/embed" --model "$MODEL" --max-memory 1M "$T/t" -o "$T/e"
+  [ "$status" -ne 0 ]
+  [[ "$stderr" == *"the run needs "*" bytes) of cpu memory but 1.00 MiB is available"* ]]
+  [[ "$stderr" == *"--batch-tokens"* ]]
+  [ -z "$(ls "$T" | grep '^e')" ]  # neither e nor its temporary e.tmp.PID
+  run --separate-stderr "$BIN/embed" --model "$MODEL" --max-memory lots "$T/t"
+  [ "$status" -ne 0 ]
+  [[ "$stderr" == *"--max-memory: 'lots' is not a size"* ]]
+}
+
+@test "cpu-staged embeddings (workspaces reserved and checked as on CUDA) equal the CPU's, bit for bit" {
+  tok --text sentence "$T/sst40.tsv" -o "$T/t"
+  emb --batch-size 8 --batch-tokens 300 "$T/t" -o "$T/cpu"
+  emb --batch-size 8 --batch-tokens 300 --device cpu-staged --max-memory 4G "$T/t" -o "$T/staged"
+  cmp "$T/cpu" "$T/staged"
 }

@@ -410,3 +410,25 @@ assert n == 32, n'
   [ "$status" -ne 0 ]
   [[ "$output" == *"pool"* ]]
 }
+
+@test "--max-memory too small fails up front with the needed total, leaving no output directory" {
+  run --separate-stderr train --pcgrad --max-memory 1M -o "$T/small"
+  [ "$status" -ne 0 ]
+  [[ "$stderr" == *"the run needs "*" bytes) of cpu memory but 1.00 MiB is available"* ]]
+  [[ "$stderr" == *"largest: "*"--batch-tokens"* ]]
+  [ ! -e "$T/small" ]
+  MTBERT_MAX_MEMORY=1M run --separate-stderr train --pcgrad --device cpu-staged -o "$T/env"
+  [ "$status" -ne 0 ]
+  [[ "$stderr" == *"of cpu-staged memory but 1.00 MiB"* ]]
+  [ ! -e "$T/env" ]
+}
+
+@test "a run within --max-memory logs its plan and gives the bits of a run without it (cpu-staged: reservations kept)" {
+  train --pcgrad --max-steps 3 --device cpu-staged -o "$T/a"
+  run --separate-stderr "$BIN/pcgrad-train" -j 2 --model "$S/tiny" --task sst="$S/sst.tok" --task qqp="$S/qqp.tok" \
+    --task sts="$S/sts.tok" --dev sst="$S/sst-dev.tok" --dev sts="$S/sts-dev.tok" --pcgrad --max-steps 3 \
+    --device cpu-staged --max-memory 20G -o "$T/b"
+  [ "$status" -eq 0 ]
+  [[ "$stderr" == *"memory plan: "*" on cpu-staged ("* ]]
+  same_weights "$T/a" "$T/b"
+}

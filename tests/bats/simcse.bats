@@ -215,3 +215,10 @@ PY
   run "$BIN/simcse" --model "$MODEL" --pairs qqp="$T/qqp.tok"
   [ "$status" -ne 0 ] && [[ "$output" == *"-o OUTDIR"* ]]
 }
+
+@test "--max-memory too small fails up front with the needed total, leaving no OUTDIR or temporary" {
+  run tiny_run "$T/small" --max-memory 1M
+  [ "$status" -ne 0 ]
+  [[ "$output" == *"the run needs "*" bytes) of cpu memory but 1.00 MiB is available"*"--batch-tokens"* ]]
+  [ -z "$(ls "$T" | grep '^small')" ]
+}

@@ -120,6 +120,30 @@ fi
 
 # ---- device selection and ops -------------------------------------------------------------
 want device && step "device selection" 60 test_device.txt env MT_EXPECT_GPU=1 $BUILD/gpu/test_device
+
+# The memory plan refuses a token budget the GPU cannot hold, up front: non-zero, the needed total
+# in the message, no output written, within seconds (nothing allocated or trained first). Off
+# the GPU (GPUDEV=cpu-staged) a 64G --max-memory stands in for the device's free memory.
+memory_refusal() {
+  local M=$MODEL cap=() out
+  [ "$GPUDEV" = cuda ] || cap=(--max-memory 64G)
+  head -21 data/sst-train.tsv | $B/tokenize -q --model "$M" --text sentence --label label -o "$WORK/mem.tok" || return 1
+  for prog in embed pcgrad-train; do
+    rm -rf "$WORK/mem.out"
+    if [ $prog = embed ]; then
+      out=$($B/embed --model "$M" --device "$GPUDEV" --batch-tokens 16777216 --batch-size 65536 "${cap[@]}" \
+        "$WORK/mem.tok" -o "$WORK/mem.out" 2>&1) && { echo "$prog: accepted a 16M-token budget"; return 1; }
+    else
+      out=$($B/pcgrad-train --model "$M" --device "$GPUDEV" --task sst="$WORK/mem.tok" --batch-tokens 16777216 \
+        --batch-size 4096 "${cap[@]}" -o "$WORK/mem.out" 2>&1) && { echo "$prog: accepted a 16M-token budget"; return 1; }
+    fi
+    echo "$out"
+    [[ "$out" == *"the run needs "*" bytes) of $GPUDEV memory but "*" is available"* ]] || { echo "$prog: no needed total"; return 1; }
+    [ ! -e "$WORK/mem.out" ] || { echo "$prog: left $WORK/mem.out behind"; return 1; }
+    echo "$prog: refused up front: PASS"
+  done
+}
+want device && step "memory plan: too large refused" 60 memory_refusal.txt memory_refusal
 want ops && step "op parity + op bench" 240 op_parity.txt $BUILD/gpu/op_parity
 if want ops && [ "$SANITIZE" = 1 ]; then
   if command -v compute-sanitizer >/dev/null; then

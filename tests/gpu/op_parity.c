@@ -32,6 +32,8 @@
 //              combine (expected exact), scale (exact)
 //   1e-9 rel   gram (double partial sums over MT_GRAM_BLOCK blocks; only the order within a
 //              block differs)
+// Memory plan ops: exact flags (workspace_bytes sums its items and covers workspace.c's asks;
+// memory_free counts the reservation; the CPU: nothing to reserve, no device limit).
 //
 // --cpu-standin: the CPU backend stands in for the GPU (every row exact or within tolerance,
 // bf16 / fp16 rows and the bench skipped);
@@ -46,6 +48,7 @@
 #include "common.h"
 #include "device.h"
 #include "rng.h"
+#include "workspace.h"
 
 static const mt_backend *cpu, *gpu;
 static int checks, failures, standin;
@@ -391,15 +394,15 @@ static void check_attention(const int *lengths, int B, int C, int NH) {
     float *dqkv = up(qkv, nqkv * 4), *dout = gpu->alloc(nout * 4), *datt = gpu->alloc(p.att_size * 4);
     int32_t *doff = up(p.offsets, (B + 1) * 4);
     int64_t *datt_off = up(p.att_offsets, B * 8);
-    cpu->attention_forward(ref, ratt, qkv, p.offsets, p.att_offsets, B, C, NH);
-    gpu->attention_forward(dout, datt, dqkv, doff, datt_off, B, C, NH);
+    cpu->attention_forward(ref, ratt, qkv, p.offsets, p.att_offsets, B, p.maxL, C, NH);
+    gpu->attention_forward(dout, datt, dqkv, doff, datt_off, B, p.maxL, C, NH);
     float *got = down(dout, nout), *gatt = down(datt, p.att_size);
     char what[96];
     snprintf(what, sizeof what, "B=%d N=%d maxL=%d C=%d NH=%d out", B, p.N, p.maxL, C, NH);
     report("attention", what, "fp32", got, ref, nout, 1e-5, 1e-5);
     snprintf(what, sizeof what, "B=%d N=%d maxL=%d C=%d NH=%d probs", B, p.N, p.maxL, C, NH);
     report("attention", what, "fp32", gatt, ratt, p.att_size, 1e-6, 1e-5);
-    gpu->attention_forward(dout, NULL, dqkv, doff, datt_off, B, C, NH);  // probabilities not kept
+    gpu->attention_forward(dout, NULL, dqkv, doff, datt_off, B, p.maxL, C, NH);  // probabilities not kept
     free(got);
     got = down(dout, nout);
     snprintf(what, sizeof what, "B=%d C=%d NH=%d out, att=NULL", B, C, NH);
@@ -418,9 +421,9 @@ static void check_attention_half(const int *lengths, int B, int C, int NH, int p
     float *dqkv = up(qkv, nqkv * 4), *dout = gpu->alloc(nout * 4), *datt = gpu->alloc(p.att_size * 4);
     int32_t *doff = up(p.offsets, (B + 1) * 4);
     int64_t *datt_off = up(p.att_offsets, B * 8);
-    cpu->attention_forward(ref, ratt, qkv, p.offsets, p.att_offsets, B, C, NH);
+    cpu->attention_forward(ref, ratt, qkv, p.offsets, p.att_offsets, B, p.maxL, C, NH);
     mt_cuda_set_precision(prec_name[prec]);
-    gpu->attention_forward(dout, datt, dqkv, doff, datt_off, B, C, NH);
+    gpu->attention_forward(dout, datt, dqkv, doff, datt_off, B, p.maxL, C, NH);
     mt_cuda_set_precision("fp32");
     float *got = down(dout, nout), *gatt = down(datt, p.att_size);
     double u = prec == FP16 ? ldexp(1, -11) : ldexp(1, -8);
@@ -559,8 +562,8 @@ static void check_attention_dropout(const int *lengths, int B, int C, int NH, fl
     float *dqkv = up(qkv, nqkv * 4), *dout = gpu->alloc(nout * 4), *datt = gpu->alloc(pk.att_size * 4);
     int32_t *doff = up(pk.offsets, (B + 1) * 4);
     int64_t *datt_off = up(pk.att_offsets, B * 8);
-    cpu->attention_forward_dropout(ref, ratt, qkv, pk.offsets, pk.att_offsets, B, C, NH, &key);
-    gpu->attention_forward_dropout(dout, datt, dqkv, doff, datt_off, B, C, NH, &key);
+    cpu->attention_forward_dropout(ref, ratt, qkv, pk.offsets, pk.att_offsets, B, pk.maxL, C, NH, &key);
+    gpu->attention_forward_dropout(dout, datt, dqkv, doff, datt_off, B, pk.maxL, C, NH, &key);
     float *got = down(dout, nout), *gatt = down(datt, pk.att_size);
     char what[96];
     snprintf(what, sizeof what, "B=%d N=%d maxL=%d C=%d NH=%d p=%g out", B, pk.N, pk.maxL, C, NH, p);
@@ -581,13 +584,13 @@ static void check_attention_backward(const int *lengths, int B, int C, int NH, f
     size_t nqkv = (size_t)pk.N * 3 * C, nout = (size_t)pk.N * C;
     float *qkv = rand_vec(nqkv, 0, 2), *dout = rand_vec(nout, 0, 1), *dqkv = rand_vec(nqkv, 0, 0.1f);
     float *att = mt_malloc(pk.att_size * 4), *out = mt_malloc(nout * 4);
-    cpu->attention_forward_dropout(out, att, qkv, pk.offsets, pk.att_offsets, B, C, NH, k);
+    cpu->attention_forward_dropout(out, att, qkv, pk.offsets, pk.att_offsets, B, pk.maxL, C, NH, k);
     float *d_qkv = up(qkv, nqkv * 4), *d_dout = up(dout, nout * 4), *d_dqkv = up(dqkv, nqkv * 4);
     float *d_att = up(att, pk.att_size * 4);
     int32_t *doff = up(pk.offsets, (B + 1) * 4);
     int64_t *datt_off = up(pk.att_offsets, B * 8);
-    cpu->attention_backward(dqkv, dout, qkv, att, pk.offsets, pk.att_offsets, B, C, NH, k);
-    gpu->attention_backward(d_dqkv, d_dout, d_qkv, d_att, doff, datt_off, B, C, NH, k);
+    cpu->attention_backward(dqkv, dout, qkv, att, pk.offsets, pk.att_offsets, B, pk.maxL, C, NH, k);
+    gpu->attention_backward(d_dqkv, d_dout, d_qkv, d_att, doff, datt_off, B, pk.maxL, C, NH, k);
     float *got = down(d_dqkv, nqkv);
     char what[96];
     snprintf(what, sizeof what, "B=%d N=%d maxL=%d C=%d NH=%d p=%g dqkv", B, pk.N, pk.maxL, C, NH, p);
@@ -595,10 +598,10 @@ static void check_attention_backward(const int *lengths, int B, int C, int NH, f
     // run-to-run: a second call from the same start gives the same bits
     float *got2;
     gpu->copy_to_device(d_dqkv, got, nqkv * 4);  // any start; compare two runs' increments
-    gpu->attention_backward(d_dqkv, d_dout, d_qkv, d_att, doff, datt_off, B, C, NH, k);
+    gpu->attention_backward(d_dqkv, d_dout, d_qkv, d_att, doff, datt_off, B, pk.maxL, C, NH, k);
     got2 = down(d_dqkv, nqkv);
     gpu->copy_to_device(d_dqkv, got, nqkv * 4);
-    gpu->attention_backward(d_dqkv, d_dout, d_qkv, d_att, doff, datt_off, B, C, NH, k);
+    gpu->attention_backward(d_dqkv, d_dout, d_qkv, d_att, doff, datt_off, B, pk.maxL, C, NH, k);
     free(got);
     got = down(d_dqkv, nqkv);
     snprintf(what, sizeof what, "B=%d C=%d NH=%d p=%g run twice", B, C, NH, p);
@@ -825,7 +828,7 @@ static void bench(void) {
     int32_t *off = mt_malloc((B + 1) * 4);
     for (int b = 0; b <= B; b++) off[b] = b * (N / B);
     int32_t *doff = up(off, (B + 1) * 4);
-    TIME_GPU(s, 10, gpu->attention_forward(y, NULL, x, doff, NULL, B, C, NH));
+    TIME_GPU(s, 10, gpu->attention_forward(y, NULL, x, doff, NULL, B, N / B, C, NH));
     printf("  attention      B=%d L=%d C=%d   %8.3f ms  %7.1f TFLOP/s\n", B, N / B, C, s * 1e3,
            4.0 * N * (N / B) * C / s / 1e12);
     TIME_GPU(s, 10, gpu->layernorm_forward(y, w, w + N, x, x, x, N, C, 1e-12f));
@@ -860,11 +863,11 @@ static void bench_backward(void) {
     int64_t *datt_off = up(att_off, B * 8);
     // probabilities: the buffer holds values in [-1, 1); timing does not depend on them
     mt_dropout_key key = key_of(0.1f, mt_dropout_site(0, 1, 1));
-    TIME_GPU(s, 10, gpu->attention_forward_dropout(a, d, b, doff, datt_off, B, C, NH, &key));
+    TIME_GPU(s, 10, gpu->attention_forward_dropout(a, d, b, doff, datt_off, B, L, C, NH, &key));
     printf("  attention_fwd p=0.1 B=%d L=%d  %8.3f ms\n", B, L, s * 1e3);
-    TIME_GPU(s, 5, gpu->attention_backward(a, c, b, d, doff, datt_off, B, C, NH, NULL));
+    TIME_GPU(s, 5, gpu->attention_backward(a, c, b, d, doff, datt_off, B, L, C, NH, NULL));
     printf("  attention_backward B=%d L=%d  %8.3f ms  %7.1f TFLOP/s\n", B, L, s * 1e3, 8.0 * N * L * C / s / 1e12);
-    TIME_GPU(s, 5, gpu->attention_backward(a, c, b, d, doff, datt_off, B, C, NH, &key));
+    TIME_GPU(s, 5, gpu->attention_backward(a, c, b, d, doff, datt_off, B, L, C, NH, &key));
     printf("  attention_bwd p=0.1 B=%d L=%d %8.3f ms\n", B, L, s * 1e3);
     TIME_GPU(s, 10, gpu->gelu_backward(a, b, NULL, c, (int64_t)N * F));
     printf("  gelu_backward n=%d      %8.3f ms  %7.1f GB/s\n", N * F, s * 1e3, 12.0 * N * F / s / 1e9);
@@ -890,6 +893,37 @@ static void bench_backward(void) {
     free(off); free(att_off); free(ids); free(types); free(pos);
 }
 
+// The memory plan's ops, as flags (1 = holds): workspace_bytes sums its items; on the GPU each
+// workspace covers the device-independent ask of workspace.c and memory_free counts what the
+// reservation holds; the CPU reserves nothing and has no device limit.
+static void check_workspaces(void) {
+    mt_workspace_shape s = {16384, 128, 128, 768, 12, 3072, 1, (size_t)8192 * 3072};
+    size_t each[MT_WS_COUNT], generic[MT_WS_COUNT], sum = 0;
+    size_t total = gpu->workspace_bytes(&s, each), gen_total = mt_workspace_generic(&s, generic);
+    float got[3] = {0, 0, 0}, want[3] = {1, 1, 1};
+    for (int i = 0; i < MT_WS_COUNT; i++) sum += each[i];
+    got[0] = sum == total;
+    if (standin) {
+        got[1] = total == 0, got[2] = gpu->memory_free() == SIZE_MAX;
+    } else {
+        got[1] = 1;
+        for (int i = 0; i < MT_WS_COUNT; i++) got[1] = got[1] && each[i] >= generic[i];
+        got[2] = gpu->memory_free() >= gen_total;  // the reservation of reserve_workspaces holds as much
+    }
+    report("workspaces", "BERT-base bench shape: sum, cover, free", "-", got, want, 3, 0, 0);
+}
+
+// The workspaces (lib/workspace.h) of every check and bench below, reserved up front as a run
+// does, each workspace grown to the larger of two shapes: the parity cases (8 sequences up to
+// 512 tokens, 3 up to 1300; gram up to 16 x 1000003) and the BERT-base benches (16384 tokens in
+// 128 sequences of 128; gram over 8192 x 3072). An op asking for more dies naming its workspace.
+static void reserve_workspaces(void) {
+    mt_workspace_shape checks = {2000, 8, 1300, 768, 12, 3072, 1, 1000003};
+    mt_workspace_shape bench = {16384, 128, 128, 768, 12, 3072, 1, (size_t)8192 * 3072};
+    gpu->reserve(&checks);
+    gpu->reserve(&bench);
+}
+
 int main(int argc, char **argv) {
     mt_set_prog(argv[0]);
     int do_bench = 1;
@@ -908,10 +942,12 @@ int main(int argc, char **argv) {
         if (!mt_gpu_available(desc, sizeof desc)) mt_die("no usable GPU: %s", desc);
         gpu = mt_backend_select("cuda");
     }
+    reserve_workspaces();
     printf("op parity, CUDA vs CPU: %s\n", desc);
     printf("%-12s %-40s %-5s %11s %9s %9s %9s  %s\n", "op", "case", "prec", "max|diff|", "atol", "rtol",
            "diff/tol", "result");
     check_memory();
+    check_workspaces();
     check_gemms();
     check_matmuls();
     if (standin) skip_row("bf16_conv", "fp16_conv", "CUDA only");

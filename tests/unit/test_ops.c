@@ -144,11 +144,11 @@ TEST(attention_matches_masked_softmax_reference) {
                     for (int j = 0; j < lengths[b]; j++) o += s[j] / sum * qkv[(size_t)(offsets[b] + j) * 3 * C + 2 * C + h * HS + d];
                     ref[(size_t)(offsets[b] + i) * C + h * HS + d] = o;
                 }
-                be->attention_forward(out2, att, qkv, offsets, att_off, B, C, NH);
+                be->attention_forward(out2, att, qkv, offsets, att_off, B, T, C, NH);
                 for (int j = 0; j < lengths[b]; j++)
                     worst_p = fmax(worst_p, fabs(att[att_off[b] + ((size_t)h * lengths[b] + i) * lengths[b] + j] - s[j] / sum));
             }
-    be->attention_forward(out, NULL, qkv, offsets, att_off, B, C, NH);
+    be->attention_forward(out, NULL, qkv, offsets, att_off, B, T, C, NH);
     CHECK(max_abs_diff(out, ref, (size_t)N * C) < 1e-5);
     CHECK(max_abs_diff(out2, ref, (size_t)N * C) < 1e-5);  // with probabilities saved: same output
     CHECK(worst_p < 1e-6);

@@ -137,7 +137,7 @@ typedef struct {
 } att_ctx;
 static void att_fwd(void *c, float *out) {
     att_ctx *a = c;
-    be->attention_forward_dropout(out, a->att, a->qkv, a->offsets, a->att_offsets, a->B, a->C, a->NH, a->drop);
+    be->attention_forward_dropout(out, a->att, a->qkv, a->offsets, a->att_offsets, a->B, 7, a->C, a->NH, a->drop);  // longest: 7
 }
 
 static void attention_case(const mt_dropout_key *drop, const char *what) {
@@ -152,7 +152,7 @@ static void attention_case(const mt_dropout_key *drop, const char *what) {
     a.qkv = rand_vec((size_t)N * 3 * a.C, 1.5f), a.att = zeros(total);
     float *R = rand_vec((size_t)N * a.C, 1), *dqkv = zeros((size_t)N * 3 * a.C), *out = zeros((size_t)N * a.C);
     att_fwd(&a, out);
-    be->attention_backward(dqkv, R, a.qkv, a.att, a.offsets, a.att_offsets, a.B, a.C, a.NH, drop);
+    be->attention_backward(dqkv, R, a.qkv, a.att, a.offsets, a.att_offsets, a.B, 7, a.C, a.NH, drop);
     CHECK(fd_check(what, att_fwd, &a, a.qkv, (size_t)N * 3 * a.C, dqkv, (size_t)N * a.C, R) <= 1);
     free(a.qkv); free(a.att); free(R); free(dqkv); free(out);
 }

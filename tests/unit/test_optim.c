@@ -122,6 +122,8 @@ TEST(segments_match_one_buffer) {
     mt_rng_init(&r1, 7, 0, MT_SITE_PCGRAD), mt_rng_init(&r2, 7, 0, MT_SITE_PCGRAD);
     mt_pcgrad_init(&p1, KK, n, MT_PCGRAD_MEAN), mt_pcgrad_init(&p2, KK, n, MT_PCGRAD_MEAN);
     mt_pcgrad_step(&p1, (const float *const *)g, out1, &r1);
+    // the staged backend keeps a device's workspace reservation: the gram's scratch, up front
+    mt_backend_cpu_staged()->reserve(&(mt_workspace_shape){.training = 1, .gram_n = n1});
     mt_pcgrad_segment seg[2] = {{mt_backend_cpu_staged(), (const float *const *)a, out2, n1},
                                 {mt_backend_cpu(), (const float *const *)b, out2 + n1, n2}};
     mt_pcgrad_step_segments(&p2, seg, 2, &r2);

@@ -1,0 +1,61 @@
+// workspace.h — a backend's device workspaces (the padded attention buffers, the scratch of the
+// backward and optimizer ops, the bf16 operand copies, cuBLASLt's workspace): their names, what
+// one op call asks of each, and their sizes for a run's shape. The CUDA launchers ask exactly
+// these numbers of their reservation; the cpu-staged backend checks the same numbers against
+// its own, so an under-sized plan is caught on machines without a GPU. C and CUDA alike.
+#ifndef MT_WORKSPACE_H
+#define MT_WORKSPACE_H
+#include <stddef.h>
+#include <stdint.h>
+
+#include "backend.h"
+
+enum {
+    MT_WS_ATT_Q, MT_WS_ATT_K, MT_WS_ATT_V, MT_WS_ATT_O,  // [B*NH, Lmax, hs] padded heads (fp32)
+    MT_WS_ATT_S, MT_WS_ATT_DS,                            // [B*NH, Lmax, Lmax] scores (fp32)
+    MT_WS_SCRATCH,                                        // backward / optimizer partial sums
+    MT_WS_BF16_A, MT_WS_BF16_B,                           // 16-bit (bf16 or fp16) copies of a product's operands
+    MT_WS_LT,                                             // cuBLASLt's workspace
+    MT_WS_COUNT
+};
+
+static const char *const mt_workspace_names[MT_WS_COUNT] = {
+    "attention Q", "attention K", "attention V", "attention O", "attention scores", "attention score gradients",
+    "backward scratch", "bf16 operand A", "bf16 operand B", "cuBLASLt workspace",
+};
+
+#define MT_WS_COLSUM_ROWS 256  // rows per partial column sum (backward.cu): fixed summation order
+
+// ---- what one call asks (bytes) ----
+// attention: each padded head buffer, and each score buffer, of a batch of B sequences <= Lmax
+static inline size_t mt_ws_att_heads(int B, int Lmax, int C) { return (size_t)B * Lmax * C * sizeof(float); }
+static inline size_t mt_ws_att_scores(int B, int Lmax, int NH) {
+    return (size_t)B * NH * Lmax * Lmax * sizeof(float);
+}
+// column sums of N rows of C columns (two sets for LayerNorm's weight and bias): double partials
+static inline size_t mt_ws_colsums(int N, int C, int sets) {
+    return (size_t)((N + MT_WS_COLSUM_ROWS - 1) / MT_WS_COLSUM_ROWS) * C * sets * sizeof(double);
+}
+// embeddings_backward: three int32 [N] arrays (64-aligned), then the sort's temporary storage
+static inline size_t mt_ws_embed_sort(int N, size_t sort_temp) {
+    return ((size_t)3 * N + 63) / 64 * 64 * sizeof(int32_t) + sort_temp;
+}
+// gram of k buffers of n floats: the k*k result, then per pair and MT_GRAM_BLOCK block a partial
+static inline size_t mt_ws_gram(int k, size_t n) {
+    size_t blocks = (n + MT_GRAM_BLOCK - 1) / MT_GRAM_BLOCK, pairs = (size_t)k * (k + 1) / 2;
+    return ((size_t)k * k + pairs * blocks) * sizeof(double);
+}
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+// The device-independent sizes for shape s (each[MT_WS_COUNT]; bf16, cuBLASLt and the sort's
+// temporary storage are the CUDA backend's to add): the largest ask of any batch within s.
+// Returns the sum.
+size_t mt_workspace_generic(const mt_workspace_shape *s, size_t *each);
+// Dies, naming the workspace and both sizes, when `bytes` exceeds what was reserved for it.
+void mt_workspace_check(int which, size_t bytes, size_t reserved);
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,150 @@
+// test_memplan.c — the memory plan's arithmetic against sizes worked out by hand for
+// all-MiniLM-L6-v2's config (V 30522, C 384, 6 layers, 12 heads, F 1536, 512 positions, 2 types),
+// and the size parser. Every arena buffer is rounded up to 64 bytes.
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "bert.h"
+#include "check.h"
+#include "memplan.h"
+#include "workspace.h"
+
+static const mt_bert_config MINILM = {30522, 384, 6, 12, 1536, 512, 2, 0, 1e-12f};
+
+static size_t item(const mt_mem_plan *p, const char *name) {
+    for (int i = 0; i < p->n; i++)
+        if (!strcmp(p->item[i].name, name)) return p->item[i].bytes;
+    return 0;
+}
+
+TEST(minilm_parameters) {
+    // embeddings 30522*384 + 512*384 + 2*384 + 2*384 = 11918592; a layer 4C^2 + 2FC + 9C + F =
+    // 1774464 (x6 = 10646784); the pooler C^2 + C = 147840
+    CHECK(mt_bert_count_params(&MINILM, 0) == 11918592u + 10646784u);
+    CHECK(mt_bert_count_params(&MINILM, 1) == 22713216u);
+}
+
+// 64 tokens, 4 sequences, longest 32: N*C floats = 98304 bytes, N*F = 393216, [N] = 256.
+TEST(minilm_inference_plan_on_the_cpu) {
+    mt_mem_plan p;
+    mt_mem_plan_encoder(&p, &MINILM, mt_backend_cpu(), &(mt_mem_run){64, 4, 32, 0, 0, 0});
+    // emb, x, atty, res1, ln1 (5 x 98304) + qkv 294912 + fch 393216 (GELU in place, res2 = res1)
+    // + 6 LayerNorm statistics and ids/types/pos (9 x 256) + cls, pooled (2 x 6144)
+    // + offsets (20 -> 64) + att_offsets (32 -> 64)
+    size_t acts = 5 * 98304 + 294912 + 393216 + 9 * 256 + 2 * 6144 + 64 + 64;
+    CHECK(acts == 1194368);
+    CHECK(item(&p, "parameters") == 22713216u * 4);
+    CHECK(item(&p, "activations") == acts);
+    CHECK(p.n == 2);  // the CPU reserves no workspaces
+    CHECK(p.total == 22713216u * 4 + acts);
+}
+
+TEST(minilm_training_plan_on_a_device_backend) {
+    mt_mem_plan p;
+    mt_mem_plan_encoder(&p, &MINILM, mt_backend_cpu_staged(), &(mt_mem_run){64, 4, 32, 1, 1, 3});
+    size_t P = 22713216u * 4;
+    // every layer kept: emb + 7 x (layer inputs and the output) + 6 x (qkv, atty, res1, ln1,
+    // fch, fch_gelu, res2) + probabilities 6 x NH x N x 32 floats + 2 + 24 statistics
+    size_t acts = 98304 + 7 * 98304 + 6 * (294912 + 4 * 98304 + 2 * 393216) + 6 * 12 * 64 * 32 * 4 + 26 * 256 +
+                  2 * 6144 + 3 * 256 + 64 + 64;
+    CHECK(acts == 10243456);
+    CHECK(item(&p, "activations") == acts);
+    CHECK(item(&p, "gradients") == P);
+    CHECK(item(&p, "AdamW moments") == 2 * P);
+    CHECK(item(&p, "PCGrad task gradients") == 3 * P);
+    CHECK(item(&p, "activation gradients") == 3 * 98304 + 294912 + 2 * 393216);  // g2 dropped datty, dqkv, dgelu dfch
+    CHECK(item(&p, "dhidden staging") == 98304);
+    // padded heads: 4 sequences x 32 x C floats; scores 4 x 12 x 32 x 32 floats (x2: backward)
+    CHECK(item(&p, "attention Q") == 196608 && item(&p, "attention O") == 196608);
+    CHECK(item(&p, "attention scores") == 196608 && item(&p, "attention score gradients") == 196608);
+    // scratch: gram of 16 buffers over the parameters, 2773 blocks of 8192: (256 + 136 x 2773) doubles
+    CHECK(item(&p, "backward scratch") == (256 + 136 * 2773) * 8);
+    size_t ws = 4 * 196608 + 2 * 196608 + (256 + 136 * 2773) * 8;
+    CHECK(p.total == P * 7 + acts + 1376256 + 98304 + ws);
+}
+
+// The padded bound: B sequences whose longest is Lmax hold >= Lmax + B - 1 tokens.
+TEST(padded_attention_is_bounded_by_the_tokens) {
+    size_t w[MT_WS_COUNT];
+    mt_workspace_shape s = {100, 10, 95, 384, 12, 1536, 0, 0};
+    mt_workspace_generic(&s, w);
+    size_t best = 0;  // B = 1..6: L = 95 (B <= 6), then 100 - B + 1
+    for (int B = 1; B <= 10; B++) {
+        int L = 100 - B + 1 < 95 ? 100 - B + 1 : 95;
+        size_t sc = (size_t)B * 12 * L * L * 4;
+        best = sc > best ? sc : best;
+    }
+    CHECK(w[MT_WS_ATT_S] == best && w[MT_WS_ATT_DS] == 0 && w[MT_WS_SCRATCH] == 0);
+}
+
+// Runs fn in a child with stderr captured into msg; returns its exit status (-1: no normal exit).
+static int in_child(void (*fn)(void), char *msg, size_t n) {
+    int fd[2];
+    if (pipe(fd)) return -1;
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(fd[1], 2);
+        close(fd[0]);
+        fn();
+        _exit(0);
+    }
+    close(fd[1]);
+    size_t len = 0;  // until EOF: the message may come in several writes
+    char buf[256];
+    for (ssize_t r; (r = read(fd[0], buf, sizeof buf)) > 0;)
+        for (ssize_t i = 0; i < r && len + 1 < n; i++) msg[len++] = buf[i];
+    msg[len] = 0;
+    close(fd[0]);
+    int st;
+    waitpid(pid, &st, 0);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+// cpu-staged keeps CUDA's reservation: attention over 3 sequences padded to 40 asks for more
+// padded-head memory than a shape of 64 tokens in 2 sequences of at most 32 reserved.
+static void over_ask(void) {
+    const mt_backend *be = mt_backend_cpu_staged();
+    be->reserve(&(mt_workspace_shape){64, 2, 32, 8, 2, 32, 0, 0});
+    int32_t offsets[4] = {0, 40, 41, 42};
+    int64_t att_offsets[3] = {0, 2 * 40 * 40, 2 * 40 * 40 + 2};
+    static float qkv[42 * 24], out[42 * 8];  // static: nothing for LeakSanitizer when mt_die exits
+    be->attention_forward(out, NULL, qkv, offsets, att_offsets, 3, 40, 8, 2);
+}
+
+static void within(void) {
+    const mt_backend *be = mt_backend_cpu_staged();
+    be->reserve(&(mt_workspace_shape){64, 3, 40, 8, 2, 32, 0, 0});
+    int32_t offsets[4] = {0, 40, 41, 42};
+    int64_t att_offsets[3] = {0, 2 * 40 * 40, 2 * 40 * 40 + 2};
+    static float qkv[42 * 24], out[42 * 8];  // static: nothing for LeakSanitizer when mt_die exits
+    be->attention_forward(out, NULL, qkv, offsets, att_offsets, 3, 40, 8, 2);
+}
+
+TEST(an_ask_beyond_the_reservation_dies_naming_the_workspace) {
+    char msg[1024];
+    int st = in_child(over_ask, msg, sizeof msg);
+    CHECK(st == 1);
+    CHECK(strstr(msg, "attention Q workspace needs 3840 bytes but 2048 were reserved") != NULL);
+    if (st != 1 || !strstr(msg, "attention Q workspace")) printf("# status %d: %s\n", st, msg);
+    CHECK(in_child(within, msg, sizeof msg) == 0);
+}
+
+TEST(sizes_parse) {
+    CHECK(mt_parse_size("x", "1M") == 1048576);
+    CHECK(mt_parse_size("x", "20G") == 20ull << 30);
+    CHECK(mt_parse_size("x", "512MiB") == 512ull << 20);
+    CHECK(mt_parse_size("x", "1.5k") == 1536);
+    CHECK(mt_parse_size("x", "1000") == 1000);
+}
+
+int main(void) {
+    RUN(minilm_parameters);
+    RUN(minilm_inference_plan_on_the_cpu);
+    RUN(minilm_training_plan_on_a_device_backend);
+    RUN(padded_attention_is_bounded_by_the_tokens);
+    RUN(an_ask_beyond_the_reservation_dies_naming_the_workspace);
+    RUN(sizes_parse);
+    return check_summary();
+}
