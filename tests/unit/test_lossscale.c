@@ -78,6 +78,8 @@ TEST(unscale_clip) {
     char err[256];
     mt_loss_scaler_init(&s, "1024", 0, NULL, err, sizeof err);
     float *sa = staged->alloc(sizeof a);
+    // the staged backend keeps a device's workspace reservation: the gram's scratch, up front
+    staged->reserve(&(mt_workspace_shape){.training = 1, .gram_n = 5});
     for (int i = 0; i < 5; i++) a[i] *= 1024.0f;
     for (int i = 0; i < 3; i++) b[i] *= 1024.0f;
     staged->copy_to_device(sa, a, sizeof a);
