@@ -223,16 +223,15 @@ static int train_step(trainer *t, const int32_t *ex, int B, long step, double lr
     if (!mt_bert_forward_train(t->m, t->ids, NULL, t->offsets, V, &drop))
         mt_die("simcse: step %ld: %s", step + 1, mt_bert_error(t->m));
     const float *h = mt_bert_packed_hidden(t->m, NULL, NULL, NULL);  // host memory (a copy off the device)
-    if (o->pool == MT_POOL_CLS) mt_cls_pool_forward(t->emb, h, t->offsets, V, C);
-    else mt_mean_pool_forward(t->emb, h, t->offsets, V, C);
+    const mt_backend *host = mt_backend_cpu();  // the pooling and the loss run in host memory
+    host->pool_forward(t->emb, h, t->offsets, V, C, o->pool);
     float *e = t->emb, *de = t->demb;
     double loss = mt_simcse_forward(&t->loss, e, e + (size_t)B * C, t->has_neg ? e + (size_t)2 * B * C : NULL, B);
     if (!isfinite(loss)) mt_die("simcse: step %ld: loss is %g (lr %g); lower --lr or check the data", step + 1, loss, lr);
     memset(de, 0, (size_t)V * C * sizeof(float));
     mt_simcse_backward(&t->loss, de, de + (size_t)B * C, t->has_neg ? de + (size_t)2 * B * C : NULL, t->ls.scale);
     memset(t->dhidden, 0, (size_t)N * C * sizeof(float));
-    if (o->pool == MT_POOL_CLS) mt_cls_pool_backward(t->dhidden, de, t->offsets, V, C);
-    else mt_mean_pool_backward(t->dhidden, de, t->offsets, V, C);
+    host->pool_backward(t->dhidden, de, t->offsets, V, C, o->pool);
     t->be->zero(t->grads, t->m->num_params * sizeof(float));
     mt_bert_backward_host(t->m, t->dhidden, t->grads);
     mt_grad_segment seg = {t->be, t->grads, t->m->num_params};

@@ -94,7 +94,7 @@ static void open_sentence_model(mt_embedder *e, const char *dir, int budget) {
         mt_die("%s belongs to the encoder with model_fp=%s, but %s/model.safetensors has model_fp=%s", path,
                e->tm->model_fp, dir, e->m->fingerprint);
     e->E = L->D;
-    mt_sentence_acts_alloc(&e->sacts, L, budget, e->o.batch_size);
+    mt_sentence_acts_alloc(mt_backend_cpu(), &e->sacts, L, budget, e->o.batch_size);
     e->sin = mt_malloc((size_t)budget * e->C * sizeof(float));
     e->semb = mt_malloc((size_t)e->o.batch_size * L->D * sizeof(float));
     e->soffsets = mt_malloc(((size_t)e->o.batch_size + 1) * sizeof(int32_t));
@@ -158,7 +158,7 @@ void mt_embedder_close(mt_embedder *e) {
     free(e->cls);
     mt_record_free(&e->outrec);
     if (e->tm) {
-        mt_sentence_acts_free(&e->sacts);
+        mt_sentence_acts_free(mt_backend_cpu(), &e->sacts);
         mt_taskmodel_free(e->tm);
         free(e->tm);
         free(e->sin), free(e->semb), free(e->soffsets), free(e->sidx);
@@ -249,7 +249,7 @@ static void sentence_model(mt_embedder *e, const item *it, int B) {
                    (size_t)it[e->sidx[j]].len * C * sizeof(float));
         inp = e->sin;
     }
-    mt_sentence_forward(e->semb, &e->sacts, &e->tm->sent, &e->tm->w.sent, inp, nb < B ? e->soffsets : off,
+    mt_sentence_forward(mt_backend_cpu(), e->semb, &e->sacts, &e->tm->sent, &e->tm->w.sent, inp, nb < B ? e->soffsets : off,
                         nb, n, NULL);
     for (int j = 0; j < nb; j++)
         memcpy(e->out + it[e->sidx[j]].out, e->semb + (size_t)j * D, (size_t)D * sizeof(float));

@@ -287,7 +287,7 @@ static void pair_features(float *x, const float *u, const float *v, int D) {
 // ---- activations -------------------------------------------------------------------------------
 
 void mt_tm_acts_free(mt_tm_acts *a) {
-    mt_sentence_acts_free(&a->sacts);
+    mt_sentence_acts_free(mt_backend_cpu(), &a->sacts);
     free(a->emb), free(a->demb), free(a->cls), free(a->dcls), free(a->x_bi), free(a->xd_bi);
     free(a->xd_e), free(a->xd_cls), free(a->keep), free(a->dx), free(a->z_bi), free(a->z_cross);
     free(a->cos), free(a->nu), free(a->nv), free(a->out), free(a->dz);
@@ -300,7 +300,7 @@ static void ensure_acts(const mt_taskmodel *tm, mt_tm_acts *a, int B, int N) {
     mt_tm_acts_free(a);
     a->cap_B = cap_B, a->cap_N = cap_N;
     size_t D = (size_t)tm->D, C = (size_t)tm->C, Bz = (size_t)cap_B, wide = 3 * D > C ? 3 * D : C;
-    mt_sentence_acts_alloc(&a->sacts, &tm->sent, cap_N, 2 * cap_B);
+    mt_sentence_acts_alloc(mt_backend_cpu(), &a->sacts, &tm->sent, cap_N, 2 * cap_B);
     a->emb = mt_malloc(2 * Bz * D * sizeof(float)), a->demb = mt_malloc(2 * Bz * D * sizeof(float));
     a->cls = mt_malloc(Bz * C * sizeof(float)), a->dcls = mt_malloc(Bz * C * sizeof(float));
     a->x_bi = mt_malloc(Bz * 3 * D * sizeof(float)), a->xd_bi = mt_malloc(Bz * 3 * D * sizeof(float));
@@ -384,7 +384,7 @@ double mt_taskmodel_forward(mt_taskmodel *tm, mt_tm_acts *a, int task, const flo
     if (bi_first >= 0) {
         int ns = mt_task_is_pair(task) ? 2 * B : B;
         mt_dropout sd = {a->drop.p, a->drop.seed, a->drop.step, mt_dropout_site(a->drop.pass, MT_SENT_DROPOUT_LAYER, 0)};
-        mt_sentence_forward(a->emb, &a->sacts, &tm->sent, &tm->w.sent, hidden, offsets, ns, offsets[ns],
+        mt_sentence_forward(mt_backend_cpu(), a->emb, &a->sacts, &tm->sent, &tm->w.sent, hidden, offsets, ns, offsets[ns],
                             a->drop.p > 0 ? &sd : NULL);
     }
     if (task == MT_TASK_SST) return a->loss = sst_loss(tm, a, B, labels);
@@ -458,11 +458,9 @@ void mt_taskmodel_backward(mt_taskmodel *tm, mt_tm_acts *a, float *dhidden, floa
         if (a->bi_first >= 0) pair_bi_backward(tm, a, dheads, dloss * bi_weight(tm));
     }
     if (a->bi_first < 0) return;
-    int ns = mt_task_is_pair(a->task) ? 2 * a->B : a->B;
     mt_sentence_weights dw;
     mt_sentence_weights_point(&dw, &tm->sent, dsent);
-    mt_sentence_backward(dhidden, &dw, a->demb, &a->sacts, &tm->sent, &tm->w.sent, a->hidden, a->offsets, ns,
-                         a->offsets[ns]);
+    mt_sentence_backward(mt_backend_cpu(), dhidden, &dw, a->demb, &a->sacts, &tm->sent, &tm->w.sent, a->hidden);
 }
 
 // ---- inference on pooled vectors -------------------------------------------------------------
