@@ -494,16 +494,18 @@ void mt_bert_pool(mt_bert *m, int mode, float *out) {
     }
 }
 
-const float *mt_bert_packed_hidden(mt_bert *m, const int32_t **offsets, int *B, int *N) {
-    const float *h = last_hidden(m);
-    if (!m->be->host_memory) {
-        m->be->copy_to_host(m->h_hidden, h, (size_t)m->last_N * m->cfg.hidden_size * sizeof(float));
-        h = m->h_hidden;
-    }
+const float *mt_bert_packed_hidden_be(const mt_bert *m, const int32_t **offsets, int *B, int *N) {
     if (offsets) *offsets = m->h_offsets;
     if (B) *B = m->last_B;
     if (N) *N = m->last_N;
-    return h;
+    return last_hidden(m);
+}
+
+const float *mt_bert_packed_hidden(mt_bert *m, const int32_t **offsets, int *B, int *N) {
+    const float *h = mt_bert_packed_hidden_be(m, offsets, B, N);
+    if (m->be->host_memory) return h;
+    m->be->copy_to_host(m->h_hidden, h, (size_t)m->last_N * m->cfg.hidden_size * sizeof(float));
+    return m->h_hidden;
 }
 
 // ---- training: forward and backward ------------------------------------------------------

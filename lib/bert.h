@@ -179,6 +179,9 @@ void mt_bert_pool(mt_bert *m, int mode, float *out);
 // activations; a copy in host staging for device backends), valid until the next forward.
 // *offsets [B+1] (host memory), *B and *N describe the batch; each may be NULL.
 const float *mt_bert_packed_hidden(mt_bert *m, const int32_t **offsets, int *B, int *N);
+// The same states where m's backend keeps them (its memory: no copy), valid until the next
+// forward; *offsets (host memory), *B, *N as above.
+const float *mt_bert_packed_hidden_be(const mt_bert *m, const int32_t **offsets, int *B, int *N);
 const char *mt_bert_error(const mt_bert *m);
 
 // ---- training ------------------------------------------------------------------------------
