@@ -66,8 +66,6 @@ typedef struct {
     // scratch
     mt_packed pk;
     mt_tm_acts acts;
-    float *dhidden;  // [dhidden_cap] be memory
-    size_t dhidden_cap;
     int32_t *ex_buf;
     int ex_cap;
     // reporting
@@ -382,13 +380,9 @@ static double run_task(trainer *T, int t, int B, float *enc, float *sent, float 
     double loss = mt_taskmodel_forward(&T->tm, &T->acts, t, h, T->pk.offsets, B, T->pk.labels, &td);
     if (T->o.fail_at_step && T->step + 1 == T->o.fail_at_step) loss = NAN;
     if (!isfinite(loss)) return loss;
-    size_t need = (size_t)T->pk.N * T->m->cfg.hidden_size;
-    if (need > T->dhidden_cap) {
-        if (T->dhidden) T->be->free(T->dhidden);
-        T->dhidden = T->be->alloc(need * sizeof(float)), T->dhidden_cap = need;
-    }
-    mt_taskmodel_backward(&T->tm, &T->acts, T->dhidden, sent, heads, T->ls.scale);
-    mt_bert_backward(T->m, T->dhidden, enc);
+    float *dhidden = mt_bert_dhidden(T->m);  // [N, C] be memory, reserved with the encoder
+    mt_taskmodel_backward(&T->tm, &T->acts, dhidden, sent, heads, T->ls.scale);
+    mt_bert_backward(T->m, dhidden, enc);
     T->ex_done += B, T->tok_done += T->pk.N;
     return loss;
 }
@@ -769,7 +763,6 @@ static void trainer_free(trainer *T) {
     mt_packed_free(&T->pk);
     mt_tm_acts_free(&T->acts);
     if (T->Genc) T->be->free(T->Genc), T->be->free(T->Gsent);
-    if (T->dhidden) T->be->free(T->dhidden);
     free(T->Gheads), free(T->ex_buf);
     mt_bert_free(T->m);
 }
