@@ -1,5 +1,6 @@
 // backend_cuda.cu — the CUDA backend's table (lib/backend.h): device memory with cudaMalloc
-// (no managed memory), copies, and the launchers of gemm.cu, ops.cu, backward.cu and optim.cu.
+// (no managed memory), copies, and the launchers of gemm.cu, ops.cu, backward.cu, sentence.cu
+// and optim.cu.
 // Everything runs in order on one stream; copies to the host and synchronize wait for it.
 #include <stdio.h>
 #include <string.h>
@@ -148,6 +149,18 @@ static const mt_backend cuda_backend = {
     attention_backward,
     gelu_backward,
     embeddings_backward,
+    pool_backward,
+    copy_2d,
+    add_bias_forward,
+    add_bias_backward,
+    im2col_same,
+    col2im_same,
+    relu_dropout_forward,
+    relu_dropout_backward,
+    max_pool_forward,
+    max_pool_backward,
+    lstm_cell_forward,
+    lstm_cell_backward,
     adamw_update,
     gram,
     combine,

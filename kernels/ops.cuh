@@ -60,6 +60,25 @@ void *scratch(size_t bytes);
 // CUB's temporary storage for embeddings_backward's sort of N keys (the plan's share of it)
 size_t embeddings_sort_temp(int N);
 
+// sentence.cu: the sentence model's ops (pooling backward, CNN and LSTM pieces)
+void pool_backward(float *dinp, const float *dout, const int32_t *offsets, int B, int C, int mode);
+void copy_2d(float *dst, int ldd, const float *src, int lds, int rows, int cols);
+void add_bias_forward(float *out, int ldo, const float *b1, const float *b2, int N, int F);
+void add_bias_backward(float *db1, float *db2, const float *dout, int ldo, int N, int F);
+void im2col_same(float *col, const float *inp, const int32_t *offsets, int B, int N, int C, int w);
+void col2im_same(float *dinp, const float *dcol, const int32_t *offsets, int B, int N, int C, int w);
+void relu_dropout_forward(float *x, int N, int D, const mt_dropout_key *drop);
+void relu_dropout_backward(float *dx, const float *dy, const float *y, int N, int D, const mt_dropout_key *drop);
+void max_pool_forward(float *out, int32_t *argmax, const float *inp, const int32_t *offsets, int B, int D);
+void max_pool_backward(float *dinp, const float *dout, const int32_t *argmax, int B, int D);
+void lstm_cell_forward(float *gates, float *cell, float *hidden, float *step_h, float *hfinal, const float *step_g,
+                       const int32_t *list, const int32_t *next, const int32_t *offsets, int nact, int s, int H,
+                       int reverse);
+void lstm_cell_backward(float *dgates, float *hprev, float *step_g, float *dc, const float *step_h,
+                        const float *dhfinal, const float *gates, const float *cell, const float *hidden,
+                        const int32_t *list, const int32_t *next, const int32_t *offsets, int nact, int s, int H,
+                        int reverse);
+
 // optim.cu: the optimizer ops
 void adamw_update(float *p, const float *g, float *m, float *v, size_t n, const mt_adamw_scalars *s);
 void gram(double *gram, const float *const *g, int k, size_t n);

@@ -136,6 +136,55 @@ struct mt_backend {
     void (*embeddings_backward)(float *dwte, float *dwpe, float *dwtt, const float *dout, const int32_t *ids,
                                 const int32_t *types, const int32_t *pos, int N, int C);
 
+    // ---- the sentence model (lib/sentence.c): pooling backward, CNN and BiLSTM pieces ----
+    // The backward of pool_forward for MT_POOL_CLS / MT_POOL_MEAN: dinp[N,C] += dout[B,C] at the
+    // first row (cls), or dout * (1/L_b) at every row of sequence b (mean).
+    void (*pool_backward)(float *dinp, const float *dout, const int32_t *offsets, int B, int C, int mode);
+    // dst[rows, cols] (leading dimension ldd) = src[rows, cols] (leading dimension lds).
+    void (*copy_2d)(float *dst, int ldd, const float *src, int lds, int rows, int cols);
+    // out[n, f] += b1[f] (+ b2[f], the two summed first) for n < N, f < F; out has row stride ldo.
+    void (*add_bias_forward)(float *out, int ldo, const float *b1, const float *b2, int N, int F);
+    // s[f] = sum over n = 0..N-1 in row order (float) of dout[n * ldo + f]; db1[f] += s and,
+    // when db2 is not NULL, db2[f] += s.
+    void (*add_bias_backward)(float *db1, float *db2, const float *dout, int ldo, int N, int F);
+    // im2col of a 'same' Conv1d of width w over each sequence alone (sentence.h):
+    // col[n, c*w + k] = inp[t - (w-1)/2 + k, c] of the same sequence, 0 outside it; col[N, C*w]
+    // (N = offsets[B], passed so a device need not read it back).
+    void (*im2col_same)(float *col, const float *inp, const int32_t *offsets, int B, int N, int C, int w);
+    // Its transpose, accumulating: dinp[N,C] += col2im(dcol[N, C*w]); each dinp element adds its
+    // terms in row order (t ascending), so the sum is fixed.
+    void (*col2im_same)(float *dinp, const float *dcol, const int32_t *offsets, int B, int N, int C, int w);
+    // In place on x[N,D]: x = dropout(relu(x)), mask element index n*D + d.
+    void (*relu_dropout_forward)(float *x, int N, int D, const mt_dropout_key *drop);
+    // dx[N,D] = y > 0 ? dy * 1/(1-p) : 0 from the forward's output y (no stored mask);
+    // overwrites dx, which may alias dy.
+    void (*relu_dropout_backward)(float *dx, const float *dy, const float *y, int N, int D,
+                                  const mt_dropout_key *drop);
+    // out[B,D] = max over each sequence's rows of inp[N,D]; argmax[B,D] (int32) the row of the
+    // first maximum.
+    void (*max_pool_forward)(float *out, int32_t *argmax, const float *inp, const int32_t *offsets, int B, int D);
+    // dinp[argmax[b,d], d] += dout[b,d] (each (b,d) owns its target: no two write one element).
+    void (*max_pool_backward)(float *dinp, const float *dout, const int32_t *argmax, int B, int D);
+    // One LSTM time step s of one direction (H units, G = 4H) for the nact sequences still
+    // running at s: entry j is sequence b = list[j] (ascending b), next[j] its entry in step
+    // s+1's list or -1 when s is its last step; it reads row r = offsets[b] + s (reverse:
+    // offsets[b+1] - 1 - s). list, next: the step's slices of per-batch int32 arrays.
+    // Forward: gates[N,G] row r holds x W_ih^T + b_ih + b_hh and becomes the activated gates
+    // i, f, g, o; step_g[nact,G] = h_{t-1} W_hh^T (zeros at s = 0). Writes cell[N,H] and
+    // hidden[N,H] row r, and h into step_h[next[j]] (the next step's GEMM input) or, at the
+    // last step, into hfinal[b] ([B,H]).
+    void (*lstm_cell_forward)(float *gates, float *cell, float *hidden, float *step_h, float *hfinal,
+                              const float *step_g, const int32_t *list, const int32_t *next,
+                              const int32_t *offsets, int nact, int s, int H, int reverse);
+    // Backward of one step: dh = dhfinal[b] at the last step, else step_h[next[j]] (the step
+    // after's dg W_hh); dc[B,H] carried by b (zero before the last step). Writes the
+    // pre-activation gate gradients into step_g[j] and dgates[r], hprev[r] = h_{t-1} (0 at s = 0)
+    // and dc[b] = dc_{t-1}.
+    void (*lstm_cell_backward)(float *dgates, float *hprev, float *step_g, float *dc, const float *step_h,
+                               const float *dhfinal, const float *gates, const float *cell, const float *hidden,
+                               const int32_t *list, const int32_t *next, const int32_t *offsets, int nact,
+                               int s, int H, int reverse);
+
     // ---- optimizer ops: parameters, gradients and moments stay in backend memory ----
     // AdamW (torch.optim.AdamW, lib/adamw.c) on one tensor's slices p, g, m, v [n], with the
     // scalars of mt_adamw_scalars (computed on the host in double, as torch does).

@@ -166,7 +166,7 @@ void mt_bert_free(mt_bert *m) {
     if (m->params) m->be->free(m->params);
     if (m->arena) m->be->free(m->arena);
     if (m->grad_arena) m->be->free(m->grad_arena);
-    if (m->d_dhidden) m->be->free(m->d_dhidden);
+    if (m->dhidden) m->be->free(m->dhidden);
     free(m->config_json);
     for (int i = 0; i < m->num_param_tensors; i++) free(m->param_table[i].name);
     free(m->param_table);
@@ -271,17 +271,15 @@ mt_workspace_shape mt_bert_workspace_shape(const mt_bert_config *cfg, int max_to
                                 cfg->intermediate_size, training, training ? num_params : 0};
 }
 
-// The gradient buffers, and the device staging of mt_bert_backward_host's input, for max_tokens.
+// The gradient buffers, and dhidden (mt_bert_dhidden), for max_tokens.
 static void reserve_grad_arena(mt_bert *m) {
     if (m->grad_arena && m->grad_tokens >= m->max_tokens) return;
     if (m->grad_arena) m->be->free(m->grad_arena);
     m->grad_tokens = m->max_tokens;
     m->grad_arena = m->be->alloc(layout_grad_arena(m, NULL, (size_t)m->grad_tokens));
     layout_grad_arena(m, m->grad_arena, (size_t)m->grad_tokens);
-    if (m->be->host_memory) return;
-    if (m->d_dhidden) m->be->free(m->d_dhidden);
-    m->d_dhidden_cap = (size_t)m->max_tokens * m->cfg.hidden_size;
-    m->d_dhidden = m->be->alloc(m->d_dhidden_cap * sizeof(float));
+    if (m->dhidden) m->be->free(m->dhidden);
+    m->dhidden = m->be->alloc((size_t)m->max_tokens * m->cfg.hidden_size * sizeof(float));
 }
 
 static void reserve(mt_bert *m, int max_tokens, int max_batch, int max_len, int training) {
@@ -494,16 +492,18 @@ void mt_bert_pool(mt_bert *m, int mode, float *out) {
     }
 }
 
-const float *mt_bert_packed_hidden(mt_bert *m, const int32_t **offsets, int *B, int *N) {
-    const float *h = last_hidden(m);
-    if (!m->be->host_memory) {
-        m->be->copy_to_host(m->h_hidden, h, (size_t)m->last_N * m->cfg.hidden_size * sizeof(float));
-        h = m->h_hidden;
-    }
+const float *mt_bert_packed_hidden_be(const mt_bert *m, const int32_t **offsets, int *B, int *N) {
     if (offsets) *offsets = m->h_offsets;
     if (B) *B = m->last_B;
     if (N) *N = m->last_N;
-    return h;
+    return last_hidden(m);
+}
+
+const float *mt_bert_packed_hidden(mt_bert *m, const int32_t **offsets, int *B, int *N) {
+    const float *h = mt_bert_packed_hidden_be(m, offsets, B, N);
+    if (m->be->host_memory) return h;
+    m->be->copy_to_host(m->h_hidden, h, (size_t)m->last_N * m->cfg.hidden_size * sizeof(float));
+    return m->h_hidden;
 }
 
 // ---- training: forward and backward ------------------------------------------------------
@@ -589,6 +589,11 @@ static void embeddings_backward(mt_bert *m, const float *dx, float *grads) {
     be->embeddings_backward(GRAD(m->wte), GRAD(m->wpe), GRAD(m->wtt), demb, a->ids, a->types, a->pos, N, C);
 }
 
+float *mt_bert_dhidden(mt_bert *m) {
+    reserve_grad_arena(m);
+    return m->dhidden;
+}
+
 void mt_bert_backward(mt_bert *m, float *dhidden, float *grads) {
     if (!m->trained_forward) mt_die("mt_bert_backward: the last forward was not mt_bert_forward_train");
     reserve_grad_arena(m);
@@ -596,12 +601,6 @@ void mt_bert_backward(mt_bert *m, float *dhidden, float *grads) {
     embeddings_backward(m, dhidden, grads);
 }
 
-void mt_bert_backward_host(mt_bert *m, float *dhidden, float *grads) {
-    if (m->be->host_memory) return mt_bert_backward(m, dhidden, grads);
-    size_t n = (size_t)m->last_N * m->cfg.hidden_size;  // <= d_dhidden_cap: reserved with the arena
-    m->be->copy_to_device(m->d_dhidden, dhidden, n * sizeof(float));
-    mt_bert_backward(m, m->d_dhidden, grads);
-}
 #undef GRAD
 
 // ---- checkpoints and optimizer information -------------------------------------------------

@@ -130,8 +130,7 @@ typedef struct {
     int32_t *h_ids, *h_types, *h_pos, *h_offsets;  // host staging [max_tokens] / [max_batch+1]
     int64_t *h_att_offsets;                        // [max_batch]
     float *h_hidden;                               // host staging for device backends
-    float *d_dhidden;                              // device staging of mt_bert_backward_host's input
-    size_t d_dhidden_cap;                          // its capacity in floats
+    float *dhidden;                                // [max_tokens, C] backend memory: mt_bert_dhidden
     int last_B, last_N;                            // the batch of the last forward
     int last_max_len;                              // its longest sequence (set by pack_batch)
     char *config_json;                             // config.json as loaded, written back by mt_bert_save
@@ -179,6 +178,9 @@ void mt_bert_pool(mt_bert *m, int mode, float *out);
 // activations; a copy in host staging for device backends), valid until the next forward.
 // *offsets [B+1] (host memory), *B and *N describe the batch; each may be NULL.
 const float *mt_bert_packed_hidden(mt_bert *m, const int32_t **offsets, int *B, int *N);
+// The same states where m's backend keeps them (its memory: no copy), valid until the next
+// forward; *offsets (host memory), *B, *N as above.
+const float *mt_bert_packed_hidden_be(const mt_bert *m, const int32_t **offsets, int *B, int *N);
 const char *mt_bert_error(const mt_bert *m);
 
 // ---- training ------------------------------------------------------------------------------
@@ -196,10 +198,10 @@ const float *mt_bert_forward_train(mt_bert *m, const int32_t *ids, const int32_t
 // m->params). The pooler's gradients are left untouched: the pooler is not used in training.
 // Dies when the last forward was not a training forward.
 void mt_bert_backward(mt_bert *m, float *dhidden, float *grads);
-// The same with dhidden [N, C] in host memory (overwritten too, on the CPU), as the task
-// models and losses on the host produce it: for device backends it is copied into m's own
-// device staging first.
-void mt_bert_backward_host(mt_bert *m, float *dhidden, float *grads);
+// m's own dhidden buffer [max_tokens, C] (backend memory, reserved with the gradient buffers
+// when training is reserved): where a trainer builds the gradient of the last hidden state
+// for mt_bert_backward, so no run allocates its own.
+float *mt_bert_dhidden(mt_bert *m);
 // Writes dir/model.safetensors (Hugging Face names without a "bert." prefix, query / key /
 // value as their own tensors, the pooler when the model has one: transformers.BertModel.
 // from_pretrained(dir) loads it) and dir/config.json (as loaded), each atomically (temporary

@@ -114,8 +114,10 @@ typedef struct {
     mt_loss_scaler ls;
     const mt_backend *be;         // the encoder's: parameters, gradients, moments in its memory
     float *grads;                 // [num_params] be memory
-    int32_t *ids, *offsets;       // the packed batch: [tokens], [3B + 1]
-    float *emb, *demb, *dhidden;  // [3B, C], [3B, C], [tokens, C] (host)
+    int32_t *ids, *offsets;       // the packed batch: [tokens], [3B + 1] (host)
+    float *emb, *demb;            // [3B, C] pooled embeddings and their gradient (host: the loss)
+    int32_t *d_offsets;           // be memory: offsets [3B + 1]
+    float *d_emb, *d_demb;        // be memory: emb, demb [3B, C]
     size_t cap_tokens;
     double recent[LOSS_WINDOW];
 } trainer;
@@ -153,6 +155,9 @@ static void trainer_init(trainer *t, mt_bert *m, const mt_cl_data *d, const mt_c
     t->offsets = mt_malloc((size_t)(views * B + 1) * sizeof *t->offsets);
     t->emb = mt_malloc((size_t)views * B * t->C * sizeof(float));
     t->demb = mt_malloc((size_t)views * B * t->C * sizeof(float));
+    t->d_offsets = t->be->alloc((size_t)(views * B + 1) * sizeof *t->d_offsets);
+    t->d_emb = t->be->alloc((size_t)views * B * t->C * sizeof(float));
+    t->d_demb = t->be->alloc((size_t)views * B * t->C * sizeof(float));
 }
 
 // The largest batch of an epoch's plan folded into the bounds (tokens, sequences): the
@@ -184,8 +189,8 @@ static void reserve_memory(mt_bert *m, const mt_cl_data *d, const mt_cl_train_op
 static void trainer_free(trainer *t) {
     mt_simcse_free(&t->loss);
     mt_adamw_free(&t->opt);
-    t->be->free(t->grads);
-    free(t->ids), free(t->offsets), free(t->emb), free(t->demb), free(t->dhidden);
+    t->be->free(t->grads), t->be->free(t->d_offsets), t->be->free(t->d_emb), t->be->free(t->d_demb);
+    free(t->ids), free(t->offsets), free(t->emb), free(t->demb);
 }
 
 // Packs the batch's sequences: anchors, then positives, then (NLI) negatives. Returns N.
@@ -197,7 +202,6 @@ static int pack_views(trainer *t, const int32_t *ex, int B) {
     if (N > t->cap_tokens) {
         t->cap_tokens = N;
         t->ids = mt_realloc(t->ids, N * sizeof *t->ids);
-        t->dhidden = mt_realloc(t->dhidden, N * t->C * sizeof(float));
     }
     int n = 0;
     t->offsets[0] = 0;
@@ -220,21 +224,25 @@ static int train_step(trainer *t, const int32_t *ex, int B, long step, double lr
     // One packed forward for every view: the dropout masks are keyed by the element's row in
     // the packed batch, so anchor, positive and negative views never share a mask.
     mt_bert_dropout drop = {o->dropout, o->seed, (uint32_t)step, 0};
-    if (!mt_bert_forward_train(t->m, t->ids, NULL, t->offsets, V, &drop))
-        mt_die("simcse: step %ld: %s", step + 1, mt_bert_error(t->m));
-    const float *h = mt_bert_packed_hidden(t->m, NULL, NULL, NULL);  // host memory (a copy off the device)
-    if (o->pool == MT_POOL_CLS) mt_cls_pool_forward(t->emb, h, t->offsets, V, C);
-    else mt_mean_pool_forward(t->emb, h, t->offsets, V, C);
+    const float *h = mt_bert_forward_train(t->m, t->ids, NULL, t->offsets, V, &drop);  // be memory
+    if (!h) mt_die("simcse: step %ld: %s", step + 1, mt_bert_error(t->m));
+    // Pooling where the states are; only the [V, C] embeddings cross to the host for the loss.
+    const mt_backend *be = t->be;
+    size_t emb_bytes = (size_t)V * C * sizeof(float);
+    be->copy_to_device(t->d_offsets, t->offsets, ((size_t)V + 1) * sizeof *t->offsets);
+    be->pool_forward(t->d_emb, h, t->d_offsets, V, C, o->pool);
+    be->copy_to_host(t->emb, t->d_emb, emb_bytes);
     float *e = t->emb, *de = t->demb;
     double loss = mt_simcse_forward(&t->loss, e, e + (size_t)B * C, t->has_neg ? e + (size_t)2 * B * C : NULL, B);
     if (!isfinite(loss)) mt_die("simcse: step %ld: loss is %g (lr %g); lower --lr or check the data", step + 1, loss, lr);
     memset(de, 0, (size_t)V * C * sizeof(float));
     mt_simcse_backward(&t->loss, de, de + (size_t)B * C, t->has_neg ? de + (size_t)2 * B * C : NULL, t->ls.scale);
-    memset(t->dhidden, 0, (size_t)N * C * sizeof(float));
-    if (o->pool == MT_POOL_CLS) mt_cls_pool_backward(t->dhidden, de, t->offsets, V, C);
-    else mt_mean_pool_backward(t->dhidden, de, t->offsets, V, C);
-    t->be->zero(t->grads, t->m->num_params * sizeof(float));
-    mt_bert_backward_host(t->m, t->dhidden, t->grads);
+    be->copy_to_device(t->d_demb, de, emb_bytes);
+    float *dhidden = mt_bert_dhidden(t->m);  // [N, C] be memory
+    be->zero(dhidden, (size_t)N * C * sizeof(float));
+    be->pool_backward(dhidden, t->d_demb, t->d_offsets, V, C, o->pool);
+    be->zero(t->grads, t->m->num_params * sizeof(float));
+    mt_bert_backward(t->m, dhidden, t->grads);
     mt_grad_segment seg = {t->be, t->grads, t->m->num_params};
     double norm = mt_loss_scaler_unscale_clip(&t->ls, &seg, 1, o->clip);
     if (mt_loss_scaler_update(&t->ls, norm, step + 1)) mt_adamw_step(&t->opt, t->m->params, t->grads, lr);

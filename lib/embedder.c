@@ -36,10 +36,11 @@ struct mt_embedder {
     mt_embed_options o;
     char vocab_fp[17];
     int C, E;  // encoder width; pooled sentence width (C, or the sentence model's D)
-    // the trained sentence model (sbert-cnn-bilstm pool only)
+    // the trained sentence model (sbert-cnn-bilstm pool only), on the encoder's backend
     mt_taskmodel *tm;
     mt_sentence_acts sacts;
-    float *sin, *semb;   // gathered token states [budget, C]; sentence embeddings [batch_size, D]
+    float *sin, *d_semb; // backend memory: gathered token states [budget, C]; embeddings [batch_size, D]
+    float *semb;         // the embeddings on the host
     int32_t *soffsets;   // [batch_size + 1]
     int *sidx;           // [batch_size] batch position of each sentence-model sequence
     // window state, reused
@@ -94,8 +95,11 @@ static void open_sentence_model(mt_embedder *e, const char *dir, int budget) {
         mt_die("%s belongs to the encoder with model_fp=%s, but %s/model.safetensors has model_fp=%s", path,
                e->tm->model_fp, dir, e->m->fingerprint);
     e->E = L->D;
-    mt_sentence_acts_alloc(&e->sacts, L, budget, e->o.batch_size);
-    e->sin = mt_malloc((size_t)budget * e->C * sizeof(float));
+    const mt_backend *be = e->m->be;
+    mt_taskmodel_to_backend(e->tm, be);
+    mt_sentence_acts_alloc(be, &e->sacts, L, budget, e->o.batch_size);
+    e->sin = be->alloc((size_t)budget * e->C * sizeof(float));
+    e->d_semb = be->alloc((size_t)e->o.batch_size * L->D * sizeof(float));
     e->semb = mt_malloc((size_t)e->o.batch_size * L->D * sizeof(float));
     e->soffsets = mt_malloc(((size_t)e->o.batch_size + 1) * sizeof(int32_t));
     e->sidx = mt_malloc((size_t)e->o.batch_size * sizeof(int));
@@ -158,10 +162,12 @@ void mt_embedder_close(mt_embedder *e) {
     free(e->cls);
     mt_record_free(&e->outrec);
     if (e->tm) {
-        mt_sentence_acts_free(&e->sacts);
+        const mt_backend *be = e->m->be;
+        mt_sentence_acts_free(be, &e->sacts);
         mt_taskmodel_free(e->tm);
         free(e->tm);
-        free(e->sin), free(e->semb), free(e->soffsets), free(e->sidx);
+        be->free(e->sin), be->free(e->d_semb);
+        free(e->semb), free(e->soffsets), free(e->sidx);
     }
     mt_bert_free(e->m);
     free(e);
@@ -233,7 +239,8 @@ static void l2_normalize(float *v, int C) {
 static void sentence_model(mt_embedder *e, const item *it, int B) {
     int C = e->C, D = e->E, nb = 0, n = 0;
     const int32_t *off;
-    const float *h = mt_bert_packed_hidden(e->m, &off, NULL, NULL);
+    const mt_backend *be = e->m->be;
+    const float *h = mt_bert_packed_hidden_be(e->m, &off, NULL, NULL);  // be memory: no copy
     for (int b = 0; b < B; b++) {
         if (it[b].slot == SLOT_AB) continue;
         e->soffsets[nb] = n;
@@ -243,14 +250,14 @@ static void sentence_model(mt_embedder *e, const item *it, int B) {
     if (nb == 0) return;
     e->soffsets[nb] = n;
     const float *inp = h;
-    if (nb < B) {  // gather the rows of the single sentences
+    if (nb < B) {  // gather the rows of the single sentences (each a block of rows)
         for (int j = 0; j < nb; j++)
-            memcpy(e->sin + (size_t)e->soffsets[j] * C, h + (size_t)off[e->sidx[j]] * C,
-                   (size_t)it[e->sidx[j]].len * C * sizeof(float));
+            be->copy_2d(e->sin + (size_t)e->soffsets[j] * C, C, h + (size_t)off[e->sidx[j]] * C, C, it[e->sidx[j]].len, C);
         inp = e->sin;
     }
-    mt_sentence_forward(e->semb, &e->sacts, &e->tm->sent, &e->tm->w.sent, inp, nb < B ? e->soffsets : off,
-                        nb, n, NULL);
+    mt_sentence_forward(be, e->d_semb, &e->sacts, &e->tm->sent, &e->tm->w.sent, inp, nb < B ? e->soffsets : off, nb, n,
+                        NULL);
+    be->copy_to_host(e->semb, e->d_semb, (size_t)nb * D * sizeof(float));
     for (int j = 0; j < nb; j++)
         memcpy(e->out + it[e->sidx[j]].out, e->semb + (size_t)j * D, (size_t)D * sizeof(float));
 }

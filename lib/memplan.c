@@ -29,8 +29,7 @@ void mt_mem_plan_encoder(mt_mem_plan *p, const mt_bert_config *cfg, const mt_bac
         mt_mem_plan_add(p, "AdamW moments", r->moments ? 2 * pb : 0);
         mt_mem_plan_add(p, "PCGrad task gradients", (size_t)r->task_grads * pb);
         mt_mem_plan_add(p, "activation gradients", mt_bert_grad_arena_bytes(cfg, r->max_tokens));
-        if (!be->host_memory)  // mt_bert_backward_host's device copy of dhidden
-            mt_mem_plan_add(p, "dhidden staging", (size_t)r->max_tokens * cfg->hidden_size * sizeof(float));
+        mt_mem_plan_add(p, "dhidden", (size_t)r->max_tokens * cfg->hidden_size * sizeof(float));  // mt_bert_dhidden
     }
     mt_workspace_shape s = mt_bert_workspace_shape(cfg, r->max_tokens, r->max_batch, r->max_len, r->training, P);
     size_t ws[MT_WS_COUNT];

@@ -33,52 +33,50 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "backend.h"
+
 // The layer field of the sentence model's dropout site (above any encoder layer index).
 #define MT_SENT_DROPOUT_LAYER 0xFFF0u
 
 // ---- the building blocks -------------------------------------------------------------------
+// Written against the backend's op table (lib/backend.h): every pointer is backend memory
+// unless it says host. Pooling, ReLU + dropout and max-pool are single ops of the table
+// (pool_forward / pool_backward, relu_dropout_*, max_pool_*); here are the composites.
 
-// Inverted dropout settings; a NULL pointer (or p == 0) means evaluation: no dropout.
+// Inverted dropout settings (the backend's dropout key); a NULL pointer (or p == 0) means
+// evaluation: no dropout.
+typedef mt_dropout_key mt_dropout;
+
+// The time-step structure of a batch of packed sequences, for the LSTM: step s runs the
+// sequences with L_b > s, in ascending b. Built on the host from the host offsets and
+// uploaded once per batch (one copy), so the per-step loop never waits for the device.
 typedef struct {
-    float p;        // drop probability in [0, 1)
-    uint64_t seed;  // run seed
-    uint32_t step;  // optimizer step (stream low word)
-    uint32_t site;  // dropout site (stream high word)
-} mt_dropout;
-
-// out[B,C] = inp[offsets[b]]          inp[N,C]
-void mt_cls_pool_forward(float *out, const float *inp, const int32_t *offsets, int B, int C);
-void mt_cls_pool_backward(float *dinp, const float *dout, const int32_t *offsets, int B, int C);
-// out[B,C] = mean over each sequence's rows of inp[N,C]
-void mt_mean_pool_forward(float *out, const float *inp, const int32_t *offsets, int B, int C);
-void mt_mean_pool_backward(float *dinp, const float *dout, const int32_t *offsets, int B, int C);
+    int max_N, max_B;
+    int B, N, T;          // the batch: sequences, tokens, longest length
+    int *start;           // host [max_N + 1]: step s's entries are [start[s], start[s+1])
+    int32_t *host;        // host mirror of dev
+    int32_t *dev;         // backend memory: offsets [B+1] | list [N] | next [N] (below)
+    const int32_t *offsets, *list, *next;  // into dev: list[e] = b of entry e; next[e] = its
+                                           // entry's index in step s+1's list, -1 at its last step
+} mt_seq_steps;
+void mt_seq_steps_alloc(const mt_backend *be, mt_seq_steps *p, int max_N, int max_B);
+void mt_seq_steps_free(const mt_backend *be, mt_seq_steps *p);
+// From host offsets[B+1] (strictly increasing, offsets[0] = 0); dies beyond max_N / max_B.
+void mt_seq_steps_set(const mt_backend *be, mt_seq_steps *p, const int32_t *offsets, int B);
 
 // Pre-activations of one 'same' convolution, written to columns [0, F) of out (row stride
 // ldo, so several widths fill one [N, ldo] feature map side by side):
 //   out[n, f] = bias[f] + sum_{c,k} weight[f, c, k] * x[t - (w-1)/2 + k, c]   (zero outside)
-// inp[N,C], weight[F,C,w] (torch's Conv1d layout), bias[F], col: scratch [N, C*w].
-void mt_conv_same_forward(float *out, int ldo, float *col, const float *inp, const float *weight,
-                          const float *bias, const int32_t *offsets, int B, int N, int C, int F, int w);
+// inp[N,C], weight[F,C,w] (torch's Conv1d layout), bias[F], col: scratch [N, C*w],
+// offsets[B+1] backend memory.
+void mt_conv_same_forward(const mt_backend *be, float *out, int ldo, float *col, const float *inp,
+                          const float *weight, const float *bias, const int32_t *offsets, int B, int N,
+                          int C, int F, int w);
 // dinp[N,C] += ..., dweight[F,C,w] += ..., dbias[F] += ...; dout[N, ldo] (columns [0, F));
 // col: scratch [N, C*w]. dinp may be NULL (no input gradient wanted).
-void mt_conv_same_backward(float *dinp, float *dweight, float *dbias, float *col, const float *dout,
-                           int ldo, const float *inp, const float *weight, const int32_t *offsets,
-                           int B, int N, int C, int F, int w);
-
-// In place on x[N, D]: x = dropout(relu(x)). The mask of element (n, d) is keyed by
-// n * D + d (see the top of this file). drop may be NULL.
-void mt_relu_dropout_forward(float *x, int N, int D, const mt_dropout *drop);
-// dx[N,D] = dy * (y > 0) * 1/(1-p), given y = the forward output: y > 0 exactly where the
-// unit was active AND kept, so the forward's mask is reused without storing it. Overwrites
-// dx (it may alias dy).
-void mt_relu_dropout_backward(float *dx, const float *dy, const float *y, int N, int D,
-                              const mt_dropout *drop);
-
-// out[B,D] = max over each sequence's rows of inp[N,D]; argmax[B,D] = the row (first max).
-void mt_max_pool_forward(float *out, int32_t *argmax, const float *inp, const int32_t *offsets,
-                         int B, int D);
-// dinp[argmax[b,d], d] += dout[b,d]
-void mt_max_pool_backward(float *dinp, const float *dout, const int32_t *argmax, int B, int D);
+void mt_conv_same_backward(const mt_backend *be, float *dinp, float *dweight, float *dbias, float *col,
+                           const float *dout, int ldo, const float *inp, const float *weight,
+                           const int32_t *offsets, int B, int N, int C, int F, int w);
 
 // One LSTM direction over packed sequences. x[N,In], w_ih[4H,In], w_hh[4H,H], b_ih[4H],
 // b_hh[4H]; reverse: read each sequence from its last token to its first.
@@ -88,18 +86,18 @@ typedef struct {
     float *gates, *cell, *hidden;  // saved: [N,4H], [N,H], [N,H]
     float *dgates, *hprev;         // scratch [N,4H], [N,H]
     float *step_g, *step_h;        // scratch [B,4H], [B,H]: the rows of one time step
-    float *dh, *dc;                // scratch [B,H] each: gradients carried back in time
-    int32_t *rows;                 // scratch [B]
+    float *dc;                     // scratch [B,H]: the cell gradient carried back in time
 } mt_lstm_acts;
-void mt_lstm_acts_alloc(mt_lstm_acts *a, int max_N, int max_B, int H);
-void mt_lstm_acts_free(mt_lstm_acts *a);
-void mt_lstm_forward(float *hfinal, mt_lstm_acts *a, const float *x, const float *w_ih,
-                     const float *w_hh, const float *b_ih, const float *b_hh,
-                     const int32_t *offsets, int B, int In, int H, int reverse);
-// dx[N,In] += (may be NULL), dw_ih, dw_hh, db_ih, db_hh +=; dhfinal[B,H].
-void mt_lstm_backward(float *dx, float *dw_ih, float *dw_hh, float *db_ih, float *db_hh,
-                      const float *dhfinal, mt_lstm_acts *a, const float *x, const float *w_ih,
-                      const float *w_hh, const int32_t *offsets, int B, int In, int H, int reverse);
+void mt_lstm_acts_alloc(const mt_backend *be, mt_lstm_acts *a, int max_N, int max_B, int H);
+void mt_lstm_acts_free(const mt_backend *be, mt_lstm_acts *a);
+void mt_lstm_forward(const mt_backend *be, float *hfinal, mt_lstm_acts *a, const mt_seq_steps *st,
+                     const float *x, const float *w_ih, const float *w_hh, const float *b_ih,
+                     const float *b_hh, int In, int H, int reverse);
+// dx[N,In] += (may be NULL), dw_ih, dw_hh, db_ih, db_hh +=; dhfinal[B,H]. The same steps as
+// the forward.
+void mt_lstm_backward(const mt_backend *be, float *dx, float *dw_ih, float *dw_hh, float *db_ih,
+                      float *db_hh, const float *dhfinal, mt_lstm_acts *a, const mt_seq_steps *st,
+                      const float *x, const float *w_ih, const float *w_hh, int In, int H, int reverse);
 
 // ---- the sentence model --------------------------------------------------------------------
 
@@ -162,7 +160,8 @@ void mt_sentence_weights_point(mt_sentence_weights *w, const mt_sentence_layout 
 #define MT_SENT_INIT_STREAM 0x53000000u
 void mt_sentence_init_params(const mt_sentence_layout *L, float *base, uint64_t seed);
 
-// Activations of one forward pass, allocated once for at most max_N tokens, max_B sequences.
+// Activations of one forward pass, allocated once (backend memory, be->alloc) for at most
+// max_N tokens, max_B sequences.
 typedef struct {
     int max_N, max_B;
     float *fmap;        // [N,F] CNN feature map after ReLU + dropout
@@ -173,21 +172,23 @@ typedef struct {
     float *hfin;        // [2][B,H] final states of each direction
     float *dbuf;        // [B, max(C, F, 2H)] backward scratch
     mt_lstm_acts lstm[2];
+    mt_seq_steps steps; // the batch's offsets and LSTM step lists, uploaded by the forward
     mt_dropout drop;    // the forward's dropout (p = 0: none), reused by backward
 } mt_sentence_acts;
-void mt_sentence_acts_alloc(mt_sentence_acts *a, const mt_sentence_layout *L, int max_N, int max_B);
-void mt_sentence_acts_free(mt_sentence_acts *a);
+void mt_sentence_acts_alloc(const mt_backend *be, mt_sentence_acts *a, const mt_sentence_layout *L,
+                            int max_N, int max_B);
+void mt_sentence_acts_free(const mt_backend *be, mt_sentence_acts *a);
 
-// out[B, L->D] = the sentence embeddings of inp[N, C]. drop: NULL (or p = 0) in evaluation;
-// its p is ignored in favour of cfg.cnn_dropout, only seed/step/site are used.
-void mt_sentence_forward(float *out, mt_sentence_acts *a, const mt_sentence_layout *L,
+// out[B, L->D] = the sentence embeddings of inp[N, C] (both backend memory; offsets[B+1] host
+// memory). drop: NULL (or p = 0) in evaluation; its p is ignored in favour of cfg.cnn_dropout,
+// only seed/step/site are used.
+void mt_sentence_forward(const mt_backend *be, float *out, mt_sentence_acts *a, const mt_sentence_layout *L,
                          const mt_sentence_weights *w, const float *inp, const int32_t *offsets,
                          int B, int N, const mt_dropout *drop);
 // dinp[N,C] += ..., dw (gradient buffer pointers) += ...; dout[B, D]. Uses the activations
-// of the last forward with the same inputs.
-void mt_sentence_backward(float *dinp, const mt_sentence_weights *dw, const float *dout,
-                          mt_sentence_acts *a, const mt_sentence_layout *L,
-                          const mt_sentence_weights *w, const float *inp, const int32_t *offsets,
-                          int B, int N);
+// and the batch (offsets, steps) of the last forward, which had the same inputs.
+void mt_sentence_backward(const mt_backend *be, float *dinp, const mt_sentence_weights *dw, const float *dout,
+                          mt_sentence_acts *a, const mt_sentence_layout *L, const mt_sentence_weights *w,
+                          const float *inp);
 
 #endif

@@ -102,14 +102,31 @@ void mt_taskmodel_init(mt_taskmodel *tm, const mt_sentence_config *sc, mt_pair_m
     tm->C = sc->C, tm->D = tm->sent.D, tm->pair = pair;
     build_table(tm);
     tm->params = mt_calloc(tm->n_params, sizeof(float));
+    tm->sent_params = tm->params;
     mt_taskmodel_point(tm, tm->params, &tm->w);
     mt_sentence_init_params(&tm->sent, tm->params, seed);
     init_heads(tm, seed);
 }
 
 void mt_taskmodel_free(mt_taskmodel *tm) {
+    if (tm->sent_params != tm->params) tm->be->free(tm->sent_params);
     free(tm->params);
     memset(tm, 0, sizeof *tm);
+}
+
+const mt_backend *mt_taskmodel_backend(const mt_taskmodel *tm) { return tm->be ? tm->be : mt_backend_cpu(); }
+
+void mt_taskmodel_to_backend(mt_taskmodel *tm, const mt_backend *be) {
+    if (tm->be) mt_die("task model: already on a backend");
+    tm->be = be;
+    if (be->host_memory) return;
+    tm->sent_params = be->alloc((tm->n_sent ? tm->n_sent : 1) * sizeof(float));
+    be->copy_to_device(tm->sent_params, tm->params, tm->n_sent * sizeof(float));
+    mt_sentence_weights_point(&tm->w.sent, &tm->sent, tm->sent_params);
+}
+
+void mt_taskmodel_sync_host(mt_taskmodel *tm) {
+    if (tm->sent_params != tm->params) tm->be->copy_to_host(tm->params, tm->sent_params, tm->n_sent * sizeof(float));
 }
 
 // ---- heads.safetensors -------------------------------------------------------------------------
@@ -287,7 +304,12 @@ static void pair_features(float *x, const float *u, const float *v, int D) {
 // ---- activations -------------------------------------------------------------------------------
 
 void mt_tm_acts_free(mt_tm_acts *a) {
-    mt_sentence_acts_free(&a->sacts);
+    if (!a->be) return;  // never allocated
+    mt_sentence_acts_free(a->be, &a->sacts);
+    if (!a->be->host_memory) {
+        void *d[] = {a->d_emb, a->d_demb, a->d_cls, a->d_dcls, a->d_offsets};
+        for (size_t i = 0; i < sizeof d / sizeof *d; i++) a->be->free(d[i]);
+    }
     free(a->emb), free(a->demb), free(a->cls), free(a->dcls), free(a->x_bi), free(a->xd_bi);
     free(a->xd_e), free(a->xd_cls), free(a->keep), free(a->dx), free(a->z_bi), free(a->z_cross);
     free(a->cos), free(a->nu), free(a->nv), free(a->out), free(a->dz);
@@ -300,7 +322,8 @@ static void ensure_acts(const mt_taskmodel *tm, mt_tm_acts *a, int B, int N) {
     mt_tm_acts_free(a);
     a->cap_B = cap_B, a->cap_N = cap_N;
     size_t D = (size_t)tm->D, C = (size_t)tm->C, Bz = (size_t)cap_B, wide = 3 * D > C ? 3 * D : C;
-    mt_sentence_acts_alloc(&a->sacts, &tm->sent, cap_N, 2 * cap_B);
+    const mt_backend *be = a->be = mt_taskmodel_backend(tm);
+    mt_sentence_acts_alloc(be, &a->sacts, &tm->sent, cap_N, 2 * cap_B);
     a->emb = mt_malloc(2 * Bz * D * sizeof(float)), a->demb = mt_malloc(2 * Bz * D * sizeof(float));
     a->cls = mt_malloc(Bz * C * sizeof(float)), a->dcls = mt_malloc(Bz * C * sizeof(float));
     a->x_bi = mt_malloc(Bz * 3 * D * sizeof(float)), a->xd_bi = mt_malloc(Bz * 3 * D * sizeof(float));
@@ -309,7 +332,15 @@ static void ensure_acts(const mt_taskmodel *tm, mt_tm_acts *a, int B, int N) {
     a->z_bi = mt_malloc(Bz * sizeof(float)), a->z_cross = mt_malloc(Bz * sizeof(float));
     a->cos = mt_malloc(Bz * sizeof(float)), a->nu = mt_malloc(Bz * sizeof(float)), a->nv = mt_malloc(Bz * sizeof(float));
     a->out = mt_malloc(Bz * MT_SST_CLASSES * sizeof(float)), a->dz = mt_malloc(Bz * MT_SST_CLASSES * sizeof(float));
+    a->d_emb = a->emb, a->d_demb = a->demb, a->d_cls = a->cls, a->d_dcls = a->dcls, a->d_offsets = NULL;
+    if (be->host_memory) return;
+    a->d_emb = be->alloc(2 * Bz * D * sizeof(float)), a->d_demb = be->alloc(2 * Bz * D * sizeof(float));
+    a->d_cls = be->alloc(Bz * C * sizeof(float)), a->d_dcls = be->alloc(Bz * C * sizeof(float));
+    a->d_offsets = be->alloc((3 * Bz + 1) * sizeof(int32_t));
 }
+
+// The pass's offsets in backend memory (uploaded by the forward).
+static const int32_t *dev_offsets(const mt_tm_acts *a) { return a->d_offsets ? a->d_offsets : a->offsets; }
 
 // ---- forward -----------------------------------------------------------------------------------
 
@@ -331,8 +362,8 @@ static void pair_bi_forward(mt_taskmodel *tm, mt_tm_acts *a, int task, int B) {
 
 static void pair_cross_forward(mt_taskmodel *tm, mt_tm_acts *a, int task, int B) {
     int C = tm->C, w = task == MT_TASK_QQP ? MT_TM_QQP_CROSS_W : MT_TM_STS_CROSS_W;
-    for (int b = 0; b < B; b++)
-        memcpy(a->cls + (size_t)b * C, a->hidden + (size_t)a->offsets[a->cross_first + b] * C, (size_t)C * sizeof(float));
+    a->be->pool_forward(a->d_cls, a->hidden, dev_offsets(a) + a->cross_first, B, C, MT_POOL_CLS);
+    if (a->d_cls != a->cls) a->be->copy_to_host(a->cls, a->d_cls, (size_t)B * C * sizeof(float));
     dropout_forward(a->xd_cls, a->keep, a->cls, (size_t)B * C, &a->drop, task == MT_TASK_QQP ? IN_QQP_CROSS : IN_STS_CROSS);
     linear_forward(a->z_cross, a->xd_cls, tm->w.head[w], tm->w.head[w + 1], B, C, 1);
 }
@@ -381,11 +412,13 @@ double mt_taskmodel_forward(mt_taskmodel *tm, mt_tm_acts *a, int task, const flo
     a->task = task, a->B = B, a->N = N, a->nseq = nseq, a->bi_first = bi_first, a->cross_first = cross_first;
     a->hidden = hidden, a->offsets = offsets;
     a->drop = drop && drop->p > 0 ? *drop : (mt_tm_dropout){0};
+    if (a->d_offsets) a->be->copy_to_device(a->d_offsets, offsets, ((size_t)nseq + 1) * sizeof(int32_t));
     if (bi_first >= 0) {
         int ns = mt_task_is_pair(task) ? 2 * B : B;
         mt_dropout sd = {a->drop.p, a->drop.seed, a->drop.step, mt_dropout_site(a->drop.pass, MT_SENT_DROPOUT_LAYER, 0)};
-        mt_sentence_forward(a->emb, &a->sacts, &tm->sent, &tm->w.sent, hidden, offsets, ns, offsets[ns],
+        mt_sentence_forward(a->be, a->d_emb, &a->sacts, &tm->sent, &tm->w.sent, hidden, offsets, ns, offsets[ns],
                             a->drop.p > 0 ? &sd : NULL);
+        if (a->d_emb != a->emb) a->be->copy_to_host(a->emb, a->d_emb, (size_t)ns * tm->D * sizeof(float));
     }
     if (task == MT_TASK_SST) return a->loss = sst_loss(tm, a, B, labels);
     if (bi_first >= 0) pair_bi_forward(tm, a, task, B);
@@ -436,10 +469,8 @@ static void pair_cross_backward(mt_taskmodel *tm, mt_tm_acts *a, float *dhidden,
     for (int b = 0; b < B; b++) dy[b] = a->dz[b] * scale;
     linear_backward(a->dcls, head_grad(tm, dheads, w), head_grad(tm, dheads, w + 1), dy, a->xd_cls, tm->w.head[w], B, C, 1);
     dropout_backward(a->dcls, a->keep, (size_t)B * C, &a->drop, a->task == MT_TASK_QQP ? IN_QQP_CROSS : IN_STS_CROSS);
-    for (int b = 0; b < B; b++) {
-        float *d = dhidden + (size_t)a->offsets[a->cross_first + b] * C;
-        for (int c = 0; c < C; c++) d[c] += a->dcls[(size_t)b * C + c];
-    }
+    if (a->d_dcls != a->dcls) a->be->copy_to_device(a->d_dcls, a->dcls, (size_t)B * C * sizeof(float));
+    a->be->pool_backward(dhidden, a->d_dcls, dev_offsets(a) + a->cross_first, B, C, MT_POOL_CLS);
 }
 
 static void sst_backward(mt_taskmodel *tm, mt_tm_acts *a, float *dheads, float dloss) {
@@ -451,7 +482,7 @@ static void sst_backward(mt_taskmodel *tm, mt_tm_acts *a, float *dheads, float d
 }
 
 void mt_taskmodel_backward(mt_taskmodel *tm, mt_tm_acts *a, float *dhidden, float *dsent, float *dheads, float dloss) {
-    memset(dhidden, 0, (size_t)a->N * tm->C * sizeof(float));
+    a->be->zero(dhidden, (size_t)a->N * tm->C * sizeof(float));
     if (a->task == MT_TASK_SST) sst_backward(tm, a, dheads, dloss);
     else {
         if (a->cross_first >= 0) pair_cross_backward(tm, a, dhidden, dheads, dloss * cross_weight(tm));
@@ -459,10 +490,10 @@ void mt_taskmodel_backward(mt_taskmodel *tm, mt_tm_acts *a, float *dhidden, floa
     }
     if (a->bi_first < 0) return;
     int ns = mt_task_is_pair(a->task) ? 2 * a->B : a->B;
+    if (a->d_demb != a->demb) a->be->copy_to_device(a->d_demb, a->demb, (size_t)ns * tm->D * sizeof(float));
     mt_sentence_weights dw;
     mt_sentence_weights_point(&dw, &tm->sent, dsent);
-    mt_sentence_backward(dhidden, &dw, a->demb, &a->sacts, &tm->sent, &tm->w.sent, a->hidden, a->offsets, ns,
-                         a->offsets[ns]);
+    mt_sentence_backward(a->be, dhidden, &dw, a->d_demb, &a->sacts, &tm->sent, &tm->w.sent, a->hidden);
 }
 
 // ---- inference on pooled vectors -------------------------------------------------------------

@@ -20,6 +20,10 @@
 // Parameters live in one flat buffer laid out [sentence model (n_sent) | heads (n_heads)],
 // so the shared part (sentence model) and the task-specific part (heads) are separate slices
 // — PCGrad projects the first together with the encoder and leaves the second alone.
+// Backends. The sentence model runs on the encoder's backend (mt_taskmodel_to_backend): its
+// parameters, the token states and their gradient stay in that memory, and only the [2B, D]
+// embeddings (and the cross part's [B, C] [CLS] states) cross to the host, where the heads
+// and losses run (they act on a few KB). Without that call everything is host memory.
 // Head tensors (HF-style names, saved in heads.safetensors): sst.weight [5,D], sst.bias [5],
 // qqp_bi.weight [1,3D], qqp_bi.bias [1], qqp_cross.weight [1,C], qqp_cross.bias [1],
 // sts_cross.weight [1,C], sts_cross.bias [1]; the sentence model's as "sentence.<name>".
@@ -69,8 +73,11 @@ typedef struct {
     mt_pair_model pair;
     mt_sentence_layout sent;  // the sentence model (cls | mean | sbert-cnn-bilstm)
     size_t n_sent, n_heads, n_params;
-    float *params;            // [n_params], owned
-    mt_tm_views w;            // views of params
+    float *params;            // [n_params], owned (host)
+    mt_tm_views w;            // views of params; w.sent views sent_params
+    const mt_backend *be;     // the sentence model's backend (NULL: the CPU)
+    float *sent_params;       // [n_sent] the sentence model's parameters in be memory
+                              // (params itself on a host-memory backend)
     int n_tensors;
     mt_tm_tensor tensors[MT_SENT_MAX_TENSORS + MT_TM_N_HEAD_TENSORS];
     char model_fp[17];        // fingerprint of the encoder it goes with ("" unknown)
@@ -84,6 +91,13 @@ void mt_taskmodel_free(mt_taskmodel *tm);
 // Points v at base (a buffer of n_params floats laid out as params).
 void mt_taskmodel_point(const mt_taskmodel *tm, float *base, mt_tm_views *v);
 int mt_taskmodel_find(const mt_taskmodel *tm, const char *name);  // tensor index, -1 if absent
+// Moves the sentence model to be (the encoder's backend; call after init / load): its
+// parameters are copied into be memory, where its forward and backward then run.
+void mt_taskmodel_to_backend(mt_taskmodel *tm, const mt_backend *be);
+// The sentence model's parameters copied back into params (before saving; a no-op on the host).
+void mt_taskmodel_sync_host(mt_taskmodel *tm);
+// The backend the sentence model runs on (the CPU's until mt_taskmodel_to_backend).
+const mt_backend *mt_taskmodel_backend(const mt_taskmodel *tm);
 
 // heads.safetensors: every tensor, metadata sentence_model, pair_model, hidden, model_fp (and
 // the CNN/BiLSTM sizes for sbert-cnn-bilstm). Atomic (temporary name + rename).
@@ -106,9 +120,13 @@ typedef struct {
 // larger than any before).
 typedef struct {
     int cap_B, cap_N;
+    const mt_backend *be;     // the sentence model's (the backend memory below)
     mt_sentence_acts sacts;
     float *emb, *demb;        // [2B, D] sentence embeddings (a's, then b's) and gradient
     float *cls, *dcls;        // [B, C] cross-encoder [CLS] and gradient
+    float *d_emb, *d_demb;    // be memory: emb and demb there (the host buffers when be's is)
+    float *d_cls, *d_dcls;    // be memory: cls and dcls there (likewise)
+    int32_t *d_offsets;       // be memory [3B + 1]: the pass's offsets (offsets itself on the host)
     float *x_bi, *xd_bi;      // [B, 3D] qqp features, dropped
     float *xd_e, *xd_cls;     // [B, D] dropped e (sst); [B, C] dropped c
     uint8_t *keep;            // [B * max(3D, C)] dropout mask scratch
@@ -126,13 +144,15 @@ typedef struct {
 } mt_tm_acts;
 void mt_tm_acts_free(mt_tm_acts *a);
 
-// Loss (mean over the B examples) of task on the encoder pass hidden[N, C], offsets[nseq+1]
-// (N = offsets[nseq]); labels[B]: sst class 0..4, qqp 0/1, sts 0..5. labels NULL: predictions
-// only (a->out), loss 0. drop NULL or p 0: evaluation. Saves what backward needs in a.
+// Loss (mean over the B examples) of task on the encoder pass hidden[N, C] (memory of the
+// task model's backend), offsets[nseq+1] (host; N = offsets[nseq]); labels[B]: sst class 0..4,
+// qqp 0/1, sts 0..5. labels NULL: predictions only (a->out, host), loss 0. drop NULL or p 0:
+// evaluation. Saves what backward needs in a.
 double mt_taskmodel_forward(mt_taskmodel *tm, mt_tm_acts *a, int task, const float *hidden,
                             const int32_t *offsets, int B, const float *labels, const mt_tm_dropout *drop);
 // Gradients of the last forward's loss (times dloss): dhidden[N, C] is OVERWRITTEN (zero
 // where the loss does not depend on it); dsent[n_sent] and dheads[n_heads] accumulate (+=).
+// dhidden and dsent are memory of the task model's backend, dheads host memory.
 void mt_taskmodel_backward(mt_taskmodel *tm, mt_tm_acts *a, float *dhidden, float *dsent, float *dheads,
                            float dloss);
 

@@ -1,12 +1,13 @@
-// trainer.c — see trainer.h. The encoder (parameters, gradients, AdamW moments) lives in the
-// memory of the selected backend (be: the GPU's with --device cuda); the task model (sentence
-// model + heads) always on the host. Gradient buffers:
-//   Genc       [n_enc] (be memory)                     the step's encoder gradient
-//   Gtm        [sentence model (n_sent) | heads] (host)  the task model's, its parameter layout
-//   Penc[t]    [n_enc] (be memory), Psent[t] [n_sent] (host)   task t's gradient of the shared
-//              parameters (PCGrad), combined by PCGrad into Genc and Gtm's prefix: two segments.
-// Per task pass: encoder forward on be -> packed hidden copied to the host -> task model forward
-// and backward on the host -> dhidden copied to be -> encoder backward into be memory.
+// trainer.c — see trainer.h. The encoder and the sentence model (parameters, gradients, AdamW
+// moments) live in the memory of the selected backend (be: the GPU's with --device cuda); the
+// heads on the host. Gradient buffers:
+//   Genc, Gsent  [n_enc], [n_sent] (be memory)   the step's encoder and sentence-model gradients
+//   Gheads       [n_heads] (host)                the heads'
+//   Penc[t], Psent[t]  [n_enc], [n_sent] (be memory)   task t's gradient of the shared
+//              parameters (PCGrad), combined by PCGrad into Genc and Gsent: two segments.
+// Per task pass: encoder forward on be -> sentence model on be over its packed hidden states ->
+// the [2B, D] embeddings to the host -> heads and loss, forward and backward -> their gradient
+// back to be -> sentence model backward into dhidden (be) -> encoder backward.
 #include "trainer.h"
 
 #include <errno.h>
@@ -56,17 +57,15 @@ typedef struct {
     // optimisation
     const mt_backend *be;  // the encoder's backend
     size_t n_enc, n_sent, n_shared, n_total;
-    float *Genc, *Gtm, *Penc[K], *Psent[K];
+    float *Genc, *Gsent, *Gheads, *Penc[K], *Psent[K];
     mt_pcgrad pc;
     int pc_on;
-    mt_adamw opt_enc, opt_tm;
+    mt_adamw opt_enc, opt_sent, opt_heads;
     mt_lr_schedule sched;
     mt_loss_scaler ls;
     // scratch
     mt_packed pk;
     mt_tm_acts acts;
-    float *dhidden;  // [dhidden_cap] host
-    size_t dhidden_cap;
     int32_t *ex_buf;
     int ex_cap;
     // reporting
@@ -190,12 +189,13 @@ static void setup_taskmodel(trainer *T, const char *heads_path) {
                    mt_sentence_kind_name(T->tm.sent.cfg.kind), mt_pair_model_name(T->tm.pair));
         T->o.pair_model = T->tm.pair, T->o.sentence_model = T->tm.sent.cfg.kind;
         T->tm.sent.cfg.cnn_dropout = T->o.dropout;
-        return;
+    } else {
+        mt_sentence_config sc = mt_sentence_default_config((mt_sentence_kind)T->o.sentence_model, C, T->o.cnn_filters,
+                                                           T->o.lstm_hidden);
+        sc.cnn_dropout = T->o.dropout;
+        mt_taskmodel_init(&T->tm, &sc, (mt_pair_model)T->o.pair_model, (uint64_t)T->o.seed);
     }
-    mt_sentence_config sc = mt_sentence_default_config((mt_sentence_kind)T->o.sentence_model, C, T->o.cnn_filters,
-                                                       T->o.lstm_hidden);
-    sc.cnn_dropout = T->o.dropout;
-    mt_taskmodel_init(&T->tm, &sc, (mt_pair_model)T->o.pair_model, (uint64_t)T->o.seed);
+    mt_taskmodel_to_backend(&T->tm, T->be);
 }
 
 static void load_data(trainer *T) {
@@ -266,19 +266,24 @@ static void setup_optimizers(trainer *T) {
     mt_adamw_hparams hp = mt_adamw_defaults();
     hp.weight_decay = T->o.weight_decay;
     mt_bert_adamw_init(&T->opt_enc, T->m, &hp, T->o.llrd);
-    mt_adamw_tensor *at = mt_malloc((size_t)(T->tm.n_tensors ? T->tm.n_tensors : 1) * sizeof *at);
-    for (int i = 0; i < T->tm.n_tensors; i++)
-        at[i] = (mt_adamw_tensor){.offset = T->tm.tensors[i].offset, .size = T->tm.tensors[i].size, .lr_scale = 1.0, .decay = T->tm.tensors[i].decay};
-    mt_adamw_init(&T->opt_tm, mt_backend_cpu(), &hp, at, T->tm.n_tensors, T->tm.n_params);
-    free(at);
     T->n_enc = T->m->num_params, T->n_sent = T->tm.n_sent;
     T->n_shared = T->n_enc + T->n_sent, T->n_total = T->n_shared + T->tm.n_heads;
+    // The sentence model's tensors come first (offsets from 0), then the heads' (from n_sent).
+    int ns = T->tm.sent.n_tensors;
+    mt_adamw_tensor *at = mt_malloc((size_t)(T->tm.n_tensors ? T->tm.n_tensors : 1) * sizeof *at);
+    for (int i = 0; i < T->tm.n_tensors; i++)
+        at[i] = (mt_adamw_tensor){.offset = T->tm.tensors[i].offset - (i < ns ? 0 : T->n_sent),
+                                  .size = T->tm.tensors[i].size, .lr_scale = 1.0, .decay = T->tm.tensors[i].decay};
+    if (ns) mt_adamw_init(&T->opt_sent, T->be, &hp, at, ns, T->n_sent);  // cls, mean: none (its step is a no-op)
+    mt_adamw_init(&T->opt_heads, mt_backend_cpu(), &hp, at + ns, T->tm.n_tensors - ns, T->tm.n_heads);
+    free(at);
     T->Genc = T->be->alloc(T->n_enc * sizeof(float));
-    T->Gtm = mt_calloc(T->tm.n_params ? T->tm.n_params : 1, sizeof(float));
+    T->Gsent = T->be->alloc((T->n_sent ? T->n_sent : 1) * sizeof(float));
+    T->Gheads = mt_calloc(T->tm.n_heads ? T->tm.n_heads : 1, sizeof(float));
     if (T->pc_on) {
         for (int i = 0; i < T->phase_k[0]; i++) {
             T->Penc[i] = T->be->alloc(T->n_enc * sizeof(float));
-            T->Psent[i] = mt_calloc(T->n_sent ? T->n_sent : 1, sizeof(float));
+            T->Psent[i] = T->be->alloc((T->n_sent ? T->n_sent : 1) * sizeof(float));
         }
         mt_pcgrad_init(&T->pc, T->phase_k[0], T->n_shared, T->o.pcgrad_sum ? MT_PCGRAD_SUM : MT_PCGRAD_MEAN);
     }
@@ -369,17 +374,15 @@ static void take_batch(trainer *T, int t, int *B) {
 static double run_task(trainer *T, int t, int B, float *enc, float *sent, float *heads) {
     mt_pack(&T->pk, &T->data[t], &T->tm, T->ex_buf, B);
     mt_bert_dropout bd = {T->o.dropout, (uint64_t)T->o.seed, (uint32_t)T->step, (uint32_t)t};
-    if (!mt_bert_forward_train(T->m, T->pk.ids, T->pk.types, T->pk.offsets, T->pk.nseq, &bd))
-        mt_die("%s: %s", T->data[t].path, mt_bert_error(T->m));
-    const float *h = mt_bert_packed_hidden(T->m, NULL, NULL, NULL);  // host memory (a copy off the device)
+    const float *h = mt_bert_forward_train(T->m, T->pk.ids, T->pk.types, T->pk.offsets, T->pk.nseq, &bd);  // be memory
+    if (!h) mt_die("%s: %s", T->data[t].path, mt_bert_error(T->m));
     mt_tm_dropout td = {T->o.dropout, (uint64_t)T->o.seed, (uint32_t)T->step, (uint32_t)t};
     double loss = mt_taskmodel_forward(&T->tm, &T->acts, t, h, T->pk.offsets, B, T->pk.labels, &td);
     if (T->o.fail_at_step && T->step + 1 == T->o.fail_at_step) loss = NAN;
     if (!isfinite(loss)) return loss;
-    size_t need = (size_t)T->pk.N * T->m->cfg.hidden_size;
-    if (need > T->dhidden_cap) T->dhidden_cap = need, T->dhidden = mt_realloc(T->dhidden, need * sizeof(float));
-    mt_taskmodel_backward(&T->tm, &T->acts, T->dhidden, sent, heads, T->ls.scale);
-    mt_bert_backward_host(T->m, T->dhidden, enc);
+    float *dhidden = mt_bert_dhidden(T->m);  // [N, C] be memory, reserved with the encoder
+    mt_taskmodel_backward(&T->tm, &T->acts, dhidden, sent, heads, T->ls.scale);
+    mt_bert_backward(T->m, dhidden, enc);
     T->ex_done += B, T->tok_done += T->pk.N;
     return loss;
 }
@@ -403,18 +406,17 @@ static void pcgrad_counts(const trainer *T, int k, int *count) {
 
 static void compute_gradient(trainer *T) {
     int p = T->phase, k = T->phase_k[p], count[K];
-    float *heads = T->Gtm + T->n_sent;
     // With PCGrad the shared parts (encoder, sentence model) are written whole by its combine
     // pass; only what the tasks accumulate into directly needs clearing.
-    if (!T->pc_on) T->be->zero(T->Genc, T->n_enc * sizeof(float));
-    memset(T->pc_on ? heads : T->Gtm, 0, (T->pc_on ? T->tm.n_heads : T->tm.n_params) * sizeof(float));
+    if (!T->pc_on) T->be->zero(T->Genc, T->n_enc * sizeof(float)), T->be->zero(T->Gsent, T->n_sent * sizeof(float));
+    memset(T->Gheads, 0, T->tm.n_heads * sizeof(float));
     if (T->pc_on) pcgrad_counts(T, k, count);
     for (int i = 0; i < k; i++) {
         int t = T->phase_task[p][i], B = 0;
         for (int c = 0; c < (T->pc_on ? count[i] : 1); c++) take_batch(T, t, &B);
-        if (T->pc_on) T->be->zero(T->Penc[i], T->n_enc * sizeof(float)), memset(T->Psent[i], 0, T->n_sent * sizeof(float));
-        float *enc = T->pc_on ? T->Penc[i] : T->Genc, *sent = T->pc_on ? T->Psent[i] : T->Gtm;
-        double loss = run_task(T, t, B, enc, sent, heads);
+        if (T->pc_on) T->be->zero(T->Penc[i], T->n_enc * sizeof(float)), T->be->zero(T->Psent[i], T->n_sent * sizeof(float));
+        float *enc = T->pc_on ? T->Penc[i] : T->Genc, *sent = T->pc_on ? T->Psent[i] : T->Gsent;
+        double loss = run_task(T, t, B, enc, sent, T->Gheads);
         if (!isfinite(loss)) die_nan(T, t);
         T->last_loss[t] = loss, T->loss_sum[t] += loss, T->loss_n[t]++;
     }
@@ -423,7 +425,7 @@ static void compute_gradient(trainer *T) {
         mt_rng_init(&r, (uint64_t)T->o.seed, (uint32_t)T->step, MT_SITE_PCGRAD);
         T->pc.grad_scale = T->ls.scale;
         mt_pcgrad_segment seg[2] = {{T->be, (const float *const *)T->Penc, T->Genc, T->n_enc},
-                                    {mt_backend_cpu(), (const float *const *)T->Psent, T->Gtm, T->n_sent}};
+                                    {T->be, (const float *const *)T->Psent, T->Gsent, T->n_sent}};
         mt_pcgrad_step_segments(&T->pc, seg, 2, &r);
     }
 }
@@ -431,12 +433,14 @@ static void compute_gradient(trainer *T) {
 static void train_step(trainer *T) {
     for (int t = 0; t < K; t++) T->last_loss[t] = NAN;
     compute_gradient(T);
-    mt_grad_segment seg[2] = {{T->be, T->Genc, T->n_enc}, {mt_backend_cpu(), T->Gtm, T->tm.n_params}};
-    double norm = mt_loss_scaler_unscale_clip(&T->ls, seg, 2, T->o.clip);
+    mt_grad_segment seg[3] = {{T->be, T->Genc, T->n_enc}, {T->be, T->Gsent, T->n_sent},
+                              {mt_backend_cpu(), T->Gheads, T->tm.n_heads}};
+    double norm = mt_loss_scaler_unscale_clip(&T->ls, seg, 3, T->o.clip);
     if (mt_loss_scaler_update(&T->ls, norm, T->step + 1)) {  // else skipped: lossscale.h
         double lr = mt_lr_at(&T->sched, T->step);
         mt_adamw_step(&T->opt_enc, T->m->params, T->Genc, lr);
-        mt_adamw_step(&T->opt_tm, T->tm.params, T->Gtm, lr);
+        mt_adamw_step(&T->opt_sent, T->tm.sent_params, T->Gsent, lr);
+        mt_adamw_step(&T->opt_heads, T->tm.params + T->n_sent, T->Gheads, lr);
     } else if (T->ls.mode == MT_LOSS_SCALE_NONE) {
         die_nan(T, T->phase_task[T->phase][0]);
     }
@@ -457,9 +461,8 @@ static double evaluate_task(trainer *T, int t) {
         const int32_t *ex = bt.order + bt.first[b];
         int B = bt.first[b + 1] - bt.first[b];
         mt_pack(&T->pk, d, &T->tm, ex, B);
-        if (!mt_bert_forward_train(T->m, T->pk.ids, T->pk.types, T->pk.offsets, T->pk.nseq, NULL))
-            mt_die("%s: %s", d->path, mt_bert_error(T->m));
-        const float *h = mt_bert_packed_hidden(T->m, NULL, NULL, NULL);  // host memory
+        const float *h = mt_bert_forward_train(T->m, T->pk.ids, T->pk.types, T->pk.offsets, T->pk.nseq, NULL);
+        if (!h) mt_die("%s: %s", d->path, mt_bert_error(T->m));
         mt_taskmodel_forward(&T->tm, &T->acts, t, h, T->pk.offsets, B, NULL, NULL);
         for (int i = 0; i < B; i++) {
             const float *o = T->acts.out + (t == MT_TASK_SST ? i * MT_SST_CLASSES : i);
@@ -501,6 +504,15 @@ static float *host_view(const mt_backend *be, float *x, size_t n) {
     return h;
 }
 
+// The task model's moments [n_params] as the state file keeps them (one tensor in the task
+// model's layout): the sentence model's (be memory), then the heads' (host). Malloc'ed.
+static float *tm_moments(const trainer *T, const float *sent, const float *heads) {
+    float *h = mt_malloc((T->tm.n_params ? T->tm.n_params : 1) * sizeof(float));
+    if (T->n_sent) T->be->copy_to_host(h, sent, T->n_sent * sizeof(float));
+    memcpy(h + T->n_sent, heads, T->tm.n_heads * sizeof(float));
+    return h;
+}
+
 static void write_state(trainer *T, const char *path) {
     char *opts = options_text(&T->o), nums[8][64], cur[K][48], ls[96];
     snprintf(nums[0], 64, "%ld", T->step);
@@ -517,12 +529,13 @@ static void write_state(trainer *T, const char *path) {
                           "cursor.qqp", cur[1], "cursor.sts", cur[2], "loss_scale", ls, NULL};
     int64_t ne = (int64_t)T->n_enc, nt = (int64_t)T->tm.n_params;
     float *em = host_view(T->be, T->opt_enc.m, T->n_enc), *ev = host_view(T->be, T->opt_enc.v, T->n_enc);
+    float *tm_m = tm_moments(T, T->opt_sent.m, T->opt_heads.m), *tm_v = tm_moments(T, T->opt_sent.v, T->opt_heads.v);
     mt_st_write_tensor ts[4] = {{"adamw.encoder.m", 1, {ne}, em}, {"adamw.encoder.v", 1, {ne}, ev},
-                                {"adamw.heads.m", 1, {nt}, T->opt_tm.m}, {"adamw.heads.v", 1, {nt}, T->opt_tm.v}};
+                                {"adamw.heads.m", 1, {nt}, tm_m}, {"adamw.heads.v", 1, {nt}, tm_v}};
     char err[512];
     if (mt_safetensors_write_meta(path, ts, 4, meta, err, sizeof err)) mt_die("%s", err);
     if (em != T->opt_enc.m) free(em), free(ev);
-    free(opts);
+    free(tm_m), free(tm_v), free(opts);
 }
 
 // OUTDIR/name: model.safetensors, config.json, heads.safetensors, vocab.txt (+ state.safetensors).
@@ -531,6 +544,7 @@ static void save_checkpoint(trainer *T, const char *name, int with_state) {
     snprintf(final, sizeof final, "%s/%s", T->o.out_dir, name);
     char *tmp = mt_ckpt_tmpdir(final);
     if (mt_bert_save(T->m, tmp, err, sizeof err)) mt_die("%s", err);
+    mt_taskmodel_sync_host(&T->tm);
     snprintf(path, sizeof path, "%s/model.safetensors", tmp);
     mt_file_fingerprint(path, T->tm.model_fp);
     snprintf(path, sizeof path, "%s/heads.safetensors", tmp);
@@ -552,12 +566,24 @@ static long meta_long(const mt_safetensors *st, const char *key) {
     return atol(v);
 }
 
-// dst[n]: be memory (state files are host format, so a run resumes on any device).
-static void restore_moments(const mt_safetensors *st, const char *name, const mt_backend *be, float *dst, size_t n) {
+// The state's tensor `name` of n floats (host memory, in the file's mapping: maybe unaligned).
+static const unsigned char *state_tensor(const mt_safetensors *st, const char *name, size_t n) {
     const mt_st_tensor *t = mt_safetensors_find(st, name);
     if (!t || t->dtype != MT_ST_F32 || (size_t)t->numel != n)
         mt_die("%s: '%s' missing or not %zu floats (state of another model?)", st->path, name, n);
-    be->copy_to_device(dst, t->data, n * sizeof(float));
+    return t->data;
+}
+
+// dst[n]: be memory (state files are host format, so a run resumes on any device).
+static void restore_moments(const mt_safetensors *st, const char *name, const mt_backend *be, float *dst, size_t n) {
+    be->copy_to_device(dst, state_tensor(st, name, n), n * sizeof(float));
+}
+
+// The task model's moments (tm_moments' layout) into the sentence model's (be) and the heads'.
+static void restore_tm_moments(trainer *T, const mt_safetensors *st, const char *name, float *sent, float *heads) {
+    const unsigned char *src = state_tensor(st, name, T->tm.n_params);
+    if (T->n_sent) T->be->copy_to_device(sent, src, T->n_sent * sizeof(float));
+    memcpy(heads, src + T->n_sent * sizeof(float), T->tm.n_heads * sizeof(float));
 }
 
 static void restore_state(trainer *T, const mt_safetensors *st) {
@@ -565,7 +591,7 @@ static void restore_state(trainer *T, const mt_safetensors *st) {
     T->step = meta_long(st, "step"), T->phase = (int)meta_long(st, "phase"), T->epoch = (int)meta_long(st, "epoch");
     T->step_in_epoch = meta_long(st, "step_in_epoch"), T->best_step = meta_long(st, "best_step");
     T->best = mt_safetensors_meta(st, "best", v, sizeof v) ? strtod(v, NULL) : -INFINITY;
-    T->opt_enc.step = T->opt_tm.step = meta_long(st, "adamw_step");
+    T->opt_enc.step = T->opt_sent.step = T->opt_heads.step = meta_long(st, "adamw_step");
     for (int t = 0; t < K; t++) {
         char key[32];
         snprintf(key, sizeof key, "cursor.%s", mt_task_name(t));
@@ -578,8 +604,8 @@ static void restore_state(trainer *T, const mt_safetensors *st) {
         mt_die("%s: bad loss_scale '%s'", st->path, v);
     restore_moments(st, "adamw.encoder.m", T->be, T->opt_enc.m, T->n_enc);
     restore_moments(st, "adamw.encoder.v", T->be, T->opt_enc.v, T->n_enc);
-    restore_moments(st, "adamw.heads.m", mt_backend_cpu(), T->opt_tm.m, T->tm.n_params);
-    restore_moments(st, "adamw.heads.v", mt_backend_cpu(), T->opt_tm.v, T->tm.n_params);
+    restore_tm_moments(T, st, "adamw.heads.m", T->opt_sent.m, T->opt_heads.m);
+    restore_tm_moments(T, st, "adamw.heads.v", T->opt_sent.v, T->opt_heads.v);
 }
 
 // ---- logs and progress ------------------------------------------------------------------------------
@@ -730,14 +756,14 @@ static void trainer_free(trainer *T) {
         if (T->has_dev[t]) mt_taskdata_free(&T->dev[t]);
         mt_batches_free(&T->bt[t]);
         if (T->Penc[t]) T->be->free(T->Penc[t]);
-        free(T->Psent[t]);
+        if (T->Psent[t]) T->be->free(T->Psent[t]);
     }
     if (T->pc_on) mt_pcgrad_free(&T->pc);
-    mt_adamw_free(&T->opt_enc), mt_adamw_free(&T->opt_tm);
+    mt_adamw_free(&T->opt_enc), mt_adamw_free(&T->opt_sent), mt_adamw_free(&T->opt_heads);
     mt_packed_free(&T->pk);
     mt_tm_acts_free(&T->acts);
-    if (T->Genc) T->be->free(T->Genc);
-    free(T->Gtm), free(T->dhidden), free(T->ex_buf);
+    if (T->Genc) T->be->free(T->Genc), T->be->free(T->Gsent);
+    free(T->Gheads), free(T->ex_buf);
     mt_bert_free(T->m);
 }
 

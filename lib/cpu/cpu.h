@@ -49,4 +49,23 @@ void mt_cpu_adamw_update(float *p, const float *g, float *m, float *v, size_t n,
 void mt_cpu_gram(double *gram, const float *const *g, int k, size_t n);
 void mt_cpu_combine(float *out, const float *const *g, const double *w, int k, size_t n);
 void mt_cpu_scale(float *x, float s, size_t n);
+
+// The sentence model's ops of lib/cpu/sentence.c (contracts in backend.h).
+void mt_cpu_pool_backward(float *dinp, const float *dout, const int32_t *offsets, int B, int C, int mode);
+void mt_cpu_copy_2d(float *dst, int ldd, const float *src, int lds, int rows, int cols);
+void mt_cpu_add_bias_forward(float *out, int ldo, const float *b1, const float *b2, int N, int F);
+void mt_cpu_add_bias_backward(float *db1, float *db2, const float *dout, int ldo, int N, int F);
+void mt_cpu_im2col_same(float *col, const float *inp, const int32_t *offsets, int B, int N, int C, int w);
+void mt_cpu_col2im_same(float *dinp, const float *dcol, const int32_t *offsets, int B, int N, int C, int w);
+void mt_cpu_relu_dropout_forward(float *x, int N, int D, const mt_dropout_key *drop);
+void mt_cpu_relu_dropout_backward(float *dx, const float *dy, const float *y, int N, int D, const mt_dropout_key *drop);
+void mt_cpu_max_pool_forward(float *out, int32_t *argmax, const float *inp, const int32_t *offsets, int B, int D);
+void mt_cpu_max_pool_backward(float *dinp, const float *dout, const int32_t *argmax, int B, int D);
+void mt_cpu_lstm_cell_forward(float *gates, float *cell, float *hidden, float *step_h, float *hfinal,
+                              const float *step_g, const int32_t *list, const int32_t *next,
+                              const int32_t *offsets, int nact, int s, int H, int reverse);
+void mt_cpu_lstm_cell_backward(float *dgates, float *hprev, float *step_g, float *dc, const float *step_h,
+                               const float *dhfinal, const float *gates, const float *cell, const float *hidden,
+                               const int32_t *list, const int32_t *next, const int32_t *offsets, int nact,
+                               int s, int H, int reverse);
 #endif

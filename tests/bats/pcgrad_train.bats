@@ -337,12 +337,15 @@ assert n == 32, n'
   pipeline_reproduces_dev "$T/run" --pool sbert-cnn-bilstm --batch-size 1
 }
 
-@test "embed --pool sbert-cnn-bilstm: batch size and token budget do not change the embeddings" {
+@test "embed --pool sbert-cnn-bilstm: batch size, token budget and cpu-staged do not change the embeddings" {
   train_sbert --max-steps 2 -o "$T/run"
   e="$BIN/embed -q --model $T/run/best --pool sbert-cnn-bilstm"
   $e --batch-size 1 "$S/sts-dev.tok" -o "$T/b1"
   $e --batch-size 64 --batch-tokens 300 --window 7 "$S/sts-dev.tok" -o "$T/b64"
   $e "$S/sts-dev.tok" -o "$T/bd"
+  # the device code path (the sentence model on the backend, rows gathered there) gives the same bits
+  $e --device cpu-staged "$S/sts-dev.tok" -o "$T/staged"
+  cmp <("$BIN/dump" --precision 9 "$T/bd") <("$BIN/dump" --precision 9 "$T/staged")
   for x in b64 bd; do
     paste <("$BIN/dump" "$T/b1") <("$BIN/dump" "$T/$x") | python3 -c '
 import json, sys

@@ -206,21 +206,8 @@ want forward && step "full forward parity" 240 forward_parity.txt forward_parity
 # ---- training ---------------------------------------------------------------------------------
 want train && step "training steps CUDA vs CPU" 180 train_parity.txt $BUILD/gpu/train_check parity "$MODEL" 3
 
-trainer_parity() {  # a few pcgrad-train steps on each device: the logged losses must agree
-  local M=$MODEL args
-  for t in sst qqp sts; do
-    case $t in
-      sst) args=(--text sentence --label label) ;;
-      qqp) args=(--pair sentence1,sentence2 --label is_duplicate) ;;
-      sts) args=(--pair sentence1,sentence2 --label similarity) ;;
-    esac
-    head -201 data/$t-train.tsv | $B/tokenize -q --model "$M" "${args[@]}" -o "$WORK/$t.tr.tok" || return 1
-  done
-  for d in ref:cpu dev:$GPUDEV; do
-    $B/pcgrad-train -q --model "$M" --device "${d#*:}" --precision fp32 --pcgrad --task sst="$WORK/sst.tr.tok" --task qqp="$WORK/qqp.tr.tok" \
-      --task sts="$WORK/sts.tr.tok" --max-steps 4 --lr 5e-5 --seed 3 -o "$WORK/run.${d%%:*}" || return 1
-  done
-  python3 - "$WORK/run.ref/train.log" "$WORK/run.dev/train.log" <<'EOF'
+trainer_losses() {  # trainer_losses REF_LOG DEV_LOG WHAT: pcgrad-train's logged losses must agree
+  python3 - "$1" "$2" "$3" <<'EOF'
 import csv, sys
 rows = [list(csv.DictReader(open(p), delimiter="\t")) for p in sys.argv[1:3]]
 worst = 0.0
@@ -233,10 +220,48 @@ for a, b in zip(*rows):
             worst = max(worst, abs(x - y) / max(abs(x), 1e-12))
             print(f"step {a.get('step', '?')} {k}: cpu {x:.7g} cuda {y:.7g}")
 ok = len(rows[0]) == len(rows[1]) > 0 and worst <= 1e-4
-print(f"pcgrad-train cuda vs cpu: {len(rows[0])} steps, worst relative loss difference {worst:.2e} (<= 1e-4) {'PASS' if ok else 'FAIL'}")
+print(f"pcgrad-train {sys.argv[3]} cuda vs cpu: {len(rows[0])} steps, worst relative loss difference {worst:.2e} (<= 1e-4) {'PASS' if ok else 'FAIL'}")
 sys.exit(0 if ok else 1)
 EOF
-  [ $? -eq 0 ] || return 1
+}
+
+trainer_parity() {  # a few pcgrad-train steps on each device: the logged losses must agree
+  local M=$MODEL args
+  for t in sst qqp sts; do
+    case $t in
+      sst) args=(--text sentence --label label) ;;
+      qqp) args=(--pair sentence1,sentence2 --label is_duplicate) ;;
+      sts) args=(--pair sentence1,sentence2 --label similarity) ;;
+    esac
+    head -201 data/$t-train.tsv | $B/tokenize -q --model "$M" "${args[@]}" -o "$WORK/$t.tr.tok" || return 1
+  done
+  # mean pooling, and the SBERT + CNN-BiLSTM model (the sentence model on the device too)
+  for sm in mean sbert-cnn-bilstm; do
+    for d in ref:cpu dev:$GPUDEV; do
+      $B/pcgrad-train -q --model "$M" --device "${d#*:}" --precision fp32 --pcgrad --task sst="$WORK/sst.tr.tok" \
+        --task qqp="$WORK/qqp.tr.tok" --task sts="$WORK/sts.tr.tok" --max-steps 4 --lr 5e-5 --seed 3 \
+        --sentence-model $sm --cnn-filters 64 --lstm-hidden 64 -o "$WORK/run.$sm.${d%%:*}" || return 1
+    done
+    trainer_losses "$WORK/run.$sm.ref/train.log" "$WORK/run.$sm.dev/train.log" "$sm" || return 1
+  done
+  # embed --model CKPT with that sentence model: the embeddings within 1e-4 of the CPU's
+  for d in ref:cpu dev:$GPUDEV; do
+    $B/embed --model "$WORK/run.sbert-cnn-bilstm.ref/last" --pool sbert-cnn-bilstm --device "${d#*:}" --precision fp32 \
+      "$WORK/sts.tr.tok" 2>/dev/null | $B/dump >"$WORK/emb.${d%%:*}.txt" || return 1
+  done
+  python3 - "$WORK/emb.ref.txt" "$WORK/emb.dev.txt" <<'EOF' || return 1
+import re, sys
+num = re.compile(r"-?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|-?nan|-?inf")
+a, b = ([num.findall(l) for l in open(p)] for p in sys.argv[1:3])
+worst, same_shape = 0.0, len(a) == len(b) > 0 and all(len(x) == len(y) for x, y in zip(a, b))
+for x, y in zip(a, b):
+    for u, v in zip(x, y):
+        d = abs(float(u) - float(v))
+        if not d <= worst: worst = d  # a NaN sticks, and fails below
+ok = same_shape and worst <= 1e-4
+print(f"embed --pool sbert-cnn-bilstm cuda vs cpu: {len(a)} lines, max |diff| {worst:.2e} (<= 1e-4) {'PASS' if ok else 'FAIL'}")
+sys.exit(0 if ok else 1)
+EOF
   for d in ref:cpu dev:$GPUDEV; do  # simcse: 3 steps on the QQP pairs
     $B/simcse -q --model "$M" --device "${d#*:}" --precision fp32 --pairs qqp="$WORK/qqp.tr.tok" --batch-size 16 --max-steps 3 \
       -o "$WORK/simcse.${d%%:*}" || return 1

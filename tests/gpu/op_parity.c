@@ -27,6 +27,13 @@
 //              with dropout and attention_backward (sums in another order; atol 1e-5 max|ref|,
 //              rtol 1e-5), layernorm_backward (dinp 1e-5 rel; dweight, dbias 1e-5 norm)
 //   1e-6 rel   gelu_backward (both sides in double, one rounding each; atol 1e-6)
+// Sentence-model ops (lib/cpu/sentence.c):
+//   exact      pool_backward (cls, mean), copy_2d, add_bias forward / backward (float column
+//              sums in row order), im2col / col2im (copies; sums in row order), relu_dropout
+//              forward / backward (Philox mask), max_pool forward (values and argmax, ties to
+//              the first row) / backward
+//   1e-5 norm  the whole sentence model (lib/sentence.c) through each table: output, dinp,
+//              parameter gradients (GEMMs; the LSTM cell's expf / tanhf an ulp or two apart)
 // Optimizer ops, against the CPU table's (lib/cpu/optim.c):
 //   1e-6 rel   adamw_update (expected exact: the kernel rounds each operation as the C does),
 //              combine (expected exact), scale (exact)
@@ -48,6 +55,7 @@
 #include "common.h"
 #include "device.h"
 #include "rng.h"
+#include "sentence.h"
 #include "workspace.h"
 
 static const mt_backend *cpu, *gpu;
@@ -710,6 +718,185 @@ static void check_embeddings_backward(const packing *p, int C, int V, int with_a
     free(ids); free(types); free(pos); free(dout); free(wte); free(wpe); free(wtt); free(g1); free(g2); free(g3);
 }
 
+// ---- the sentence model's ops (lib/cpu/sentence.c, kernels/sentence.cu) ---------------------
+
+// dev (GPU, n floats) against ref (CPU); frees the downloaded copy.
+static void report_dev(const char *op, const char *what, const void *dev, const float *ref, size_t n, double atol,
+                       double rtol) {
+    float *got = down(dev, n);
+    report(op, what, "fp32", got, ref, n, atol, rtol);
+    free(got);
+}
+
+// pool_backward (cls, mean), copy_2d, add_bias forward/backward: the CPU's operations in its
+// order, so exact.
+static void check_sentence_small_ops(const packing *p, int C) {
+    size_t nx = (size_t)p->N * C, nb = (size_t)p->B * C;
+    float *acc = rand_vec(nx, 0, 1), *g = rand_vec(nb, 0, 1), *ref = mt_malloc(nx * 4);
+    float *d_acc = gpu->alloc(nx * 4), *d_g = up(g, nb * 4);
+    int32_t *doff = up(p->offsets, (p->B + 1) * 4);
+    char what[96];
+    for (int mode = 0; mode < 2; mode++) {
+        memcpy(ref, acc, nx * 4);
+        gpu->copy_to_device(d_acc, acc, nx * 4);
+        cpu->pool_backward(ref, g, p->offsets, p->B, C, mode);
+        gpu->pool_backward(d_acc, d_g, doff, p->B, C, mode);
+        snprintf(what, sizeof what, "%s B=%d N=%d C=%d", mode == MT_POOL_CLS ? "cls" : "mean", p->B, p->N, C);
+        report_dev("pool_bwd", what, d_acc, ref, nx, 0, 0);
+    }
+    // copy_2d: columns 3 .. 3+C/2 of [N, C] rows into a [N, C/2 + 5] buffer
+    int w = C / 2, ldd = w + 5;
+    float *junk = rand_vec((size_t)p->N * ldd, 0, 1), *d_dst = up(junk, (size_t)p->N * ldd * 4);
+    gpu->copy_to_device(d_acc, acc, nx * 4);
+    cpu->copy_2d(junk, ldd, acc + 3, C, p->N, w - 3);
+    gpu->copy_2d(d_dst, ldd, d_acc + 3, C, p->N, w - 3);
+    snprintf(what, sizeof what, "[%d,%d] of ld %d into ld %d", p->N, w - 3, C, ldd);
+    report_dev("copy_2d", what, d_dst, junk, (size_t)p->N * ldd, 0, 0);
+    // add_bias on columns [0, w) of rows of stride C, one bias and two; backward into two
+    float *b1 = rand_vec(C, 0, 1), *b2 = rand_vec(C, 0, 1), *db = rand_vec(C, 0, 1), *db2 = rand_vec(C, 0, 1);
+    float *d_b1 = up(b1, C * 4), *d_b2 = up(b2, C * 4), *d_db = up(db, C * 4), *d_db2 = up(db2, C * 4);
+    memcpy(ref, acc, nx * 4);
+    cpu->add_bias_forward(ref, C, b1, NULL, p->N, w);
+    cpu->add_bias_forward(ref, C, b1, b2, p->N, w);
+    gpu->add_bias_forward(d_acc, C, d_b1, NULL, p->N, w);
+    gpu->add_bias_forward(d_acc, C, d_b1, d_b2, p->N, w);
+    snprintf(what, sizeof what, "fwd N=%d F=%d ld %d, b1 then b1+b2", p->N, w, C);
+    report_dev("add_bias", what, d_acc, ref, nx, 0, 0);
+    cpu->add_bias_backward(db, NULL, acc, C, p->N, w);
+    cpu->add_bias_backward(db, db2, acc, C, p->N, C);
+    gpu->copy_to_device(d_acc, acc, nx * 4);
+    gpu->add_bias_backward(d_db, NULL, d_acc, C, p->N, w);
+    gpu->add_bias_backward(d_db, d_db2, d_acc, C, p->N, C);
+    snprintf(what, sizeof what, "bwd N=%d F=%d,%d: db1", p->N, w, C);
+    report_dev("add_bias", what, d_db, db, C, 0, 0);
+    snprintf(what, sizeof what, "bwd N=%d F=%d: db2", p->N, C);
+    report_dev("add_bias", what, d_db2, db2, C, 0, 0);
+    gpu->free(d_acc); gpu->free(d_g); gpu->free(doff); gpu->free(d_dst);
+    gpu->free(d_b1); gpu->free(d_b2); gpu->free(d_db); gpu->free(d_db2);
+    free(acc); free(g); free(ref); free(junk); free(b1); free(b2); free(db); free(db2);
+}
+
+// im2col / col2im of a width-w 'same' convolution: copies and in-order sums, exact.
+static void check_im2col(const packing *p, int C, int w) {
+    size_t nx = (size_t)p->N * C, ncol = nx * w;
+    float *x = rand_vec(nx, 0, 1), *dcol = rand_vec(ncol, 0, 1), *acc = rand_vec(nx, 0, 1);
+    float *ref = mt_malloc(ncol * 4), *d_x = up(x, nx * 4), *d_col = gpu->alloc(ncol * 4);
+    int32_t *doff = up(p->offsets, (p->B + 1) * 4);
+    char what[96];
+    cpu->im2col_same(ref, x, p->offsets, p->B, p->N, C, w);
+    gpu->im2col_same(d_col, d_x, doff, p->B, p->N, C, w);
+    snprintf(what, sizeof what, "w=%d B=%d N=%d C=%d", w, p->B, p->N, C);
+    report_dev("im2col", what, d_col, ref, ncol, 0, 0);
+    gpu->copy_to_device(d_col, dcol, ncol * 4);
+    gpu->copy_to_device(d_x, acc, nx * 4);
+    cpu->col2im_same(acc, dcol, p->offsets, p->B, p->N, C, w);
+    gpu->col2im_same(d_x, d_col, doff, p->B, p->N, C, w);
+    report_dev("col2im", what, d_x, acc, nx, 0, 0);
+    gpu->free(d_x); gpu->free(d_col); gpu->free(doff);
+    free(x); free(dcol); free(acc); free(ref);
+}
+
+// relu_dropout (the Philox mask bit for bit) and max_pool with its argmax: exact.
+static void check_relu_dropout_max_pool(const packing *p, int D, float pdrop) {
+    mt_dropout_key key = key_of(pdrop, mt_dropout_site(2, MT_SENT_DROPOUT_LAYER, 0));
+    size_t n = (size_t)p->N * D, nb = (size_t)p->B * D;
+    float *x = rand_vec(n, 0, 1), *dy = rand_vec(n, 0, 1), *acc = rand_vec(n, 0, 1), *g = rand_vec(nb, 0, 1);
+    float *ref = mt_malloc(n * 4), *pool = mt_malloc(nb * 4), *am = mt_malloc(nb * 4);
+    int32_t *arg = mt_malloc(nb * 4);
+    float *d_x = up(x, n * 4), *d_dy = up(dy, n * 4), *d_pool = gpu->alloc(nb * 4), *d_acc = up(acc, n * 4);
+    float *d_g = up(g, nb * 4);
+    int32_t *d_arg = gpu->alloc(nb * 4), *doff = up(p->offsets, (p->B + 1) * 4);
+    char what[96];
+    memcpy(ref, x, n * 4);
+    cpu->relu_dropout_forward(ref, p->N, D, &key);
+    gpu->relu_dropout_forward(d_x, p->N, D, &key);
+    snprintf(what, sizeof what, "fwd N=%d D=%d p=%g", p->N, D, pdrop);
+    report_dev("relu_drop", what, d_x, ref, n, 0, 0);
+    float *y = down(d_x, n);
+    cpu->relu_dropout_backward(dy, dy, ref, p->N, D, &key);
+    gpu->relu_dropout_backward(d_dy, d_dy, d_x, p->N, D, &key);
+    snprintf(what, sizeof what, "bwd in place N=%d D=%d p=%g", p->N, D, pdrop);
+    report_dev("relu_drop", what, d_dy, dy, n, 0, 0);
+    cpu->max_pool_forward(pool, arg, ref, p->offsets, p->B, D);
+    gpu->max_pool_forward(d_pool, d_arg, d_x, doff, p->B, D);
+    snprintf(what, sizeof what, "fwd B=%d D=%d (ReLU zeros: ties)", p->B, D);
+    report_dev("max_pool", what, d_pool, pool, nb, 0, 0);
+    int32_t *garg = mt_malloc(nb * 4);
+    gpu->copy_to_host(garg, d_arg, nb * 4);
+    float *gam = mt_malloc(nb * 4);
+    for (size_t i = 0; i < nb; i++) am[i] = (float)arg[i], gam[i] = (float)garg[i];
+    report("max_pool", "argmax (first maximum)", "-", gam, am, nb, 0, 0);
+    cpu->max_pool_backward(acc, g, arg, p->B, D);
+    gpu->max_pool_backward(d_acc, d_g, d_arg, p->B, D);
+    snprintf(what, sizeof what, "bwd B=%d D=%d", p->B, D);
+    report_dev("max_pool", what, d_acc, acc, n, 0, 0);
+    gpu->free(d_x); gpu->free(d_dy); gpu->free(d_pool); gpu->free(d_acc); gpu->free(d_g); gpu->free(d_arg);
+    gpu->free(doff);
+    free(x); free(dy); free(acc); free(g); free(ref); free(pool); free(am); free(arg); free(y); free(garg); free(gam);
+}
+
+// Every floating tensor of the model on one side, for the whole-model check.
+typedef struct { float *params, *grads, *x, *dx, *out; } sent_bufs;
+
+static sent_bufs sent_bufs_up(const mt_backend *be, const float *params, const float *x, const float *dx, size_t np,
+                              size_t nx, size_t nout) {
+    sent_bufs b = {be->alloc(np * 4 + 4), be->alloc(np * 4 + 4), be->alloc(nx * 4), be->alloc(nx * 4),
+                   be->alloc(nout * 4)};
+    be->copy_to_device(b.params, params, np * 4);
+    be->copy_to_device(b.x, x, nx * 4);
+    be->copy_to_device(b.dx, dx, nx * 4);
+    return b;
+}
+
+// The sentence model (lib/sentence.c) forward and backward through both tables: conv blocks,
+// both LSTM directions (cell ops + per-step GEMMs), dropout. GEMMs and expf/tanhf differ, so
+// 1e-5 norm (atol 1e-5 max|ref|, rtol 1e-5); the embedding rows also within that.
+static void check_sentence_model(const int *lengths, int B, int C, int filters, int H, int over_cnn, float pdrop) {
+    packing pk = pack(lengths, B, 1);
+    mt_sentence_config cfg = mt_sentence_default_config(MT_SENT_SBERT_CNN_BILSTM, C, filters, H);
+    cfg.lstm_over_cnn = over_cnn;
+    cfg.cnn_dropout = pdrop;
+    mt_sentence_layout L;
+    mt_sentence_layout_init(&L, &cfg);
+    size_t np = L.n_params, nx = (size_t)pk.N * C, nout = (size_t)B * L.D;
+    float *params = mt_malloc(np * 4), *x = rand_vec(nx, 0, 1), *dx0 = rand_vec(nx, 0, 0.1f);
+    float *R = rand_vec(nout, 0, 1);
+    mt_sentence_init_params(&L, params, 11);
+    mt_dropout key = key_of(pdrop, mt_dropout_site(0, MT_SENT_DROPOUT_LAYER, 0));
+    const mt_backend *side[2] = {cpu, gpu};
+    float *host[2][3];  // [side][out, dx, grads]
+    for (int s = 0; s < 2; s++) {
+        const mt_backend *be = side[s];
+        sent_bufs b = sent_bufs_up(be, params, x, dx0, np, nx, nout);
+        float *dR = be->alloc(nout * 4);
+        be->copy_to_device(dR, R, nout * 4);
+        mt_sentence_weights w, dw;
+        mt_sentence_weights_point(&w, &L, b.params), mt_sentence_weights_point(&dw, &L, b.grads);
+        mt_sentence_acts a;
+        mt_sentence_acts_alloc(be, &a, &L, pk.N, B);
+        mt_sentence_forward(be, b.out, &a, &L, &w, b.x, pk.offsets, B, pk.N, pdrop > 0 ? &key : NULL);
+        mt_sentence_backward(be, b.dx, &dw, dR, &a, &L, &w, b.x);
+        host[s][0] = mt_malloc(nout * 4), host[s][1] = mt_malloc(nx * 4), host[s][2] = mt_malloc(np * 4);
+        be->copy_to_host(host[s][0], b.out, nout * 4);
+        be->copy_to_host(host[s][1], b.dx, nx * 4);
+        be->copy_to_host(host[s][2], b.grads, np * 4);
+        mt_sentence_acts_free(be, &a);
+        be->free(b.params), be->free(b.grads), be->free(b.x), be->free(b.dx), be->free(b.out), be->free(dR);
+    }
+    char what[96];
+    const char *names[3] = {"out", "dinp", "dparams"};
+    size_t sizes[3] = {nout, nx, np};
+    for (int t = 0; t < 3; t++) {
+        snprintf(what, sizeof what, "%s B=%d C=%d F=4x%d H=%d%s p=%g", names[t], B, C, filters, H,
+                 over_cnn ? " over CNN" : "", pdrop);
+        report("sentence", what, "fp32", host[1][t], host[0][t], sizes[t], 1e-5 * max_abs(host[0][t], sizes[t]), 1e-5);
+    }
+    for (int s = 0; s < 2; s++)
+        for (int t = 0; t < 3; t++) free(host[s][t]);
+    free(params); free(x); free(dx0); free(R);
+    unpack_free(&pk);
+}
+
 // ---- optimizer ops, against the CPU table (lib/cpu/optim.c, itself tested in test_optim) ---------
 
 // The scalars of step `step` with lr, as lib/adamw.c's scalars_for (torch defaults).
@@ -1001,6 +1188,19 @@ int main(int argc, char **argv) {
     check_gelu_backward();
     check_embeddings_backward(&p, 384, 1000, 1);
     check_embeddings_backward(&p, 45, 7, 0);  // 7 words: long runs of one row
+
+    // the sentence model's ops, and the model through each table
+    check_sentence_small_ops(&p, 384);
+    check_sentence_small_ops(&p, 45);
+    for (int w = 1; w <= 5; w++) check_im2col(&p, 45, w);
+    check_im2col(&p, 384, 4);
+    check_relu_dropout_max_pool(&p, 256, 0.1f);
+    check_relu_dropout_max_pool(&p, 45, 0.0f);
+    int short_lengths[] = {1, 7, 32, 3, 64, 2, 17, 40};
+    check_sentence_model(short_lengths, 8, 384, 64, 128, 0, 0.1f);
+    check_sentence_model(short_lengths, 8, 384, 64, 128, 1, 0.0f);
+    check_sentence_model(lengths, B, 45, 5, 7, 1, 0.1f);
+    check_sentence_model(one, 1, 32, 3, 4, 0, 0.1f);
     unpack_free(&p);
 
     // optimizer ops

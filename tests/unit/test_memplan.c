@@ -54,7 +54,7 @@ TEST(minilm_training_plan_on_a_device_backend) {
     CHECK(item(&p, "AdamW moments") == 2 * P);
     CHECK(item(&p, "PCGrad task gradients") == 3 * P);
     CHECK(item(&p, "activation gradients") == 3 * 98304 + 294912 + 2 * 393216);  // g2 dropped datty, dqkv, dgelu dfch
-    CHECK(item(&p, "dhidden staging") == 98304);
+    CHECK(item(&p, "dhidden") == 98304);
     // padded heads: 4 sequences x 32 x C floats; scores 4 x 12 x 32 x 32 floats (x2: backward)
     CHECK(item(&p, "attention Q") == 196608 && item(&p, "attention O") == 196608);
     CHECK(item(&p, "attention scores") == 196608 && item(&p, "attention score gradients") == 196608);

@@ -10,6 +10,8 @@
 #include "rng.h"
 #include "sentence.h"
 
+#define CPU mt_backend_cpu()  // host memory: the ops of the table on plain arrays
+
 #define FWD_TOL 1e-5
 #define FD_STEP 1e-6
 #define FD_ATOL 1e-5
@@ -173,10 +175,10 @@ static double max_diff(const float *a, const double *b, size_t n) {
 TEST(cls_pool_picks_first_token_and_routes_gradient) {
     float x[NT * CH], out[NB * CH], dout[NB * CH], dinp[NT * CH];
     fill_uniform(x, NT * CH, 1, 1), fill_uniform(dout, NB * CH, 1, 2);
-    mt_cls_pool_forward(out, x, OFF, NB, CH);
+    CPU->pool_forward(out, x, OFF, NB, CH, MT_POOL_CLS);
     for (int b = 0; b < NB; b++) CHECK(memcmp(out + b * CH, x + OFF[b] * CH, sizeof(float) * CH) == 0);
     for (int i = 0; i < NT * CH; i++) dinp[i] = 1;
-    mt_cls_pool_backward(dinp, dout, OFF, NB, CH);
+    CPU->pool_backward(dinp, dout, OFF, NB, CH, MT_POOL_CLS);
     for (int b = 0, n = 0; n < NT; n++) {
         int first = n == OFF[b];
         for (int c = 0; c < CH; c++) CHECK(dinp[n * CH + c] == (first ? 1 + dout[b * CH + c] : 1));
@@ -205,10 +207,10 @@ TEST(mean_pool_forward_and_gradient) {
     double xd[NT * CH], ref[NB * CH];
     fill_uniform(x, NT * CH, 1, 1), fill_uniform(R, NB * CH, 1, 2);
     to_double(xd, x, NT * CH);
-    mt_mean_pool_forward(out, x, OFF, NB, CH);
+    CPU->pool_forward(out, x, OFF, NB, CH, MT_POOL_MEAN);
     ref_mean(ref, xd, OFF, NB, CH);
     CHECK(max_diff(out, ref, NB * CH) <= FWD_TOL);
-    mt_mean_pool_backward(dinp, R, OFF, NB, CH);
+    CPU->pool_backward(dinp, R, OFF, NB, CH, MT_POOL_MEAN);
     fd_ctx c = {.x = xd, .out = ref, .R = R, .nout = NB * CH, .B = NB, .C = CH, .off = OFF};
     fd_check("mean dinp", dinp, xd, NT * CH, mean_loss, &c);
 }
@@ -235,19 +237,19 @@ static void check_cnn(int w, const mt_dropout *drop) {
     fill_uniform(W, F * CH * w, 0.5f, 3), fill_uniform(bias, F, 0.5f, 4);
     to_double(xd, x, NT * CH), to_double(Wd, W, F * CH * w), to_double(bd, bias, F);
 
-    mt_conv_same_forward(fmap, F, col, x, W, bias, OFF, NB, NT, CH, F, w);
+    mt_conv_same_forward(CPU, fmap, F, col, x, W, bias, OFF, NB, NT, CH, F, w);
     ref_conv(fref, F, xd, Wd, bd, OFF, NB, CH, F, w);
     CHECK(max_diff(fmap, fref, NT * F) <= FWD_TOL);
-    mt_relu_dropout_forward(fmap, NT, F, drop);
-    mt_max_pool_forward(pool, argmax, fmap, OFF, NB, F);
+    CPU->relu_dropout_forward(fmap, NT, F, drop);
+    CPU->max_pool_forward(pool, argmax, fmap, OFF, NB, F);
     fd_ctx c = {.x = xd, .w = {Wd, bd}, .out = ref, .R = R, .nout = NB * F, .width = w, .F = F,
                 .B = NB, .N = NT, .C = CH, .off = OFF, .drop = drop};
     cnn_loss(&c);
     CHECK(max_diff(pool, ref, NB * F) <= FWD_TOL);
 
-    mt_max_pool_backward(dfmap, R, argmax, NB, F);
-    mt_relu_dropout_backward(dfmap, dfmap, fmap, NT, F, drop);
-    mt_conv_same_backward(dx, dW, db, col, dfmap, F, x, W, OFF, NB, NT, CH, F, w);
+    CPU->max_pool_backward(dfmap, R, argmax, NB, F);
+    CPU->relu_dropout_backward(dfmap, dfmap, fmap, NT, F, drop);
+    mt_conv_same_backward(CPU, dx, dW, db, col, dfmap, F, x, W, OFF, NB, NT, CH, F, w);
     fd_check("cnn dx", dx, xd, NT * CH, cnn_loss, &c);
     fd_check("cnn dW", dW, Wd, F * CH * w, cnn_loss, &c);
     fd_check("cnn db", db, bd, F, cnn_loss, &c);
@@ -267,10 +269,10 @@ TEST(max_pool_ties_go_to_first_row) {
     const int32_t off[] = {0, 4};
     float x[4 * 2] = {1, 0.5f, 3, 0.5f, 3, -1, 2, 0.5f}, out[2], dinp[8] = {0}, dout[2] = {10, 20};
     int32_t argmax[2];
-    mt_max_pool_forward(out, argmax, x, off, 1, 2);
+    CPU->max_pool_forward(out, argmax, x, off, 1, 2);
     CHECK(out[0] == 3 && argmax[0] == 1);
     CHECK(out[1] == 0.5f && argmax[1] == 0);
-    mt_max_pool_backward(dinp, dout, argmax, 1, 2);
+    CPU->max_pool_backward(dinp, dout, argmax, 1, 2);
     const float want[8] = {0, 20, 10, 0, 0, 0, 0, 0};
     CHECK(memcmp(dinp, want, sizeof want) == 0);
 }
@@ -282,8 +284,8 @@ TEST(dropout_mask_reproducible_and_shared_with_backward) {
     static float a[N * D], b[N * D], dx[N * D], dy[N * D];
     mt_dropout drop = {.p = 0.25f, .seed = 5, .step = 11, .site = mt_dropout_site(0, 7, 1)};
     for (int i = 0; i < N * D; i++) a[i] = b[i] = 1.0f + (float)(i % 7), dy[i] = 1;
-    mt_relu_dropout_forward(a, N, D, &drop);
-    mt_relu_dropout_forward(b, N, D, &drop);
+    CPU->relu_dropout_forward(a, N, D, &drop);
+    CPU->relu_dropout_forward(b, N, D, &drop);
     CHECK(memcmp(a, b, sizeof a) == 0);
     uint32_t thr = mt_dropout_threshold(drop.p);
     int dropped = 0, agree = 1;
@@ -294,12 +296,12 @@ TEST(dropout_mask_reproducible_and_shared_with_backward) {
     }
     CHECK(agree);
     CHECK(dropped > N * D * 0.2 && dropped < N * D * 0.3);
-    mt_relu_dropout_backward(dx, dy, a, N, D, &drop);
+    CPU->relu_dropout_backward(dx, dy, a, N, D, &drop);
     for (int i = 0; i < N * D; i++) agree &= dx[i] == (a[i] > 0 ? 1.0f / 0.75f : 0);
     CHECK(agree);
     drop.seed = 6;
     for (int i = 0; i < N * D; i++) b[i] = 1.0f + (float)(i % 7);
-    mt_relu_dropout_forward(b, N, D, &drop);
+    CPU->relu_dropout_forward(b, N, D, &drop);
     CHECK(memcmp(a, b, sizeof a) != 0);
 }
 
@@ -323,19 +325,23 @@ static void check_lstm(int reverse) {
     to_double(bihd, bih, G), to_double(bhhd, bhh, G);
 
     mt_lstm_acts a;
-    mt_lstm_acts_alloc(&a, NT, NB, HID);
-    mt_lstm_forward(hfin, &a, x, wih, whh, bih, bhh, OFF, NB, CH, HID, reverse);
+    mt_seq_steps st;
+    mt_lstm_acts_alloc(CPU, &a, NT, NB, HID);
+    mt_seq_steps_alloc(CPU, &st, NT, NB);
+    mt_seq_steps_set(CPU, &st, OFF, NB);
+    mt_lstm_forward(CPU, hfin, &a, &st, x, wih, whh, bih, bhh, CH, HID, reverse);
     fd_ctx c = {.x = xd, .w = {wihd, whhd, bihd, bhhd}, .out = ref, .R = R, .nout = NB * HID,
                 .reverse = reverse, .B = NB, .C = CH, .H = HID, .off = OFF};
     lstm_loss(&c);
     CHECK(max_diff(hfin, ref, NB * HID) <= FWD_TOL);
-    mt_lstm_backward(dx, dwih, dwhh, dbih, dbhh, R, &a, x, wih, whh, OFF, NB, CH, HID, reverse);
+    mt_lstm_backward(CPU, dx, dwih, dwhh, dbih, dbhh, R, &a, &st, x, wih, whh, CH, HID, reverse);
     fd_check("lstm dx", dx, xd, NT * CH, lstm_loss, &c);
     fd_check("lstm dw_ih", dwih, wihd, G * CH, lstm_loss, &c);
     fd_check("lstm dw_hh", dwhh, whhd, G * HID, lstm_loss, &c);
     fd_check("lstm db_ih", dbih, bihd, G, lstm_loss, &c);
     fd_check("lstm db_hh", dbhh, bhhd, G, lstm_loss, &c);
-    mt_lstm_acts_free(&a);
+    mt_lstm_acts_free(CPU, &a);
+    mt_seq_steps_free(CPU, &st);
 }
 
 TEST(lstm_forward_direction_variable_lengths) { check_lstm(0); }
@@ -377,19 +383,19 @@ static void check_model(mt_sentence_kind kind, int over_cnn, const mt_dropout *d
     mt_sentence_weights_point(&w, &L, params);
     mt_sentence_weights_point(&dw, &L, grads);
     mt_sentence_acts a;
-    mt_sentence_acts_alloc(&a, &L, NT, NB);
-    mt_sentence_forward(out, &a, &L, &w, x, OFF, NB, NT, drop);
+    mt_sentence_acts_alloc(CPU, &a, &L, NT, NB);
+    mt_sentence_forward(CPU, out, &a, &L, &w, x, OFF, NB, NT, drop);
     fd_ctx c = {.x = xd, .w = {pd}, .out = ref, .R = R, .nout = nout, .B = NB, .off = OFF, .drop = drop, .L = &L};
     model_loss(&c);
     CHECK(max_diff(out, ref, nout) <= FWD_TOL);
-    mt_sentence_backward(dx, &dw, R, &a, &L, &w, x, OFF, NB, NT);
+    mt_sentence_backward(CPU, dx, &dw, R, &a, &L, &w, x);
     for (size_t i = 0; i < np; i++) grads[i] -= 0.5f;
     for (int i = 0; i < NT * CH; i++) dx[i] -= 0.5f;
     fd_check("model dinp", dx, xd, NT * CH, model_loss, &c);
     for (int t = 0; t < L.n_tensors; t++)
         fd_check(L.tensors[t].name, grads + L.tensors[t].offset, pd + L.tensors[t].offset,
                  L.tensors[t].size, model_loss, &c);
-    mt_sentence_acts_free(&a);
+    mt_sentence_acts_free(CPU, &a);
     free(params), free(grads), free(out), free(R), free(pd), free(ref);
 }
 
@@ -401,19 +407,19 @@ TEST(model_cls_and_mean) {
     mt_sentence_layout_init(&L, &cfg);
     CHECK(L.D == CH && L.n_params == 0 && L.n_tensors == 0);
     mt_sentence_acts a;
-    mt_sentence_acts_alloc(&a, &L, NT, NB);
+    mt_sentence_acts_alloc(CPU, &a, &L, NT, NB);
     mt_sentence_weights w;
     mt_sentence_weights_point(&w, &L, NULL);
     float x[NT * CH], out[NB * CH], dx[NT * CH] = {0};
     fill_uniform(x, NT * CH, 1, 1);
-    mt_sentence_forward(out, &a, &L, &w, x, OFF, NB, NT, NULL);
-    mt_sentence_backward(dx, &w, out, &a, &L, &w, x, OFF, NB, NT);
+    mt_sentence_forward(CPU, out, &a, &L, &w, x, OFF, NB, NT, NULL);
+    mt_sentence_backward(CPU, dx, &w, out, &a, &L, &w, x);
     for (int b = 0; b < NB; b++)
         for (int c = 0; c < CH; c++) {
             CHECK(out[b * CH + c] == x[OFF[b] * CH + c]);
             CHECK(dx[OFF[b] * CH + c] == x[OFF[b] * CH + c]);
         }
-    mt_sentence_acts_free(&a);
+    mt_sentence_acts_free(CPU, &a);
 }
 
 TEST(model_sbert_cnn_bilstm_over_token_states) { check_model(MT_SENT_SBERT_CNN_BILSTM, 0, NULL); }
@@ -485,16 +491,54 @@ TEST(forward_backward_deterministic) {
     mt_sentence_weights w, dw1, dw2;
     mt_sentence_weights_point(&w, &L, p), mt_sentence_weights_point(&dw1, &L, g1), mt_sentence_weights_point(&dw2, &L, g2);
     mt_sentence_acts a;
-    mt_sentence_acts_alloc(&a, &L, NT, NB);
+    mt_sentence_acts_alloc(CPU, &a, &L, NT, NB);
     mt_dropout drop = {.seed = 1, .step = 2, .site = 3};
-    mt_sentence_forward(o1, &a, &L, &w, x, OFF, NB, NT, &drop);
-    mt_sentence_backward(d1, &dw1, o1, &a, &L, &w, x, OFF, NB, NT);
-    mt_sentence_forward(o2, &a, &L, &w, x, OFF, NB, NT, &drop);
-    mt_sentence_backward(d2, &dw2, o1, &a, &L, &w, x, OFF, NB, NT);
+    mt_sentence_forward(CPU, o1, &a, &L, &w, x, OFF, NB, NT, &drop);
+    mt_sentence_backward(CPU, d1, &dw1, o1, &a, &L, &w, x);
+    mt_sentence_forward(CPU, o2, &a, &L, &w, x, OFF, NB, NT, &drop);
+    mt_sentence_backward(CPU, d2, &dw2, o1, &a, &L, &w, x);
     CHECK(memcmp(o1, o2, sizeof(float) * NB * L.D) == 0);
     CHECK(memcmp(d1, d2, sizeof d1) == 0 && memcmp(g1, g2, L.n_params * 4) == 0);
-    mt_sentence_acts_free(&a);
+    mt_sentence_acts_free(CPU, &a);
     free(p), free(g1), free(g2);
+}
+
+// The device code path (backend memory, explicit copies) on the cpu-staged table gives the
+// CPU run's bits: forward, input gradient and parameter gradients, with dropout.
+TEST(cpu_staged_equals_cpu_bit_for_bit) {
+    mt_sentence_config cfg = small_config(MT_SENT_SBERT_CNN_BILSTM, 1);
+    mt_sentence_layout L;
+    mt_sentence_layout_init(&L, &cfg);
+    size_t np = L.n_params, nout = (size_t)NB * L.D, nx = (size_t)NT * CH;
+    float *p = malloc(np * 4), x[NT * CH], R[NB * 64];
+    mt_sentence_init_params(&L, p, 4);
+    fill_uniform(x, nx, 1, 1), fill_uniform(R, nout, 1, 2);
+    mt_dropout drop = {.seed = 1, .step = 2, .site = 3};
+    const mt_backend *side[2] = {mt_backend_cpu(), mt_backend_cpu_staged()};
+    float *got[2][3];  // [side][out, dx, grads] copied to the host
+    for (int s = 0; s < 2; s++) {
+        const mt_backend *be = side[s];
+        float *dp = be->alloc(np * 4), *dg = be->alloc(np * 4), *dx = be->alloc(nx * 4), *ddx = be->alloc(nx * 4);
+        float *dout = be->alloc(nout * 4), *dR = be->alloc(nout * 4);
+        be->copy_to_device(dp, p, np * 4), be->copy_to_device(dx, x, nx * 4), be->copy_to_device(dR, R, nout * 4);
+        mt_sentence_weights w, dw;
+        mt_sentence_weights_point(&w, &L, dp), mt_sentence_weights_point(&dw, &L, dg);
+        mt_sentence_acts a;
+        mt_sentence_acts_alloc(be, &a, &L, NT, NB);
+        mt_sentence_forward(be, dout, &a, &L, &w, dx, OFF, NB, NT, &drop);
+        mt_sentence_backward(be, ddx, &dw, dR, &a, &L, &w, dx);
+        got[s][0] = malloc(nout * 4), got[s][1] = malloc(nx * 4), got[s][2] = malloc(np * 4);
+        be->copy_to_host(got[s][0], dout, nout * 4);
+        be->copy_to_host(got[s][1], ddx, nx * 4);
+        be->copy_to_host(got[s][2], dg, np * 4);
+        mt_sentence_acts_free(be, &a);
+        be->free(dp), be->free(dg), be->free(dx), be->free(ddx), be->free(dout), be->free(dR);
+    }
+    CHECK(memcmp(got[0][0], got[1][0], nout * 4) == 0);
+    CHECK(memcmp(got[0][1], got[1][1], nx * 4) == 0);
+    CHECK(memcmp(got[0][2], got[1][2], np * 4) == 0);
+    for (int s = 0; s < 2; s++) free(got[s][0]), free(got[s][1]), free(got[s][2]);
+    free(p);
 }
 
 int main(void) {
@@ -512,5 +556,6 @@ int main(void) {
     RUN(model_sbert_cnn_bilstm_with_dropout);
     RUN(parameter_table_and_init);
     RUN(forward_backward_deterministic);
+    RUN(cpu_staged_equals_cpu_bit_for_bit);
     return check_summary();
 }

@@ -7,6 +7,8 @@
 #include "refs.h"
 #include "sentence.h"
 
+#define CPU mt_backend_cpu()  // host memory: the ops of the table on plain arrays
+
 #define TOL 1e-5  // observed max |diff| 5.8e-7 (OpenBLAS), 3.9e-7 (plain-C GEMM); torch 2.15
 
 static mt_sentence_config ref_config(int over_cnn) {
@@ -80,14 +82,14 @@ TEST(cnn_matches_torch_conv1d) {
     float *dfmap = calloc((size_t)N * F, 4), *dx = calloc((size_t)N * C, 4);
     int32_t *argmax = calloc((size_t)B * F, 4);
     for (int i = 0, f0 = 0; i < 4; f0 += cfg.filters[i], i++)
-        mt_conv_same_forward(fmap + f0, F, col, c.x, w.conv_w[i], w.conv_b[i], c.off, B, N, C, cfg.filters[i], cfg.width[i]);
-    mt_relu_dropout_forward(fmap, N, F, NULL);
-    mt_max_pool_forward(pool, argmax, fmap, c.off, B, F);
+        mt_conv_same_forward(CPU, fmap + f0, F, col, c.x, w.conv_w[i], w.conv_b[i], c.off, B, N, C, cfg.filters[i], cfg.width[i]);
+    CPU->relu_dropout_forward(fmap, N, F, NULL);
+    CPU->max_pool_forward(pool, argmax, fmap, c.off, B, F);
     compare(pool, &c, "out", (size_t)B * F);
-    mt_max_pool_backward(dfmap, c.R, argmax, B, F);
-    mt_relu_dropout_backward(dfmap, dfmap, fmap, N, F, NULL);
+    CPU->max_pool_backward(dfmap, c.R, argmax, B, F);
+    CPU->relu_dropout_backward(dfmap, dfmap, fmap, N, F, NULL);
     for (int i = 0, f0 = 0; i < 4; f0 += cfg.filters[i], i++)
-        mt_conv_same_backward(dx, dw.conv_w[i], dw.conv_b[i], col, dfmap + f0, F, c.x, w.conv_w[i], c.off, B, N, C,
+        mt_conv_same_backward(CPU, dx, dw.conv_w[i], dw.conv_b[i], col, dfmap + f0, F, c.x, w.conv_w[i], c.off, B, N, C,
                               cfg.filters[i], cfg.width[i]);
     compare(dx, &c, "grad.x", (size_t)N * C);
     char name[64];
@@ -114,15 +116,18 @@ TEST(bilstm_matches_torch_lstm_packed) {
     float *out = calloc((size_t)B * 2 * H, 4), *hf = calloc((size_t)B * H, 4), *dh = calloc((size_t)B * H, 4);
     float *dx = calloc((size_t)N * C, 4);
     mt_lstm_acts a;
-    mt_lstm_acts_alloc(&a, N, B, H);
+    mt_seq_steps st;
+    mt_lstm_acts_alloc(CPU, &a, N, B, H);
+    mt_seq_steps_alloc(CPU, &st, N, B);
+    mt_seq_steps_set(CPU, &st, c.off, B);
     for (int dir = 0; dir < 2; dir++) {
-        mt_lstm_forward(hf, &a, c.x, w.w_ih[dir], w.w_hh[dir], w.b_ih[dir], w.b_hh[dir], c.off, B, C, H, dir);
+        mt_lstm_forward(CPU, hf, &a, &st, c.x, w.w_ih[dir], w.w_hh[dir], w.b_ih[dir], w.b_hh[dir], C, H, dir);
         for (int b = 0; b < B; b++) {
             memcpy(out + (size_t)b * 2 * H + dir * H, hf + (size_t)b * H, (size_t)H * 4);
             memcpy(dh + (size_t)b * H, c.R + (size_t)b * 2 * H + dir * H, (size_t)H * 4);
         }
-        mt_lstm_backward(dx, dw.w_ih[dir], dw.w_hh[dir], dw.b_ih[dir], dw.b_hh[dir], dh, &a, c.x, w.w_ih[dir],
-                         w.w_hh[dir], c.off, B, C, H, dir);
+        mt_lstm_backward(CPU, dx, dw.w_ih[dir], dw.w_hh[dir], dw.b_ih[dir], dw.b_hh[dir], dh, &a, &st, c.x,
+                         w.w_ih[dir], w.w_hh[dir], C, H, dir);
     }
     compare(out, &c, "out", (size_t)B * 2 * H);
     compare(dx, &c, "grad.x", (size_t)N * C);
@@ -131,7 +136,8 @@ TEST(bilstm_matches_torch_lstm_packed) {
         snprintf(name, sizeof name, "grad.%s", L.tensors[t].name);
         compare(g + L.tensors[t].offset, &c, name, L.tensors[t].size);
     }
-    mt_lstm_acts_free(&a);
+    mt_lstm_acts_free(CPU, &a);
+    mt_seq_steps_free(CPU, &st);
     free(out), free(hf), free(dh), free(dx), free(p), free(g);
     free_case(&c);
 }
@@ -149,17 +155,17 @@ static void check_model(const char *file, int over_cnn) {
     mt_sentence_weights_point(&w, &L, p), mt_sentence_weights_point(&dw, &L, g);
     float *out = calloc((size_t)c.B * L.D, 4), *dx = calloc((size_t)c.N * cfg.C, 4);
     mt_sentence_acts a;
-    mt_sentence_acts_alloc(&a, &L, c.N, c.B);
-    mt_sentence_forward(out, &a, &L, &w, c.x, c.off, c.B, c.N, NULL);
+    mt_sentence_acts_alloc(CPU, &a, &L, c.N, c.B);
+    mt_sentence_forward(CPU, out, &a, &L, &w, c.x, c.off, c.B, c.N, NULL);
     compare(out, &c, "out", (size_t)c.B * L.D);
-    mt_sentence_backward(dx, &dw, c.R, &a, &L, &w, c.x, c.off, c.B, c.N);
+    mt_sentence_backward(CPU, dx, &dw, c.R, &a, &L, &w, c.x);
     compare(dx, &c, "grad.x", (size_t)c.N * cfg.C);
     char name[64];
     for (int t = 0; t < L.n_tensors; t++) {
         snprintf(name, sizeof name, "grad.%s", L.tensors[t].name);
         compare(g + L.tensors[t].offset, &c, name, L.tensors[t].size);
     }
-    mt_sentence_acts_free(&a);
+    mt_sentence_acts_free(CPU, &a);
     free(out), free(dx), free(p), free(g);
     free_case(&c);
 }
