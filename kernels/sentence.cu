@@ -97,7 +97,7 @@ __global__ void im2col_same_kernel(float *col, const float *inp, const int32_t *
 }
 
 void im2col_same(float *col, const float *inp, const int32_t *offsets, int B, int N, int C, int w) {
-    if (B <= 0 || N <= 0) return;
+    if (B <= 0 || N <= 0 || C <= 0 || w <= 0) return;  // grid_for(0) would be an invalid launch
     im2col_same_kernel<<<grid_for((int64_t)N * C * w, 256), 256, 0, stream>>>(col, inp, offsets, B, N, C, w);
     LAUNCH_CHECK();
 }
@@ -119,7 +119,7 @@ __global__ void col2im_same_kernel(float *dinp, const float *dcol, const int32_t
 }
 
 void col2im_same(float *dinp, const float *dcol, const int32_t *offsets, int B, int N, int C, int w) {
-    if (B <= 0 || N <= 0) return;
+    if (B <= 0 || N <= 0 || C <= 0 || w <= 0) return;
     col2im_same_kernel<<<grid_for((int64_t)N * C, 256), 256, 0, stream>>>(dinp, dcol, offsets, B, N, C, w);
     LAUNCH_CHECK();
 }
