@@ -796,11 +796,13 @@ static void check_im2col(const packing *p, int C, int w) {
     free(x); free(dcol); free(acc); free(ref);
 }
 
-// relu_dropout (the Philox mask bit for bit) and max_pool with its argmax: exact.
-static void check_relu_dropout_max_pool(const packing *p, int D, float pdrop) {
+// relu_dropout (the Philox mask bit for bit) and max_pool with its argmax: exact. coarse: inputs
+// rounded to multiples of 1/2, so positive maxima tie too (argmax must keep the first row).
+static void check_relu_dropout_max_pool(const packing *p, int D, float pdrop, int coarse) {
     mt_dropout_key key = key_of(pdrop, mt_dropout_site(2, MT_SENT_DROPOUT_LAYER, 0));
     size_t n = (size_t)p->N * D, nb = (size_t)p->B * D;
     float *x = rand_vec(n, 0, 1), *dy = rand_vec(n, 0, 1), *acc = rand_vec(n, 0, 1), *g = rand_vec(nb, 0, 1);
+    for (size_t i = 0; coarse && i < n; i++) x[i] = roundf(2.0f * x[i]) / 2.0f;
     float *ref = mt_malloc(n * 4), *pool = mt_malloc(nb * 4), *am = mt_malloc(nb * 4);
     int32_t *arg = mt_malloc(nb * 4);
     float *d_x = up(x, n * 4), *d_dy = up(dy, n * 4), *d_pool = gpu->alloc(nb * 4), *d_acc = up(acc, n * 4);
@@ -810,7 +812,7 @@ static void check_relu_dropout_max_pool(const packing *p, int D, float pdrop) {
     memcpy(ref, x, n * 4);
     cpu->relu_dropout_forward(ref, p->N, D, &key);
     gpu->relu_dropout_forward(d_x, p->N, D, &key);
-    snprintf(what, sizeof what, "fwd N=%d D=%d p=%g", p->N, D, pdrop);
+    snprintf(what, sizeof what, "fwd N=%d D=%d p=%g%s", p->N, D, pdrop, coarse ? " coarse" : "");
     report_dev("relu_drop", what, d_x, ref, n, 0, 0);
     float *y = down(d_x, n);
     cpu->relu_dropout_backward(dy, dy, ref, p->N, D, &key);
@@ -819,7 +821,7 @@ static void check_relu_dropout_max_pool(const packing *p, int D, float pdrop) {
     report_dev("relu_drop", what, d_dy, dy, n, 0, 0);
     cpu->max_pool_forward(pool, arg, ref, p->offsets, p->B, D);
     gpu->max_pool_forward(d_pool, d_arg, d_x, doff, p->B, D);
-    snprintf(what, sizeof what, "fwd B=%d D=%d (ReLU zeros: ties)", p->B, D);
+    snprintf(what, sizeof what, "fwd B=%d D=%d (ties: ReLU zeros%s)", p->B, D, coarse ? ", halves" : "");
     report_dev("max_pool", what, d_pool, pool, nb, 0, 0);
     int32_t *garg = mt_malloc(nb * 4);
     gpu->copy_to_host(garg, d_arg, nb * 4);
@@ -1194,8 +1196,14 @@ int main(int argc, char **argv) {
     check_sentence_small_ops(&p, 45);
     for (int w = 1; w <= 5; w++) check_im2col(&p, 45, w);
     check_im2col(&p, 384, 4);
-    check_relu_dropout_max_pool(&p, 256, 0.1f);
-    check_relu_dropout_max_pool(&p, 45, 0.0f);
+    check_relu_dropout_max_pool(&p, 256, 0.1f, 0);
+    check_relu_dropout_max_pool(&p, 45, 0.0f, 0);
+    check_relu_dropout_max_pool(&p, 45, 0.1f, 1);  // rows start mid Philox block; N*D % 4 = 3: a tail
+    packing p1 = pack(one, 1, 1);  // B = 1, one token: the smallest grids, windows past both ends
+    check_sentence_small_ops(&p1, 45);
+    for (int w = 1; w <= 4; w++) check_im2col(&p1, 45, w);
+    check_relu_dropout_max_pool(&p1, 45, 0.1f, 0);
+    unpack_free(&p1);
     int short_lengths[] = {1, 7, 32, 3, 64, 2, 17, 40};
     check_sentence_model(short_lengths, 8, 384, 64, 128, 0, 0.1f);
     check_sentence_model(short_lengths, 8, 384, 64, 128, 1, 0.0f);
