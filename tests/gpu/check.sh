@@ -325,7 +325,8 @@ want trainer && step "pcgrad-train, simcse; fp16" 240 trainer_parity.txt trainer
 # pred may differ only at a tie (sst top-2 or qqp |p - 0.5| within 1e-4); the head fitted on
 # $GPUDEV vs the CPU's: relative L2 difference of W and of b <= 1e-3 (30 epochs of Adam from
 # fp32 products that differ by rounding), standardisation identical (host). When the trainer
-# part left a checkpoint ($WORK/run.ref), heads --model on sts pairs is compared the same way.
+# part left its mean-pooling checkpoint ($WORK/run.mean.ref), heads --model on sts pairs is compared
+# the same way.
 compare_preds() {  # compare_preds REF GOT: one head's predictions on two devices
   python3 - "$@" $B/dump <<'EOF'
 import json, subprocess, sys, numpy as np
@@ -390,8 +391,8 @@ heads_parity() {
     compare_heads "$WORK/$t.cpu.head" "$WORK/$t.$GPUDEV.head" || rc=1
     compare_preds "$WORK/$t.cpu.pred" "$WORK/$t.$GPUDEV.pred" || rc=1
   done
-  if [ -f "$WORK/run.ref/last/heads.safetensors" ]; then  # the trainer part's checkpoint
-    local C=$WORK/run.ref/last
+  if [ -f "$WORK/run.mean.ref/last/heads.safetensors" ]; then  # the trainer part's mean-pooling checkpoint
+    local C=$WORK/run.mean.ref/last
     $B/embed -q --model "$C" --device "$GPUDEV" --precision fp32 "$WORK/sts.h.tok" -o "$WORK/sts.ck.emb" || return 1
     for d in cpu $GPUDEV; do
       $B/heads -q --device $d --model "$C" --task sts -o "$WORK/sts.ck.$d.pred" "$WORK/sts.ck.emb" || return 1
