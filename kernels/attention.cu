@@ -12,7 +12,9 @@
 // The matrix products run in the precision of gemm.cu (fp32 | tf32 | bf16 | fp16); softmax, masks and
 // the sums stay fp32. Every sum has a fixed order: results are the same run to run.
 // The host sizes the products by the longest sequence (Lmax), which the caller passes as
-// max_len (lib/bert.c knows it when packing the batch): no readback of offsets, no sync.
+// max_len (lib/bert.c knows it when packing the batch): no readback of offsets, no sync. A
+// sequence longer than max_len (a caller's bug; the CPU twin dies naming it) traps in the softmax
+// kernels, so the next CUDA_CHECK dies instead of the rows overrunning the padded workspaces.
 // Scratch: the six padded workspaces of lib/workspace.h, reserved once from the run's memory plan.
 #include <float.h>
 #include <stdlib.h>
@@ -105,6 +107,7 @@ __global__ void softmax_rows_kernel(float *S, float *att, const int32_t *offsets
     for (int64_t r = (int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32; r < rows; r += warps) {
         const int i = (int)(r % Lmax), bh = (int)(r / Lmax), b = bh / NH, h = bh % NH;
         const int L = offsets[b + 1] - offsets[b];
+        if (L > Lmax) __trap();  // a max_len below the batch's longest: die at the next check, never write past the row
         float *s = S + r * Lmax;
         if (i >= L) {
             for (int j = lane; j < Lmax; j += 32) s[j] = 0.0f;
@@ -142,6 +145,7 @@ __global__ void softmax_rows_backward_kernel(float *dPd, float *Pd, const float 
     for (int64_t r = (int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32; r < rows; r += warps) {
         const int i = (int)(r % Lmax), bh = (int)(r / Lmax), b = bh / NH, h = bh % NH;
         const int L = offsets[b + 1] - offsets[b];
+        if (L > Lmax) __trap();  // as in the forward (the CPU twin dies naming both lengths)
         float *g = dPd + r * Lmax, *pd = Pd + r * Lmax;
         if (i >= L) {
             for (int j = lane; j < Lmax; j += 32) g[j] = 0.0f, pd[j] = 0.0f;

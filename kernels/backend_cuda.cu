@@ -37,7 +37,7 @@ static void *cuda_alloc(size_t bytes) {
 
 static void *ws_ptr[MT_WS_COUNT];
 static size_t ws_size[MT_WS_COUNT];  // MT_WS_LT is gemm.cu's, allocated at start-up
-static mt_workspace_shape ws_shape;   // the last shape reserved (max_tokens 0: none yet)
+static mt_workspace_shape ws_shape;   // every shape reserved, field by field the largest (max_tokens 0: none yet)
 
 void *mt_cuda::workspace(int which, size_t bytes) {
     mt_workspace_check(which, bytes, ws_size[which]);
@@ -61,10 +61,20 @@ static size_t cuda_workspace_bytes(const mt_workspace_shape *s, size_t *each) {
     return total;
 }
 
+// Field by field the larger of a and s: a shape that covers both (every size grows with each field).
+static void shape_cover(mt_workspace_shape *a, const mt_workspace_shape *s) {
+#define MT_COVER(f) a->f = s->f > a->f ? s->f : a->f
+    MT_COVER(max_tokens), MT_COVER(max_batch), MT_COVER(max_len), MT_COVER(C), MT_COVER(NH), MT_COVER(F);
+    MT_COVER(training), MT_COVER(gram_n), MT_COVER(operand_floats);
+#undef MT_COVER
+}
+
 // Grows (never shrinks) each workspace to the shape's size: one cudaMalloc per workspace per run.
+// Several shapes may be reserved (the encoder's, then the sentence model's operands): a later
+// precision change re-reserves one covering them all.
 static void cuda_reserve(const mt_workspace_shape *s) {
     size_t w[MT_WS_COUNT];
-    ws_shape = *s;
+    shape_cover(&ws_shape, s);
     cuda_workspace_bytes(s, w);
     for (int i = 0; i < MT_WS_COUNT; i++) {
         if (i == MT_WS_LT || w[i] <= ws_size[i]) continue;
@@ -84,7 +94,7 @@ static void cuda_reserve(const mt_workspace_shape *s) {
     }
 }
 
-// --precision bf16 after the reservation needs the operand copies: the same shape again.
+// --precision bf16 after the reservation needs the operand copies: the shapes reserved again.
 void mt_cuda::workspaces_follow_precision(void) {
     if (ws_shape.max_tokens > 0) cuda_reserve(&ws_shape);
 }

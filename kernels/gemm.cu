@@ -62,7 +62,7 @@ template <typename T> __global__ void half_to_f32_kernel(float *out, const T *in
 // type of the precision (bf16 or fp16), same layout, in workspace slot: the whole span is
 // converted, padding between rows included.
 static const void *as_half(int slot, const float *X, int rows, int cols, int ld, int64_t stride = 0, int count = 1) {
-    int64_t n = (int64_t)(count - 1) * stride + (int64_t)(rows - 1) * ld + cols;
+    int64_t n = (int64_t)mt_ws_half_span(rows, cols, ld, stride, count);
     void *out = workspace(MT_WS_BF16_A + slot, (size_t)n * 2);  // both types are 2 bytes
     if (precision == MT_PRECISION_FP16) f32_to_half_kernel<<<grid_for(n, 256), 256, 0, stream>>>((__half *)out, X, n);
     else f32_to_half_kernel<<<grid_for(n, 256), 256, 0, stream>>>((__nv_bfloat16 *)out, X, n);
@@ -79,14 +79,9 @@ static void gemm_half(int ta, int tb, int M, int N, int K, float alpha, const vo
                               CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
-// The largest operand span as_half converts for any batch of shape s: activations and their
-// gradients [N, max(3C, F)], weights [max(3C, F), C], the attention's padded heads and scores.
+// The largest operand span as_half converts for any batch of shape s (lib/workspace.h).
 size_t bf16_operand_bytes(const mt_workspace_shape *s, const size_t *generic) {
-    if (!half_operands()) return 0;
-    size_t widest = (size_t)(3 * s->C > s->F ? 3 * s->C : s->F), n = (size_t)s->max_tokens * widest;
-    size_t more[] = {widest * s->C, generic[MT_WS_ATT_Q] / sizeof(float), generic[MT_WS_ATT_S] / sizeof(float)};
-    for (size_t i = 0; i < sizeof more / sizeof more[0]; i++) n = more[i] > n ? more[i] : n;
-    return n * 2;  // bf16 and fp16 alike
+    return half_operands() ? mt_ws_half_operands(s, generic) * 2 : 0;  // bf16 and fp16 alike
 }
 
 size_t lt_workspace_size(void) { return lt_workspace_bytes; }

@@ -1,7 +1,9 @@
 // sentence.cu — the sentence model's ops (lib/backend.h; the model is lib/sentence.c), twins of
 // lib/cpu/sentence.c. Deterministic: no atomics; every output element has one writer, and each
 // sum (bias gradients, col2im) runs in the CPU's order, so those results are the CPU's bits.
-// The LSTM cell uses CUDA's expf/tanhf (an ulp or two from libm): parity within tolerance.
+// The LSTM cell uses CUDA's expf/tanhf (an ulp or two from libm): parity within tolerance; its
+// other operations are rounded one by one as the CPU's (__fmul_rn / __fadd_rn: nvcc would
+// contract a * b + c into an FMA, the C11 build does not), so the libm difference is the only one.
 #include "ops.cuh"
 #include "philox.cuh"
 
@@ -97,7 +99,7 @@ __global__ void im2col_same_kernel(float *col, const float *inp, const int32_t *
 }
 
 void im2col_same(float *col, const float *inp, const int32_t *offsets, int B, int N, int C, int w) {
-    if (B <= 0 || N <= 0) return;
+    if (B <= 0 || N <= 0 || C <= 0 || w <= 0) return;  // grid_for(0) would be an invalid launch
     im2col_same_kernel<<<grid_for((int64_t)N * C * w, 256), 256, 0, stream>>>(col, inp, offsets, B, N, C, w);
     LAUNCH_CHECK();
 }
@@ -119,7 +121,7 @@ __global__ void col2im_same_kernel(float *dinp, const float *dcol, const int32_t
 }
 
 void col2im_same(float *dinp, const float *dcol, const int32_t *offsets, int B, int N, int C, int w) {
-    if (B <= 0 || N <= 0) return;
+    if (B <= 0 || N <= 0 || C <= 0 || w <= 0) return;
     col2im_same_kernel<<<grid_for((int64_t)N * C, 256), 256, 0, stream>>>(dinp, dcol, offsets, B, N, C, w);
     LAUNCH_CHECK();
 }
@@ -196,7 +198,9 @@ void max_pool_backward(float *dinp, const float *dout, const int32_t *argmax, in
 
 // ---- LSTM cell -------------------------------------------------------------------------------
 
-__device__ __forceinline__ float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+__device__ __forceinline__ float sigmoid(float x) { return 1.0f / __fadd_rn(1.0f, expf(-x)); }
+__device__ __forceinline__ float mul(float a, float b) { return __fmul_rn(a, b); }
+__device__ __forceinline__ float add(float a, float b) { return __fadd_rn(a, b); }
 
 // The row read at step s of sequence b, in reading order.
 __device__ __forceinline__ int step_row(const int32_t *offsets, int b, int s, int reverse) {
@@ -212,10 +216,10 @@ __global__ void lstm_cell_forward_kernel(float *gates, float *cell, float *hidde
         const int64_t row = step_row(offsets, b, s, reverse), prev = reverse ? row + 1 : row - 1;
         float *g = gates + row * 4 * H;
         const float *hh = step_g + (int64_t)j * 4 * H;
-        const float ig = sigmoid(g[k] + hh[k]), fg = sigmoid(g[H + k] + hh[H + k]);
-        const float gg = tanhf(g[2 * H + k] + hh[2 * H + k]), og = sigmoid(g[3 * H + k] + hh[3 * H + k]);
+        const float ig = sigmoid(add(g[k], hh[k])), fg = sigmoid(add(g[H + k], hh[H + k]));
+        const float gg = tanhf(add(g[2 * H + k], hh[2 * H + k])), og = sigmoid(add(g[3 * H + k], hh[3 * H + k]));
         const float cprev = s > 0 ? cell[prev * H + k] : 0.0f;
-        const float c = fg * cprev + ig * gg, h = og * tanhf(c);
+        const float c = add(mul(fg, cprev), mul(ig, gg)), h = mul(og, tanhf(c));
         cell[row * H + k] = c;
         hidden[row * H + k] = h;
         g[k] = ig, g[H + k] = fg, g[2 * H + k] = gg, g[3 * H + k] = og;
@@ -246,13 +250,14 @@ __global__ void lstm_cell_backward_kernel(float *dgates, float *hprev, float *st
         const float tc = tanhf(cell[row * H + k]);
         const float cprev = s > 0 ? cell[prev * H + k] : 0.0f;
         float *dcb = dc + (int64_t)b * H + k;
-        const float dct = *dcb + dh * og * (1.0f - tc * tc);
-        const float d[4] = {dct * gg * ig * (1.0f - ig), dct * cprev * fg * (1.0f - fg), dct * ig * (1.0f - gg * gg),
-                            dh * tc * og * (1.0f - og)};
+        // the CPU's expressions, left to right: ((a * b) * c) * (1 - d * e)
+        const float dct = add(*dcb, mul(mul(dh, og), add(1.0f, -mul(tc, tc))));
+        const float d[4] = {mul(mul(mul(dct, gg), ig), add(1.0f, -ig)), mul(mul(mul(dct, cprev), fg), add(1.0f, -fg)),
+                            mul(mul(dct, ig), add(1.0f, -mul(gg, gg))), mul(mul(mul(dh, tc), og), add(1.0f, -og))};
         float *dg = step_g + (int64_t)j * 4 * H, *dgr = dgates + row * 4 * H;
 #pragma unroll
         for (int q = 0; q < 4; q++) dg[q * H + k] = d[q], dgr[q * H + k] = d[q];
-        *dcb = dct * fg;
+        *dcb = mul(dct, fg);
         hprev[row * H + k] = s > 0 ? hidden[prev * H + k] : 0.0f;
     }
 }

@@ -48,6 +48,8 @@ typedef struct {
     int C, NH, F;                        // hidden size, attention heads, feed-forward width
     int training;                        // backward and optimizer ops will run
     size_t gram_n;                       // floats per buffer of the largest gram call (0: none)
+    size_t operand_floats;               // the largest operand of a product outside the encoder
+                                         // (the sentence model's: mt_sentence_operand_floats; 0: none)
 } mt_workspace_shape;
 
 typedef struct mt_backend mt_backend;

@@ -268,7 +268,7 @@ size_t mt_bert_count_params(const mt_bert_config *cfg, int has_pooler) {
 mt_workspace_shape mt_bert_workspace_shape(const mt_bert_config *cfg, int max_tokens, int max_batch, int max_len,
                                            int training, size_t num_params) {
     return (mt_workspace_shape){max_tokens, max_batch, max_len, cfg->hidden_size, cfg->num_attention_heads,
-                                cfg->intermediate_size, training, training ? num_params : 0};
+                                cfg->intermediate_size, training, training ? num_params : 0, 0};  // no products beyond the encoder
 }
 
 // The gradient buffers, and dhidden (mt_bert_dhidden), for max_tokens.

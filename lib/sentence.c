@@ -247,6 +247,24 @@ static int max_width(const mt_sentence_config *cfg) {
     return m;
 }
 
+#define MAX3(a, b, c) ((a) > (b) ? ((a) > (c) ? (a) : (c)) : ((b) > (c) ? (b) : (c)))
+
+// Every operand of the gemm calls above and in mt_conv_same_* / mt_lstm_*, bounded by its rows
+// times its leading dimension (each span is at most that).
+size_t mt_sentence_operand_floats(const mt_sentence_layout *L, int max_N, int max_B) {
+    const mt_sentence_config *cfg = &L->cfg;
+    if (cfg->kind != MT_SENT_SBERT_CNN_BILSTM) return 0;
+    size_t N = (size_t)max_N, B = (size_t)max_B, C = (size_t)cfg->C, G = 4 * (size_t)cfg->lstm_hidden;
+    size_t In = (size_t)L->lstm_in, H = (size_t)cfg->lstm_hidden, n = N * (size_t)L->F;  // dout [N, ldo = F]
+    for (int i = 0; i < cfg->n_widths; i++) {  // col [N, C*w], weight [F_w, C*w]
+        size_t cw = C * (size_t)cfg->width[i];
+        n = MAX3(n, N * cw, (size_t)cfg->filters[i] * cw);
+    }
+    n = MAX3(n, N * In, G * In);  // x, w_ih
+    n = MAX3(n, N * G, G * H);    // gates / dgates, w_hh
+    return MAX3(n, B * G, N * H); // step_g, hprev (step_h [B, H] is smaller)
+}
+
 void mt_sentence_acts_alloc(const mt_backend *be, mt_sentence_acts *a, const mt_sentence_layout *L,
                             int max_N, int max_B) {
     memset(a, 0, sizeof *a);
@@ -266,6 +284,10 @@ void mt_sentence_acts_alloc(const mt_backend *be, mt_sentence_acts *a, const mt_
         wide = 2 * H > wide ? 2 * H : wide;
     }
     a->dbuf = be->alloc((size_t)max_B * wide * sizeof(float));
+    // A shape with no encoder: only the 16-bit operand workspaces can grow (a backend's reserve
+    // never shrinks one), and only at --precision bf16 / fp16.
+    size_t operands = mt_sentence_operand_floats(L, max_N, max_B);
+    if (operands) be->reserve(&(mt_workspace_shape){.max_tokens = max_N, .max_batch = max_B, .operand_floats = operands});
 }
 
 void mt_sentence_acts_free(const mt_backend *be, mt_sentence_acts *a) {

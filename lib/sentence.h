@@ -160,8 +160,15 @@ void mt_sentence_weights_point(mt_sentence_weights *w, const mt_sentence_layout 
 #define MT_SENT_INIT_STREAM 0x53000000u
 void mt_sentence_init_params(const mt_sentence_layout *L, float *base, uint64_t seed);
 
+// The most elements of one operand of the model's matrix products for batches of at most max_N
+// tokens and max_B sequences (each a span of mt_ws_half_span): what a device backend's 16-bit
+// operand copies must hold at --precision bf16 / fp16 (im2col [N, C*w], the LSTM's [N, 4H], the
+// weights). 0 for cls and mean (no products).
+size_t mt_sentence_operand_floats(const mt_sentence_layout *L, int max_N, int max_B);
+
 // Activations of one forward pass, allocated once (backend memory, be->alloc) for at most
-// max_N tokens, max_B sequences.
+// max_N tokens, max_B sequences; also reserves the backend's operand workspaces for the
+// model's products (be->reserve with mt_sentence_operand_floats: they only grow).
 typedef struct {
     int max_N, max_B;
     float *fmap;        // [N,F] CNN feature map after ReLU + dropout

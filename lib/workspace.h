@@ -40,6 +40,22 @@ static inline size_t mt_ws_colsums(int N, int C, int sets) {
 static inline size_t mt_ws_embed_sort(int N, size_t sort_temp) {
     return ((size_t)3 * N + 63) / 64 * 64 * sizeof(int32_t) + sort_temp;
 }
+// A 16-bit operand copy (gemm.cu's as_half): `count` matrices of rows x cols, leading dimension
+// ld, `stride` apart, converted as one span (padding between rows included), in elements.
+static inline size_t mt_ws_half_span(int rows, int cols, int ld, int64_t stride, int count) {
+    return (size_t)((int64_t)(count - 1) * stride + (int64_t)(rows - 1) * ld + cols);
+}
+// The largest such span for any batch of shape s, in elements (bf16 / fp16 precision only):
+// the encoder's activations and their gradients [N, max(3C, F)], its weights [max(3C, F), C],
+// the attention's padded heads and scores (generic: mt_workspace_generic's sizes), and the
+// products outside the encoder (s->operand_floats).
+static inline size_t mt_ws_half_operands(const mt_workspace_shape *s, const size_t *generic) {
+    size_t widest = (size_t)(3 * s->C > s->F ? 3 * s->C : s->F), n = (size_t)s->max_tokens * widest;
+    size_t more[] = {widest * s->C, generic[MT_WS_ATT_Q] / sizeof(float), generic[MT_WS_ATT_S] / sizeof(float),
+                     s->operand_floats};
+    for (size_t i = 0; i < sizeof more / sizeof more[0]; i++) n = more[i] > n ? more[i] : n;
+    return n;
+}
 // gram of k buffers of n floats: the k*k result, then per pair and MT_GRAM_BLOCK block a partial
 static inline size_t mt_ws_gram(int k, size_t n) {
     size_t blocks = (n + MT_GRAM_BLOCK - 1) / MT_GRAM_BLOCK, pairs = (size_t)k * (k + 1) / 2;

@@ -21,7 +21,13 @@ static void staged_copy(void *dst, const void *src, size_t bytes) {
 static size_t staged_workspace_bytes(const mt_workspace_shape *s, size_t *each) {
     return mt_workspace_generic(s, each);
 }
-static void staged_reserve(const mt_workspace_shape *s) { mt_workspace_generic(s, reserved); }
+// Grows each workspace to the shape's size, never shrinks it: cuda_reserve's rule, so a second,
+// smaller reservation (another model on the same backend) refuses nothing CUDA would run.
+static void staged_reserve(const mt_workspace_shape *s) {
+    size_t w[MT_WS_COUNT];
+    mt_workspace_generic(s, w);
+    for (int i = 0; i < MT_WS_COUNT; i++) reserved[i] = w[i] > reserved[i] ? w[i] : reserved[i];
+}
 static size_t staged_memory_free(void) { return SIZE_MAX; }
 
 // The asks of attention.cu for B sequences padded to max_len (the CPU op then checks that no

@@ -67,7 +67,7 @@ TEST(minilm_training_plan_on_a_device_backend) {
 // The padded bound: B sequences whose longest is Lmax hold >= Lmax + B - 1 tokens.
 TEST(padded_attention_is_bounded_by_the_tokens) {
     size_t w[MT_WS_COUNT];
-    mt_workspace_shape s = {100, 10, 95, 384, 12, 1536, 0, 0};
+    mt_workspace_shape s = {100, 10, 95, 384, 12, 1536, 0, 0, 0};
     mt_workspace_generic(&s, w);
     size_t best = 0;  // B = 1..6: L = 95 (B <= 6), then 100 - B + 1
     for (int B = 1; B <= 10; B++) {
@@ -106,7 +106,7 @@ static int in_child(void (*fn)(void), char *msg, size_t n) {
 // padded-head memory than a shape of 64 tokens in 2 sequences of at most 32 reserved.
 static void over_ask(void) {
     const mt_backend *be = mt_backend_cpu_staged();
-    be->reserve(&(mt_workspace_shape){64, 2, 32, 8, 2, 32, 0, 0});
+    be->reserve(&(mt_workspace_shape){64, 2, 32, 8, 2, 32, 0, 0, 0});
     int32_t offsets[4] = {0, 40, 41, 42};
     int64_t att_offsets[3] = {0, 2 * 40 * 40, 2 * 40 * 40 + 2};
     static float qkv[42 * 24], out[42 * 8];  // static: nothing for LeakSanitizer when mt_die exits
@@ -115,7 +115,7 @@ static void over_ask(void) {
 
 static void within(void) {
     const mt_backend *be = mt_backend_cpu_staged();
-    be->reserve(&(mt_workspace_shape){64, 3, 40, 8, 2, 32, 0, 0});
+    be->reserve(&(mt_workspace_shape){64, 3, 40, 8, 2, 32, 0, 0, 0});
     int32_t offsets[4] = {0, 40, 41, 42};
     int64_t att_offsets[3] = {0, 2 * 40 * 40, 2 * 40 * 40 + 2};
     static float qkv[42 * 24], out[42 * 8];  // static: nothing for LeakSanitizer when mt_die exits

@@ -9,6 +9,7 @@
 #include "check.h"
 #include "rng.h"
 #include "sentence.h"
+#include "workspace.h"
 
 #define CPU mt_backend_cpu()  // host memory: the ops of the table on plain arrays
 
@@ -541,6 +542,53 @@ TEST(cpu_staged_equals_cpu_bit_for_bit) {
     free(p);
 }
 
+// The CPU table with a gemm that records its operands' largest span (mt_ws_half_span: what
+// CUDA's bf16 / fp16 copies hold) and a reserve that records the operand floats asked for.
+static size_t widest_span, operands_reserved;
+static void gemm_recording(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
+                           int ldb, float beta, float *C, int ldc) {
+    size_t a = mt_ws_half_span(ta ? K : M, ta ? M : K, lda, 0, 1), b = mt_ws_half_span(tb ? N : K, tb ? K : N, ldb, 0, 1);
+    if (M > 0 && N > 0 && K > 0) {
+        widest_span = a > widest_span ? a : widest_span;
+        widest_span = b > widest_span ? b : widest_span;
+    }
+    mt_backend_cpu()->gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+static void reserve_recording(const mt_workspace_shape *s) {
+    operands_reserved = s->operand_floats > operands_reserved ? s->operand_floats : operands_reserved;
+}
+
+// Every product's operands fit the 16-bit operand workspaces that mt_sentence_acts_alloc
+// reserves (--precision bf16 / fp16 on CUDA), for LSTM widths past the encoder's 3C and F
+// (4H = 64 > 3 * CH), wide CNN filters, over token states and over the CNN map.
+TEST(products_fit_the_operand_reservation) {
+    mt_backend rec = *mt_backend_cpu();
+    rec.gemm = gemm_recording, rec.reserve = reserve_recording;
+    for (int over_cnn = 0; over_cnn < 2; over_cnn++) {
+        mt_sentence_config cfg = mt_sentence_default_config(MT_SENT_SBERT_CNN_BILSTM, CH, 9, 16);
+        cfg.lstm_over_cnn = over_cnn;
+        mt_sentence_layout L;
+        mt_sentence_layout_init(&L, &cfg);
+        size_t np = L.n_params, nout = (size_t)NB * L.D;
+        float *params = calloc(np, 4), *grads = calloc(np, 4), *out = calloc(nout, 4), *R = calloc(nout, 4);
+        float x[NT * CH], dx[NT * CH] = {0};
+        mt_sentence_init_params(&L, params, 3);
+        fill_uniform(x, NT * CH, 1, 1), fill_uniform(R, nout, 1, 2);
+        mt_sentence_weights w, dw;
+        mt_sentence_weights_point(&w, &L, params), mt_sentence_weights_point(&dw, &L, grads);
+        mt_sentence_acts a;
+        widest_span = operands_reserved = 0;
+        mt_sentence_acts_alloc(&rec, &a, &L, NT, NB);
+        mt_sentence_forward(&rec, out, &a, &L, &w, x, OFF, NB, NT, NULL);
+        mt_sentence_backward(&rec, dx, &dw, R, &a, &L, &w, x);
+        CHECK(widest_span > 0 && operands_reserved == mt_sentence_operand_floats(&L, NT, NB));
+        CHECK(widest_span <= operands_reserved);
+        if (widest_span > operands_reserved) printf("# over_cnn %d: span %zu > %zu\n", over_cnn, widest_span, operands_reserved);
+        mt_sentence_acts_free(&rec, &a);
+        free(params), free(grads), free(out), free(R);
+    }
+}
+
 int main(void) {
     RUN(cls_pool_picks_first_token_and_routes_gradient);
     RUN(mean_pool_forward_and_gradient);
@@ -557,5 +605,6 @@ int main(void) {
     RUN(parameter_table_and_init);
     RUN(forward_backward_deterministic);
     RUN(cpu_staged_equals_cpu_bit_for_bit);
+    RUN(products_fit_the_operand_reservation);
     return check_summary();
 }
