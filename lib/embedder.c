@@ -119,7 +119,7 @@ static void check_memory(const char *dir, const mt_backend *be, const mt_embed_o
     if (mt_config_load(&cfg, path, err, sizeof err)) mt_die("%s", err);
     int max_pos = cfg.max_position_embeddings;
     mt_mem_plan p;
-    mt_mem_plan_encoder(&p, &cfg, be, &(mt_mem_run){token_budget(o, max_pos), o->batch_size, max_pos, 0, 0, 0});
+    mt_mem_plan_encoder(&p, &cfg, be, &(mt_mem_run){token_budget(o, max_pos), o->batch_size, max_pos, 0, 0, 0, 0});
     snprintf(lower, sizeof lower, "lower --batch-tokens (now %d, at least the model's %d positions count) or "
              "--batch-size (now %d)", o->batch_tokens, max_pos, o->batch_size);
     mt_mem_plan_check(&p, be, o->max_memory, 0, lower, 0);

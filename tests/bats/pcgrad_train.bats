@@ -435,3 +435,28 @@ assert n == 32, n'
   [[ "$stderr" == *"memory plan: "*" on cpu-staged ("* ]]
   same_weights "$T/a" "$T/b"
 }
+
+needed_bytes() {  # the exact total of a run's memory plan, from the refusal of a 1-byte cap
+  run --separate-stderr train --max-memory 1 --device cpu-staged -o "$T/refused" "$@"
+  [ "$status" -ne 0 ]
+  [[ "$stderr" =~ the\ run\ needs\ [^\(]*\(([0-9]+)\ bytes\) ]]
+  echo "${BASH_REMATCH[1]}"
+}
+
+@test "the plan counts the sentence model: a cap between a mean and a CNN-BiLSTM run's needs refuses only the latter, up front" {
+  mean=$(needed_bytes --pcgrad --sentence-model mean)
+  sbert=$(needed_bytes --pcgrad --sentence-model sbert-cnn-bilstm --cnn-filters 16 --lstm-hidden 16)
+  echo "mean $mean sbert-cnn-bilstm $sbert"
+  [ "$sbert" -gt "$mean" ]
+  cap=$(( (mean + sbert) / 2 ))
+  run --separate-stderr train --pcgrad --sentence-model sbert-cnn-bilstm --cnn-filters 16 --lstm-hidden 16 \
+    --device cpu-staged --max-memory "$cap" -o "$T/sbert"
+  [ "$status" -ne 0 ]
+  [[ "$stderr" == *"the run needs "*"($sbert bytes) of cpu-staged memory"* ]]
+  [ ! -e "$T/sbert" ]
+  run --separate-stderr "$BIN/pcgrad-train" -j 2 --model "$S/tiny" --task sst="$S/sst.tok" --task qqp="$S/qqp.tok" \
+    --task sts="$S/sts.tok" --pcgrad --max-steps 1 --device cpu-staged --max-memory "$cap" -o "$T/mean"
+  [ "$status" -eq 0 ]
+  [[ "$stderr" == *"memory plan: "*" on cpu-staged ("* ]]
+  [ -e "$T/mean/last/model.safetensors" ]
+}
