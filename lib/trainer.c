@@ -11,6 +11,7 @@
 #include "trainer.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <signal.h>
 #include <stddef.h>
@@ -307,9 +308,13 @@ static void batch_bounds(const trainer *T, int *max_tokens, int *max_examples, i
         if (T->has_data[t]) data_bounds(&T->data[t], &cost, max_len);
         if (T->has_dev[t]) data_bounds(&T->dev[t], &dev_cost, max_len);
     }
-    int train = slots * (cost > T->o.batch_tokens ? cost : T->o.batch_tokens);
+    // slots (<= 4096) x --batch-tokens (<= 2^24) can pass INT_MAX: in long, then refused
+    long train = (long)slots * (cost > T->o.batch_tokens ? cost : T->o.batch_tokens);
     int eval = dev_cost > T->o.batch_tokens ? dev_cost : T->o.batch_tokens;
-    *max_tokens = train > eval ? train : eval;
+    if (train > INT_MAX)
+        mt_die("a step packs up to %ld tokens (%d partial batches of --batch-tokens %d): beyond what a pass can "
+               "hold (INT_MAX); lower --batch-tokens or --batch-size", train, slots, T->o.batch_tokens);
+    *max_tokens = train > eval ? (int)train : eval;
     *max_examples = slots * per > 64 ? slots * per : 64;
     *max_seqs = 3 * *max_examples;
 }
