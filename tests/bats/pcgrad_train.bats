@@ -460,3 +460,22 @@ needed_bytes() {  # the exact total of a run's memory plan, from the refusal of 
   [[ "$stderr" == *"memory plan: "*" on cpu-staged ("* ]]
   [ -e "$T/mean/last/model.safetensors" ]
 }
+
+@test "embed --pool sbert-cnn-bilstm plans the sentence model: a cap between mean's and its needs refuses it up front" {
+  train_sbert --max-steps 1 -o "$T/run"
+  e() { "$BIN/embed" -q --model "$T/run/last" --device cpu-staged "$@" "$S/sst-dev.tok"; }
+  run --separate-stderr e --pool mean --max-memory 1
+  [[ "$stderr" =~ the\ run\ needs\ [^\(]*\(([0-9]+)\ bytes\) ]]
+  mean=${BASH_REMATCH[1]}
+  run --separate-stderr e --pool sbert-cnn-bilstm --max-memory 1
+  [[ "$stderr" =~ the\ run\ needs\ [^\(]*\(([0-9]+)\ bytes\) ]]
+  sbert=${BASH_REMATCH[1]}
+  [ "$sbert" -gt "$mean" ]
+  cap=$(( (mean + sbert) / 2 ))
+  run --separate-stderr e --pool sbert-cnn-bilstm --max-memory "$cap" -o "$T/sb.emb"
+  [ "$status" -ne 0 ]
+  [[ "$stderr" == *"($sbert bytes) of cpu-staged memory"* ]]
+  [ ! -e "$T/sb.emb" ]
+  e --pool mean --max-memory "$cap" -o "$T/mean.emb"
+  [ -s "$T/mean.emb" ]
+}
