@@ -4,7 +4,8 @@
 // training or not and what the trainer keeps on the device, the plan lists every buffer of the
 // run's backend memory with its size: parameters, gradients, AdamW moments, PCGrad's per-task
 // gradients, the activation arena, the backward's buffers and the backend's workspaces
-// (mt_backend.workspace_bytes, at the precision set). mt_mem_plan_check compares its total with
+// (mt_backend.workspace_bytes, at the precision set); mt_mem_plan_taskmodel adds the sentence
+// model's parameters, gradients, moments, PCGrad copies and activations. mt_mem_plan_check compares its total with
 // what the backend has (free device memory) and the user's cap (--max-memory, MTBERT_MAX_MEMORY)
 // and dies before the run starts when it does not fit; mt_bert_reserve then allocates it.
 //

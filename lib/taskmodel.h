@@ -116,8 +116,9 @@ typedef struct {
     uint32_t step, pass;
 } mt_tm_dropout;
 
-// Activations of one forward, grown on demand (a forward allocates only when a batch is
-// larger than any before).
+// Activations of one forward: reserved up front for a run's bounds (mt_tm_acts_reserve, as the
+// trainer does), else grown on demand (a forward allocates only when a batch is larger than
+// any before).
 typedef struct {
     int cap_B, cap_N;
     const mt_backend *be;     // the sentence model's (the backend memory below)
