@@ -6,7 +6,7 @@
 //   mt_bert_pool(m, MT_POOL_MEAN, sentence);                        // sentence[B,C] of that batch
 //   mt_bert_free(m);
 //
-// Training (CPU backend; the CUDA table has no backward ops yet):
+// Training (any backend: every op has its backward on CPU and CUDA alike):
 //   mt_bert_reserve(m, max_tokens, max_batch, max_len, 1);
 //   const float *h = mt_bert_forward_train(m, ids, types, offsets, B, &drop);  // packed [N,C]
 //   ... loss, dh[N,C] ...

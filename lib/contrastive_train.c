@@ -134,6 +134,14 @@ static void trainer_optimizer(trainer *t) {
 // Views of each example: anchor and positive, and a hard negative when the data has them.
 static int views_of(const mt_cl_data *d) { return d->n_ex > 0 && d->ex[0].negative >= 0 ? 3 : 2; }
 
+// The pooled embeddings, their gradient and the offsets in backend memory for V = views x B
+// sequences of width C: allocated, or (s->be NULL) only sized for the memory plan.
+static void pooled_take(mt_mem_sizer *s, trainer *t, int V, int C) {
+    t->d_offsets = mt_mem_take(s, ((size_t)V + 1) * sizeof *t->d_offsets);
+    t->d_emb = mt_mem_take(s, (size_t)V * C * sizeof(float));
+    t->d_demb = mt_mem_take(s, (size_t)V * C * sizeof(float));
+}
+
 static void trainer_init(trainer *t, mt_bert *m, const mt_cl_data *d, const mt_cl_train_options *o, long total) {
     memset(t, 0, sizeof *t);
     t->m = m, t->d = d, t->o = o, t->C = m->cfg.hidden_size, t->be = m->be;
@@ -155,9 +163,7 @@ static void trainer_init(trainer *t, mt_bert *m, const mt_cl_data *d, const mt_c
     t->offsets = mt_malloc((size_t)(views * B + 1) * sizeof *t->offsets);
     t->emb = mt_malloc((size_t)views * B * t->C * sizeof(float));
     t->demb = mt_malloc((size_t)views * B * t->C * sizeof(float));
-    t->d_offsets = t->be->alloc((size_t)(views * B + 1) * sizeof *t->d_offsets);
-    t->d_emb = t->be->alloc((size_t)views * B * t->C * sizeof(float));
-    t->d_demb = t->be->alloc((size_t)views * B * t->C * sizeof(float));
+    pooled_take(&(mt_mem_sizer){t->be, 0}, t, views * B, t->C);
 }
 
 // The largest batch of an epoch's plan folded into the bounds (tokens, sequences): the
@@ -178,7 +184,11 @@ static void reserve_memory(mt_bert *m, const mt_cl_data *d, const mt_cl_train_op
     bb.len = 1;
     for (int i = 0; i < d->seqs.n; i++) bb.len = d->seqs.len[i] > bb.len ? d->seqs.len[i] : bb.len;
     mt_mem_plan p;
-    mt_mem_plan_encoder(&p, &m->cfg, m->be, &(mt_mem_run){bb.tokens, bb.seqs, bb.len, 1, 1, 0});
+    mt_mem_plan_encoder(&p, &m->cfg, m->be, &(mt_mem_run){bb.tokens, bb.seqs, bb.len, 1, 1, 0, 0});
+    trainer sizing;
+    mt_mem_sizer s = {NULL, 0};
+    pooled_take(&s, &sizing, views_of(d) * o->batch_size, m->cfg.hidden_size);
+    mt_mem_plan_add(&p, "pooled embeddings", s.bytes);
     char lower[200];
     snprintf(lower, sizeof lower, "lower --batch-tokens (now %d), --batch-size (now %d) or the longest sequence "
              "(now %d tokens)", o->batch_tokens, o->batch_size, bb.len);

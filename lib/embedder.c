@@ -73,6 +73,13 @@ const char *mt_embed_pool_name(int pool) {
          : pool == MT_EMBED_POOL_SBERT_CNN_BILSTM ? "sbert-cnn-bilstm" : "mean";
 }
 
+// The sentence model's backend buffers besides its activations for batches of up to budget
+// tokens: the gathered token states and the embeddings, allocated (s->be) or only sized.
+static void sentence_buffers_take(mt_mem_sizer *s, mt_embedder *e, int D, int budget) {
+    e->sin = mt_mem_take(s, (size_t)budget * e->C * sizeof(float));
+    e->d_semb = mt_mem_take(s, (size_t)e->o.batch_size * D * sizeof(float));
+}
+
 // Loads the sentence model of the checkpoint dir (its heads.safetensors), sized for batches of
 // up to budget tokens and o->batch_size sequences.
 static void open_sentence_model(mt_embedder *e, const char *dir, int budget) {
@@ -98,8 +105,7 @@ static void open_sentence_model(mt_embedder *e, const char *dir, int budget) {
     const mt_backend *be = e->m->be;
     mt_taskmodel_to_backend(e->tm, be);
     mt_sentence_acts_alloc(be, &e->sacts, L, budget, e->o.batch_size);
-    e->sin = be->alloc((size_t)budget * e->C * sizeof(float));
-    e->d_semb = be->alloc((size_t)e->o.batch_size * L->D * sizeof(float));
+    sentence_buffers_take(&(mt_mem_sizer){be, 0}, e, L->D, budget);
     e->semb = mt_malloc((size_t)e->o.batch_size * L->D * sizeof(float));
     e->soffsets = mt_malloc(((size_t)e->o.batch_size + 1) * sizeof(int32_t));
     e->sidx = mt_malloc((size_t)e->o.batch_size * sizeof(int));
@@ -119,7 +125,21 @@ static void check_memory(const char *dir, const mt_backend *be, const mt_embed_o
     if (mt_config_load(&cfg, path, err, sizeof err)) mt_die("%s", err);
     int max_pos = cfg.max_position_embeddings;
     mt_mem_plan p;
-    mt_mem_plan_encoder(&p, &cfg, be, &(mt_mem_run){token_budget(o, max_pos), o->batch_size, max_pos, 0, 0, 0});
+    int budget = token_budget(o, max_pos);
+    mt_taskmodel tm;
+    snprintf(path, sizeof path, "%s/heads.safetensors", dir);
+    // (a heads file that does not load is open_sentence_model's to refuse, with its reasons)
+    int sent = o->pool == MT_EMBED_POOL_SBERT_CNN_BILSTM && !o->tokens && !mt_taskmodel_load(&tm, path, err, sizeof err);
+    size_t operands = sent ? mt_sentence_operand_floats(&tm.sent, budget, o->batch_size) : 0;
+    mt_mem_plan_encoder(&p, &cfg, be, &(mt_mem_run){budget, o->batch_size, max_pos, 0, 0, 0, operands});
+    if (sent) {
+        mt_embedder sizing = {.o = *o, .C = cfg.hidden_size};
+        mt_mem_sizer s = {NULL, mt_sentence_acts_bytes(&tm.sent, budget, o->batch_size)};
+        sentence_buffers_take(&s, &sizing, tm.sent.D, budget);
+        mt_mem_plan_add(&p, "sentence model parameters", tm.n_sent * sizeof(float));
+        mt_mem_plan_add(&p, "sentence model activations", s.bytes);
+        mt_taskmodel_free(&tm);
+    }
     snprintf(lower, sizeof lower, "lower --batch-tokens (now %d, at least the model's %d positions count) or "
              "--batch-size (now %d)", o->batch_tokens, max_pos, o->batch_size);
     mt_mem_plan_check(&p, be, o->max_memory, 0, lower, 0);

@@ -32,9 +32,21 @@ void mt_mem_plan_encoder(mt_mem_plan *p, const mt_bert_config *cfg, const mt_bac
         mt_mem_plan_add(p, "dhidden", (size_t)r->max_tokens * cfg->hidden_size * sizeof(float));  // mt_bert_dhidden
     }
     mt_workspace_shape s = mt_bert_workspace_shape(cfg, r->max_tokens, r->max_batch, r->max_len, r->training, P);
+    s.operand_floats = r->operand_floats;
     size_t ws[MT_WS_COUNT];
     be->workspace_bytes(&s, ws);
     for (int i = 0; i < MT_WS_COUNT; i++) mt_mem_plan_add(p, mt_workspace_names[i], ws[i]);
+}
+
+void mt_mem_plan_taskmodel(mt_mem_plan *p, const mt_taskmodel *tm, const mt_backend *be, const mt_mem_run *r,
+                           int max_examples) {
+    size_t sb = tm->n_sent * sizeof(float);  // as mt_taskmodel_to_backend and the trainer allocate
+    mt_mem_plan_add(p, "sentence model parameters", sb);
+    mt_mem_plan_add(p, "sentence model activations", mt_tm_acts_backend_bytes(tm, be, max_examples, r->max_tokens));
+    if (!r->training) return;
+    mt_mem_plan_add(p, "sentence model gradients", sb);
+    mt_mem_plan_add(p, "sentence model AdamW moments", r->moments ? 2 * sb : 0);
+    mt_mem_plan_add(p, "sentence model PCGrad copies", (size_t)r->task_grads * sb);
 }
 
 size_t mt_parse_size(const char *opt, const char *s) {

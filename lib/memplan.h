@@ -4,7 +4,8 @@
 // training or not and what the trainer keeps on the device, the plan lists every buffer of the
 // run's backend memory with its size: parameters, gradients, AdamW moments, PCGrad's per-task
 // gradients, the activation arena, the backward's buffers and the backend's workspaces
-// (mt_backend.workspace_bytes, at the precision set). mt_mem_plan_check compares its total with
+// (mt_backend.workspace_bytes, at the precision set); mt_mem_plan_taskmodel adds the sentence
+// model's parameters, gradients, moments, PCGrad copies and activations. mt_mem_plan_check compares its total with
 // what the backend has (free device memory) and the user's cap (--max-memory, MTBERT_MAX_MEMORY)
 // and dies before the run starts when it does not fit; mt_bert_reserve then allocates it.
 //
@@ -18,6 +19,7 @@
 
 #include "backend.h"
 #include "config.h"
+#include "taskmodel.h"
 
 #define MT_MEM_MAX_ITEMS 24
 
@@ -37,13 +39,33 @@ typedef struct {
     int training;                        // activations kept for backward, gradients
     int moments;                         // AdamW's two moments live in backend memory
     int task_grads;                      // PCGrad: per-task gradient copies in backend memory
+    size_t operand_floats;               // the largest operand of a product beside the encoder's
+                                         // (mt_sentence_operand_floats; 0: none)
 } mt_mem_run;
 
 // The plan of an encoder run on backend be (the pooler counted whether or not the checkpoint
 // has one: at most C*C + C floats too many). Items of 0 bytes are left out.
 void mt_mem_plan_encoder(mt_mem_plan *p, const mt_bert_config *cfg, const mt_backend *be, const mt_mem_run *r);
+// Appends the task model's items to an encoder plan: the sentence model's parameters and (r's
+// training, moments, task_grads) gradients, AdamW moments and PCGrad copies, and the
+// activations kept on be for passes of at most max_examples examples and r->max_tokens tokens
+// (mt_tm_acts_backend_bytes: what mt_tm_acts_reserve allocates).
+void mt_mem_plan_taskmodel(mt_mem_plan *p, const mt_taskmodel *tm, const mt_backend *be, const mt_mem_run *r,
+                           int max_examples);
 // Appends an item (name must outlive the plan).
 void mt_mem_plan_add(mt_mem_plan *p, const char *name, size_t bytes);
+
+// One code path both sizes and allocates a set of backend buffers, so the plan's numbers are
+// the allocation's: mt_mem_take adds bytes up and, when be is set, allocates them (be NULL:
+// sizing only, returns NULL).
+typedef struct {
+    const mt_backend *be;
+    size_t bytes;
+} mt_mem_sizer;
+static inline void *mt_mem_take(mt_mem_sizer *s, size_t bytes) {
+    s->bytes += bytes;
+    return s->be ? s->be->alloc(bytes) : NULL;
+}
 
 // "20G", "512M", "64k", "1.5G", "1000000" (bytes; K/M/G/T are powers of 1024, an optional
 // trailing B or iB is accepted) -> bytes; dies naming opt on anything else.

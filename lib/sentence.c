@@ -8,19 +8,26 @@
 #include <string.h>
 
 #include "common.h"
+#include "memplan.h"
 #include "rng.h"
 
 static int seq_len(const int32_t *offsets, int b) { return offsets[b + 1] - offsets[b]; }
 
 // ---- the batch's time steps ------------------------------------------------------------------
 
-void mt_seq_steps_alloc(const mt_backend *be, mt_seq_steps *p, int max_N, int max_B) {
+// The step lists' backend buffer from s (sizing only when s->be is NULL), host arrays with it.
+static void seq_steps_take(mt_mem_sizer *s, mt_seq_steps *p, int max_N, int max_B) {
     memset(p, 0, sizeof *p);
     p->max_N = max_N, p->max_B = max_B;
     size_t n = (size_t)max_B + 1 + 2 * (size_t)max_N;
+    p->dev = mt_mem_take(s, n * sizeof *p->dev);
+    if (!s->be) return;
     p->start = mt_malloc(((size_t)max_N + 1) * sizeof *p->start);
     p->host = mt_malloc(n * sizeof *p->host);
-    p->dev = be->alloc(n * sizeof *p->dev);
+}
+
+void mt_seq_steps_alloc(const mt_backend *be, mt_seq_steps *p, int max_N, int max_B) {
+    seq_steps_take(&(mt_mem_sizer){be, 0}, p, max_N, max_B);
 }
 
 void mt_seq_steps_free(const mt_backend *be, mt_seq_steps *p) {
@@ -80,15 +87,20 @@ void mt_conv_same_backward(const mt_backend *be, float *dinp, float *dweight, fl
 
 // ---- LSTM ------------------------------------------------------------------------------------
 
+static void lstm_acts_take(mt_mem_sizer *s, mt_lstm_acts *a, int max_N, int max_B, int H) {
+    size_t N = (size_t)max_N, B = (size_t)max_B, h = (size_t)H * sizeof(float);
+    a->gates = mt_mem_take(s, N * 4 * h);
+    a->cell = mt_mem_take(s, N * h);
+    a->hidden = mt_mem_take(s, N * h);
+    a->dgates = mt_mem_take(s, N * 4 * h);
+    a->hprev = mt_mem_take(s, N * h);
+    a->step_g = mt_mem_take(s, B * 4 * h);
+    a->step_h = mt_mem_take(s, B * h);
+    a->dc = mt_mem_take(s, B * h);
+}
+
 void mt_lstm_acts_alloc(const mt_backend *be, mt_lstm_acts *a, int max_N, int max_B, int H) {
-    a->gates = be->alloc((size_t)max_N * 4 * H * sizeof(float));
-    a->cell = be->alloc((size_t)max_N * H * sizeof(float));
-    a->hidden = be->alloc((size_t)max_N * H * sizeof(float));
-    a->dgates = be->alloc((size_t)max_N * 4 * H * sizeof(float));
-    a->hprev = be->alloc((size_t)max_N * H * sizeof(float));
-    a->step_g = be->alloc((size_t)max_B * 4 * H * sizeof(float));
-    a->step_h = be->alloc((size_t)max_B * H * sizeof(float));
-    a->dc = be->alloc((size_t)max_B * H * sizeof(float));
+    lstm_acts_take(&(mt_mem_sizer){be, 0}, a, max_N, max_B, H);
 }
 
 void mt_lstm_acts_free(const mt_backend *be, mt_lstm_acts *a) {
@@ -265,29 +277,43 @@ size_t mt_sentence_operand_floats(const mt_sentence_layout *L, int max_N, int ma
     return MAX3(n, B * G, N * H); // step_g, hprev (step_h [B, H] is smaller)
 }
 
-void mt_sentence_acts_alloc(const mt_backend *be, mt_sentence_acts *a, const mt_sentence_layout *L,
-                            int max_N, int max_B) {
+// Every buffer of the activations from s: allocated, or (s->be NULL) only sized.
+static void sentence_acts_take(mt_mem_sizer *s, mt_sentence_acts *a, const mt_sentence_layout *L, int max_N,
+                               int max_B) {
     memset(a, 0, sizeof *a);
     a->max_N = max_N, a->max_B = max_B;
     const mt_sentence_config *cfg = &L->cfg;
-    int H = cfg->lstm_hidden, wide = cfg->C;
-    mt_seq_steps_alloc(be, &a->steps, max_N, max_B);
+    size_t N = (size_t)max_N, B = (size_t)max_B, F = (size_t)L->F, H = (size_t)cfg->lstm_hidden;
+    size_t wide = (size_t)cfg->C;
+    seq_steps_take(s, &a->steps, max_N, max_B);
     if (cfg->kind == MT_SENT_SBERT_CNN_BILSTM) {
-        a->fmap = be->alloc((size_t)max_N * L->F * sizeof(float));
-        a->dfmap = be->alloc((size_t)max_N * L->F * sizeof(float));
-        a->col = be->alloc((size_t)max_N * cfg->C * max_width(cfg) * sizeof(float));
-        a->pool = be->alloc((size_t)max_B * L->F * sizeof(float));
-        a->argmax = be->alloc((size_t)max_B * L->F * sizeof(int32_t));
-        a->hfin = be->alloc((size_t)2 * max_B * H * sizeof(float));
-        for (int dir = 0; dir < 2; dir++) mt_lstm_acts_alloc(be, &a->lstm[dir], max_N, max_B, H);
-        wide = L->F > wide ? L->F : wide;
+        a->fmap = mt_mem_take(s, N * F * sizeof(float));
+        a->dfmap = mt_mem_take(s, N * F * sizeof(float));
+        a->col = mt_mem_take(s, N * (size_t)cfg->C * (size_t)max_width(cfg) * sizeof(float));
+        a->pool = mt_mem_take(s, B * F * sizeof(float));
+        a->argmax = mt_mem_take(s, B * F * sizeof(int32_t));
+        a->hfin = mt_mem_take(s, 2 * B * H * sizeof(float));
+        for (int dir = 0; dir < 2; dir++) lstm_acts_take(s, &a->lstm[dir], max_N, max_B, (int)H);
+        wide = F > wide ? F : wide;
         wide = 2 * H > wide ? 2 * H : wide;
     }
-    a->dbuf = be->alloc((size_t)max_B * wide * sizeof(float));
+    a->dbuf = mt_mem_take(s, B * wide * sizeof(float));
+}
+
+void mt_sentence_acts_alloc(const mt_backend *be, mt_sentence_acts *a, const mt_sentence_layout *L,
+                            int max_N, int max_B) {
+    sentence_acts_take(&(mt_mem_sizer){be, 0}, a, L, max_N, max_B);
     // A shape with no encoder: only the 16-bit operand workspaces can grow (a backend's reserve
     // never shrinks one), and only at --precision bf16 / fp16.
     size_t operands = mt_sentence_operand_floats(L, max_N, max_B);
     if (operands) be->reserve(&(mt_workspace_shape){.max_tokens = max_N, .max_batch = max_B, .operand_floats = operands});
+}
+
+size_t mt_sentence_acts_bytes(const mt_sentence_layout *L, int max_N, int max_B) {
+    mt_sentence_acts a;
+    mt_mem_sizer s = {NULL, 0};
+    sentence_acts_take(&s, &a, L, max_N, max_B);
+    return s.bytes;
 }
 
 void mt_sentence_acts_free(const mt_backend *be, mt_sentence_acts *a) {

@@ -185,6 +185,8 @@ typedef struct {
 void mt_sentence_acts_alloc(const mt_backend *be, mt_sentence_acts *a, const mt_sentence_layout *L,
                             int max_N, int max_B);
 void mt_sentence_acts_free(const mt_backend *be, mt_sentence_acts *a);
+// The backend memory mt_sentence_acts_alloc takes for these bounds (the memory plan's item).
+size_t mt_sentence_acts_bytes(const mt_sentence_layout *L, int max_N, int max_B);
 
 // out[B, L->D] = the sentence embeddings of inp[N, C] (both backend memory; offsets[B+1] host
 // memory). drop: NULL (or p = 0) in evaluation; its p is ignored in favour of cfg.cnn_dropout,

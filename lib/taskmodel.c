@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "common.h"
+#include "memplan.h"
 #include "rng.h"
 #include "safetensors.h"
 
@@ -316,6 +317,15 @@ void mt_tm_acts_free(mt_tm_acts *a) {
     memset(a, 0, sizeof *a);
 }
 
+// The embeddings, [CLS] states, their gradients and the offsets in backend memory (not on a
+// host-memory backend, where the host buffers serve), for max_B examples; sizing only without s->be.
+static void dev_acts_take(mt_mem_sizer *s, const mt_taskmodel *tm, mt_tm_acts *a, int max_B) {
+    size_t D = (size_t)tm->D, C = (size_t)tm->C, Bz = (size_t)max_B;
+    a->d_emb = mt_mem_take(s, 2 * Bz * D * sizeof(float)), a->d_demb = mt_mem_take(s, 2 * Bz * D * sizeof(float));
+    a->d_cls = mt_mem_take(s, Bz * C * sizeof(float)), a->d_dcls = mt_mem_take(s, Bz * C * sizeof(float));
+    a->d_offsets = mt_mem_take(s, (3 * Bz + 1) * sizeof(int32_t));
+}
+
 static void ensure_acts(const mt_taskmodel *tm, mt_tm_acts *a, int B, int N) {
     if (B <= a->cap_B && N <= a->cap_N) return;
     int cap_B = B > a->cap_B ? B : a->cap_B, cap_N = N > a->cap_N ? N : a->cap_N;
@@ -333,10 +343,18 @@ static void ensure_acts(const mt_taskmodel *tm, mt_tm_acts *a, int B, int N) {
     a->cos = mt_malloc(Bz * sizeof(float)), a->nu = mt_malloc(Bz * sizeof(float)), a->nv = mt_malloc(Bz * sizeof(float));
     a->out = mt_malloc(Bz * MT_SST_CLASSES * sizeof(float)), a->dz = mt_malloc(Bz * MT_SST_CLASSES * sizeof(float));
     a->d_emb = a->emb, a->d_demb = a->demb, a->d_cls = a->cls, a->d_dcls = a->dcls, a->d_offsets = NULL;
-    if (be->host_memory) return;
-    a->d_emb = be->alloc(2 * Bz * D * sizeof(float)), a->d_demb = be->alloc(2 * Bz * D * sizeof(float));
-    a->d_cls = be->alloc(Bz * C * sizeof(float)), a->d_dcls = be->alloc(Bz * C * sizeof(float));
-    a->d_offsets = be->alloc((3 * Bz + 1) * sizeof(int32_t));
+    if (!be->host_memory) dev_acts_take(&(mt_mem_sizer){be, 0}, tm, a, cap_B);
+}
+
+size_t mt_tm_acts_backend_bytes(const mt_taskmodel *tm, const mt_backend *be, int max_B, int max_N) {
+    mt_tm_acts a;
+    mt_mem_sizer s = {NULL, 0};
+    if (!be->host_memory) dev_acts_take(&s, tm, &a, max_B);
+    return s.bytes + mt_sentence_acts_bytes(&tm->sent, max_N, 2 * max_B);
+}
+
+void mt_tm_acts_reserve(const mt_taskmodel *tm, mt_tm_acts *a, int max_B, int max_N) {
+    ensure_acts(tm, a, max_B, max_N);
 }
 
 // The pass's offsets in backend memory (uploaded by the forward).

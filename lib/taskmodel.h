@@ -116,8 +116,9 @@ typedef struct {
     uint32_t step, pass;
 } mt_tm_dropout;
 
-// Activations of one forward, grown on demand (a forward allocates only when a batch is
-// larger than any before).
+// Activations of one forward: reserved up front for a run's bounds (mt_tm_acts_reserve, as the
+// trainer does), else grown on demand (a forward allocates only when a batch is larger than
+// any before).
 typedef struct {
     int cap_B, cap_N;
     const mt_backend *be;     // the sentence model's (the backend memory below)
@@ -143,6 +144,12 @@ typedef struct {
     double loss;
 } mt_tm_acts;
 void mt_tm_acts_free(mt_tm_acts *a);
+// Allocates a for passes of at most max_B examples and max_N tokens up front (the run's plan),
+// so no forward within those bounds allocates.
+void mt_tm_acts_reserve(const mt_taskmodel *tm, mt_tm_acts *a, int max_B, int max_N);
+// The backend memory a reservation for those bounds takes on be: the sentence model's
+// activations and the embeddings, [CLS] states and offsets kept there.
+size_t mt_tm_acts_backend_bytes(const mt_taskmodel *tm, const mt_backend *be, int max_B, int max_N);
 
 // Loss (mean over the B examples) of task on the encoder pass hidden[N, C] (memory of the
 // task model's backend), offsets[nseq+1] (host; N = offsets[nseq]); labels[B]: sst class 0..4,

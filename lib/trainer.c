@@ -11,6 +11,7 @@
 #include "trainer.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <signal.h>
 #include <stddef.h>
@@ -299,7 +300,7 @@ static void data_bounds(const mt_taskdata *d, int *cost, int *len) {
 // (with PCGrad up to slots - k + 1 partial batches, pcgrad_counts), each at most batch_tokens
 // real tokens unless one example alone is longer (mt_batches_make); evaluation: batches of 64
 // dev examples. An example is at most three sequences (sentence a, b and the joint one).
-static void batch_bounds(const trainer *T, int *max_tokens, int *max_seqs, int *max_len) {
+static void batch_bounds(const trainer *T, int *max_tokens, int *max_examples, int *max_seqs, int *max_len) {
     int k = T->phase_k[0], slots = T->pc_on ? slots_per_step(T, k) - k + 1 : 1;
     int per = T->pc_on ? T->o.partial_batch : T->o.batch_size, cost = 0, dev_cost = 0;
     *max_len = 0;
@@ -307,24 +308,33 @@ static void batch_bounds(const trainer *T, int *max_tokens, int *max_seqs, int *
         if (T->has_data[t]) data_bounds(&T->data[t], &cost, max_len);
         if (T->has_dev[t]) data_bounds(&T->dev[t], &dev_cost, max_len);
     }
-    int train = slots * (cost > T->o.batch_tokens ? cost : T->o.batch_tokens);
+    // slots (<= 4096) x --batch-tokens (<= 2^24) can pass INT_MAX: in long, then refused
+    long train = (long)slots * (cost > T->o.batch_tokens ? cost : T->o.batch_tokens);
     int eval = dev_cost > T->o.batch_tokens ? dev_cost : T->o.batch_tokens;
-    *max_tokens = train > eval ? train : eval;
-    *max_seqs = 3 * (slots * per > 64 ? slots * per : 64);
+    if (train > INT_MAX)
+        mt_die("a step packs up to %ld tokens (%d partial batches of --batch-tokens %d): beyond what a pass can "
+               "hold (INT_MAX); lower --batch-tokens or --batch-size", train, slots, T->o.batch_tokens);
+    *max_tokens = train > eval ? (int)train : eval;
+    *max_examples = slots * per > 64 ? slots * per : 64;
+    *max_seqs = 3 * *max_examples;
 }
 
 // The run's memory plan against the device and --max-memory, before the optimizer's and the
 // activations' allocations (the parameters are loaded already: counted as available).
-static void check_memory(trainer *T, int max_tokens, int max_seqs, int max_len) {
+static void check_memory(trainer *T, int max_tokens, int max_examples, int max_seqs, int max_len) {
     mt_mem_plan p;
     int tasks = T->pc_on ? T->phase_k[0] : 0;
-    mt_mem_plan_encoder(&p, &T->m->cfg, T->be, &(mt_mem_run){max_tokens, max_seqs, max_len, 1, 1, tasks});
+    // the sentence model's activations hold 2 sequences per example (mt_tm_acts_reserve)
+    size_t operands = mt_sentence_operand_floats(&T->tm.sent, max_tokens, 2 * max_examples);
+    mt_mem_run r = {max_tokens, max_seqs, max_len, 1, 1, tasks, operands};
+    mt_mem_plan_encoder(&p, &T->m->cfg, T->be, &r);
+    mt_mem_plan_taskmodel(&p, &T->tm, T->be, &r, max_examples);
     char lower[256];
     snprintf(lower, sizeof lower, "lower --batch-tokens (now %d), --batch-size (now %d)%s or the longest sequence "
              "(now %d tokens: tokenize with a smaller --max-len)", T->o.batch_tokens, T->o.batch_size,
              T->pc_on ? ", --partial-batch" : "", max_len);
     mt_mem_plan_check(&p, T->be, mt_max_memory(T->o.max_memory), 0, lower,
-                      T->m->num_params * sizeof(float));
+                      (T->m->num_params + T->tm.n_sent) * sizeof(float));
 }
 
 // Everything but the run's progress counters: encoder from enc_dir, heads from heads_path.
@@ -345,11 +355,12 @@ static void setup(trainer *T, const char *enc_dir, const char *heads_path) {
     setup_taskmodel(T, heads_path);
     load_data(T);
     plan(T);
-    int max_tokens, max_seqs, max_len;
-    batch_bounds(T, &max_tokens, &max_seqs, &max_len);
-    check_memory(T, max_tokens, max_seqs, max_len);
+    int max_tokens, max_examples, max_seqs, max_len;
+    batch_bounds(T, &max_tokens, &max_examples, &max_seqs, &max_len);
+    check_memory(T, max_tokens, max_examples, max_seqs, max_len);
     setup_optimizers(T);
     mt_bert_reserve(T->m, max_tokens, max_seqs, max_len, 1);
+    mt_tm_acts_reserve(&T->tm, &T->acts, max_examples, max_tokens);
 }
 
 // ---- one step ------------------------------------------------------------------------------------

@@ -59,8 +59,8 @@ static const char *USAGE =
     "  -j, --threads N           CPU threads (default: all cores)\n"
     "  -d, --device DEV          auto | cpu | cuda: where the encoder trains (default auto: the\n"
     "                            GPU when one is usable, said on stderr; cuda without a GPU is\n"
-    "                            an error). The task model trains on the CPU. A run resumes on\n"
-    "                            any device\n"
+    "                            an error). The sentence model trains there too, the heads on\n"
+    "                            the CPU. A run resumes on any device\n"
     "      --precision P         on CUDA: fp32 (default), tf32, bf16 or fp16 matrix products\n"
     "                            (16-bit operands, fp32 accumulation and master weights, as\n"
     "                            autocast); like --device, give it again to --resume\n"
@@ -72,11 +72,12 @@ static const char *USAGE =
     "                            VALUE: fixed, steps with a non-finite gradient skipped. Kept\n"
     "                            in the run's state; given to --resume, it starts afresh\n"
     "      --loss-scale-init X   dynamic: the first scale (default 65536)\n"
-    "      --max-memory SIZE     fail up front when the run's planned memory (parameters,\n"
-    "                            gradients, AdamW, PCGrad copies, activations, workspaces:\n"
-    "                            sized once from the batch bounds) exceeds SIZE (e.g. 20G,\n"
-    "                            512M; default $MTBERT_MAX_MEMORY, else the device's free\n"
-    "                            memory); like --device, give it again to --resume\n"
+    "      --max-memory SIZE     fail up front when the run's planned memory (the encoder's and\n"
+    "                            the sentence model's parameters, gradients, AdamW, PCGrad\n"
+    "                            copies, activations; workspaces: sized once from the batch\n"
+    "                            bounds) exceeds SIZE (e.g. 20G, 512M; default\n"
+    "                            $MTBERT_MAX_MEMORY, else the device's free memory); like\n"
+    "                            --device, give it again to --resume\n"
     "  -q, --quiet               no progress on stderr\n"
     "  -h, --help                this text\n"
     "\n"
@@ -214,7 +215,8 @@ int main(int argc, char **argv) {
     }
     if (optind < argc) mt_die("unexpected argument '%s' (see --help)", argv[optind]);
     if (resume) {
-        if (recipe_given || o.out_dir) mt_die("--resume takes the run's own options: give only --resume DIR (and -j, -d, --precision, --loss-scale, -q, --stop-after-steps)");
+        if (recipe_given || o.out_dir) mt_die("--resume takes the run's own options: give only --resume DIR (and -j, -d, --precision, --loss-scale, "
+                   "--loss-scale-init, --max-memory, -q, --stop-after-steps, --fail-at-step)");
         int rc = mt_train_resume(resume, &o);
         mt_train_options_free(&o);
         return rc;

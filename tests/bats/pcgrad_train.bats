@@ -435,3 +435,47 @@ assert n == 32, n'
   [[ "$stderr" == *"memory plan: "*" on cpu-staged ("* ]]
   same_weights "$T/a" "$T/b"
 }
+
+needed_bytes() {  # the exact total of a run's memory plan, from the refusal of a 1-byte cap
+  run --separate-stderr train --max-memory 1 --device cpu-staged -o "$T/refused" "$@"
+  [ "$status" -ne 0 ]
+  [[ "$stderr" =~ the\ run\ needs\ [^\(]*\(([0-9]+)\ bytes\) ]]
+  echo "${BASH_REMATCH[1]}"
+}
+
+@test "the plan counts the sentence model: a cap between a mean and a CNN-BiLSTM run's needs refuses only the latter, up front" {
+  mean=$(needed_bytes --pcgrad --sentence-model mean)
+  sbert=$(needed_bytes --pcgrad --sentence-model sbert-cnn-bilstm --cnn-filters 16 --lstm-hidden 16)
+  echo "mean $mean sbert-cnn-bilstm $sbert"
+  [ "$sbert" -gt "$mean" ]
+  cap=$(( (mean + sbert) / 2 ))
+  run --separate-stderr train --pcgrad --sentence-model sbert-cnn-bilstm --cnn-filters 16 --lstm-hidden 16 \
+    --device cpu-staged --max-memory "$cap" -o "$T/sbert"
+  [ "$status" -ne 0 ]
+  [[ "$stderr" == *"the run needs "*"($sbert bytes) of cpu-staged memory"* ]]
+  [ ! -e "$T/sbert" ]
+  run --separate-stderr "$BIN/pcgrad-train" -j 2 --model "$S/tiny" --task sst="$S/sst.tok" --task qqp="$S/qqp.tok" \
+    --task sts="$S/sts.tok" --pcgrad --max-steps 1 --device cpu-staged --max-memory "$cap" -o "$T/mean"
+  [ "$status" -eq 0 ]
+  [[ "$stderr" == *"memory plan: "*" on cpu-staged ("* ]]
+  [ -e "$T/mean/last/model.safetensors" ]
+}
+
+@test "embed --pool sbert-cnn-bilstm plans the sentence model: a cap between mean's and its needs refuses it up front" {
+  train_sbert --max-steps 1 -o "$T/run"
+  e() { "$BIN/embed" -q --model "$T/run/last" --device cpu-staged "$@" "$S/sst-dev.tok"; }
+  run --separate-stderr e --pool mean --max-memory 1
+  [[ "$stderr" =~ the\ run\ needs\ [^\(]*\(([0-9]+)\ bytes\) ]]
+  mean=${BASH_REMATCH[1]}
+  run --separate-stderr e --pool sbert-cnn-bilstm --max-memory 1
+  [[ "$stderr" =~ the\ run\ needs\ [^\(]*\(([0-9]+)\ bytes\) ]]
+  sbert=${BASH_REMATCH[1]}
+  [ "$sbert" -gt "$mean" ]
+  cap=$(( (mean + sbert) / 2 ))
+  run --separate-stderr e --pool sbert-cnn-bilstm --max-memory "$cap" -o "$T/sb.emb"
+  [ "$status" -ne 0 ]
+  [[ "$stderr" == *"($sbert bytes) of cpu-staged memory"* ]]
+  [ ! -e "$T/sb.emb" ]
+  e --pool mean --max-memory "$cap" -o "$T/mean.emb"
+  [ -s "$T/mean.emb" ]
+}

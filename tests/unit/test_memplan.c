@@ -28,7 +28,7 @@ TEST(minilm_parameters) {
 // 64 tokens, 4 sequences, longest 32: N*C floats = 98304 bytes, N*F = 393216, [N] = 256.
 TEST(minilm_inference_plan_on_the_cpu) {
     mt_mem_plan p;
-    mt_mem_plan_encoder(&p, &MINILM, mt_backend_cpu(), &(mt_mem_run){64, 4, 32, 0, 0, 0});
+    mt_mem_plan_encoder(&p, &MINILM, mt_backend_cpu(), &(mt_mem_run){64, 4, 32, 0, 0, 0, 0});
     // emb, x, atty, res1, ln1 (5 x 98304) + qkv 294912 + fch 393216 (GELU in place, res2 = res1)
     // + 6 LayerNorm statistics and ids/types/pos (9 x 256) + cls, pooled (2 x 6144)
     // + offsets (20 -> 64) + att_offsets (32 -> 64)
@@ -42,7 +42,7 @@ TEST(minilm_inference_plan_on_the_cpu) {
 
 TEST(minilm_training_plan_on_a_device_backend) {
     mt_mem_plan p;
-    mt_mem_plan_encoder(&p, &MINILM, mt_backend_cpu_staged(), &(mt_mem_run){64, 4, 32, 1, 1, 3});
+    mt_mem_plan_encoder(&p, &MINILM, mt_backend_cpu_staged(), &(mt_mem_run){64, 4, 32, 1, 1, 3, 0});
     size_t P = 22713216u * 4;
     // every layer kept: emb + 7 x (layer inputs and the output) + 6 x (qkv, atty, res1, ln1,
     // fch, fch_gelu, res2) + probabilities 6 x NH x N x 32 floats + 2 + 24 statistics
@@ -76,6 +76,56 @@ TEST(padded_attention_is_bounded_by_the_tokens) {
         best = sc > best ? sc : best;
     }
     CHECK(w[MT_WS_ATT_S] == best && w[MT_WS_ATT_DS] == 0 && w[MT_WS_SCRATCH] == 0);
+}
+
+// The task model's items, MiniLM width (C 384), 64 tokens, 4 examples (8 sentences), on a device
+// backend. sbert-cnn-bilstm, 128 filters of widths 1..4, H 128: conv 128*384*(1+2+3+4) + 512
+// = 492032 floats, LSTM 2 x (512*384 + 512*128 + 1024) = 526336; D = 384 + 512 + 256 = 1152.
+TEST(sentence_model_items) {
+    mt_sentence_config sc = mt_sentence_default_config(MT_SENT_SBERT_CNN_BILSTM, 384, 128, 128);
+    mt_taskmodel tm;
+    mt_taskmodel_init(&tm, &sc, MT_PAIR_ENSEMBLE, 1);
+    CHECK(tm.n_sent == 492032u + 526336u && tm.D == 1152);
+    const mt_backend *be = mt_backend_cpu_staged();
+    mt_mem_plan p = {0};
+    mt_mem_run r = {64, 12, 32, 1, 1, 3, 0};
+    mt_mem_plan_taskmodel(&p, &tm, be, &r, 4);
+    size_t S = tm.n_sent * 4;
+    CHECK(item(&p, "sentence model parameters") == S && item(&p, "sentence model gradients") == S);
+    CHECK(item(&p, "sentence model AdamW moments") == 2 * S && item(&p, "sentence model PCGrad copies") == 3 * S);
+    // steps (8+1 + 2*64 int32) 548; fmap, dfmap 2 x 64*512*4; im2col 64*384*4 *4; pool, argmax
+    // 2 x 8*512*4; hfin 2*8*128*4; per LSTM direction gates, dgates 2 x 131072, cell, hidden,
+    // hprev 3 x 32768, step_g 16384, step_h, dc 2 x 4096; dbuf 8*512*4
+    size_t sent = 548 + 2 * 131072 + 393216 + 2 * 16384 + 8192 + 2 * (2 * 131072 + 3 * 32768 + 16384 + 2 * 4096) +
+                  16384;
+    // on the device: emb, demb 2 x 8*1152*4, cls, dcls 2 x 4*384*4, offsets 13*4
+    size_t dev = 2 * 36864 + 2 * 6144 + 52;
+    CHECK(mt_sentence_acts_bytes(&tm.sent, 64, 8) == sent);
+    CHECK(item(&p, "sentence model activations") == sent + dev);
+    CHECK(p.n == 5 && p.total == 7 * S + sent + dev);
+    // the 16-bit operand bound: the widest conv weight 128 x 384*4 and W_ih [512, 384] (196608)
+    // beat im2col's 64 x 1536 here
+    CHECK(mt_sentence_operand_floats(&tm.sent, 64, 8) == 196608);
+    CHECK(mt_sentence_operand_floats(&tm.sent, 1000, 8) == 1000 * 1536);
+    // a reservation takes exactly the planned bytes (the same code sizes and allocates)
+    mt_tm_acts a = {0};
+    mt_taskmodel_to_backend(&tm, be);
+    mt_tm_acts_reserve(&tm, &a, 4, 64);
+    CHECK(a.cap_B == 4 && a.cap_N == 64 && a.sacts.max_N == 64 && a.sacts.max_B == 8);
+    mt_tm_acts_free(&a);
+    mt_taskmodel_free(&tm);
+
+    // mean: no parameters; the step lists, dbuf [8, 384] and the device copies (D = 384)
+    sc = mt_sentence_default_config(MT_SENT_MEAN, 384, 128, 128);
+    mt_taskmodel_init(&tm, &sc, MT_PAIR_ENSEMBLE, 1);
+    memset(&p, 0, sizeof p);
+    mt_mem_plan_taskmodel(&p, &tm, be, &r, 4);
+    CHECK(p.n == 1 && item(&p, "sentence model activations") == 548 + 12288 + 2 * 12288 + 2 * 6144 + 52);
+    CHECK(mt_sentence_operand_floats(&tm.sent, 64, 8) == 0);
+    memset(&p, 0, sizeof p);  // the CPU keeps no device copies
+    mt_mem_plan_taskmodel(&p, &tm, mt_backend_cpu(), &r, 4);
+    CHECK(item(&p, "sentence model activations") == 548 + 12288);
+    mt_taskmodel_free(&tm);
 }
 
 // Runs fn in a child with stderr captured into msg; returns its exit status (-1: no normal exit).
@@ -144,6 +194,7 @@ int main(void) {
     RUN(minilm_inference_plan_on_the_cpu);
     RUN(minilm_training_plan_on_a_device_backend);
     RUN(padded_attention_is_bounded_by_the_tokens);
+    RUN(sentence_model_items);
     RUN(an_ask_beyond_the_reservation_dies_naming_the_workspace);
     RUN(sizes_parse);
     return check_summary();
