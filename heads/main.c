@@ -59,7 +59,7 @@ static const char *USAGE =
     "                     one CPU core), too little for a GPU to repay its start-up and the\n"
     "                     copies of every minibatch, and cpu gives the same head on every\n"
     "                     machine. auto takes a GPU when present and says so on stderr; cuda\n"
-    "                     without one is an error\n"
+    "                     without one is an error. Products are fp32 on every device\n"
     "  -v, --verbose      log every epoch;  -q, --quiet  no log lines;  -h, --help  this text\n"
     "\n"
     "examples:\n"
@@ -193,6 +193,14 @@ static float gold_or_die(mt_task task, const mt_record *rec, long n) {
 
 // ---- fit ------------------------------------------------------------------------------
 
+// Heads compute in fp32 on every device: a head is a few thousand weights, so 16-bit products
+// would buy nothing but rounding (and MTBERT_PRECISION, meant for the encoder, is ignored here).
+static const mt_backend *select_device(const char *device) {
+    const mt_backend *be = mt_backend_select(device);
+    mt_backend_set_precision(be, "fp32");
+    return be;
+}
+
 static void run_fit(const options *o) {
     if (!o->have_task) mt_die("heads fit: --task is required");
     if (!o->out_path) mt_die("heads fit: -o HEAD.safetensors is required");
@@ -200,7 +208,7 @@ static void run_fit(const options *o) {
     unsigned feat = mt_features_default(o->task);
     if (o->features && mt_features_parse(o->features, &feat))
         mt_die("option --features: '%s' is not a comma list of emb, pair, cos, cls", o->features);
-    const mt_backend *be = mt_backend_select(o->device);
+    const mt_backend *be = select_device(o->device);
     mt_reader *r = mt_reader_open(o->in_path, 1);
     int hidden = check_embedding_stream(r, feat), dim = 0;
     mt_record rec = {0};
@@ -315,7 +323,7 @@ static void run_predict_trained(const options *o) {
     snprintf(path, sizeof path, "%s/heads.safetensors", o->model_dir);
     mt_taskmodel tm;
     if (mt_taskmodel_load(&tm, path, err, sizeof err)) mt_die("%s", err);
-    const mt_backend *be = mt_backend_select(o->device);
+    const mt_backend *be = select_device(o->device);
     mt_reader *r = mt_reader_open(o->in_path, 1);
     check_embedding_stream(r, 0);
     check_trained_heads(&tm, path, r);
@@ -376,7 +384,7 @@ static void run_predict(const options *o) {
         mt_die("--zero-shot is cosine similarity: it is only for --task sts");
     mt_head *h = o->head_path ? mt_head_load(o->head_path) : NULL;
     mt_task task = h ? h->task : MT_TASK_STS;
-    const mt_backend *be = mt_backend_select(o->device);  // zero-shot has no product: the host
+    const mt_backend *be = select_device(o->device);  // zero-shot has no product: the host
     mt_reader *r = mt_reader_open(o->in_path, 1);
     int hidden = check_embedding_stream(r, h ? h->features : MT_FEAT_COS);
     if (h) check_head_matches(h, o, r, hidden);

@@ -45,7 +45,7 @@ void *mt_cuda::workspace(int which, size_t bytes) {
 }
 
 // The generic sizes (workspace.c) plus what only this backend knows: CUB's sort storage,
-// the bf16 operand copies of the current precision, cuBLASLt's workspace.
+// the 16-bit (bf16 or fp16) operand copies of the current precision, cuBLASLt's workspace.
 static size_t cuda_workspace_bytes(const mt_workspace_shape *s, size_t *each) {
     size_t w[MT_WS_COUNT];
     mt_workspace_generic(s, w);
@@ -53,7 +53,7 @@ static size_t cuda_workspace_bytes(const mt_workspace_shape *s, size_t *each) {
         size_t sort = mt_ws_embed_sort(s->max_tokens, embeddings_sort_temp(s->max_tokens));
         w[MT_WS_SCRATCH] = sort > w[MT_WS_SCRATCH] ? sort : w[MT_WS_SCRATCH];
     }
-    w[MT_WS_BF16_A] = w[MT_WS_BF16_B] = bf16_operand_bytes(s, w);
+    w[MT_WS_BF16_A] = w[MT_WS_BF16_B] = half_operand_bytes(s, w);
     w[MT_WS_LT] = lt_workspace_size();
     size_t total = 0;
     for (int i = 0; i < MT_WS_COUNT; i++) total += w[i];

@@ -80,7 +80,7 @@ static void gemm_half(int ta, int tb, int M, int N, int K, float alpha, const vo
 }
 
 // The largest operand span as_half converts for any batch of shape s (lib/workspace.h).
-size_t bf16_operand_bytes(const mt_workspace_shape *s, const size_t *generic) {
+size_t half_operand_bytes(const mt_workspace_shape *s, const size_t *generic) {
     return half_operands() ? mt_ws_half_operands(s, generic) * 2 : 0;  // bf16 and fp16 alike
 }
 

@@ -15,9 +15,9 @@ void matmul_forward(float *out, const float *inp, const float *weight, const flo
 void gemm_batched(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda, int64_t sA,
                   const float *B, int ldb, int64_t sB, float beta, float *C, int ldc, int64_t sC, int batch);
 extern int use_tf32;
-// the memory plan's share of gemm.cu: the bf16 operand copies for shape s (0 unless bf16;
+// the memory plan's share of gemm.cu: the 16-bit operand copies for shape s (0 unless bf16 or fp16;
 // generic[] the sizes of workspace.c) and cuBLASLt's fixed workspace
-size_t bf16_operand_bytes(const mt_workspace_shape *s, const size_t *generic);
+size_t half_operand_bytes(const mt_workspace_shape *s, const size_t *generic);
 size_t lt_workspace_size(void);
 
 // attention.cu: attention as batched products on the tensor cores

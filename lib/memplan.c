@@ -110,7 +110,7 @@ void mt_mem_plan_check(const mt_mem_plan *p, const mt_backend *be, size_t cap, i
     if (verbose)
         for (int i = 0; i < p->n; i++) {
             char b[32];
-            mt_log("  %-26s %s", p->item[i].name, mt_format_bytes(p->item[i].bytes, b, sizeof b));
+            mt_log("  %-30s %s", p->item[i].name, mt_format_bytes(p->item[i].bytes, b, sizeof b));
         }
     size_t free_b = be->memory_free();
     free_b = free_b > SIZE_MAX - held ? SIZE_MAX : free_b + held;

@@ -37,8 +37,9 @@ void mt_seq_steps_free(const mt_backend *be, mt_seq_steps *p) {
 }
 
 void mt_seq_steps_set(const mt_backend *be, mt_seq_steps *p, const int32_t *offsets, int B) {
+    if (B < 0 || B > p->max_B) mt_die("sentence model: batch of %d sequences (room for %d)", B, p->max_B);
     int N = offsets[B];
-    if (B < 0 || B > p->max_B || N > p->max_N)
+    if (N > p->max_N)
         mt_die("sentence model: batch of %d tokens / %d sequences (room for %d / %d)", N, B, p->max_N, p->max_B);
     int T = 0;
     for (int b = 0; b < B; b++) {

@@ -1,5 +1,5 @@
 // workspace.h — a backend's device workspaces (the padded attention buffers, the scratch of the
-// backward and optimizer ops, the bf16 operand copies, cuBLASLt's workspace): their names, what
+// backward and optimizer ops, the 16-bit operand copies, cuBLASLt's workspace): their names, what
 // one op call asks of each, and their sizes for a run's shape. The CUDA launchers ask exactly
 // these numbers of their reservation; the cpu-staged backend checks the same numbers against
 // its own, so an under-sized plan is caught on machines without a GPU. C and CUDA alike.
@@ -21,7 +21,7 @@ enum {
 
 static const char *const mt_workspace_names[MT_WS_COUNT] = {
     "attention Q", "attention K", "attention V", "attention O", "attention scores", "attention score gradients",
-    "backward scratch", "bf16 operand A", "bf16 operand B", "cuBLASLt workspace",
+    "backward scratch", "16-bit operand A", "16-bit operand B", "cuBLASLt workspace",
 };
 
 #define MT_WS_COLSUM_ROWS 256  // rows per partial column sum (backward.cu): fixed summation order
