@@ -236,14 +236,18 @@ sys.exit(0 if ok else 1)
 EOF
 }
 
+tokenize_args() {  # tokenize's columns for a task's TSV
+  case $1 in
+    sst) echo "--text sentence --label label" ;;
+    qqp) echo "--pair sentence1,sentence2 --label is_duplicate" ;;
+    sts) echo "--pair sentence1,sentence2 --label similarity" ;;
+  esac
+}
+
 trainer_parity() {  # a few pcgrad-train steps on each device: the logged losses must agree
   local M=$MODEL args
   for t in sst qqp sts; do
-    case $t in
-      sst) args=(--text sentence --label label) ;;
-      qqp) args=(--pair sentence1,sentence2 --label is_duplicate) ;;
-      sts) args=(--pair sentence1,sentence2 --label similarity) ;;
-    esac
+    read -ra args <<< "$(tokenize_args $t)"
     head -201 data/$t-train.tsv | $B/tokenize -q --model "$M" "${args[@]}" -o "$WORK/$t.tr.tok" || return 1
   done
   # mean pooling, and the SBERT + CNN-BiLSTM model (the sentence model on the device too)
@@ -375,11 +379,7 @@ EOF
 heads_parity() {
   local M=$MODEL n=${HEADS_N:-1000} rc=0 t d args
   for t in sst qqp sts; do
-    case $t in
-      sst) args=(--text sentence --label label) ;;
-      qqp) args=(--pair sentence1,sentence2 --label is_duplicate) ;;
-      sts) args=(--pair sentence1,sentence2 --label similarity) ;;
-    esac
+    read -ra args <<< "$(tokenize_args $t)"
     head -$((n + 1)) data/$t-train.tsv | $B/tokenize -q --model "$M" "${args[@]}" -o "$WORK/$t.h.tok" &&
       $B/embed -q --model "$M" --device "$GPUDEV" --precision fp32 "$WORK/$t.h.tok" -o "$WORK/$t.h.emb" || return 1
     for d in cpu $GPUDEV; do

@@ -168,35 +168,31 @@ static void check_gemm(int ta, int tb, int M, int N, int K, int prec) {
     snprintf(what, sizeof what, "%dx%dx%d tA=%d tB=%d", M, N, K, ta, tb);
     memcpy(ref, C, nc * 4);
     cpu->gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, ref, ldc);
-    if (prec == BF16) {
-        mt_bf16 *hA = gpu->alloc(na * 2), *hB = gpu->alloc(nb * 2);
-        mt_cuda_f32_to_bf16(hA, dA, (int64_t)na);
-        mt_cuda_f32_to_bf16(hB, dB, (int64_t)nb);
-        mt_cuda_gemm_bf16(ta, tb, M, N, K, alpha, hA, lda, hB, ldb, beta, dC, ldc);
-        float *got = down(dC, nc);
-        report("gemm_bf16", what, "bf16", got, ref, nc, 1e-2 * max_abs(ref, nc), 0);
-        // the same product on bf16-rounded inputs: only the accumulation order differs
-        for (size_t i = 0; i < na; i++) A[i] = bf16_round(A[i]);
-        for (size_t i = 0; i < nb; i++) B[i] = bf16_round(B[i]);
+    if (prec == BF16 || prec == FP16) {
+        float *got;
+        if (prec == BF16) {  // the explicit bf16 entry point on converted copies
+            mt_bf16 *hA = gpu->alloc(na * 2), *hB = gpu->alloc(nb * 2);
+            mt_cuda_f32_to_bf16(hA, dA, (int64_t)na);
+            mt_cuda_f32_to_bf16(hB, dB, (int64_t)nb);
+            mt_cuda_gemm_bf16(ta, tb, M, N, K, alpha, hA, lda, hB, ldb, beta, dC, ldc);
+            gpu->free(hA);
+            gpu->free(hB);
+        } else {  // the precision switch: operands rounded in gemm.cu's workspace
+            mt_cuda_set_precision("fp16");
+            gpu->gemm(ta, tb, M, N, K, alpha, dA, lda, dB, ldb, beta, dC, ldc);
+            mt_cuda_set_precision("fp32");
+        }
+        got = down(dC, nc);
+        const char *op = prec == BF16 ? "gemm_bf16" : "gemm";
+        report(op, what, prec_name[prec], got, ref, nc, (prec == BF16 ? 1e-2 : 2e-3) * max_abs(ref, nc), 0);
+        // the same product on 16-bit-rounded inputs: only the accumulation order differs
+        float (*round16)(float) = prec == BF16 ? bf16_round : fp16_round;
+        for (size_t i = 0; i < na; i++) A[i] = round16(A[i]);
+        for (size_t i = 0; i < nb; i++) B[i] = round16(B[i]);
         memcpy(ref, C, nc * 4);
         cpu->gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, ref, ldc);
         strncat(what, " vs rounded", sizeof what - strlen(what) - 1);
-        report("gemm_bf16", what, "bf16", got, ref, nc, 1e-5 * max_abs(ref, nc), 0);
-        free(got);
-        gpu->free(hA);
-        gpu->free(hB);
-    } else if (prec == FP16) {  // the precision switch: operands rounded in gemm.cu's scratch
-        mt_cuda_set_precision("fp16");
-        gpu->gemm(ta, tb, M, N, K, alpha, dA, lda, dB, ldb, beta, dC, ldc);
-        mt_cuda_set_precision("fp32");
-        float *got = down(dC, nc);
-        report("gemm", what, "fp16", got, ref, nc, 2e-3 * max_abs(ref, nc), 0);
-        for (size_t i = 0; i < na; i++) A[i] = fp16_round(A[i]);
-        for (size_t i = 0; i < nb; i++) B[i] = fp16_round(B[i]);
-        memcpy(ref, C, nc * 4);
-        cpu->gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, ref, ldc);
-        strncat(what, " vs rounded", sizeof what - strlen(what) - 1);
-        report("gemm", what, "fp16", got, ref, nc, 1e-5 * max_abs(ref, nc), 0);
+        report(op, what, prec_name[prec], got, ref, nc, 1e-5 * max_abs(ref, nc), 0);
         free(got);
     } else {
         mt_cuda_set_tf32(prec == TF32);
