@@ -20,14 +20,20 @@
 
 // ---- memory and control --------------------------------------------------------------
 
+// calloc, so large buffers come as fresh zero pages that cost memory only once touched: a
+// run's buffers are sized for its worst batch up front (lib/memplan.h), and most batches use
+// a fraction. Aligned by hand to 64 bytes; the block calloc returned sits just below.
 static void *cpu_alloc(size_t bytes) {
     size_t rounded = (bytes + 63) / 64 * 64;
-    void *p = aligned_alloc(64, rounded ? rounded : 64);
-    if (!p) mt_die("out of memory allocating %zu bytes", bytes);
-    memset(p, 0, rounded);
+    char *block = calloc(1, rounded + 64 + sizeof(void *));
+    if (!block) mt_die("out of memory allocating %zu bytes", bytes);
+    char *p = (char *)(((uintptr_t)block + sizeof(void *) + 63) & ~(uintptr_t)63);
+    ((void **)p)[-1] = block;
     return p;
 }
-static void cpu_free(void *p) { free(p); }
+static void cpu_free(void *p) {
+    if (p) free(((void **)p)[-1]);
+}
 static void cpu_copy(void *dst, const void *src, size_t bytes) { if (bytes) memmove(dst, src, bytes); }
 static void cpu_synchronize(void) {}
 
