@@ -436,12 +436,13 @@ assert n == 32, n'
   same_weights "$T/a" "$T/b"
 }
 
-needed_bytes() {  # the exact total of a run's memory plan, from the refusal of a 1-byte cap
-  run --separate-stderr train --max-memory 1 --device cpu-staged -o "$T/refused" "$@"
+plan_bytes() {  # CMD...: the exact total of CMD's memory plan, from its refusal of a 1-byte cap
+  run --separate-stderr "$@" --max-memory 1
   [ "$status" -ne 0 ]
   [[ "$stderr" =~ the\ run\ needs\ [^\(]*\(([0-9]+)\ bytes\) ]]
   echo "${BASH_REMATCH[1]}"
 }
+needed_bytes() { plan_bytes train --device cpu-staged -o "$T/refused" "$@"; }
 
 @test "the plan counts the sentence model: a cap between a mean and a CNN-BiLSTM run's needs refuses only the latter, up front" {
   mean=$(needed_bytes --pcgrad --sentence-model mean)
@@ -464,12 +465,8 @@ needed_bytes() {  # the exact total of a run's memory plan, from the refusal of 
 @test "embed --pool sbert-cnn-bilstm plans the sentence model: a cap between mean's and its needs refuses it up front" {
   train_sbert --max-steps 1 -o "$T/run"
   e() { "$BIN/embed" -q --model "$T/run/last" --device cpu-staged "$@" "$S/sst-dev.tok"; }
-  run --separate-stderr e --pool mean --max-memory 1
-  [[ "$stderr" =~ the\ run\ needs\ [^\(]*\(([0-9]+)\ bytes\) ]]
-  mean=${BASH_REMATCH[1]}
-  run --separate-stderr e --pool sbert-cnn-bilstm --max-memory 1
-  [[ "$stderr" =~ the\ run\ needs\ [^\(]*\(([0-9]+)\ bytes\) ]]
-  sbert=${BASH_REMATCH[1]}
+  mean=$(plan_bytes e --pool mean)
+  sbert=$(plan_bytes e --pool sbert-cnn-bilstm)
   [ "$sbert" -gt "$mean" ]
   cap=$(( (mean + sbert) / 2 ))
   run --separate-stderr e --pool sbert-cnn-bilstm --max-memory "$cap" -o "$T/sb.emb"
