@@ -105,7 +105,7 @@ static void column_sums(float *sum_out, float *norm_out, const float *dout, cons
     if (N <= 0 || C <= 0) return;
     int chunks = ceil_div(N, COLSUM_ROWS);
     if (chunks > 65535) mt_die("column sums: %d rows is more than the grid allows", N);
-    double *partial = (double *)scratch(sizeof(double) * (size_t)chunks * C * (NORM ? 2 : 1));
+    double *partial = (double *)scratch(mt_ws_colsums(N, C, NORM ? 2 : 1));  // [sets][chunks][C]
     double *partial2 = NORM ? partial + (size_t)chunks * C : nullptr;
     dim3 grid(ceil_div(C, COLSUM_TX), chunks), block(COLSUM_TX, COLSUM_TY);
     colsum_partial_kernel<NORM><<<grid, block, 0, stream>>>(partial, partial2, dout, inp, mean, rstd, N, C);
@@ -238,10 +238,9 @@ void embeddings_backward(float *dwte, float *dwpe, float *dwtt, const float *dou
                          const int32_t *types, const int32_t *pos, int N, int C) {
     if (N <= 0 || C <= 0) return;
     size_t temp_bytes = embeddings_sort_temp(N);
-    size_t ints = ((size_t)3 * N + 63) / 64 * 64;  // rows_out, order_in, order_out; then CUB's
-    char *base = (char *)scratch(mt_ws_embed_sort(N, temp_bytes));
+    char *base = (char *)scratch(mt_ws_embed_sort(N, temp_bytes));  // rows_out, order_in, order_out; then CUB's
     int32_t *rows_out = (int32_t *)base, *order_in = rows_out + N, *order_out = order_in + N;
-    void *temp = base + ints * sizeof(int32_t);
+    void *temp = base + mt_ws_embed_sort(N, 0);
     iota_kernel<<<ceil_div(N, 256), 256, 0, stream>>>(order_in, N);
     LAUNCH_CHECK();
     float *tables[3] = {dwte, dwpe, dwtt};
