@@ -58,7 +58,7 @@ struct mt_backend {
     int host_memory;  // 1 when device pointers are ordinary host pointers (CPU)
 
     // ---- memory and control ----
-    void *(*alloc)(size_t bytes);  // zero-filled, 64-byte aligned; dies when out of memory
+    void *(*alloc)(size_t bytes);  // zero-filled, 64-byte aligned (0 bytes too); dies when out of memory
     void (*free)(void *p);
     void (*copy_to_device)(void *dst, const void *src, size_t bytes);
     void (*copy_to_host)(void *dst, const void *src, size_t bytes);

@@ -8,7 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common.h"
@@ -605,14 +604,6 @@ void mt_bert_backward(mt_bert *m, float *dhidden, float *grads) {
 
 // ---- checkpoints and optimizer information -------------------------------------------------
 
-// mkdir -p, and dir must then be a directory; 0 or -1 with a message.
-static int make_dirs(const char *dir, char *err, size_t errlen) {
-    if (mt_mkdirs(dir, err, errlen)) return -1;
-    struct stat st;
-    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) return mt_fail(err, errlen, "%s is not a directory", dir);
-    return 0;
-}
-
 // Writes text as path atomically: path.tmp.PID, fsync, rename.
 static int write_text_atomic(const char *path, const char *text, char *err, size_t errlen) {
     char tmp[4200];
@@ -629,7 +620,7 @@ static int write_text_atomic(const char *path, const char *text, char *err, size
 }
 
 int mt_bert_save(const mt_bert *m, const char *dir, char *err, size_t errlen) {
-    if (make_dirs(dir, err, errlen)) return -1;
+    if (mt_mkdirs(dir, err, errlen)) return -1;
     const float *host = m->params;
     float *copy = NULL;
     if (!m->be->host_memory) {

@@ -52,6 +52,8 @@ int mt_mkdirs(const char *dir, char *err, size_t errlen) {
         if (!saved) break;
     }
     free(p);
+    struct stat st;  // as mkdir -p: an existing path must be a directory
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) return mt_fail(err, errlen, "not a directory: %s", dir);
     return 0;
 }
 

@@ -19,8 +19,8 @@ void mt_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 // Formats the message into err[errlen] and returns -1: the error path of functions that
 // report to their caller instead of dying (`return mt_fail(err, errlen, "...", ...)`).
 int mt_fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-// mkdir -p dir: 0, or -1 with "cannot create COMPONENT: reason" in err. An existing path is
-// fine whatever it is (callers that need a directory check that themselves).
+// mkdir -p dir: 0, or -1 with "cannot create COMPONENT: reason" or "not a directory: DIR" (it
+// exists as something else) in err.
 int mt_mkdirs(const char *dir, char *err, size_t errlen);
 // The whole file, NUL-terminated (*len bytes before the NUL), at most max bytes so a hostile
 // file cannot exhaust memory; NULL with "PATH: cannot open: ..." / "PATH: larger than N bytes" /

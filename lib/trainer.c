@@ -271,7 +271,7 @@ static void setup_optimizers(trainer *T) {
     T->n_shared = T->n_enc + T->n_sent, T->n_total = T->n_shared + T->tm.n_heads;
     // The sentence model's tensors come first (offsets from 0), then the heads' (from n_sent).
     int ns = T->tm.sent.n_tensors;
-    mt_adamw_tensor *at = mt_malloc((size_t)(T->tm.n_tensors ? T->tm.n_tensors : 1) * sizeof *at);
+    mt_adamw_tensor *at = mt_malloc((size_t)T->tm.n_tensors * sizeof *at);
     for (int i = 0; i < T->tm.n_tensors; i++)
         at[i] = (mt_adamw_tensor){.offset = T->tm.tensors[i].offset - (i < ns ? 0 : T->n_sent),
                                   .size = T->tm.tensors[i].size, .lr_scale = 1.0, .decay = T->tm.tensors[i].decay};
@@ -279,12 +279,12 @@ static void setup_optimizers(trainer *T) {
     mt_adamw_init(&T->opt_heads, mt_backend_cpu(), &hp, at + ns, T->tm.n_tensors - ns, T->tm.n_heads);
     free(at);
     T->Genc = T->be->alloc(T->n_enc * sizeof(float));
-    T->Gsent = T->be->alloc((T->n_sent ? T->n_sent : 1) * sizeof(float));
-    T->Gheads = mt_calloc(T->tm.n_heads ? T->tm.n_heads : 1, sizeof(float));
+    T->Gsent = T->be->alloc(T->n_sent * sizeof(float));
+    T->Gheads = mt_calloc(T->tm.n_heads, sizeof(float));
     if (T->pc_on) {
         for (int i = 0; i < T->phase_k[0]; i++) {
             T->Penc[i] = T->be->alloc(T->n_enc * sizeof(float));
-            T->Psent[i] = T->be->alloc((T->n_sent ? T->n_sent : 1) * sizeof(float));
+            T->Psent[i] = T->be->alloc(T->n_sent * sizeof(float));
         }
         mt_pcgrad_init(&T->pc, T->phase_k[0], T->n_shared, T->o.pcgrad_sum ? MT_PCGRAD_SUM : MT_PCGRAD_MEAN);
     }
@@ -510,7 +510,7 @@ static double evaluate(trainer *T, double score[K]) {
 // x[n] (be memory) readable on the host: x itself for host memory, else a malloc'ed copy.
 static float *host_view(const mt_backend *be, float *x, size_t n) {
     if (be->host_memory) return x;
-    float *h = mt_malloc(n ? n * sizeof(float) : 1);
+    float *h = mt_malloc(n * sizeof(float));
     be->copy_to_host(h, x, n * sizeof(float));
     return h;
 }
@@ -518,7 +518,7 @@ static float *host_view(const mt_backend *be, float *x, size_t n) {
 // The task model's moments [n_params] as the state file keeps them (one tensor in the task
 // model's layout): the sentence model's (be memory), then the heads' (host). Malloc'ed.
 static float *tm_moments(const trainer *T, const float *sent, const float *heads) {
-    float *h = mt_malloc((T->tm.n_params ? T->tm.n_params : 1) * sizeof(float));
+    float *h = mt_malloc(T->tm.n_params * sizeof(float));
     if (T->n_sent) T->be->copy_to_host(h, sent, T->n_sent * sizeof(float));
     memcpy(h + T->n_sent, heads, T->tm.n_heads * sizeof(float));
     return h;

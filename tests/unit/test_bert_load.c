@@ -82,6 +82,8 @@ TEST(tiny_model_loads_and_runs) {
         for (int i = 0; i < 3 * C; i++) norm += hidden[i] * hidden[i];
         CHECK(norm > 0.1);
         CHECK(pooled[0] > -1 && pooled[0] < 1);
+        snprintf(path, sizeof path, "%s/config.json", dir);  // a file: no checkpoint goes into it
+        CHECK(mt_bert_save(m, path, err, sizeof err) != 0 && strstr(err, "not a directory"));
         mt_bert_free(m);
     }
 }
