@@ -18,9 +18,6 @@ static void staged_copy(void *dst, const void *src, size_t bytes) {
     if (bytes) memcpy(dst, src, bytes);  // never overlapping, as host <-> device copies
 }
 
-static size_t staged_workspace_bytes(const mt_workspace_shape *s, size_t *each) {
-    return mt_workspace_generic(s, each);
-}
 // Grows each workspace to the shape's size, never shrinks it: cuda_reserve's rule, so a second,
 // smaller reservation (another model on the same backend) refuses nothing CUDA would run.
 static void staged_reserve(const mt_workspace_shape *s) {
@@ -97,7 +94,7 @@ const mt_backend *mt_backend_cpu_staged(void) {
         b.layernorm_backward = layernorm_backward;
         b.embeddings_backward = embeddings_backward;
         b.gram = gram;
-        b.workspace_bytes = staged_workspace_bytes;
+        b.workspace_bytes = mt_workspace_generic;  // the device-independent sizes, as reserve
         b.reserve = staged_reserve;
         b.memory_free = staged_memory_free;
         staged = b;
