@@ -36,7 +36,9 @@ void mt_seq_steps_free(const mt_backend *be, mt_seq_steps *p) {
     memset(p, 0, sizeof *p);
 }
 
-void mt_seq_steps_set(const mt_backend *be, mt_seq_steps *p, const int32_t *offsets, int B) {
+// Sets p for the batch: its offsets always, the LSTM's step lists (list, next, start) only
+// with lists, so pooling alone neither builds nor uploads them.
+static void seq_steps_set(const mt_backend *be, mt_seq_steps *p, const int32_t *offsets, int B, int lists) {
     if (B < 0 || B > p->max_B) mt_die("sentence model: batch of %d sequences (room for %d)", B, p->max_B);
     int N = offsets[B];
     if (N > p->max_N)
@@ -48,6 +50,13 @@ void mt_seq_steps_set(const mt_backend *be, mt_seq_steps *p, const int32_t *offs
     }
     int32_t *off = p->host, *list = off + B + 1, *next = list + N;
     memcpy(off, offsets, ((size_t)B + 1) * sizeof *off);
+    p->B = B, p->N = N, p->T = T;
+    p->offsets = p->dev, p->list = p->next = NULL;
+    if (!lists) {
+        be->copy_to_device(p->dev, p->host, ((size_t)B + 1) * sizeof *p->dev);
+        return;
+    }
+    p->list = p->dev + B + 1, p->next = p->list + N;
     int e = 0;
     for (int s = 0; s < T; s++) {
         p->start[s] = e;
@@ -59,10 +68,12 @@ void mt_seq_steps_set(const mt_backend *be, mt_seq_steps *p, const int32_t *offs
         }
     }
     p->start[T] = e;  // = N
-    p->B = B, p->N = N, p->T = T;
     size_t used = (size_t)B + 1 + 2 * (size_t)N;
     be->copy_to_device(p->dev, p->host, used * sizeof *p->dev);
-    p->offsets = p->dev, p->list = p->dev + B + 1, p->next = p->list + N;
+}
+
+void mt_seq_steps_set(const mt_backend *be, mt_seq_steps *p, const int32_t *offsets, int B) {
+    seq_steps_set(be, p, offsets, B, 1);
 }
 
 // ---- 'same' convolution ----------------------------------------------------------------------
@@ -344,7 +355,7 @@ void mt_sentence_forward(const mt_backend *be, float *out, mt_sentence_acts *a, 
     const mt_sentence_config *cfg = &L->cfg;
     if (N > a->max_N || B > a->max_B || offsets[B] != N)
         mt_die("sentence model: batch of %d tokens / %d sequences (room for %d / %d)", N, B, a->max_N, a->max_B);
-    mt_seq_steps_set(be, &a->steps, offsets, B);
+    seq_steps_set(be, &a->steps, offsets, B, cfg->kind == MT_SENT_SBERT_CNN_BILSTM);
     const int32_t *off = a->steps.offsets;
     if (cfg->kind != MT_SENT_SBERT_CNN_BILSTM) {
         be->pool_forward(out, inp, off, B, cfg->C, cfg->kind == MT_SENT_CLS ? MT_POOL_CLS : MT_POOL_MEAN);

@@ -357,7 +357,7 @@ void mt_tm_acts_reserve(const mt_taskmodel *tm, mt_tm_acts *a, int max_B, int ma
     ensure_acts(tm, a, max_B, max_N);
 }
 
-// The pass's offsets in backend memory (uploaded by the forward).
+// The pass's offsets in backend memory (the cross part's uploaded by the forward).
 static const int32_t *dev_offsets(const mt_tm_acts *a) { return a->d_offsets ? a->d_offsets : a->offsets; }
 
 // ---- forward -----------------------------------------------------------------------------------
@@ -430,7 +430,10 @@ double mt_taskmodel_forward(mt_taskmodel *tm, mt_tm_acts *a, int task, const flo
     a->task = task, a->B = B, a->N = N, a->nseq = nseq, a->bi_first = bi_first, a->cross_first = cross_first;
     a->hidden = hidden, a->offsets = offsets;
     a->drop = drop && drop->p > 0 ? *drop : (mt_tm_dropout){0};
-    if (a->d_offsets) a->be->copy_to_device(a->d_offsets, offsets, ((size_t)nseq + 1) * sizeof(int32_t));
+    // Only the cross part reads offsets on the backend (the sentence model uploads its own), so
+    // only its B + 1 go up, and none for sst or bi-only pairs.
+    if (a->d_offsets && cross_first >= 0)
+        a->be->copy_to_device(a->d_offsets + cross_first, offsets + cross_first, ((size_t)B + 1) * sizeof(int32_t));
     if (bi_first >= 0) {
         int ns = mt_task_is_pair(task) ? 2 * B : B;
         mt_dropout sd = {a->drop.p, a->drop.seed, a->drop.step, mt_dropout_site(a->drop.pass, MT_SENT_DROPOUT_LAYER, 0)};

@@ -14,8 +14,6 @@
 #define DROP_BLOCK 1024  // elements per dropout mask block (a multiple of 4: whole Philox blocks)
 #define COL_BLOCK 32     // columns per task in row reductions
 
-static int dropout_on(const mt_dropout_key *drop) { return drop && drop->p > 0.0f; }
-
 // ---- dropout -------------------------------------------------------------------------------
 
 void mt_cpu_dropout_forward(float *out, const float *inp, const float *residual, int64_t n,

@@ -10,6 +10,9 @@
 // (and much more on a machine whose cores are shared with other processes).
 #define PAR_MIN 32768
 
+// Whether a dropout key drops anything (NULL or p == 0: evaluation).
+static inline int dropout_on(const mt_dropout_key *drop) { return drop && drop->p > 0.0f; }
+
 // C[M,N] = alpha * op(A) @ op(B) + beta * C (row-major); see mt_backend.gemm.
 void mt_cpu_gemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
                  const float *B, int ldb, float beta, float *C, int ldc);

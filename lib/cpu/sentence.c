@@ -97,8 +97,6 @@ void mt_cpu_col2im_same(float *dinp, const float *dcol, const int32_t *offsets, 
 
 // ---- ReLU + dropout, max-pool ----------------------------------------------------------------
 
-static int dropout_on(const mt_dropout_key *drop) { return drop && drop->p > 0.0f; }
-
 void mt_cpu_relu_dropout_forward(float *x, int N, int D, const mt_dropout_key *drop) {
     int on = dropout_on(drop);
     uint32_t thr = on ? mt_dropout_threshold(drop->p) : 0;
