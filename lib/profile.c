@@ -130,6 +130,7 @@ static int inner_is_cuda;
 static op_stat stat[OP_COUNT];
 static double idle_since;          // HOST: when the last wait returned (< 0: a launch came after it)
 static double idle_s, wall_t0;     // HOST: the idle bound; wall clock at the wrap or reset
+static int slow_host;              // HOST: each launching call takes twice its time
 
 static uint64_t launch_count(void) {
 #ifdef MT_HAVE_CUDA
@@ -159,6 +160,8 @@ static void op_end(int op, double t0, uint64_t l0, double flops) {
         idle_since = op_waits[op] ? t1 : -1;
     }
     s->calls++, s->total_s += t2 - t0, s->host_s += t1 - t0, s->flops += flops;
+    if (slow_host && mode == MT_PROFILE_HOST && !op_waits[op])
+        while (mt_now() < t1 + (t1 - t0)) {}  // spin: a sleep's wake-up would overshoot
 }
 
 #define MT_PROF_WRAP(op, waits, flops, params, args)   \
@@ -187,6 +190,8 @@ const mt_backend *mt_profile_wrap(const mt_backend *be, int m) {
     mt_profile_reset();
     return &wrapper;
 }
+
+void mt_profile_slow_host(int on) { slow_host = on; }
 
 int mt_profile_mode(const mt_backend *be) { return mode && be == &wrapper ? mode : MT_PROFILE_OFF; }
 

@@ -51,6 +51,13 @@ void mt_profile_get(mt_profile_totals *t);
 // idle from here, as after a wait.
 void mt_profile_reset(void);
 
+// HOST mode, on: each launching call then spins as long again as it took, so the host's launch
+// time doubles and nothing else changes. How much longer a step gets bounds what cheaper
+// launches (CUDA graphs) could save: a step's time is a max over paths of sums of host and
+// device times, convex in the launch times, so the second h of launch time costs at least
+// what the first did (train_check speed prints it).
+void mt_profile_slow_host(int on);
+
 // The table on f: one row per op called, by time, then the totals. Nothing when nothing was
 // profiled. mt_profile_report is it on stderr (device.c registers it with atexit).
 void mt_profile_print(FILE *f);
