@@ -22,8 +22,8 @@
 #
 # Time: the default parts take about 8 minutes on an H100 including a fresh build (estimated
 # from the H200 runs: build ~40 s, ops ~60 s, forward ~60 s, train ~30 s, trainer ~75 s, heads
-# ~45 s, speed ~130 s plus ~15 s for its op profiles (an estimate: not yet run on a GPU), embed
-# ~35 s), inside the 10-minute budget of one device call; finetune
+# ~45 s, speed ~130 s plus ~20 s for its slowed-host steps and op profiles (an estimate: not yet
+# run on a GPU), embed ~35 s), inside the 10-minute budget of one device call; finetune
 # alone needs 3.5-4.5 minutes (PCGrad 104 s + summed 44 s of training, plus tokenizing, the
 # frozen heads and evaluation), which is why it is opt-in.
 #
