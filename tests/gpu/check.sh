@@ -480,6 +480,18 @@ for o in ours:
     print(f"{o['mode']:8} {model:14} {o['B']:>4} {o['L']:>4} {o['precision']:5} {float(o['ms']):9.3f} {tm:9.3f} "
           f"{tm / float(o['ms']):5.2f}x {float(o['tflops']):8.1f} {float(o['mfu']):6.3f}")
 print("ratio = PyTorch bf16 autocast time / ours (above 1: ours faster); MFU against 989 TFLOP/s dense bf16")
+host = [kv(l) for l in lines if l.startswith("speed-host ")]
+if host:  # the training step's host side: what CUDA graphs could save (kernels/README.md)
+    print(f"\n{'B':>4} {'L':>4} {'prec':5} {'step ms':>8} {'enqueue':>8} {'launch':>7} {'doubled':>8} {'graphs<=':>8} "
+          f"{'waits':>5} {'idle<=':>7} {'op calls':>8} {'launches':>8}")
+    for h in host:
+        step, launch, slowed = float(h["step_ms"]), float(h["launch_ms"]), float(h["slowed_ms"])
+        print(f"{h['B']:>4} {h['L']:>4} {h['precision']:5} {step:8.3f} {float(h['enqueue_ms']):8.3f} {launch:7.3f} "
+              f"{slowed:8.3f} {min(launch, max(0.0, slowed - step)):8.3f} {h['waits']:>5} {float(h['idle_ms']):7.3f} "
+              f"{h['op_calls']:>8} {h['launches']:>8}")
+    print("ms per training step: enqueue = host until its last op call returned, launch = inside the launching calls, "
+          "doubled = the step with that launch time doubled; graphs<= = min(launch, doubled - step), the most CUDA "
+          "graphs could save; idle<= = GPU idle after the step's waits")
 try:
     e = open(f"{logs}/embed_speed.txt").read()
     m1 = re.search(r"embedded (\d+) done in ([\d.]+) s", e)
