@@ -277,8 +277,8 @@ static int speed(const char *dir, int B, int L, int steps, const char *precision
         qsort(ms, (size_t)steps, sizeof *ms, cmp_double);
         double med = ms[steps / 2], flops = mode ? 3 * fwd : fwd, tflops = flops / (med * 1e-3) / 1e12;
         printf("%s mode=%s precision=%s B=%d L=%d layers=%d hidden=%d ms=%.3f tokens_per_s=%.0f tflops=%.1f "
-               "mfu=%.3f\n", profiled ? "speed-profiled" : "speed", mode ? "train" : "forward", precision, B, L, c->num_hidden_layers, c->hidden_size, med,
-               tokens / (med * 1e-3), tflops, tflops / PEAK_BF16_TFLOPS);
+               "mfu=%.3f\n", profiled ? "speed-profiled" : "speed", mode ? "train" : "forward", precision, B, L,
+               c->num_hidden_layers, c->hidden_size, med, tokens / (med * 1e-3), tflops, tflops / PEAK_BF16_TFLOPS);
         if (mode && !profiled) {  // (profiled: the op table at exit is the last step's)
             double slowed = slowed_steps(&t, ids, offsets, B, steps > 6 ? steps / 2 : steps, ms);
             print_host_side(hs, steps, slowed, B, L, precision);
