@@ -68,7 +68,7 @@ endif
 endif
 # what the GPU check links: the CPU backend and device selection only, so it builds where
 # zlib / utf8proc / BLAS development files are missing (NO_BLAS=1 on the GPU machine)
-GPU_CHECK_OBJ := $(addprefix $(BUILD)/lib/,common.o device.o rng.o sentence.o cpu/gemm.o cpu/ops.o cpu/backward.o cpu/optim.o cpu/sentence.o cpu/staged.o workspace.o)
+GPU_CHECK_OBJ := $(addprefix $(BUILD)/lib/,common.o device.o rng.o sentence.o cpu/gemm.o cpu/ops.o cpu/backward.o cpu/optim.o cpu/sentence.o cpu/staged.o profile.o workspace.o)
 GPU_CHECK_LIBS := $(filter-out -lz -lutf8proc,$(LDLIBS))
 
 .PHONY: all probes deps model demo test unit bats asan clean distclean bench gpu-check-build

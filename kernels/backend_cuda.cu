@@ -11,6 +11,7 @@
 namespace mt_cuda {
 cudaStream_t stream = 0;  // the legacy default stream for now: orders with cudaMemcpy / cudaFree
 int num_sms = 1;
+uint64_t launches = 0;
 }  // namespace mt_cuda
 using namespace mt_cuda;
 
@@ -29,7 +30,7 @@ static void *cuda_alloc(size_t bytes) {
         mt_die("out of GPU memory allocating %zu bytes (%.1f MiB free of %.1f MiB): %s", bytes, free_b / 1048576.0,
                total_b / 1048576.0, cudaGetErrorString(err));
     }
-    CUDA_CHECK(cudaMemsetAsync(p, 0, rounded, stream));
+    CUDA_ENQUEUE(cudaMemsetAsync(p, 0, rounded, stream));
     return p;
 }
 
@@ -113,21 +114,23 @@ static void cuda_free(void *p) {
 
 static void cuda_copy_to_device(void *dst, const void *src, size_t bytes) {
     if (!bytes) return;
-    CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream));
+    CUDA_ENQUEUE(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream));
     CUDA_CHECK(cudaStreamSynchronize(stream));  // src may be reused by the caller at once
 }
 
 static void cuda_copy_to_host(void *dst, const void *src, size_t bytes) {
     if (!bytes) return;
-    CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream));
+    CUDA_ENQUEUE(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream));
     CUDA_CHECK(cudaStreamSynchronize(stream));
 }
+
+uint64_t mt_cuda_launch_count(void) { return launches; }
 
 static void cuda_set_threads(int n) { (void)n; }  // host threads mean nothing here
 static void cuda_synchronize(void) { CUDA_CHECK(cudaStreamSynchronize(stream)); }
 
 static void cuda_zero(void *p, size_t bytes) {
-    if (bytes) CUDA_CHECK(cudaMemsetAsync(p, 0, bytes, stream));
+    if (bytes) CUDA_ENQUEUE(cudaMemsetAsync(p, 0, bytes, stream));
 }
 
 // ---- the table -----------------------------------------------------------------------------

@@ -30,8 +30,29 @@ extern "C" [[noreturn]] void mt_die(const char *fmt, ...);
                    cublasGetStatusString(mt_st_), #call);                                 \
     } while (0)
 
+// Work enqueued on the stream so far (mt_cuda_launch_count, for lib/profile.c): every kernel
+// and CUB call (LAUNCH_CHECK), cuBLAS / cuBLASLt product (CUBLAS_LAUNCH) and async memset or
+// copy (CUDA_ENQUEUE) counts one. One host thread enqueues: a plain counter.
+namespace mt_cuda {
+extern uint64_t launches;
+}
+
 // After every launch: catches bad configurations at once, not at the next sync.
-#define LAUNCH_CHECK() CUDA_CHECK(cudaGetLastError())
+#define LAUNCH_CHECK()                       \
+    do {                                     \
+        mt_cuda::launches++;                 \
+        CUDA_CHECK(cudaGetLastError());      \
+    } while (0)
+#define CUBLAS_LAUNCH(call)                  \
+    do {                                     \
+        mt_cuda::launches++;                 \
+        CUBLAS_CHECK(call);                  \
+    } while (0)
+#define CUDA_ENQUEUE(call)                   \
+    do {                                     \
+        mt_cuda::launches++;                 \
+        CUDA_CHECK(call);                    \
+    } while (0)
 
 static inline int ceil_div(int64_t a, int64_t b) { return (int)((a + b - 1) / b); }
 

@@ -75,8 +75,8 @@ static void gemm_half(int ta, int tb, int M, int N, int K, float alpha, const vo
                       float beta, float *C, int ldc, cudaDataType_t type) {
     if (M <= 0 || N <= 0) return;
     if (K <= 0 || alpha == 0.0f) return scale_matrix(C, M, N, ldc, beta);
-    CUBLAS_CHECK(cublasGemmEx(cublas, op(tb), op(ta), N, M, K, &alpha, B, type, ldb, A, type, lda, &beta, C,
-                              CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    CUBLAS_LAUNCH(cublasGemmEx(cublas, op(tb), op(ta), N, M, K, &alpha, B, type, ldb, A, type, lda, &beta, C,
+                               CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
 // The largest operand span as_half converts for any batch of shape s (lib/workspace.h).
@@ -95,8 +95,8 @@ void gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int 
         const void *a = as_half(0, A, ta ? K : M, ta ? M : K, lda), *b = as_half(1, B, tb ? N : K, tb ? K : N, ldb);
         return gemm_half(ta, tb, M, N, K, alpha, a, lda, b, ldb, beta, C, ldc, half_type());
     }
-    CUBLAS_CHECK(cublasGemmEx(cublas, op(tb), op(ta), N, M, K, &alpha, B, CUDA_R_32F, ldb, A, CUDA_R_32F, lda,
-                              &beta, C, CUDA_R_32F, ldc, fp32_compute(), CUBLAS_GEMM_DEFAULT));
+    CUBLAS_LAUNCH(cublasGemmEx(cublas, op(tb), op(ta), N, M, K, &alpha, B, CUDA_R_32F, ldb, A, CUDA_R_32F, lda,
+                               &beta, C, CUDA_R_32F, ldc, fp32_compute(), CUBLAS_GEMM_DEFAULT));
 }
 
 // gemm for `batch` independent products, A, B, C each `stride` floats apart (cuBLAS strided
@@ -111,14 +111,14 @@ void gemm_batched(int ta, int tb, int M, int N, int K, float alpha, const float 
     if (half_operands()) {
         const void *a = as_half(0, A, ta ? K : M, ta ? M : K, lda, sA, batch);
         const void *b = as_half(1, B, tb ? N : K, tb ? K : N, ldb, sB, batch);
-        CUBLAS_CHECK(cublasGemmStridedBatchedEx(cublas, op(tb), op(ta), N, M, K, &alpha, b, half_type(), ldb, sB, a,
-                                                half_type(), lda, sA, &beta, C, CUDA_R_32F, ldc, sC, batch,
-                                                CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+        CUBLAS_LAUNCH(cublasGemmStridedBatchedEx(cublas, op(tb), op(ta), N, M, K, &alpha, b, half_type(), ldb, sB, a,
+                                                 half_type(), lda, sA, &beta, C, CUDA_R_32F, ldc, sC, batch,
+                                                 CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
         return;
     }
-    CUBLAS_CHECK(cublasGemmStridedBatchedEx(cublas, op(tb), op(ta), N, M, K, &alpha, B, CUDA_R_32F, ldb, sB, A,
-                                            CUDA_R_32F, lda, sA, &beta, C, CUDA_R_32F, ldc, sC, batch, fp32_compute(),
-                                            CUBLAS_GEMM_DEFAULT));
+    CUBLAS_LAUNCH(cublasGemmStridedBatchedEx(cublas, op(tb), op(ta), N, M, K, &alpha, B, CUDA_R_32F, ldb, sB, A,
+                                             CUDA_R_32F, lda, sA, &beta, C, CUDA_R_32F, ldc, sC, batch, fp32_compute(),
+                                             CUBLAS_GEMM_DEFAULT));
 }
 
 static bool aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
@@ -197,8 +197,8 @@ static bool lt_matmul(float *out, const float *inp, const float *weight, const f
     const void *w = weight, *x = inp;
     if (half_operands()) w = as_half(0, weight, OC, IC, IC), x = as_half(1, inp, N, IC, IC);
     float alpha = 1.0f, beta = residual ? 1.0f : 0.0f;
-    CUBLAS_CHECK(cublasLtMatmul(cublaslt, p->desc, &alpha, w, p->a, x, p->b, &beta, residual ? residual : out, p->c,
-                                out, p->c, &p->algo, lt_workspace, lt_workspace_bytes, stream));
+    CUBLAS_LAUNCH(cublasLtMatmul(cublaslt, p->desc, &alpha, w, p->a, x, p->b, &beta, residual ? residual : out, p->c,
+                                 out, p->c, &p->algo, lt_workspace, lt_workspace_bytes, stream));
     return true;
 }
 

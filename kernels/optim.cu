@@ -96,7 +96,7 @@ void gram(double *out, const float *const *g, int k, size_t n) {
     LAUNCH_CHECK();
     gram_finish_kernel<<<1, 160, 0, stream>>>(res, partial, a, pairs, k, blocks);  // pairs <= 136
     LAUNCH_CHECK();
-    CUDA_CHECK(cudaMemcpyAsync(out, res, sizeof(double) * (size_t)k * k, cudaMemcpyDeviceToHost, stream));
+    CUDA_ENQUEUE(cudaMemcpyAsync(out, res, sizeof(double) * (size_t)k * k, cudaMemcpyDeviceToHost, stream));
     CUDA_CHECK(cudaStreamSynchronize(stream));
 }
 

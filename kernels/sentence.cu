@@ -47,8 +47,8 @@ void pool_backward(float *dinp, const float *dout, const int32_t *offsets, int B
 
 void copy_2d(float *dst, int ldd, const float *src, int lds, int rows, int cols) {
     if (rows <= 0 || cols <= 0) return;
-    CUDA_CHECK(cudaMemcpy2DAsync(dst, (size_t)ldd * sizeof(float), src, (size_t)lds * sizeof(float),
-                                 (size_t)cols * sizeof(float), rows, cudaMemcpyDeviceToDevice, stream));
+    CUDA_ENQUEUE(cudaMemcpy2DAsync(dst, (size_t)ldd * sizeof(float), src, (size_t)lds * sizeof(float),
+                                   (size_t)cols * sizeof(float), rows, cudaMemcpyDeviceToDevice, stream));
 }
 
 __global__ void add_bias_forward_kernel(float *out, int ldo, const float *b1, const float *b2, int N, int F) {

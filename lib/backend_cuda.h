@@ -38,6 +38,11 @@ const char *mt_cuda_precision(void);
 void mt_cuda_set_tf32(int on);  // tf32 or fp32
 int mt_cuda_tf32(void);
 
+// Work the backend has enqueued on its stream since start-up: each kernel launch, CUB sort,
+// cuBLAS / cuBLASLt product and async memset or copy counts one (a cuBLAS call or a CUB sort
+// may run more than one kernel). lib/profile.c counts an op's launches with it.
+uint64_t mt_cuda_launch_count(void);
+
 // ---- 16-bit paths, for the mixed-precision model to come ---------------------------------
 typedef uint16_t mt_bf16;  // raw bfloat16 bits (the upper half of an IEEE float)
 typedef uint16_t mt_f16;   // raw IEEE binary16 bits

@@ -3,9 +3,11 @@
 #include "device.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "common.h"
+#include "profile.h"
 #ifdef MT_HAVE_CUDA
 #include "backend_cuda.h"
 #endif
@@ -19,7 +21,24 @@ int mt_gpu_available(char *desc, size_t desc_len) {
 #endif
 }
 
-const mt_backend *mt_backend_try_select(const char *device, char *err, size_t err_len) {
+// MTBERT_PROFILE=ops|host (lib/profile.h), read once: the selected backend comes wrapped in
+// the profiler's timing table, whose report goes to stderr at exit (mt_die's too).
+static const mt_backend *profiled(const mt_backend *be, char *err, size_t err_len) {
+    static int mode = -2;  // not read yet
+    const char *env = getenv("MTBERT_PROFILE");
+    if (mode == -2 && (mode = mt_profile_parse(env)) > 0) atexit(mt_profile_report);
+    if (mode < 0) {
+        snprintf(err, err_len, "MTBERT_PROFILE=%s: expected ops (each op timed between synchronize calls) or host "
+                 "(host time in each op, no synchronize added)", env);
+        return NULL;
+    }
+    if (!mode) return be;
+    const mt_backend *w = mt_profile_wrap(be, mode);
+    if (!mt_profile_mode(w)) mt_log("MTBERT_PROFILE: only the first backend selected is profiled, not %s", be->name);
+    return w;
+}
+
+static const mt_backend *select_unprofiled(const char *device, char *err, size_t err_len) {
     if (!device) device = "auto";
     if (!strcmp(device, "cpu")) return mt_backend_cpu();
     if (!strcmp(device, "cpu-staged")) return mt_backend_cpu_staged();  // tests only
@@ -41,6 +60,11 @@ const mt_backend *mt_backend_try_select(const char *device, char *err, size_t er
     }
     mt_log("device: CPU (no usable CUDA GPU: %s)", desc);
     return mt_backend_cpu();
+}
+
+const mt_backend *mt_backend_try_select(const char *device, char *err, size_t err_len) {
+    const mt_backend *be = select_unprofiled(device, err, err_len);
+    return be ? profiled(be, err, err_len) : NULL;
 }
 
 void mt_backend_require_training(const mt_backend *be, const char *who) {

@@ -10,7 +10,9 @@
 // stderr, else the CPU with a note on stderr. "cpu-staged" (tests only, undocumented in --help):
 // mt_backend_cpu_staged. Anything else is an error.
 // mt_backend_select dies with the error; mt_backend_try_select returns NULL and writes it
-// into err[err_len].
+// into err[err_len]. With MTBERT_PROFILE=ops|host in the environment the backend comes wrapped
+// in lib/profile.h's timing table, whose report goes to stderr at exit; any other non-empty
+// value is an error.
 const mt_backend *mt_backend_select(const char *device);
 const mt_backend *mt_backend_try_select(const char *device, char *err, size_t err_len);
 

@@ -14,14 +14,16 @@
 # real sentences, CUDA fp32 / bf16 / fp16 vs CPU), train (training steps CUDA vs CPU), trainer
 # (pcgrad-train --device cuda vs cpu; an fp16 run with dynamic loss scaling), heads (heads fit
 # and predict, --head and --model, --device cuda vs cpu), speed (encoder forward and training step vs PyTorch
-# bf16 autocast at MiniLM and BERT-base shapes, MFU), embed (embed end to end vs
+# bf16 autocast at MiniLM and BERT-base shapes, MFU; each step's host enqueue time and what CUDA
+# graphs could save; MTBERT_PROFILE's op tables of one bf16 step), embed (embed end to end vs
 # sentence-transformers on the GPU); opt-in, not in the default PARTS: finetune (issue 4's
 # evidence: frozen heads, PCGrad and summed fine-tuning on the whole training split,
 # bench/evidence-finetune.sh, on the GPU; about 4 minutes on an H200) and ablation.
 #
 # Time: the default parts take about 8 minutes on an H100 including a fresh build (estimated
 # from the H200 runs: build ~40 s, ops ~60 s, forward ~60 s, train ~30 s, trainer ~75 s, heads
-# ~45 s, speed ~130 s, embed ~35 s), inside the 10-minute budget of one device call; finetune
+# ~45 s, speed ~130 s plus ~20 s for its slowed-host steps and op profiles (an estimate: not yet
+# run on a GPU), embed ~35 s), inside the 10-minute budget of one device call; finetune
 # alone needs 3.5-4.5 minutes (PCGrad 104 s + summed 44 s of training, plus tokenizing, the
 # frozen heads and evaluation), which is why it is opt-in.
 #
@@ -414,6 +416,19 @@ speed() {
     for p in bf16 fp16 tf32; do $BUILD/gpu/train_check speed "$M" "$Bt" "$L" 20 $p "$SPEED_MODES" || rc=1; done
     python3 tests/gpu/torch_bench.py encoder --model "$M" --batch "$Bt" --len "$L" --steps 20 || rc=1
   done
+  # Where a bf16 training step's time goes, op by op: the table of one step after the warm-ups
+  # (MTBERT_PROFILE=ops synchronizes around every op, so that step runs slower than above)
+  for spec in "$MODEL 128 128" "$BASE 64 512"; do
+    read -r M Bt L <<<"$spec"
+    MTBERT_PROFILE=ops $BUILD/gpu/train_check speed "$M" "$Bt" "$L" 1 bf16 train || rc=1
+  done
+  # The real trainer's host side (its waits: uploads, loss readbacks, PCGrad's grams), over a
+  # whole 8-step run, where the trainer part left its tokens
+  if [ -s "$WORK/sst.tr.tok" ]; then
+    MTBERT_PROFILE=host $B/pcgrad-train -q --model "$MODEL" --device "$GPUDEV" --precision bf16 --pcgrad \
+      --task sst="$WORK/sst.tr.tok" --task qqp="$WORK/qqp.tr.tok" --task sts="$WORK/sts.tr.tok" --max-steps 8 \
+      --seed 3 -o "$WORK/run.profile" || rc=1
+  fi
   return $rc
 }
 want speed && step "encoder speed vs PyTorch" 300 speed.txt speed
@@ -465,6 +480,18 @@ for o in ours:
     print(f"{o['mode']:8} {model:14} {o['B']:>4} {o['L']:>4} {o['precision']:5} {float(o['ms']):9.3f} {tm:9.3f} "
           f"{tm / float(o['ms']):5.2f}x {float(o['tflops']):8.1f} {float(o['mfu']):6.3f}")
 print("ratio = PyTorch bf16 autocast time / ours (above 1: ours faster); MFU against 989 TFLOP/s dense bf16")
+host = [kv(l) for l in lines if l.startswith("speed-host ")]
+if host:  # the training step's host side: what CUDA graphs could save (kernels/README.md)
+    print(f"\n{'B':>4} {'L':>4} {'prec':5} {'step ms':>8} {'enqueue':>8} {'launch':>7} {'doubled':>8} {'graphs<=':>8} "
+          f"{'waits':>5} {'idle<=':>7} {'op calls':>8} {'launches':>8}")
+    for h in host:
+        step, launch, slowed = float(h["step_ms"]), float(h["launch_ms"]), float(h["slowed_ms"])
+        print(f"{h['B']:>4} {h['L']:>4} {h['precision']:5} {step:8.3f} {float(h['enqueue_ms']):8.3f} {launch:7.3f} "
+              f"{slowed:8.3f} {min(launch, max(0.0, slowed - step)):8.3f} {h['waits']:>5} {float(h['idle_ms']):7.3f} "
+              f"{h['op_calls']:>8} {h['launches']:>8}")
+    print("ms per training step: enqueue = host until its last op call returned, launch = inside the launching calls, "
+          "doubled = the step with that launch time doubled; graphs<= = min(launch, doubled - step), the most CUDA "
+          "graphs could save; idle<= = GPU idle after the step's waits")
 try:
     e = open(f"{logs}/embed_speed.txt").read()
     m1 = re.search(r"embedded (\d+) done in ([\d.]+) s", e)
