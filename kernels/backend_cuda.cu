@@ -112,10 +112,38 @@ static void cuda_free(void *p) {
     if (p) CUDA_CHECK(cudaFree(p));
 }
 
+// Uploads without waiting for the GPU. The caller may reuse src as soon as this returns, and a
+// training step makes ~25 small uploads (ids, offsets, step lists, the heads' gradients): each
+// used to drain the stream. Now src is copied into a pinned staging ring and the DMA reads the
+// ring in stream order. The ring is written front to back; before it wraps, the host waits
+// once for the last upload from it (one stream: everything enqueued before that is done too),
+// so no byte of the ring is overwritten while a copy may still read it. An upload larger than
+// the ring is copied from src directly and waited for, as before (model weights at start-up).
+static const size_t upload_ring_bytes = 16u << 20;
+static char *upload_ring;          // pinned (cudaHostAlloc), allocated at the first upload
+static size_t upload_ring_head;    // next free byte
+static cudaEvent_t upload_done;    // recorded after the latest upload from the ring
+
 static void cuda_copy_to_device(void *dst, const void *src, size_t bytes) {
     if (!bytes) return;
-    CUDA_ENQUEUE(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream));
-    CUDA_CHECK(cudaStreamSynchronize(stream));  // src may be reused by the caller at once
+    if (bytes > upload_ring_bytes) {
+        CUDA_ENQUEUE(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream));
+        CUDA_CHECK(cudaStreamSynchronize(stream));  // src may be reused by the caller at once
+        return;
+    }
+    if (!upload_ring) {
+        CUDA_CHECK(cudaHostAlloc((void **)&upload_ring, upload_ring_bytes, cudaHostAllocDefault));
+        CUDA_CHECK(cudaEventCreateWithFlags(&upload_done, cudaEventDisableTiming));
+    }
+    size_t at = (upload_ring_head + 255) / 256 * 256;  // each upload 256-byte aligned in the ring
+    if (at + bytes > upload_ring_bytes) {               // wrap: wait until the ring's copies are done
+        CUDA_CHECK(cudaEventSynchronize(upload_done));
+        at = 0;
+    }
+    memcpy(upload_ring + at, src, bytes);
+    CUDA_ENQUEUE(cudaMemcpyAsync(dst, upload_ring + at, bytes, cudaMemcpyHostToDevice, stream));
+    CUDA_CHECK(cudaEventRecord(upload_done, stream));
+    upload_ring_head = at + bytes;
 }
 
 static void cuda_copy_to_host(void *dst, const void *src, size_t bytes) {

@@ -10,12 +10,13 @@
 #endif
 
 // X(op, waits, flops, (params), (args)) for every op that computes or moves data. waits: 1 for
-// the ops that return only when the device is done (the CUDA backend's synchronize, both
-// copies, and gram, which reads its k*k sums back). flops: the products' floating-point
+// the ops that return only when the device is done (the CUDA backend's synchronize, copies to
+// the host, and gram, which reads its k*k sums back; uploads go through a pinned staging ring
+// and wait only when larger than it: weights at start-up). flops: the products' floating-point
 // operations (0: not a product); attention counts its padded [max_len, max_len] products, as
 // the CUDA kernels compute them (the CPU skips the padding: its rate there is understated).
 #define MT_PROFILED_OPS(X)                                                                                   \
-    X(copy_to_device, 1, 0, (void *dst, const void *src, size_t bytes), (dst, src, bytes))                   \
+    X(copy_to_device, 0, 0, (void *dst, const void *src, size_t bytes), (dst, src, bytes))                   \
     X(copy_to_host, 1, 0, (void *dst, const void *src, size_t bytes), (dst, src, bytes))                     \
     X(synchronize, 1, 0, (void), ())                                                                         \
     X(gemm, 0, 2.0 * M * N * K,                                                                              \
@@ -241,7 +242,7 @@ void mt_profile_print(FILE *f) {
                 s->total_s / s->calls * 1e6, s->host_s / s->calls * 1e6, launches, rate);
     }
     fprintf(f, "%s: profile: %.3f ms in %llu op calls of %.3f ms wall; host %.3f ms inside the calls that launch "
-            "work, %.3f ms inside the %llu that wait for the device (synchronize, copies, gram)", mt_prog, sum * 1e3,
+            "work, %.3f ms inside the %llu that wait for the device (synchronize, readbacks, gram)", mt_prog, sum * 1e3,
             (unsigned long long)t.calls, (mt_now() - wall_t0) * 1e3, t.launch_s * 1e3, t.wait_s * 1e3,
             (unsigned long long)t.waits);
     if (inner_is_cuda) fprintf(f, "; %llu launches", (unsigned long long)t.launches);

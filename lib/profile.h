@@ -9,7 +9,7 @@
 //                    the call, its FLOPs for the products, and on CUDA its kernel launches.
 //   MT_PROFILE_HOST  no synchronize added (a step's timing stays the real one): the host time
 //                    inside each op, split into launching (ops that return before the device
-//                    finishes) and waiting (synchronize, copies, gram: they return when it
+//                    finishes) and waiting (synchronize, readbacks, gram: they return when it
 //                    has), and a bound on the GPU's idle time after each wait (see mt_profile_totals).
 // lib/device.c wraps the backend it selects when MTBERT_PROFILE=ops|host is set and prints
 // the table on stderr at exit (mt_profile_report, also after mt_die).

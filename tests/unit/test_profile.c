@@ -44,7 +44,7 @@ TEST(counters_follow_the_calls) {
     mt_profile_reset();
     sleep_ms(20);       // the device counts as idle from the reset ...
     w->scale(x, 2.0f, 64);  // ... until this launch returns
-    w->copy_to_device(y, x, sizeof x);  // a wait
+    w->copy_to_host(y, x, sizeof x);  // a wait
     sleep_ms(30);       // host work after it: the device starves
     w->scale(y, 2.0f, 64);
     mt_profile_get(&t);
