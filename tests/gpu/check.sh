@@ -7,7 +7,8 @@
 #   PARTS="build ops forward" tests/gpu/check.sh      some parts only
 #   PARTS="build device ops forward train trainer heads speed embed finetune" tests/gpu/check.sh
 #                                      the defaults plus fine-tuning (opt-in)
-#   tests/gpu/check.sh --sanitize      also op parity under compute-sanitizer memcheck
+#   tests/gpu/check.sh --sanitize      also op parity under compute-sanitizer memcheck, and the
+#                                      fused attention's rows under racecheck and synccheck
 #   MTBERT_ATTENTION=fused PARTS="build ops forward trainer" tests/gpu/check.sh
 #                                      the fused attention (kernels/flash.cu) in the parts that run
 #                                      bf16 / fp16 (forward's bf16 / fp16 rows, the fp16 trainer run);
@@ -167,6 +168,10 @@ if want ops && [ "$SANITIZE" = 1 ]; then
   if command -v compute-sanitizer >/dev/null; then
     step "op parity, memcheck" 300 memcheck.txt \
       compute-sanitizer --tool memcheck --error-exitcode 1 $BUILD/gpu/op_parity --no-bench
+    for tool in racecheck synccheck; do  # flash.cu's warps share shared-memory tiles
+      step "fused attention, $tool" 300 $tool.txt \
+        compute-sanitizer --tool $tool --error-exitcode 1 $BUILD/gpu/op_parity --fused-only
+    done
   else
     row "op parity, memcheck" SKIP - "compute-sanitizer not on PATH"
   fi

@@ -57,6 +57,8 @@
 // Memory plan ops: exact flags (workspace_bytes sums its items and covers workspace.c's asks;
 // memory_free counts the reservation; the CPU: nothing to reserve, no device limit).
 //
+// --fused-only: the fused attention's rows alone (check.sh --sanitize runs them under
+// compute-sanitizer's racecheck and synccheck: flash.cu's warps share tiles in shared memory).
 // --cpu-standin: the CPU backend stands in for the GPU (every row exact or within tolerance,
 // bf16 / fp16 rows, the fused attention's rows and the bench skipped);
 // proves the harness runs, nothing about the kernels. Runs without a GPU.
@@ -800,6 +802,17 @@ static void check_attention_fused_mask(int C, int NH, int prec) {
     unpack_free(&pk);
 }
 
+// Every fused-attention row: lengths across the 64-row tiles' edges, hs 32 (MiniLM) and 64 (BERT-base).
+static void check_attention_fused_all(void) {
+    if (standin) return skip_row("attn_fused", "bf16 / fp16 (kernels/flash.cu)", "CUDA only");
+    int edges[] = {1, 7, 64, 65, 200, 512, 3, 130};
+    for (int prec = BF16; prec <= FP16; prec++)
+        for (int hs = 32; hs <= 64; hs *= 2)
+            for (int dp = 0; dp < 2; dp++) check_attention_fused(edges, 8, 12 * hs, 12, prec, dp ? 0.1f : 0.0f);
+    check_attention_fused_mask(768, 12, BF16);
+    check_attention_fused_mask(384, 12, FP16);
+}
+
 // mask: bit 0 dinp, bit 1 dweight, bit 2 dbias wanted (the others NULL).
 static void check_matmul_backward(int N, int IC, int OC, int mask) {
     float *dout = rand_vec((size_t)N * OC, 0, 1), *inp = rand_vec((size_t)N * IC, 0, 1), *w = rand_vec((size_t)OC * IC, 0, 1);
@@ -1349,11 +1362,12 @@ static void reserve_workspaces(void) {
 
 int main(int argc, char **argv) {
     mt_set_prog(argv[0]);
-    int do_bench = 1;
+    int do_bench = 1, fused_only = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--no-bench")) do_bench = 0;
         else if (!strcmp(argv[i], "--cpu-standin")) standin = 1;
-        else mt_die("usage: %s [--no-bench] [--cpu-standin]", argv[0]);
+        else if (!strcmp(argv[i], "--fused-only")) fused_only = 1;  // for compute-sanitizer's racecheck / synccheck
+        else mt_die("usage: %s [--no-bench] [--cpu-standin] [--fused-only]", argv[0]);
     }
     char desc[256];
     cpu = mt_backend_cpu();
@@ -1370,6 +1384,11 @@ int main(int argc, char **argv) {
     printf("op parity, CUDA vs CPU: %s\n", desc);
     printf("%-12s %-40s %-5s %11s %9s %9s %9s  %s\n", "op", "case", "prec", "max|diff|", "atol", "rtol",
            "diff/tol", "result");
+    if (fused_only) {
+        check_attention_fused_all();
+        printf("op parity: %d checks, %d failed\n", checks, failures);
+        return failures ? 1 : 0;
+    }
     check_memory();
     check_workspaces();
     check_gemms();
@@ -1413,16 +1432,7 @@ int main(int argc, char **argv) {
     check_attention_backward(lengths, B, 256, 2, 0.0f);
     check_attention_backward(one, 1, 64, 2, 0.1f);
     check_attention_backward(longer, 3, 64, 1, 0.1f);
-    if (standin) {
-        skip_row("attn_fused", "bf16 / fp16 (kernels/flash.cu)", "CUDA only");
-    } else {  // lengths across the 64-row tiles' edges; hs 32 (MiniLM) and 64 (BERT-base)
-        int edges[] = {1, 7, 64, 65, 200, 512, 3, 130};
-        for (int prec = BF16; prec <= FP16; prec++)
-            for (int hs = 32; hs <= 64; hs *= 2)
-                for (int dp = 0; dp < 2; dp++) check_attention_fused(edges, 8, 12 * hs, 12, prec, dp ? 0.1f : 0.0f);
-        check_attention_fused_mask(768, 12, BF16);
-        check_attention_fused_mask(384, 12, FP16);
-    }
+    check_attention_fused_all();
     check_matmul_backward(200, 384, 1152, 7);
     check_matmul_backward(517, 768, 3072, 7);
     check_matmul_backward(19, 45, 33, 7);
