@@ -31,8 +31,6 @@ namespace mt_cuda {
 
 static bool fused;  // MTBERT_ATTENTION=fused: flash.cu for bf16 / fp16 (attention_flash_applies)
 
-extern "C" void mt_log(const char *fmt, ...);  // lib/common.c (common.h's C11 is not C++)
-
 void attention_init(void) {
     const char *a = getenv("MTBERT_ATTENTION");
     if (a && *a && mt_cuda_set_attention(a) != 0) mt_die("MTBERT_ATTENTION=%s: expected batched or fused", a);

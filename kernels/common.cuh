@@ -13,6 +13,7 @@
 // From lib/common.c: "prog: message" on stderr, exit(1). Declared here rather than by
 // including common.h, whose C11 _Noreturn is not C++.
 extern "C" [[noreturn]] void mt_die(const char *fmt, ...);
+extern "C" void mt_log(const char *fmt, ...);  // "prog: message" on stderr unless --quiet
 
 #define CUDA_CHECK(call)                                                                  \
     do {                                                                                  \
