@@ -16,13 +16,28 @@
 // sequence longer than max_len (a caller's bug; the CPU twin dies naming it) traps in the softmax
 // kernels, so the next CUDA_CHECK dies instead of the rows overrunning the padded workspaces.
 // Scratch: the six padded workspaces of lib/workspace.h, reserved once from the run's memory plan.
+// MTBERT_ATTENTION=fused sends bf16 / fp16 attention to flash.cu instead (off by default until a
+// GPU has run its parity rows: kernels/README.md).
 #include <float.h>
 #include <stdlib.h>
+#include <string.h>
+
+#include "backend_cuda.h"
 
 #include "ops.cuh"
 #include "philox.cuh"
 
 namespace mt_cuda {
+
+static bool fused;  // MTBERT_ATTENTION=fused: flash.cu for bf16 / fp16 (attention_flash_applies)
+
+void attention_init(void) {
+    const char *a = getenv("MTBERT_ATTENTION");
+    if (a && *a && mt_cuda_set_attention(a) != 0) mt_die("MTBERT_ATTENTION=%s: expected batched or fused", a);
+    if (fused) mt_log("attention: fused (kernels/flash.cu) at bf16 / fp16, head sizes 32 and 64 (MTBERT_ATTENTION)");
+}
+
+static bool use_flash(int C, int NH) { return fused && attention_flash_applies(C, NH); }
 
 static float *ws_attention(int which, int64_t floats) {
     return (float *)workspace(which, (size_t)floats * sizeof(float));
@@ -175,6 +190,7 @@ void attention_forward_dropout(float *out, float *att, const float *qkv, const i
                                const int64_t *att_offsets, int B, int max_len, int C, int NH,
                                const mt_dropout_key *drop) {
     if (B <= 0 || max_len <= 0) return;
+    if (use_flash(C, NH)) return attention_forward_flash(out, att, qkv, offsets, att_offsets, B, max_len, C, NH, drop);
     const int hs = C / NH, Lmax = max_len;
     const int64_t BH = (int64_t)B * NH, elems = BH * Lmax * hs, rows = BH * Lmax;
     float *Q = ws_attention(MT_WS_ATT_Q, elems), *K = ws_attention(MT_WS_ATT_K, elems);
@@ -201,6 +217,8 @@ void attention_forward_dropout(float *out, float *att, const float *qkv, const i
 void attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att, const int32_t *offsets,
                         const int64_t *att_offsets, int B, int max_len, int C, int NH, const mt_dropout_key *drop) {
     if (B <= 0 || max_len <= 0) return;
+    if (use_flash(C, NH))
+        return attention_backward_flash(dqkv, dout, qkv, att, offsets, att_offsets, B, max_len, C, NH, drop);
     const int hs = C / NH, Lmax = max_len;
     const int64_t BH = (int64_t)B * NH, elems = BH * Lmax * hs, rows = BH * Lmax, sq = (int64_t)Lmax * Lmax,
                   sh = (int64_t)Lmax * hs;
@@ -240,3 +258,10 @@ void attention_forward(float *out, float *att, const float *qkv, const int32_t *
 }
 
 }  // namespace mt_cuda
+
+extern "C" int mt_cuda_set_attention(const char *name) {
+    if (strcmp(name, "batched") && strcmp(name, "fused")) return -1;
+    mt_cuda::fused = !strcmp(name, "fused");
+    return 0;
+}
+extern "C" const char *mt_cuda_attention(void) { return mt_cuda::fused ? "fused" : "batched"; }

@@ -245,6 +245,7 @@ extern "C" const mt_backend *mt_backend_cuda(void) {
     CUDA_CHECK(cudaSetDevice(0));
     CUDA_CHECK(cudaDeviceGetAttribute(&num_sms, cudaDevAttrMultiProcessorCount, 0));
     gemm_init();
+    attention_init();
     ready = true;
     return &cuda_backend;
 }

@@ -13,6 +13,7 @@
 // From lib/common.c: "prog: message" on stderr, exit(1). Declared here rather than by
 // including common.h, whose C11 _Noreturn is not C++.
 extern "C" [[noreturn]] void mt_die(const char *fmt, ...);
+extern "C" void mt_log(const char *fmt, ...);  // "prog: message" on stderr unless --quiet
 
 #define CUDA_CHECK(call)                                                                  \
     do {                                                                                  \
@@ -64,6 +65,13 @@ __device__ __forceinline__ float warp_max(float v) {
     for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
     return v;
 }
+
+// The 16-bit operands of the bf16 / fp16 precisions (gemm.cu's conversions, flash.cu's tiles):
+// round to nearest even; fp16 overflows to inf past 65504 (what loss scaling is for).
+__device__ __forceinline__ void round_to(__nv_bfloat16 *out, float x) { *out = __float2bfloat16_rn(x); }
+__device__ __forceinline__ void round_to(__half *out, float x) { *out = __float2half_rn(x); }
+__device__ __forceinline__ float widen(__nv_bfloat16 x) { return __bfloat162float(x); }
+__device__ __forceinline__ float widen(__half x) { return __half2float(x); }
 
 // ---- shared between backend_cuda.cu (memory, GEMM) and ops.cu (custom kernels) ----------
 namespace mt_cuda {

@@ -41,13 +41,8 @@ static cublasOperation_t op(int trans) { return trans ? CUBLAS_OP_T : CUBLAS_OP_
 // ---- 16-bit operands (bf16 or fp16): fp32 matrices rounded into reserved device workspace ----
 
 static bool half_operands(void) { return precision == MT_PRECISION_BF16 || precision == MT_PRECISION_FP16; }
+int gemm_precision(void) { return precision; }
 static cudaDataType_t half_type(void) { return precision == MT_PRECISION_FP16 ? CUDA_R_16F : CUDA_R_16BF; }
-
-// Round to nearest even; fp16 overflows to inf past 65504 (what loss scaling is for).
-__device__ __forceinline__ void round_to(__nv_bfloat16 *out, float x) { *out = __float2bfloat16_rn(x); }
-__device__ __forceinline__ void round_to(__half *out, float x) { *out = __float2half_rn(x); }
-__device__ __forceinline__ float widen(__nv_bfloat16 x) { return __bfloat162float(x); }
-__device__ __forceinline__ float widen(__half x) { return __half2float(x); }
 
 template <typename T> __global__ void f32_to_half_kernel(T *out, const float *inp, int64_t n) {
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)

@@ -15,6 +15,7 @@ void matmul_forward(float *out, const float *inp, const float *weight, const flo
 void gemm_batched(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda, int64_t sA,
                   const float *B, int ldb, int64_t sB, float beta, float *C, int ldc, int64_t sC, int batch);
 extern int use_tf32;
+int gemm_precision(void);  // MT_PRECISION_* of backend_cuda.h
 // the memory plan's share of gemm.cu: the 16-bit operand copies for shape s (0 unless bf16 or fp16;
 // generic[] the sizes of workspace.c) and cuBLASLt's fixed workspace
 size_t half_operand_bytes(const mt_workspace_shape *s, const size_t *generic);
@@ -28,6 +29,17 @@ void attention_forward_dropout(float *out, float *att, const float *qkv, const i
                                const mt_dropout_key *drop);
 void attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att, const int32_t *offsets,
                         const int64_t *att_offsets, int B, int max_len, int C, int NH, const mt_dropout_key *drop);
+
+// attention.cu: MTBERT_ATTENTION=batched|fused, read once at start-up
+void attention_init(void);
+// flash.cu: fused attention on the tensor cores for bf16 / fp16 (MTBERT_ATTENTION=fused). att holds
+// each row's log-sum-exp (NH * L_b floats at att_offsets[b]) instead of the probabilities.
+bool attention_flash_applies(int C, int NH);  // bf16 / fp16 precision, hs 32 or 64
+void attention_forward_flash(float *out, float *att, const float *qkv, const int32_t *offsets,
+                             const int64_t *att_offsets, int B, int max_len, int C, int NH, const mt_dropout_key *drop);
+void attention_backward_flash(float *dqkv, const float *dout, const float *qkv, const float *att,
+                              const int32_t *offsets, const int64_t *att_offsets, int B, int max_len, int C, int NH,
+                              const mt_dropout_key *drop);
 
 // ops.cu: custom kernels
 void embeddings_forward(float *out, const int32_t *ids, const int32_t *types, const int32_t *pos,

@@ -8,8 +8,8 @@
 //     sequence b occupies rows offsets[b] .. offsets[b+1]-1 (offsets[B] = N), so padding
 //     costs nothing and a mask never needs materialising;
 //   - C hidden size, NH heads (C % NH == 0), F feed-forward width, V vocabulary;
-//   - a forward saves what its backward will need (LayerNorm mean/rstd, attention
-//     probabilities, pre-GELU input); backward ops "x_backward(dinp, dparams, ..., dout)"
+//   - a forward saves what its backward will need (LayerNorm mean/rstd, attention's state
+//     in att, pre-GELU input); backward ops "x_backward(dinp, dparams, ..., dout)"
 //     accumulating with += are added to this table op by op.
 #ifndef MT_BACKEND_H
 #define MT_BACKEND_H
@@ -85,8 +85,12 @@ struct mt_backend {
     // Multi-head self-attention of each sequence over its own tokens (the padding mask of
     // Hugging Face BERT, exactly: masked keys get weight 0). qkv[N,3C] holds q | k | v, head h
     // in columns h*hs .. (h+1)*hs-1 of each (hs = C/NH); out[N,C] heads concatenated.
-    // att: NULL, or softmax probabilities saved for backward: sequence b's [NH, L_b, L_b] block at
-    // att + att_offsets[b] (att_offsets[b] = NH * sum over earlier sequences of L^2).
+    // att: NULL, or what attention_backward will need, in sequence b's block of NH * L_b^2 floats
+    // at att + att_offsets[b] (att_offsets[b] = NH * sum over earlier sequences of L^2). What the
+    // block holds is the backend's business, read only by the same backend's attention_backward
+    // (same precision and attention mode): the CPU and CUDA's batched path keep the softmax
+    // probabilities P as [NH, L_b, L_b]; CUDA's fused path (bf16 / fp16, MTBERT_ATTENTION=fused)
+    // each row's log-sum-exp, [NH, L_b] at the block's start (the rest untouched).
     // max_len: the batch's longest L_b (or more), known on the host: device backends size their
     // padded products by it without reading offsets back. A sequence longer than it is a bug.
     void (*attention_forward)(float *out, float *att, const float *qkv, const int32_t *offsets,
@@ -105,8 +109,9 @@ struct mt_backend {
     // p[bytes] = 0 (gradients accumulate, so buffers are cleared before a backward).
     void (*zero)(void *p, size_t bytes);
     // attention_forward with dropout on the probabilities: out = dropout(P) @ V per head, while
-    // att (required) keeps P itself. Element index of the mask: the probability's index in att,
-    // att_offsets[b] + (h * L_b + i) * L_b + j. drop NULL or p == 0: attention_forward exactly.
+    // att (required) keeps the state for backward (the CPU: P itself, before dropout). Element
+    // index of the mask: P[i][j] of head h's index in the CPU's att, att_offsets[b] + (h * L_b + i)
+    // * L_b + j, whatever att holds. drop NULL or p == 0: attention_forward exactly.
     void (*attention_forward_dropout)(float *out, float *att, const float *qkv, const int32_t *offsets,
                                       const int64_t *att_offsets, int B, int max_len, int C, int NH,
                                       const mt_dropout_key *drop);
@@ -125,7 +130,7 @@ struct mt_backend {
     // dbias[C] += ...; dout[N,C], inp[N,C] the forward's input.
     void (*layernorm_backward)(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
                                const float *weight, const float *mean, const float *rstd, int N, int C);
-    // Backward of attention_forward_dropout through the saved probabilities att (pre-dropout P):
+    // Backward of attention_forward_dropout through att as the forward left it (the CPU: P):
     // dqkv[N,3C] += d(q | k | v) from dout[N,C]; qkv[N,3C] the forward's input; drop the same key.
     void (*attention_backward)(float *dqkv, const float *dout, const float *qkv, const float *att,
                                const int32_t *offsets, const int64_t *att_offsets, int B, int max_len, int C, int NH,

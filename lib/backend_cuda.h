@@ -43,6 +43,18 @@ int mt_cuda_tf32(void);
 // may run more than one kernel). lib/profile.c counts an op's launches with it.
 uint64_t mt_cuda_launch_count(void);
 
+// How attention computes at bf16 / fp16 (fp32 and tf32 always take the batched path, which
+// matches the CPU to 1e-6):
+//   batched  (the default) Q K^T and P V as cuBLAS strided-batched products over [Lmax, Lmax]
+//            fp32 scores and probabilities in HBM (kernels/attention.cu)
+//   fused    flash-style kernels on the tensor cores (kernels/flash.cu): scores stay on chip;
+//            head sizes 32 and 64 (others take the batched path)
+// The environment variable MTBERT_ATTENTION sets it at start-up (an unknown value dies).
+// mt_cuda_set_attention returns 0, or -1 for an unknown name (nothing changed). Never change it
+// (or the precision) between a forward and its backward: what att holds depends on both.
+int mt_cuda_set_attention(const char *name);
+const char *mt_cuda_attention(void);
+
 // ---- 16-bit paths, for the mixed-precision model to come ---------------------------------
 typedef uint16_t mt_bf16;  // raw bfloat16 bits (the upper half of an IEEE float)
 typedef uint16_t mt_f16;   // raw IEEE binary16 bits

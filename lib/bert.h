@@ -55,7 +55,7 @@ typedef struct {  // the activation arena; per-layer buffers have L copies when 
     float *emb_mean, *emb_rstd; // [N]
     float *x;                   // [L+1 | 2][N, C] layer inputs; the last is the final hidden state
     float *qkv;                 // [L | 1][N, 3C]
-    float *att;                 // training only: [L][NH * sum L_b^2] attention probabilities
+    float *att;                 // training only: [L][NH * sum L_b^2] attention state (backend.h: P, or a fused path's log-sum-exp)
     float *atty;                // [L | 1][N, C] attention output, heads concatenated
     float *res1;                // [L | 1][N, C] atty @ Wo^T + bo + x
     float *ln1;                 // [L | 1][N, C]
@@ -78,7 +78,7 @@ typedef struct {  // the activation arena; per-layer buffers have L copies when 
 // mt_dropout_keep(seed, step, mt_dropout_site(pass, layer, kind), i, mt_dropout_threshold(p)),
 // with the kinds below (the embedding dropout is layer 0, kind MT_BERT_DROP_EMBEDDINGS) and i
 // the element's index in the packed [N, C] activation, or for the attention probabilities
-// its index in the layer's saved probabilities (backend.h, attention_forward_dropout).
+// the index P[i][j] has in the CPU's saved probabilities (backend.h, attention_forward_dropout).
 typedef struct {
     float p;        // in [0, 1)
     uint64_t seed;  // run seed
@@ -149,7 +149,7 @@ mt_bert *mt_bert_load(const char *dir, const mt_backend *be, char *err, size_t e
 void mt_bert_free(mt_bert *m);
 
 // Allocates the activation arena for up to max_tokens real tokens in up to max_batch sequences
-// of at most max_len tokens (training: every layer's activations and attention probabilities
+// of at most max_len tokens (training: every layer's activations and attention state (att)
 // kept for backward, the gradient buffers and the device staging of dhidden too), and has the
 // backend reserve its workspaces for the same shape (mt_bert_workspace_shape). Once reserved, a
 // forward whose batch falls outside fails with a message (a memory plan too small is a bug);

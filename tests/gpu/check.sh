@@ -7,7 +7,12 @@
 #   PARTS="build ops forward" tests/gpu/check.sh      some parts only
 #   PARTS="build device ops forward train trainer heads speed embed finetune" tests/gpu/check.sh
 #                                      the defaults plus fine-tuning (opt-in)
-#   tests/gpu/check.sh --sanitize      also op parity under compute-sanitizer memcheck
+#   tests/gpu/check.sh --sanitize      also op parity under compute-sanitizer memcheck, and the
+#                                      fused attention's rows under racecheck and synccheck
+#   MTBERT_ATTENTION=fused PARTS="build ops forward trainer" tests/gpu/check.sh
+#                                      the fused attention (kernels/flash.cu) in the parts that run
+#                                      bf16 / fp16 (forward's bf16 / fp16 rows, the fp16 trainer run);
+#                                      ops forces each path per row and speed times both whatever it says
 #
 # Parts, in order: build (nvcc sm_90, NO_BLAS=1: the CPU reference uses the plain-C GEMM),
 # device (selection), ops (every op CUDA vs CPU + op bench), forward (the whole encoder on
@@ -22,8 +27,9 @@
 #
 # Time: the default parts take about 8 minutes on an H100 including a fresh build (estimated
 # from the H200 runs: build ~40 s, ops ~60 s, forward ~60 s, train ~30 s, trainer ~75 s, heads
-# ~45 s, speed ~130 s plus ~20 s for its slowed-host steps and op profiles (an estimate: not yet
-# run on a GPU), embed ~35 s), inside the 10-minute budget of one device call; finetune
+# ~45 s, speed ~130 s plus ~20 s for its slowed-host steps and op profiles and ~20 s for the
+# fused-attention bf16 runs (estimates: not yet run on a GPU; within the part's 300 s), embed
+# ~35 s), inside the 10-minute budget of one device call; finetune
 # alone needs 3.5-4.5 minutes (PCGrad 104 s + summed 44 s of training, plus tokenizing, the
 # frozen heads and evaluation), which is why it is opt-in.
 #
@@ -162,6 +168,10 @@ if want ops && [ "$SANITIZE" = 1 ]; then
   if command -v compute-sanitizer >/dev/null; then
     step "op parity, memcheck" 300 memcheck.txt \
       compute-sanitizer --tool memcheck --error-exitcode 1 $BUILD/gpu/op_parity --no-bench
+    for tool in racecheck synccheck; do  # flash.cu's warps share shared-memory tiles
+      step "fused attention, $tool" 300 $tool.txt \
+        compute-sanitizer --tool $tool --error-exitcode 1 $BUILD/gpu/op_parity --fused-only
+    done
   else
     row "op parity, memcheck" SKIP - "compute-sanitizer not on PATH"
   fi
@@ -413,7 +423,10 @@ speed() {
   local rc=0
   for spec in "$MODEL 128 128" "$BASE 32 128" "$BASE 64 512"; do
     read -r M Bt L <<<"$spec"
-    for p in bf16 fp16 tf32; do $BUILD/gpu/train_check speed "$M" "$Bt" "$L" 20 $p "$SPEED_MODES" || rc=1; done
+    for p in bf16 fp16 tf32; do
+      MTBERT_ATTENTION=batched $BUILD/gpu/train_check speed "$M" "$Bt" "$L" 20 $p "$SPEED_MODES" || rc=1
+    done
+    MTBERT_ATTENTION=fused $BUILD/gpu/train_check speed "$M" "$Bt" "$L" 20 bf16 "$SPEED_MODES" || rc=1  # kernels/flash.cu
     python3 tests/gpu/torch_bench.py encoder --model "$M" --batch "$Bt" --len "$L" --steps 20 || rc=1
   done
   # Where a bf16 training step's time goes, op by op: the table of one step after the warm-ups
@@ -472,21 +485,21 @@ try: lines = open(f"{logs}/speed.txt").read().splitlines()
 except OSError: lines = []
 ours = [kv(l) for l in lines if l.startswith("speed ")]
 torch = [kv(l) for l in lines if l.startswith("torch mode=")]
-print(f"{'mode':8} {'model':14} {'B':>4} {'L':>4} {'prec':5} {'ours ms':>9} {'torch ms':>9} {'ratio':>6} {'TFLOP/s':>8} {'MFU':>6}")
+print(f"{'mode':8} {'model':14} {'B':>4} {'L':>4} {'prec':5} {'attention':9} {'ours ms':>9} {'torch ms':>9} {'ratio':>6} {'TFLOP/s':>8} {'MFU':>6}")
 for o in ours:
     t = [x for x in torch if x["mode"] == o["mode"] and x["B"] == o["B"] and x["L"] == o["L"]]
     model = f"{o['layers']}x{o['hidden']}"
     tm = float(t[0]["ms"]) if t else float("nan")
-    print(f"{o['mode']:8} {model:14} {o['B']:>4} {o['L']:>4} {o['precision']:5} {float(o['ms']):9.3f} {tm:9.3f} "
+    print(f"{o['mode']:8} {model:14} {o['B']:>4} {o['L']:>4} {o['precision']:5} {o.get('attention', '-'):9} {float(o['ms']):9.3f} {tm:9.3f} "
           f"{tm / float(o['ms']):5.2f}x {float(o['tflops']):8.1f} {float(o['mfu']):6.3f}")
 print("ratio = PyTorch bf16 autocast time / ours (above 1: ours faster); MFU against 989 TFLOP/s dense bf16")
 host = [kv(l) for l in lines if l.startswith("speed-host ")]
 if host:  # the training step's host side: what CUDA graphs could save (kernels/README.md)
-    print(f"\n{'B':>4} {'L':>4} {'prec':5} {'step ms':>8} {'enqueue':>8} {'launch':>7} {'doubled':>8} {'graphs<=':>8} "
+    print(f"\n{'B':>4} {'L':>4} {'prec':5} {'attention':9} {'step ms':>8} {'enqueue':>8} {'launch':>7} {'doubled':>8} {'graphs<=':>8} "
           f"{'waits':>5} {'idle<=':>7} {'op calls':>8} {'launches':>8}")
     for h in host:
         step, launch, slowed = float(h["step_ms"]), float(h["launch_ms"]), float(h["slowed_ms"])
-        print(f"{h['B']:>4} {h['L']:>4} {h['precision']:5} {step:8.3f} {float(h['enqueue_ms']):8.3f} {launch:7.3f} "
+        print(f"{h['B']:>4} {h['L']:>4} {h['precision']:5} {h.get('attention', '-'):9} {step:8.3f} {float(h['enqueue_ms']):8.3f} {launch:7.3f} "
               f"{slowed:8.3f} {min(launch, max(0.0, slowed - step)):8.3f} {h['waits']:>5} {float(h['idle_ms']):7.3f} "
               f"{h['op_calls']:>8} {h['launches']:>8}")
     print("ms per training step: enqueue = host until its last op call returned, launch = inside the launching calls, "

@@ -27,6 +27,19 @@
 //              with dropout and attention_backward (sums in another order; atol 1e-5 max|ref|,
 //              rtol 1e-5), layernorm_backward (dinp 1e-5 rel; dweight, dbias 1e-5 norm)
 //   1e-6 rel   gelu_backward (both sides in double, one rounding each; atol 1e-6)
+// Fused attention (kernels/flash.cu, forced on for its rows; bf16 and fp16, hs 32 and 64, lengths
+// 1 to 512 across the 64-row tiles' edges, p = 0 and 0.1; CUDA only, skipped by --cpu-standin):
+//   10 u       forward out, 10 u max|ref| (Q, K, V and the unnormalised P rounded once each, as the
+//              batched rows); log-sum-exps saved in att, 10 u max|score| (q and k rounded once)
+//   exact      what is written (every real row of out, nothing past out or dqkv, att holding
+//              exactly NH * L_b values per block), dqkv run twice (no atomics), and the dropout
+//              mask: with Q = 0, integer V and dO and power-of-two lengths every 16-bit operand is
+//              exact, so out and dV agree to 2e-5 max|ref| (the CPU's own rounding) while one
+//              element masked differently moves them by 2e-3 or more
+//   rel. L2    dqkv's increment after the fused forward and backward vs the CPU's: 5e-2 bf16,
+//              1e-2 fp16 (Q, K, V, dO, P and dS each rounded once; dS = P (dP - D) cancels, so
+//              its error relative to the gradient is several u), the batched path's backward at
+//              the same precision reported beside it against the same tolerance as the baseline
 // Sentence-model ops (lib/cpu/sentence.c):
 //   exact      pool_backward (cls, mean), copy_2d, add_bias forward / backward (float column
 //              sums in row order), im2col / col2im (copies; sums in row order), relu_dropout
@@ -44,8 +57,10 @@
 // Memory plan ops: exact flags (workspace_bytes sums its items and covers workspace.c's asks;
 // memory_free counts the reservation; the CPU: nothing to reserve, no device limit).
 //
+// --fused-only: the fused attention's rows alone (check.sh --sanitize runs them under
+// compute-sanitizer's racecheck and synccheck: flash.cu's warps share tiles in shared memory).
 // --cpu-standin: the CPU backend stands in for the GPU (every row exact or within tolerance,
-// bf16 / fp16 rows and the bench skipped);
+// bf16 / fp16 rows, the fused attention's rows and the bench skipped);
 // proves the harness runs, nothing about the kernels. Runs without a GPU.
 #include <math.h>
 #include <stdio.h>
@@ -149,6 +164,21 @@ static void report(const char *op, const char *what, const char *prec, const flo
     printf("%-12s %-40s %-5s %11.3g %9.2g %9.2g %9.3g  %s\n", op, what, prec, maxdiff, atol, rtol, worst,
            pass ? "PASS" : "FAIL");
     fflush(stdout);
+}
+
+// One table row for ||got - ref|| / ||ref|| (2-norms over n elements) against tol; "rel.L2" is
+// appended to what.
+static void report_rel_l2(const char *op, const char *what, const char *prec, const float *got, const float *ref,
+                          size_t n, double tol) {
+    double d2 = 0, r2 = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)got[i] - ref[i];
+        d2 += d * d, r2 += (double)ref[i] * ref[i];
+    }
+    float rel = isfinite(d2) && r2 > 0 ? (float)sqrt(d2 / r2) : INFINITY, zero = 0;
+    char w[128];
+    snprintf(w, sizeof w, "%s rel.L2", what);
+    report(op, w, prec, &rel, &zero, 1, tol, 0);
 }
 
 // ---- matrix products -----------------------------------------------------------------------
@@ -601,6 +631,188 @@ static void check_attention_backward(const int *lengths, int B, int C, int NH, f
     unpack_free(&pk);
 }
 
+// ---- fused attention (kernels/flash.cu): CUDA only, forced on here whatever MTBERT_ATTENTION says ----
+
+// The GPU at precision prec with attention mode `mode`; attention_mode_reset() back to fp32 batched.
+static void attention_mode(int prec, const char *mode) {
+    mt_cuda_set_precision(prec_name[prec]);
+    if (mt_cuda_set_attention(mode) != 0) mt_die("attention mode %s", mode);
+}
+static void attention_mode_reset(void) { attention_mode(FP32, "batched"); }
+
+// n floats of x followed by `guard` NaNs, uploaded: the guard must survive the op.
+static float *up_guarded(const float *x, size_t n, size_t guard) {
+    float *h = mt_malloc((n + guard) * 4);
+    if (x) memcpy(h, x, n * 4);
+    else for (size_t i = 0; i < n; i++) h[i] = NAN;
+    for (size_t i = n; i < n + guard; i++) h[i] = NAN;
+    float *d = up(h, (n + guard) * 4);
+    free(h);
+    return d;
+}
+static int all_nan(const float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) if (!isnan(x[i])) return 0;
+    return 1;
+}
+
+// lse[att_offsets[b] + h L + i] = log sum_j exp(scale q_i . k_j) in double from the fp32 inputs;
+// *max_s the largest |scaled score|.
+static float *host_lse(const float *qkv, const packing *pk, int C, int NH, double *max_s) {
+    int hs = C / NH;
+    double scale = 1.0 / sqrt((double)hs);
+    float *lse = mt_calloc(pk->att_size, 4);
+    double *s = mt_malloc(sizeof(double) * pk->maxL);
+    *max_s = 0;
+    for (int b = 0; b < pk->B; b++) {
+        int first = pk->offsets[b], L = pk->offsets[b + 1] - first;
+        for (int h = 0; h < NH; h++)
+            for (int i = 0; i < L; i++) {
+                const float *q = qkv + (size_t)(first + i) * 3 * C + h * hs;
+                double mx = -INFINITY, sum = 0;
+                for (int j = 0; j < L; j++) {
+                    const float *k = qkv + (size_t)(first + j) * 3 * C + C + h * hs;
+                    double d = 0;
+                    for (int e = 0; e < hs; e++) d += (double)q[e] * k[e];
+                    s[j] = d * scale, mx = fmax(mx, s[j]), *max_s = fmax(*max_s, fabs(s[j]));
+                }
+                for (int j = 0; j < L; j++) sum += exp(s[j] - mx);
+                lse[pk->att_offsets[b] + (int64_t)h * L + i] = (float)(mx + log(sum));
+            }
+    }
+    free(s);
+    return lse;
+}
+
+// Fused forward, then fused backward, against the CPU's attention_forward_dropout and
+// attention_backward (p = 0: no key), at prec (BF16 / FP16). Rows: out (10 u max|ref|, as the
+// batched rows); what was written (every real row of out, nothing past it, in att exactly the
+// NH * L_b log-sum-exps at the start of each block); the log-sum-exps (10 u max|score|: q and k
+// rounded once each); dqkv's increment (relative L2, the header's table); dqkv run twice (exact:
+// no atomics); and the batched path's backward at the same precision as the baseline.
+static void check_attention_fused(const int *lengths, int B, int C, int NH, int prec, float p) {
+    packing pk = pack(lengths, B, NH);
+    mt_dropout_key key = key_of(p, mt_dropout_site(0, 4, 1));
+    const mt_dropout_key *k = p > 0 ? &key : NULL;
+    const size_t guard = 4096, nqkv = (size_t)pk.N * 3 * C, nout = (size_t)pk.N * C;
+    float *qkv = rand_vec(nqkv, 0, 2), *dout = rand_vec(nout, 0, 1), *start = rand_vec(nqkv, 0, 0.1f);
+    float *ref = mt_malloc(nout * 4), *ratt = mt_malloc(pk.att_size * 4), *rd = mt_malloc(nqkv * 4);
+    memcpy(rd, start, nqkv * 4);
+    cpu->attention_forward_dropout(ref, ratt, qkv, pk.offsets, pk.att_offsets, B, pk.maxL, C, NH, k);
+    cpu->attention_backward(rd, dout, qkv, ratt, pk.offsets, pk.att_offsets, B, pk.maxL, C, NH, k);
+    float *d_qkv = up(qkv, nqkv * 4), *d_dout = up(dout, nout * 4), *d_out = up_guarded(NULL, nout, guard);
+    float *d_att = up_guarded(NULL, pk.att_size, guard), *d_dqkv = up_guarded(start, nqkv, guard);
+    int32_t *doff = up(pk.offsets, (B + 1) * 4);
+    int64_t *datt_off = up(pk.att_offsets, B * 8);
+    attention_mode(prec, "fused");
+    gpu->attention_forward_dropout(d_out, d_att, d_qkv, doff, datt_off, B, pk.maxL, C, NH, k);
+    gpu->attention_backward(d_dqkv, d_dout, d_qkv, d_att, doff, datt_off, B, pk.maxL, C, NH, k);
+    attention_mode_reset();
+    float *got = down(d_out, nout + guard), *gatt = down(d_att, pk.att_size + guard), *gd = down(d_dqkv, nqkv + guard);
+    double u = prec == FP16 ? ldexp(1, -11) : ldexp(1, -8), max_s;
+    char what[96];
+    snprintf(what, sizeof what, "B=%d N=%d maxL=%d C=%d NH=%d p=%g out", B, pk.N, pk.maxL, C, NH, p);
+    report("attn_fused", what, prec_name[prec], got, ref, nout, 10 * u * max_abs(ref, nout), 0);
+    float flags[3] = {1, all_nan(got + nout, guard) && all_nan(gatt + pk.att_size, guard), 1}, want[3] = {1, 1, 1};
+    for (size_t i = 0; i < nout; i++) flags[0] = flags[0] && !isnan(got[i]);
+    for (int b = 0; b < B; b++) {
+        int64_t used = (int64_t)NH * lengths[b];
+        for (int64_t i = 0; i < used * lengths[b]; i++) flags[2] = flags[2] && (i < used) == !isnan(gatt[pk.att_offsets[b] + i]);
+    }
+    snprintf(what, sizeof what, "C=%d NH=%d p=%g rows written, guards, att = lse", C, NH, p);
+    report("attn_fused", what, "-", flags, want, 3, 0, 0);
+    float *lse = host_lse(qkv, &pk, C, NH, &max_s), *glse = mt_malloc(pk.att_size * 4);
+    for (int64_t i = 0; i < pk.att_size; i++) glse[i] = isnan(gatt[i]) ? 0 : gatt[i], lse[i] = isnan(gatt[i]) ? 0 : lse[i];
+    snprintf(what, sizeof what, "C=%d NH=%d p=%g log-sum-exp (in att)", C, NH, p);
+    report("attn_fused", what, prec_name[prec], glse, lse, pk.att_size, 10 * u * max_s, 0);
+    for (size_t i = 0; i < nqkv; i++) gd[i] -= start[i], rd[i] -= start[i];  // the increments
+    snprintf(what, sizeof what, "B=%d maxL=%d C=%d NH=%d p=%g dqkv", B, pk.maxL, C, NH, p);
+    report_rel_l2("attn_fused", what, prec_name[prec], gd, rd, nqkv, prec == BF16 ? 5e-2 : 1e-2);
+    float guards[1] = {(float)all_nan(gd + nqkv, guard)}, one = 1;
+    report("attn_fused", "dqkv: nothing written past it", "-", guards, &one, 1, 0, 0);
+    // run to run: the same start twice gives the same bits
+    float *twice[2];
+    for (int r = 0; r < 2; r++) {
+        gpu->copy_to_device(d_dqkv, start, nqkv * 4);
+        attention_mode(prec, "fused");
+        gpu->attention_backward(d_dqkv, d_dout, d_qkv, d_att, doff, datt_off, B, pk.maxL, C, NH, k);
+        attention_mode_reset();
+        twice[r] = down(d_dqkv, nqkv);
+    }
+    snprintf(what, sizeof what, "C=%d NH=%d p=%g dqkv run twice", C, NH, p);
+    report("attn_fused", what, "-", twice[1], twice[0], nqkv, 0, 0);
+    // the batched path at the same precision: the baseline the tolerance above is judged by
+    gpu->copy_to_device(d_dqkv, start, nqkv * 4);
+    float *d_patt = gpu->alloc(pk.att_size * 4);
+    attention_mode(prec, "batched");
+    gpu->attention_forward_dropout(d_out, d_patt, d_qkv, doff, datt_off, B, pk.maxL, C, NH, k);
+    gpu->attention_backward(d_dqkv, d_dout, d_qkv, d_patt, doff, datt_off, B, pk.maxL, C, NH, k);
+    attention_mode_reset();
+    float *bd = down(d_dqkv, nqkv);
+    for (size_t i = 0; i < nqkv; i++) bd[i] -= start[i];
+    snprintf(what, sizeof what, "C=%d NH=%d p=%g dqkv, batched (baseline)", C, NH, p);
+    report_rel_l2("attn_bwd", what, prec_name[prec], bd, rd, nqkv, prec == BF16 ? 5e-2 : 1e-2);
+    gpu->free(d_qkv); gpu->free(d_dout); gpu->free(d_out); gpu->free(d_att); gpu->free(d_dqkv); gpu->free(d_patt);
+    gpu->free(doff); gpu->free(datt_off);
+    free(qkv); free(dout); free(start); free(ref); free(ratt); free(rd); free(got); free(gatt); free(gd);
+    free(lse); free(glse); free(twice[0]); free(twice[1]); free(bd);
+    unpack_free(&pk);
+}
+
+// The dropout mask of the fused path, exactly: Q = 0 makes every score 0 and P = 1/L, and with
+// V and dO small integers and power-of-two lengths every 16-bit operand (1, 1/L, V, dO) is exact,
+// so out and dV are sums of exact terms. One element masked differently moves them by at least
+// 1.1/512 (of values near 3): 2e-5 max|ref| (the CPU's own float rounding) cannot hide it.
+static void check_attention_fused_mask(int C, int NH, int prec) {
+    const int lengths[] = {1, 2, 32, 64, 128, 512}, B = 6;
+    packing pk = pack(lengths, B, NH);
+    mt_dropout_key key = key_of(0.1f, mt_dropout_site(0, 6, 1));
+    const size_t nqkv = (size_t)pk.N * 3 * C, nout = (size_t)pk.N * C;
+    float *qkv = rand_vec(nqkv, 0, 2), *dout = mt_malloc(nout * 4);
+    for (int n = 0; n < pk.N; n++)
+        for (int c = 0; c < C; c++) {
+            float *row = qkv + (size_t)n * 3 * C;
+            row[c] = 0.0f;                                       // Q
+            row[2 * C + c] = (float)(1 + (int)((frand() + 1) * 2));  // V in 1..4 (frand in [-1, 1))
+            dout[(size_t)n * C + c] = (float)(1 + (int)((frand() + 1) * 2));
+        }
+    float *ref = mt_malloc(nout * 4), *att = mt_malloc(pk.att_size * 4), *rd = mt_calloc(nqkv, 4);
+    cpu->attention_forward_dropout(ref, att, qkv, pk.offsets, pk.att_offsets, B, pk.maxL, C, NH, &key);
+    cpu->attention_backward(rd, dout, qkv, att, pk.offsets, pk.att_offsets, B, pk.maxL, C, NH, &key);
+    float *d_qkv = up(qkv, nqkv * 4), *d_dout = up(dout, nout * 4), *d_out = gpu->alloc(nout * 4);
+    float *d_att = gpu->alloc(pk.att_size * 4), *d_dqkv = gpu->alloc(nqkv * 4);
+    int32_t *doff = up(pk.offsets, (B + 1) * 4);
+    int64_t *datt_off = up(pk.att_offsets, B * 8);
+    attention_mode(prec, "fused");
+    gpu->attention_forward_dropout(d_out, d_att, d_qkv, doff, datt_off, B, pk.maxL, C, NH, &key);
+    gpu->attention_backward(d_dqkv, d_dout, d_qkv, d_att, doff, datt_off, B, pk.maxL, C, NH, &key);
+    attention_mode_reset();
+    float *got = down(d_out, nout), *gd = down(d_dqkv, nqkv);
+    float *dv_ref = mt_malloc(nout * 4), *dv_got = mt_malloc(nout * 4);
+    for (int n = 0; n < pk.N; n++)
+        for (int c = 0; c < C; c++)
+            dv_ref[(size_t)n * C + c] = rd[(size_t)n * 3 * C + 2 * C + c], dv_got[(size_t)n * C + c] = gd[(size_t)n * 3 * C + 2 * C + c];
+    char what[96];
+    snprintf(what, sizeof what, "mask: Q=0, integer V, C=%d NH=%d p=0.1 out", C, NH);
+    report("attn_fused", what, prec_name[prec], got, ref, nout, 2e-5 * max_abs(ref, nout), 0);
+    snprintf(what, sizeof what, "mask: Q=0, integer V, dO, C=%d NH=%d p=0.1 dV", C, NH);
+    report("attn_fused", what, prec_name[prec], dv_got, dv_ref, nout, 2e-5 * max_abs(dv_ref, nout), 0);
+    gpu->free(d_qkv); gpu->free(d_dout); gpu->free(d_out); gpu->free(d_att); gpu->free(d_dqkv); gpu->free(doff);
+    gpu->free(datt_off);
+    free(qkv); free(dout); free(ref); free(att); free(rd); free(got); free(gd); free(dv_ref); free(dv_got);
+    unpack_free(&pk);
+}
+
+// Every fused-attention row: lengths across the 64-row tiles' edges, hs 32 (MiniLM) and 64 (BERT-base).
+static void check_attention_fused_all(void) {
+    if (standin) return skip_row("attn_fused", "bf16 / fp16 (kernels/flash.cu)", "CUDA only");
+    int edges[] = {1, 7, 64, 65, 200, 512, 3, 130};
+    for (int prec = BF16; prec <= FP16; prec++)
+        for (int hs = 32; hs <= 64; hs *= 2)
+            for (int dp = 0; dp < 2; dp++) check_attention_fused(edges, 8, 12 * hs, 12, prec, dp ? 0.1f : 0.0f);
+    check_attention_fused_mask(768, 12, BF16);
+    check_attention_fused_mask(384, 12, FP16);
+}
+
 // mask: bit 0 dinp, bit 1 dweight, bit 2 dbias wanted (the others NULL).
 static void check_matmul_backward(int N, int IC, int OC, int mask) {
     float *dout = rand_vec((size_t)N * OC, 0, 1), *inp = rand_vec((size_t)N * IC, 0, 1), *w = rand_vec((size_t)OC * IC, 0, 1);
@@ -884,14 +1096,8 @@ static void check_sentence_model(const int *lengths, int B, int C, int filters, 
             report("sentence", what, "fp32", host[1][t], host[0][t], sizes[t], 1e-5 * max_abs(host[0][t], sizes[t]), 1e-5);
             continue;
         }
-        double d2 = 0, r2 = 0;
-        for (size_t i = 0; i < sizes[t]; i++) {
-            double d = (double)host[1][t][i] - host[0][t][i];
-            d2 += d * d, r2 += (double)host[0][t][i] * host[0][t][i];
-        }
-        float rel = isfinite(d2) && r2 > 0 ? (float)sqrt(d2 / r2) : INFINITY, zero = 0;
-        strncat(what, " rel.L2", sizeof what - strlen(what) - 1);
-        report("sentence", what, prec_name[prec], &rel, &zero, 1, t > 0 ? 0.25 : prec == BF16 ? 5e-2 : 1e-2, 0);
+        report_rel_l2("sentence", what, prec_name[prec], host[1][t], host[0][t], sizes[t],
+                      t > 0 ? 0.25 : prec == BF16 ? 5e-2 : 1e-2);
     }
     for (int s = 0; s < 2; s++)
         for (int t = 0; t < 3; t++) free(host[s][t]);
@@ -1082,6 +1288,44 @@ static void bench_backward(void) {
     free(off); free(att_off); free(ids); free(types); free(pos);
 }
 
+// Attention at bf16, batched vs fused (kernels/flash.cu), B sequences of L tokens: the forward
+// without att (inference), with dropout p = 0.1 and att (training), and the backward with the
+// same key. FLOPs: 4 B L^2 C forward (Q K^T and P V), twice that backward (information only).
+static void bench_attention_modes(int B, int L, int C, int NH) {
+    const int N = B * L;
+    float *hx = rand_vec((size_t)N * 3 * C, 0, 1);
+    float *qkv = up(hx, (size_t)N * 3 * C * 4), *dqkv = gpu->alloc((size_t)N * 3 * C * 4);
+    float *out = gpu->alloc((size_t)N * C * 4), *dout = up(hx, (size_t)N * C * 4);
+    float *att = gpu->alloc((size_t)B * NH * L * L * 4);
+    free(hx);
+    int32_t *off = mt_malloc((B + 1) * 4);
+    int64_t *att_off = mt_malloc(B * 8);
+    for (int b = 0; b <= B; b++) off[b] = b * L;
+    for (int b = 0; b < B; b++) att_off[b] = (int64_t)b * NH * L * L;
+    int32_t *doff = up(off, (B + 1) * 4);
+    int64_t *datt_off = up(att_off, B * 8);
+    mt_dropout_key key = key_of(0.1f, mt_dropout_site(0, 1, 1));
+    const double fwd = 4.0 * B * (double)L * L * C;
+    const char *modes[2] = {"batched", "fused"};
+    double s;
+    for (int m = 0; m < 2; m++) {
+        attention_mode(BF16, modes[m]);
+        TIME_GPU(s, 10, gpu->attention_forward(out, NULL, qkv, doff, NULL, B, L, C, NH));
+        printf("  attention %-7s bf16 B=%d L=%d C=%d NH=%d fwd      %8.3f ms  %7.1f TFLOP/s\n", modes[m], B, L, C, NH,
+               s * 1e3, fwd / s / 1e12);
+        TIME_GPU(s, 10, gpu->attention_forward_dropout(out, att, qkv, doff, datt_off, B, L, C, NH, &key));
+        printf("  attention %-7s bf16 B=%d L=%d C=%d NH=%d fwd p=0.1 %8.3f ms  %7.1f TFLOP/s\n", modes[m], B, L, C,
+               NH, s * 1e3, fwd / s / 1e12);
+        TIME_GPU(s, 5, gpu->attention_backward(dqkv, dout, qkv, att, doff, datt_off, B, L, C, NH, &key));
+        printf("  attention %-7s bf16 B=%d L=%d C=%d NH=%d bwd p=0.1 %8.3f ms  %7.1f TFLOP/s\n", modes[m], B, L, C,
+               NH, s * 1e3, 2 * fwd / s / 1e12);
+        attention_mode_reset();
+    }
+    gpu->free(qkv); gpu->free(dqkv); gpu->free(out); gpu->free(dout); gpu->free(att); gpu->free(doff);
+    gpu->free(datt_off);
+    free(off); free(att_off);
+}
+
 // The memory plan's ops, as flags (1 = holds): workspace_bytes sums its items; on the GPU each
 // workspace covers the device-independent ask of workspace.c and memory_free counts what the
 // reservation holds; the CPU reserves nothing and has no device limit.
@@ -1105,21 +1349,25 @@ static void check_workspaces(void) {
 // The workspaces (lib/workspace.h) of every check and bench below, reserved up front as a run
 // does, each workspace grown to the larger of two shapes: the parity cases (8 sequences up to
 // 512 tokens, 3 up to 1300; gram up to 16 x 1000003) and the BERT-base benches (16384 tokens in
-// 128 sequences of 128; gram over 8192 x 3072). An op asking for more dies naming its workspace.
+// 128 sequences of 128; gram over 8192 x 3072; 64 sequences of 512 for the attention modes' bench).
+// An op asking for more dies naming its workspace.
 static void reserve_workspaces(void) {
     mt_workspace_shape checks = {2000, 8, 1300, 768, 12, 3072, 1, 1000003, 0};
     mt_workspace_shape bench = {16384, 128, 128, 768, 12, 3072, 1, (size_t)8192 * 3072, 0};
+    mt_workspace_shape bench512 = {32768, 64, 512, 768, 12, 3072, 1, 0, 0};  // bench_attention_modes at L = 512
     gpu->reserve(&checks);
     gpu->reserve(&bench);
+    gpu->reserve(&bench512);
 }
 
 int main(int argc, char **argv) {
     mt_set_prog(argv[0]);
-    int do_bench = 1;
+    int do_bench = 1, fused_only = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--no-bench")) do_bench = 0;
         else if (!strcmp(argv[i], "--cpu-standin")) standin = 1;
-        else mt_die("usage: %s [--no-bench] [--cpu-standin]", argv[0]);
+        else if (!strcmp(argv[i], "--fused-only")) fused_only = 1;  // for compute-sanitizer's racecheck / synccheck
+        else mt_die("usage: %s [--no-bench] [--cpu-standin] [--fused-only]", argv[0]);
     }
     char desc[256];
     cpu = mt_backend_cpu();
@@ -1130,11 +1378,17 @@ int main(int argc, char **argv) {
     } else {
         if (!mt_gpu_available(desc, sizeof desc)) mt_die("no usable GPU: %s", desc);
         gpu = mt_backend_select("cuda");
+        mt_cuda_set_attention("batched");  // the rows below are the batched path's, whatever MTBERT_ATTENTION says
     }
     reserve_workspaces();
     printf("op parity, CUDA vs CPU: %s\n", desc);
     printf("%-12s %-40s %-5s %11s %9s %9s %9s  %s\n", "op", "case", "prec", "max|diff|", "atol", "rtol",
            "diff/tol", "result");
+    if (fused_only) {
+        check_attention_fused_all();
+        printf("op parity: %d checks, %d failed\n", checks, failures);
+        return failures ? 1 : 0;
+    }
     check_memory();
     check_workspaces();
     check_gemms();
@@ -1178,6 +1432,7 @@ int main(int argc, char **argv) {
     check_attention_backward(lengths, B, 256, 2, 0.0f);
     check_attention_backward(one, 1, 64, 2, 0.1f);
     check_attention_backward(longer, 3, 64, 1, 0.1f);
+    check_attention_fused_all();
     check_matmul_backward(200, 384, 1152, 7);
     check_matmul_backward(517, 768, 3072, 7);
     check_matmul_backward(19, 45, 33, 7);
@@ -1223,6 +1478,11 @@ int main(int argc, char **argv) {
     check_gram_combine(2, 5);
 
     printf("op parity: %d checks, %d failed\n", checks, failures);
-    if (do_bench) bench(), bench_backward();
+    if (do_bench) {
+        bench(), bench_backward();
+        printf("\nbench, attention modes (bf16; informational)\n");
+        bench_attention_modes(64, 512, 768, 12);
+        bench_attention_modes(128, 128, 384, 12);
+    }
     return failures ? 1 : 0;
 }

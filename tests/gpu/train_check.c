@@ -20,6 +20,8 @@
 //       ~Z ms" (print_host_side says why Z bounds it). Under MTBERT_PROFILE=ops the
 //       speed lines say "speed-profiled", the host side is left out, and the op table at exit
 //       is the last step's.
+//       The speed and speed-host lines name the attention path (MTBERT_ATTENTION=batched | fused,
+//       lib/backend_cuda.h; fused applies to bf16 / fp16 only).
 // Needs a GPU; built by `make` wherever nvcc is, run only by tests/gpu/check.sh.
 #include <math.h>
 #include <stddef.h>
@@ -202,15 +204,16 @@ static double median_of(const host_side *h, int n, size_t off) {
 // A graph cannot span a wait (a host readback), so each wait splits the step into separate
 // graphs, and the GPU's idle time after the waits (`idle`: the host's time from a wait's
 // return to the next op's return) stays; only removing the waits saves it.
-static void print_host_side(const host_side *h, int n, double slowed, int B, int L, const char *precision) {
+static void print_host_side(const host_side *h, int n, double slowed, int B, int L, const char *precision,
+                            const char *attention) {
 #define MED(f) median_of(h, n, offsetof(host_side, f))
     double step = MED(step), enq = MED(enqueue), launch = MED(launch), wait = MED(wait), idle = MED(idle);
 #undef MED
     const host_side *last = &h[n - 1];  // the counts are the same every step
     double grow = slowed - step, save = grow < launch ? (grow > 0 ? grow : 0) : launch;
-    printf("speed-host mode=train precision=%s B=%d L=%d step_ms=%.3f enqueue_ms=%.3f launch_ms=%.3f "
-           "slowed_ms=%.3f wait_ms=%.3f waits=%llu idle_ms=%.3f op_calls=%llu launches=%llu\n", precision, B, L,
-           step, enq, launch, slowed, wait, (unsigned long long)last->waits, idle, (unsigned long long)last->calls,
+    printf("speed-host mode=train precision=%s attention=%s B=%d L=%d step_ms=%.3f enqueue_ms=%.3f launch_ms=%.3f "
+           "slowed_ms=%.3f wait_ms=%.3f waits=%llu idle_ms=%.3f op_calls=%llu launches=%llu\n", precision, attention,
+           B, L, step, enq, launch, slowed, wait, (unsigned long long)last->waits, idle, (unsigned long long)last->calls,
            (unsigned long long)last->launches);
     printf("host enqueue %.2f ms of %.2f ms step: graphs could save at most ~%.2f ms (%.2f ms inside %llu op calls, "
            "%llu launches; twice that made the step %+.2f ms; %llu waits in the step took %.2f ms, GPU idle after "
@@ -236,6 +239,7 @@ static double slowed_steps(trainee *t, const int32_t *ids, const int32_t *offset
 static int speed(const char *dir, int B, int L, int steps, const char *precision, const char *modes) {
     const mt_backend *gpu = device_under_test();
     mt_backend_set_precision(gpu, precision);
+    const char *attention = strcmp(gpu->name, "cuda") ? "cpu" : mt_cuda_attention();
     // the profiler's HOST counters give the step's host side: two clock reads per op call, no
     // synchronize added; under MTBERT_PROFILE=ops (device.c) the ops table instead
     // (check.sh's ratios read only the "speed" lines, so a profiled run is tagged apart)
@@ -276,12 +280,13 @@ static int speed(const char *dir, int B, int L, int steps, const char *precision
         }
         qsort(ms, (size_t)steps, sizeof *ms, cmp_double);
         double med = ms[steps / 2], flops = mode ? 3 * fwd : fwd, tflops = flops / (med * 1e-3) / 1e12;
-        printf("%s mode=%s precision=%s B=%d L=%d layers=%d hidden=%d ms=%.3f tokens_per_s=%.0f tflops=%.1f "
-               "mfu=%.3f\n", profiled ? "speed-profiled" : "speed", mode ? "train" : "forward", precision, B, L,
-               c->num_hidden_layers, c->hidden_size, med, tokens / (med * 1e-3), tflops, tflops / PEAK_BF16_TFLOPS);
+        printf("%s mode=%s precision=%s attention=%s B=%d L=%d layers=%d hidden=%d ms=%.3f tokens_per_s=%.0f "
+               "tflops=%.1f mfu=%.3f\n", profiled ? "speed-profiled" : "speed", mode ? "train" : "forward", precision,
+               attention, B, L, c->num_hidden_layers, c->hidden_size, med, tokens / (med * 1e-3), tflops,
+               tflops / PEAK_BF16_TFLOPS);
         if (mode && !profiled) {  // (profiled: the op table at exit is the last step's)
             double slowed = slowed_steps(&t, ids, offsets, B, steps > 6 ? steps / 2 : steps, ms);
-            print_host_side(hs, steps, slowed, B, L, precision);
+            print_host_side(hs, steps, slowed, B, L, precision, attention);
         }
     }
     free(offsets), free(lengths), free(ids), free(pooled), free(ms), free(hs);
