@@ -15,6 +15,12 @@ const char *mt_loss_scale_mode_name(mt_loss_scale_mode m) { return MODE_NAMES[m]
 
 static int finite_float(double x) { return isfinite(x) && x > 0 && isfinite((float)x) && (float)x > 0; }
 
+double mt_loss_scale_init_parse(const char *arg) {
+    double v = mt_parse_double("--loss-scale-init", arg);
+    if (v != 0 && !finite_float(v)) mt_die("--loss-scale-init %s: must be 0 (the default) or a positive finite float", arg);
+    return v;
+}
+
 int mt_loss_scaler_init(mt_loss_scaler *s, const char *spec, double init, const char *precision, char *err,
                         size_t errlen) {
     *s = (mt_loss_scaler){MT_LOSS_SCALE_NONE, 1.0f, 0, 0};

@@ -39,6 +39,9 @@ typedef struct {
 int mt_loss_scaler_init(mt_loss_scaler *s, const char *spec, double init, const char *precision, char *err,
                         size_t errlen);
 const char *mt_loss_scale_mode_name(mt_loss_scale_mode m);
+// The value of --loss-scale-init as every trainer parses it: 0 (the default, 65536) or a
+// positive number that is a finite float; dies naming the option otherwise.
+double mt_loss_scale_init_parse(const char *arg);
 
 // After the backward of loss * s->scale: divides every segment by the scale (nothing to do
 // for scale 1), then mt_clip_grad_segments(seg, n_seg, max_norm). Returns the global norm of

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "common.h"
+#include "lossscale.h"
 #include "sentence.h"
 #include "trainer.h"
 
@@ -204,7 +205,7 @@ int main(int argc, char **argv) {
         case 'd': o.device = optarg; break;
         case O_PRECISION: o.precision = optarg; break;
         case O_LOSS_SCALE: o.loss_scale = optarg; break;
-        case O_LOSS_SCALE_INIT: o.loss_scale_init = in_range("--loss-scale-init", optarg, 0, 3.4e38); break;
+        case O_LOSS_SCALE_INIT: o.loss_scale_init = mt_loss_scale_init_parse(optarg); break;
         case O_MAXMEM: o.max_memory = optarg; break;
         case 'q': mt_quiet = 1; break;
         case 'h': fputs(USAGE, stdout); return 0;

@@ -9,6 +9,7 @@
 #include "contrastive.h"
 #include "device.h"
 #include "json.h"
+#include "lossscale.h"
 #include "memplan.h"
 
 static const char *USAGE =
@@ -158,7 +159,7 @@ static void parse_args(options *o, int argc, char **argv) {
         case 'd': o->device = optarg; break;
         case O_PRECISION: o->precision = optarg; break;
         case O_LOSS_SCALE: t->loss_scale = optarg; break;
-        case O_LOSS_SCALE_INIT: t->loss_scale_init = mt_parse_double("--loss-scale-init", optarg); break;
+        case O_LOSS_SCALE_INIT: t->loss_scale_init = mt_loss_scale_init_parse(optarg); break;
         case O_MAX_MEMORY: o->max_memory = optarg; break;
         case O_LOG_EVERY: t->log_every = (int)mt_parse_long("--log-every", optarg, 1, 1 << 30); break;
         case 'q': mt_quiet = 1; break;

@@ -158,6 +158,9 @@ same_weights() {  # two run directories ended with identical best and last check
   [[ "$stderr" == *"--loss-scale sometimes: expected dynamic, none or a positive number"* ]]
   run --separate-stderr train --max-steps 1 --loss-scale -4 -o "$T/y"
   [ "$status" -ne 0 ]
+  run --separate-stderr train --max-steps 1 --loss-scale-init -1 -o "$T/v"
+  [ "$status" -ne 0 ]
+  [[ "$stderr" == *"--loss-scale-init -1: must be 0 (the default) or a positive finite float"* ]]
   run --separate-stderr train --max-steps 1 --device cpu --precision fp16 -o "$T/z"
   [ "$status" -ne 0 ]
   [[ "$stderr" == *"--precision fp16: the CPU backend computes in fp32 only"* ]]

@@ -2,6 +2,7 @@
 # simcse: tiny runs (a few short pairs, 3 steps of 8) that write a checkpoint embed loads,
 # determinism, NLI hard negatives, SST pairs, and every refusal.
 load helpers
+bats_require_minimum_version 1.5.0
 
 TINY=(--limit 64 --max-steps 3 --batch-size 8 --threads 2 --quiet)
 
@@ -91,6 +92,18 @@ PY
   run tiny_run "$T/lsbad" --loss-scale 0
   [ "$status" -ne 0 ]
   [[ "$output" == *"--loss-scale 0: expected dynamic, none or a positive number"* ]]
+}
+
+# One parser for --loss-scale-init in both trainers (lossscale.h): refused before any work.
+@test "--loss-scale-init refuses negatives, non-numbers and what a float cannot hold" {
+  for v in -1 1e39 nan inf abc; do
+    run --separate-stderr tiny_run "$T/lsinit" --loss-scale dynamic --loss-scale-init "$v"
+    [ "$status" -ne 0 ]
+    [[ "$stderr" == *"--loss-scale-init"* ]]
+    [ ! -e "$T/lsinit" ]
+  done
+  run --separate-stderr tiny_run "$T/lsinit" --loss-scale dynamic --loss-scale-init -1
+  [[ "$stderr" == *"--loss-scale-init -1: must be 0 (the default) or a positive finite float"* ]]
 }
 
 @test "determinism: the same seed and data give a byte-identical model; another seed does not" {
