@@ -127,7 +127,7 @@ same_weights() {  # two run directories ended with identical best and last check
   [ "$status" -eq 0 ]
   [[ "$stderr" == *"loss scaling: dynamic, scale 1e+38"* ]]
   [[ "$stderr" == *"step 1: gradient norm "@(NaN|inf)": optimizer step skipped; loss scale 1e+38 -> 5e+37"* ]]
-  [[ "$stderr" == *"steps skipped (gradient not finite)"* ]]
+  [[ "$stderr" == *"steps skipped (loss or gradient not finite)"* ]]
   # the log: step 1's norm is not finite, step 2's is
   [[ "$(awk -F'\t' 'NR == 2 { print $8 }' "$T/r/train.log")" == @(NA|inf) ]]
   awk -F'\t' 'NR == 3 { exit !($8 + 0 > 0 && $8 + 0 < 1e6) }' "$T/r/train.log"
@@ -139,6 +139,32 @@ same_weights() {  # two run directories ended with identical best and last check
   cmp "$T/s/last/heads.safetensors" "$T/z/last/heads.safetensors"
   # and the run moved on after it: not the weights of a run without the skip, not the start
   ! cmp -s "$T/r/last/model.safetensors" "$T/z/last/model.safetensors"
+}
+
+# A non-finite loss under loss scaling is GradScaler's non-finite gradient (lossscale.h): the
+# step is skipped (dynamic: the scale halves) and training goes on; without scaling it stops
+# (the --fail-at-step test below).
+@test "a non-finite loss under --loss-scale dynamic or fixed: the step is skipped, the log says so, training proceeds" {
+  run --separate-stderr "$BIN/pcgrad-train" -j 2 --model "$S/tiny" --task sst="$S/sst.tok" --task qqp="$S/qqp.tok" \
+    --task sts="$S/sts.tok" --pcgrad --epochs 2 --loss-scale dynamic --fail-at-step 2 -o "$T/r"  # not -q
+  [ "$status" -eq 0 ]
+  [[ "$stderr" == *"step 2: sst loss NaN: optimizer step skipped; loss scale 65536 -> 32768"* ]]
+  [[ "$stderr" == *"scale 32768 after step 12; 1 steps skipped (loss or gradient not finite)"* ]]
+  [ "$(tail -n +2 "$T/r/train.log" | wc -l)" -eq 12 ]
+  # step 2: no loss, no norm, no PCGrad statistics; step 3 has them again
+  awk -F'\t' 'NR == 3 { for (i = 5; i <= NF; i++) if ($i != "NA") exit 1 }' "$T/r/train.log"
+  awk -F'\t' 'NR == 4 { exit !($5 != "NA" && $8 != "NA" && $9 != "NA") }' "$T/r/train.log"
+  # the skipped step moved nothing: two steps with the second skipped = one step (the scale
+  # is a power of two: exact), in the parameters
+  train --pcgrad --max-steps 2 --loss-scale dynamic --fail-at-step 2 -o "$T/s"
+  train --pcgrad --max-steps 1 -o "$T/one"
+  cmp "$T/s/last/model.safetensors" "$T/one/last/model.safetensors"
+  cmp "$T/s/last/heads.safetensors" "$T/one/last/heads.safetensors"
+  # fixed: skipped too, the scale kept
+  run --separate-stderr "$BIN/pcgrad-train" -j 2 --model "$S/tiny" --task sst="$S/sst.tok" --task qqp="$S/qqp.tok" \
+    --task sts="$S/sts.tok" --max-steps 3 --loss-scale 1024 --fail-at-step 2 -o "$T/f"
+  [ "$status" -eq 0 ]
+  [[ "$stderr" == *"step 2: sst loss NaN: optimizer step skipped; loss scale 1024 -> 1024"* ]]
 }
 
 @test "resume across a loss-scale backoff equals the uninterrupted run, byte for byte" {

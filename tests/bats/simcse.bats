@@ -106,6 +106,24 @@ PY
   [[ "$stderr" == *"--loss-scale-init -1: must be 0 (the default) or a positive finite float"* ]]
 }
 
+# A non-finite loss: without loss scaling the run stops; with it the step is skipped as for a
+# non-finite gradient (lossscale.h) and training goes on.
+@test "a NaN loss stops the run without loss scaling; under --loss-scale dynamic the step is skipped" {
+  run --separate-stderr tiny_run "$T/nan" --fail-at-step 2
+  [ "$status" -ne 0 ]
+  [[ "$stderr" == *"simcse: step 2: loss is nan"*"lower --lr or check the data"* ]]
+  [ ! -e "$T/nan" ]
+  run --separate-stderr "$BIN/simcse" --model "$MODEL" --pairs qqp="$T/qqp.tok" --pairs sts="$T/sts.tok" \
+    --limit 64 --max-steps 3 --batch-size 8 --threads 2 --loss-scale dynamic --fail-at-step 3 -o "$T/skip"  # not -q
+  [ "$status" -eq 0 ]
+  [[ "$stderr" == *"step 3: loss NaN: optimizer step skipped; loss scale 65536 -> 32768"* ]]
+  [[ "$stderr" == *"loss scale 32768 at the end; 1 of 3 steps skipped (loss or gradient not finite)"* ]]
+  awk -F'\t' 'NR == 4 { exit !($1 == 3 && $2 == "nan") }' "$T/skip/simcse.log"
+  # the skipped step moved nothing: the model of the run's first 2 steps (same lr schedule)
+  tiny_run "$T/two" --max-steps 2
+  cmp "$T/two/model.safetensors" "$T/skip/model.safetensors"
+}
+
 @test "determinism: the same seed and data give a byte-identical model; another seed does not" {
   tiny_run "$T/again"
   cmp "$T/base/model.safetensors" "$T/again/model.safetensors"
