@@ -120,7 +120,8 @@ static void open_sentence_model(mt_embedder *e, const char *dir, int budget) {
 }
 
 // The encoder's batches: at most max(batch_tokens, one longest sequence) real tokens (the
-// batcher keeps B x the longest within batch_tokens, a lone sequence may exceed it).
+// batcher keeps B x the longest within batch_tokens, a lone sequence may exceed it). The same
+// number bounds B x the longest: the padded attention buffers are planned by it.
 static int token_budget(const mt_embed_options *o, int max_pos) {
     return o->batch_tokens > max_pos ? o->batch_tokens : max_pos;
 }
@@ -139,7 +140,7 @@ static void check_memory(const char *dir, const mt_backend *be, const mt_embed_o
     // (a heads file that does not load is open_sentence_model's to refuse, with its reasons)
     int sent = o->pool == MT_EMBED_POOL_SBERT_CNN_BILSTM && !o->tokens && !mt_taskmodel_load(&tm, path, err, sizeof err);
     size_t operands = sent ? mt_sentence_operand_floats(&tm.sent, budget, o->batch_size) : 0;
-    mt_mem_plan_encoder(&p, &cfg, be, &(mt_mem_run){budget, o->batch_size, max_pos, 0, 0, 0, operands});
+    mt_mem_plan_encoder(&p, &cfg, be, &(mt_mem_run){budget, o->batch_size, max_pos, 0, 0, 0, operands, budget});
     if (sent) {
         mt_embedder sizing = {.o = *o, .C = cfg.hidden_size};
         mt_mem_sizer s = {NULL, mt_sentence_acts_bytes(&tm.sent, budget, o->batch_size)};
@@ -173,7 +174,7 @@ mt_embedder *mt_embedder_open(const char *dir, const mt_backend *be, int threads
     e->cls = mt_malloc((size_t)o->batch_size * e->C * sizeof(float));
     int max_pos = e->m->cfg.max_position_embeddings;
     int budget = token_budget(o, max_pos);
-    mt_bert_reserve(e->m, budget, o->batch_size, max_pos, 0);
+    mt_bert_reserve(e->m, budget, o->batch_size, max_pos, 0, budget);
     if (o->pool == MT_EMBED_POOL_SBERT_CNN_BILSTM) open_sentence_model(e, dir, budget);
     return e;
 }

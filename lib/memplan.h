@@ -41,6 +41,8 @@ typedef struct {
     int task_grads;                      // PCGrad: per-task gradient copies in backend memory
     size_t operand_floats;               // the largest operand of a product beside the encoder's
                                          // (mt_sentence_operand_floats; 0: none)
+    int max_padded;                      // sequences x longest of a batch at most (embed's
+                                         // batcher: its token budget; 0: max_batch x max_len)
 } mt_mem_run;
 
 // The plan of an encoder run on backend be (the pooler counted whether or not the checkpoint

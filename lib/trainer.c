@@ -327,7 +327,7 @@ static void check_memory(trainer *T, int max_tokens, int max_examples, int max_s
     int tasks = T->pc_on ? T->phase_k[0] : 0;
     // the sentence model's activations hold 2 sequences per example (mt_tm_acts_reserve)
     size_t operands = mt_sentence_operand_floats(&T->tm.sent, max_tokens, 2 * max_examples);
-    mt_mem_run r = {max_tokens, max_seqs, max_len, 1, 1, tasks, operands};
+    mt_mem_run r = {max_tokens, max_seqs, max_len, 1, 1, tasks, operands, 0};
     mt_mem_plan_encoder(&p, &T->m->cfg, T->be, &r);
     mt_mem_plan_taskmodel(&p, &T->tm, T->be, &r, max_examples);
     char lower[256];
@@ -360,7 +360,7 @@ static void setup(trainer *T, const char *enc_dir, const char *heads_path) {
     batch_bounds(T, &max_tokens, &max_examples, &max_seqs, &max_len);
     check_memory(T, max_tokens, max_examples, max_seqs, max_len);
     setup_optimizers(T);
-    mt_bert_reserve(T->m, max_tokens, max_seqs, max_len, 1);
+    mt_bert_reserve(T->m, max_tokens, max_seqs, max_len, 1, 0);
     mt_tm_acts_reserve(&T->tm, &T->acts, max_examples, max_tokens);
 }
 

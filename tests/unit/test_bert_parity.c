@@ -169,7 +169,7 @@ TEST(training_layout_gives_the_same_outputs) {
     const ref_sentence *r = &refs[5];
     float *a = malloc(sizeof(float) * r->L * H), *b = malloc(sizeof(float) * r->L * H);
     mt_bert_forward(model, r->ids, r->types, &r->L, 1, r->L, a, NULL);
-    mt_bert_reserve(model, 256, 4, 128, 1);  // keep every layer's activations
+    mt_bert_reserve(model, 256, 4, 128, 1, 0);  // keep every layer's activations
     int rc = mt_bert_forward(model, r->ids, r->types, &r->L, 1, r->L, b, NULL);
     CHECK(rc == 0);
     CHECK(max_diff(a, b, (size_t)r->L * H) == 0);
@@ -183,7 +183,7 @@ TEST(training_layout_gives_the_same_outputs) {
         worst = fmax(worst, fabs(s - 1));
     }
     CHECK(worst < 1e-5);
-    mt_bert_reserve(model, 256, 4, 128, 0);
+    mt_bert_reserve(model, 256, 4, 128, 0, 0);
     free(a); free(b);
 }
 
