@@ -184,7 +184,7 @@ static void reserve_memory(mt_bert *m, const mt_cl_data *d, const mt_cl_train_op
     bb.len = 1;
     for (int i = 0; i < d->seqs.n; i++) bb.len = d->seqs.len[i] > bb.len ? d->seqs.len[i] : bb.len;
     mt_mem_plan p;
-    mt_mem_plan_encoder(&p, &m->cfg, m->be, &(mt_mem_run){bb.tokens, bb.seqs, bb.len, 1, 1, 0, 0, 0});
+    mt_mem_plan_encoder(&p, &m->cfg, m->be, &(mt_mem_run){bb.tokens, bb.seqs, bb.len, 1, 1, 0, 0, 0, 0});
     trainer sizing;
     mt_mem_sizer s = {NULL, 0};
     pooled_take(&s, &sizing, views_of(d) * o->batch_size, m->cfg.hidden_size);

@@ -140,7 +140,7 @@ static void check_memory(const char *dir, const mt_backend *be, const mt_embed_o
     // (a heads file that does not load is open_sentence_model's to refuse, with its reasons)
     int sent = o->pool == MT_EMBED_POOL_SBERT_CNN_BILSTM && !o->tokens && !mt_taskmodel_load(&tm, path, err, sizeof err);
     size_t operands = sent ? mt_sentence_operand_floats(&tm.sent, budget, o->batch_size) : 0;
-    mt_mem_plan_encoder(&p, &cfg, be, &(mt_mem_run){budget, o->batch_size, max_pos, 0, 0, 0, operands, budget});
+    mt_mem_plan_encoder(&p, &cfg, be, &(mt_mem_run){budget, o->batch_size, max_pos, 0, 0, 0, operands, budget, 0});
     if (sent) {
         mt_embedder sizing = {.o = *o, .C = cfg.hidden_size};
         mt_mem_sizer s = {NULL, mt_sentence_acts_bytes(&tm.sent, budget, o->batch_size)};

@@ -327,7 +327,7 @@ static void check_memory(trainer *T, int max_tokens, int max_examples, int max_s
     int tasks = T->pc_on ? T->phase_k[0] : 0;
     // the sentence model's activations hold 2 sequences per example (mt_tm_acts_reserve)
     size_t operands = mt_sentence_operand_floats(&T->tm.sent, max_tokens, 2 * max_examples);
-    mt_mem_run r = {max_tokens, max_seqs, max_len, 1, 1, tasks, operands, 0};
+    mt_mem_run r = {max_tokens, max_seqs, max_len, 1, 1, tasks, operands, 0, T->tm.n_sent};
     mt_mem_plan_encoder(&p, &T->m->cfg, T->be, &r);
     mt_mem_plan_taskmodel(&p, &T->tm, T->be, &r, max_examples);
     char lower[256];
@@ -361,6 +361,10 @@ static void setup(trainer *T, const char *enc_dir, const char *heads_path) {
     check_memory(T, max_tokens, max_examples, max_seqs, max_len);
     setup_optimizers(T);
     mt_bert_reserve(T->m, max_tokens, max_seqs, max_len, 1, 0);
+    // PCGrad and clipping take grams of the sentence model's segment too, which may be the
+    // larger (a big --lstm-hidden): the scratch grows to it (max_tokens: CUDA sizes its sort
+    // storage by it, as for the encoder's shape)
+    T->be->reserve(&(mt_workspace_shape){.max_tokens = max_tokens, .training = 1, .gram_n = T->tm.n_sent});
     mt_tm_acts_reserve(&T->tm, &T->acts, max_examples, max_tokens);
 }
 

@@ -392,6 +392,22 @@ assert n == 32, n'
   done
 }
 
+# PCGrad and clipping take the gram of the sentence model's segment as of the encoder's: with a
+# hidden-8 encoder (249k parameters) and --lstm-hidden 1024 (8.5M) the segment's is the larger,
+# and cpu-staged checks the scratch the plan reserved against CUDA's ask.
+@test "a sentence model larger than the encoder: the gram scratch is planned for it (cpu-staged)" {
+  "$TINY_BERT" "$MODEL/vocab.txt" "$T/mini" 8 1 1 16 1
+  for t in sst qqp sts; do
+    if [ $t = sst ]; then a=(--text sentence --label label); else a=(--pair sentence1,sentence2 --label $([ $t = qqp ] && echo is_duplicate || echo similarity)); fi
+    "$BIN/tokenize" -q --model "$T/mini" "${a[@]}" "$S/$t.tsv" -o "$T/$t.tok"
+  done
+  run --separate-stderr "$BIN/pcgrad-train" -q -j 2 --model "$T/mini" --task sst="$T/sst.tok" --task qqp="$T/qqp.tok" \
+    --task sts="$T/sts.tok" --pcgrad --device cpu-staged --sentence-model sbert-cnn-bilstm --cnn-filters 2 \
+    --lstm-hidden 1024 --batch-tokens 64 --max-steps 1 -o "$T/r"
+  [ "$status" -eq 0 ] || { echo "$stderr"; false; }
+  [ -s "$T/r/last/heads.safetensors" ]
+}
+
 @test "embed --pool sbert-cnn-bilstm refuses a model without that sentence model; heads refuses a mismatch" {
   run "$BIN/embed" -q --model "$S/tiny" --pool sbert-cnn-bilstm "$S/sst-dev.tok"
   [ "$status" -ne 0 ]

@@ -28,7 +28,7 @@ TEST(minilm_parameters) {
 // 64 tokens, 4 sequences, longest 32: N*C floats = 98304 bytes, N*F = 393216, [N] = 256.
 TEST(minilm_inference_plan_on_the_cpu) {
     mt_mem_plan p;
-    mt_mem_plan_encoder(&p, &MINILM, mt_backend_cpu(), &(mt_mem_run){64, 4, 32, 0, 0, 0, 0, 0});
+    mt_mem_plan_encoder(&p, &MINILM, mt_backend_cpu(), &(mt_mem_run){64, 4, 32, 0, 0, 0, 0, 0, 0});
     // emb, x, atty, res1, ln1 (5 x 98304) + qkv 294912 + fch 393216 (GELU in place, res2 = res1)
     // + 6 LayerNorm statistics and ids/types/pos (9 x 256) + cls, pooled (2 x 6144)
     // + offsets (20 -> 64) + att_offsets (32 -> 64)
@@ -42,7 +42,7 @@ TEST(minilm_inference_plan_on_the_cpu) {
 
 TEST(minilm_training_plan_on_a_device_backend) {
     mt_mem_plan p;
-    mt_mem_plan_encoder(&p, &MINILM, mt_backend_cpu_staged(), &(mt_mem_run){64, 4, 32, 1, 1, 3, 0, 0});
+    mt_mem_plan_encoder(&p, &MINILM, mt_backend_cpu_staged(), &(mt_mem_run){64, 4, 32, 1, 1, 3, 0, 0, 0});
     size_t P = 22713216u * 4;
     // every layer kept: emb + 7 x (layer inputs and the output) + 6 x (qkv, atty, res1, ln1,
     // fch, fch_gelu, res2) + probabilities 6 x NH x N x 32 floats + 2 + 24 statistics
@@ -84,10 +84,10 @@ TEST(padded_attention_is_bounded_by_the_tokens) {
 TEST(embed_plans_attention_by_sequences_x_longest) {
     mt_mem_plan p;
     const mt_backend *be = mt_backend_cpu_staged();
-    mt_mem_plan_encoder(&p, &MINILM, be, &(mt_mem_run){4096, 64, 512, 0, 0, 0, 0, 4096});
+    mt_mem_plan_encoder(&p, &MINILM, be, &(mt_mem_run){4096, 64, 512, 0, 0, 0, 0, 4096, 0});
     CHECK(item(&p, "attention scores") == (size_t)8 * 12 * 512 * 512 * 4);  // 96 MiB
     CHECK(item(&p, "attention Q") == (size_t)4096 * 384 * 4);
-    mt_mem_plan_encoder(&p, &MINILM, be, &(mt_mem_run){4096, 64, 512, 0, 0, 0, 0, 0});
+    mt_mem_plan_encoder(&p, &MINILM, be, &(mt_mem_run){4096, 64, 512, 0, 0, 0, 0, 0, 0});
     CHECK(item(&p, "attention scores") == (size_t)64 * 12 * 512 * 512 * 4);  // 768 MiB
     CHECK(item(&p, "attention Q") == (size_t)64 * 512 * 384 * 4);
     // the bound cuts L where it is tighter than the tokens: B = 9 gets 4096 / 9 = 455
@@ -96,6 +96,20 @@ TEST(embed_plans_attention_by_sequences_x_longest) {
     CHECK(w[MT_WS_ATT_S] == (size_t)8 * 12 * 512 * 512 * 4);
     mt_workspace_generic(&(mt_workspace_shape){4096, 9, 455, 384, 12, 1536, 0, 0, 0, 4096}, w);
     CHECK(w[MT_WS_ATT_S] == (size_t)9 * 12 * 455 * 455 * 4);
+}
+
+// The gram scratch holds the largest gram call of the run: a sentence model's segment larger
+// than the encoder (30M floats > MiniLM's 22.7M) sizes it; a smaller one leaves the encoder's.
+TEST(gram_scratch_covers_the_largest_segment) {
+    mt_mem_plan p;
+    const mt_backend *be = mt_backend_cpu_staged();
+    mt_mem_plan_encoder(&p, &MINILM, be, &(mt_mem_run){64, 4, 32, 1, 1, 3, 0, 0, 30000000});
+    CHECK(item(&p, "backward scratch") == mt_ws_gram(MT_GRAM_MAX_K, 30000000));  // (256 + 136 x 3663) doubles
+    CHECK(mt_ws_gram(MT_GRAM_MAX_K, 30000000) == (256 + 136 * 3663) * 8);
+    mt_mem_plan_encoder(&p, &MINILM, be, &(mt_mem_run){64, 4, 32, 1, 1, 3, 0, 0, 1000000});
+    CHECK(item(&p, "backward scratch") == (256 + 136 * 2773) * 8);
+    mt_mem_plan_encoder(&p, &MINILM, be, &(mt_mem_run){64, 4, 32, 0, 0, 0, 0, 0, 30000000});  // inference: none
+    CHECK(item(&p, "backward scratch") == 0);
 }
 
 // The task model's items, MiniLM width (C 384), 64 tokens, 4 examples (8 sentences), on a device
@@ -108,7 +122,7 @@ TEST(sentence_model_items) {
     CHECK(tm.n_sent == 492032u + 526336u && tm.D == 1152);
     const mt_backend *be = mt_backend_cpu_staged();
     mt_mem_plan p = {0};
-    mt_mem_run r = {64, 12, 32, 1, 1, 3, 0, 0};
+    mt_mem_run r = {64, 12, 32, 1, 1, 3, 0, 0, 0};
     mt_mem_plan_taskmodel(&p, &tm, be, &r, 4);
     size_t S = tm.n_sent * 4;
     CHECK(item(&p, "sentence model parameters") == S && item(&p, "sentence model gradients") == S);
@@ -215,6 +229,7 @@ int main(void) {
     RUN(minilm_training_plan_on_a_device_backend);
     RUN(padded_attention_is_bounded_by_the_tokens);
     RUN(embed_plans_attention_by_sequences_x_longest);
+    RUN(gram_scratch_covers_the_largest_segment);
     RUN(sentence_model_items);
     RUN(an_ask_beyond_the_reservation_dies_naming_the_workspace);
     RUN(sizes_parse);
