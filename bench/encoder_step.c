@@ -30,7 +30,7 @@ int main(int argc, char **argv) {
     for (int i = 0; i < N; i++) ids[i] = 1000 + (i * 7919) % 20000;  // as encoder_step_torch.py
     for (int b = 0; b <= B; b++) off[b] = b * L;
     float *grads = calloc(m->num_params, 4), *dh = malloc((size_t)N * C * 4);
-    mt_bert_reserve(m, N, B, L, 1);
+    mt_bert_reserve(m, N, B, L, 1, 0);
     mt_bert_dropout d = {0.1f, 1, 0, 0};
     double best_cpu = 1e9, best_wall = 1e9, total = 0;
     for (int r = 0; r < reps + 1; r++) {

@@ -342,6 +342,8 @@ static void run_predict_trained(const options *o) {
     float *eb = need_b ? mt_malloc((size_t)cap * D * sizeof *eb) : NULL;
     float *ec = need_c ? mt_malloc((size_t)cap * C * sizeof *ec) : NULL;
     float *outv = mt_malloc((size_t)cap * K * sizeof *outv);
+    mt_tm_predictor pred;
+    mt_tm_predictor_init(&pred, &tm, be);
     mt_progress pr;
     mt_progress_start(&pr, "predict", 0);
     for (int more = 1; more;) {  // chunks of up to cap records: one product per head
@@ -356,7 +358,7 @@ static void run_predict_trained(const options *o) {
             if (need_b) memcpy(eb + (size_t)i * D, b, (size_t)D * sizeof *eb);
             if (need_c) memcpy(ec + (size_t)i * C, c, (size_t)C * sizeof *ec);
         }
-        mt_taskmodel_predict(&tm, be, o->task, m, ea, eb, ec, outv);
+        mt_taskmodel_predict(&tm, &pred, o->task, m, ea, eb, ec, outv);
         for (int i = 0; i < m; i++) {
             const float *ov = outv + (size_t)i * K;
             write_prediction(o->task, &recs[i], ov, mt_task_pred(o->task, ov), &out);
@@ -369,6 +371,7 @@ static void run_predict_trained(const options *o) {
     mt_reader_close(r);
     for (int i = 0; i < cap; i++) mt_record_free(&recs[i]);
     free(recs), free(ea), free(eb), free(ec), free(outv);
+    mt_tm_predictor_free(&pred);
     mt_record_free(&out), mt_meta_free(&meta), mt_taskmodel_free(&tm);
 }
 

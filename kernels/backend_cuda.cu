@@ -2,6 +2,7 @@
 // (no managed memory), copies, and the launchers of gemm.cu, ops.cu, backward.cu, sentence.cu
 // and optim.cu.
 // Everything runs in order on one stream; copies to the host and synchronize wait for it.
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -64,6 +65,8 @@ static size_t cuda_workspace_bytes(const mt_workspace_shape *s, size_t *each) {
 
 // Field by field the larger of a and s: a shape that covers both (every size grows with each field).
 static void shape_cover(mt_workspace_shape *a, const mt_workspace_shape *s) {
+    int64_t padded = mt_ws_padded_bound(a) > mt_ws_padded_bound(s) ? mt_ws_padded_bound(a) : mt_ws_padded_bound(s);
+    a->max_padded = padded < INT_MAX ? (int)padded : INT_MAX;  // 0 means no bound: compare the bounds themselves
 #define MT_COVER(f) a->f = s->f > a->f ? s->f : a->f
     MT_COVER(max_tokens), MT_COVER(max_batch), MT_COVER(max_len), MT_COVER(C), MT_COVER(NH), MT_COVER(F);
     MT_COVER(training), MT_COVER(gram_n), MT_COVER(operand_floats);

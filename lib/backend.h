@@ -50,6 +50,8 @@ typedef struct {
     size_t gram_n;                       // floats per buffer of the largest gram call (0: none)
     size_t operand_floats;               // the largest operand of a product outside the encoder
                                          // (the sentence model's: mt_sentence_operand_floats; 0: none)
+    int max_padded;                      // per batch: sequences x longest at most (embed's batcher
+                                         // keeps it within its token budget; 0: max_batch x max_len)
 } mt_workspace_shape;
 
 typedef struct mt_backend mt_backend;

@@ -4,6 +4,7 @@
 #include "bert.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -267,7 +268,9 @@ size_t mt_bert_count_params(const mt_bert_config *cfg, int has_pooler) {
 mt_workspace_shape mt_bert_workspace_shape(const mt_bert_config *cfg, int max_tokens, int max_batch, int max_len,
                                            int training, size_t num_params) {
     return (mt_workspace_shape){max_tokens, max_batch, max_len, cfg->hidden_size, cfg->num_attention_heads,
-                                cfg->intermediate_size, training, training ? num_params : 0, 0};  // no products beyond the encoder
+                                cfg->intermediate_size, training, training ? num_params : 0,
+                                0,   // no products beyond the encoder
+                                0};  // no padded bound beyond max_batch x max_len
 }
 
 // The gradient buffers, and dhidden (mt_bert_dhidden), for max_tokens.
@@ -281,19 +284,23 @@ static void reserve_grad_arena(mt_bert *m) {
     m->dhidden = m->be->alloc((size_t)m->max_tokens * m->cfg.hidden_size * sizeof(float));
 }
 
-static void reserve(mt_bert *m, int max_tokens, int max_batch, int max_len, int training) {
+static void reserve(mt_bert *m, int max_tokens, int max_batch, int max_len, int training, int max_padded) {
+    int64_t padded = max_padded > 0 ? max_padded : (int64_t)max_batch * max_len;
+    if (padded > INT_MAX) padded = INT_MAX;
     if (m->arena && max_tokens <= m->max_tokens && max_batch <= m->max_batch && max_len <= m->max_len &&
-        training == m->training)
+        padded <= m->max_padded && training == m->training)
         return;
     if (m->arena) m->be->free(m->arena);
     m->max_tokens = max_tokens > m->max_tokens ? max_tokens : m->max_tokens;
     m->max_batch = max_batch > m->max_batch ? max_batch : m->max_batch;
     m->max_len = max_len > m->max_len ? max_len : m->max_len;
+    m->max_padded = (int)padded > m->max_padded ? (int)padded : m->max_padded;
     m->training = training;
     m->arena = m->be->alloc(layout_arena(m, NULL));
     layout_arena(m, m->arena);
     mt_workspace_shape ws = mt_bert_workspace_shape(&m->cfg, m->max_tokens, m->max_batch, m->max_len, training,
                                                     m->num_params);
+    ws.max_padded = m->max_padded;
     m->be->reserve(&ws);
     if (training) reserve_grad_arena(m);  // backward then allocates nothing
     m->h_ids = mt_realloc(m->h_ids, m->max_tokens * sizeof(int32_t));
@@ -305,8 +312,8 @@ static void reserve(mt_bert *m, int max_tokens, int max_batch, int max_len, int 
         m->h_hidden = mt_realloc(m->h_hidden, (size_t)m->max_tokens * m->cfg.hidden_size * sizeof(float));
 }
 
-void mt_bert_reserve(mt_bert *m, int max_tokens, int max_batch, int max_len, int training) {
-    reserve(m, max_tokens, max_batch, max_len, training);
+void mt_bert_reserve(mt_bert *m, int max_tokens, int max_batch, int max_len, int training, int max_padded) {
+    reserve(m, max_tokens, max_batch, max_len, training, max_padded);
     m->planned = 1;
 }
 
@@ -334,12 +341,14 @@ static int pack_batch(mt_bert *m, const int32_t *ids, const int32_t *types, cons
         if (len > max_len) max_len = (int)len;
     }
     if (N > INT32_MAX / 4) return mt_fail(m->err, sizeof m->err, "batch of %lld tokens is too large", (long long)N);
-    if (!m->planned) reserve(m, (int)N, B, max_len, training);  // no plan: grown to the batch
-    else if (N > m->max_tokens || B > m->max_batch || max_len > m->max_len || training != m->training)
+    if (!m->planned) reserve(m, (int)N, B, max_len, training, 0);  // no plan: grown to the batch
+    else if (N > m->max_tokens || B > m->max_batch || max_len > m->max_len || (int64_t)B * max_len > m->max_padded ||
+             training != m->training)
         return mt_fail(m->err, sizeof m->err, "a batch of %lld tokens in %d sequences (longest %d%s) is outside the "
-                       "reservation of %d tokens, %d sequences, longest %d%s (mt_bert_reserve): the memory plan "
-                       "must cover every batch", (long long)N, B, max_len, training ? ", training" : "",
-                       m->max_tokens, m->max_batch, m->max_len, m->training ? ", training" : "");
+                       "reservation of %d tokens, %d sequences, longest %d, sequences x longest %d%s "
+                       "(mt_bert_reserve): the memory plan must cover every batch", (long long)N, B, max_len,
+                       training ? ", training" : "", m->max_tokens, m->max_batch, m->max_len, m->max_padded,
+                       m->training ? ", training" : "");
     int n = 0;
     int64_t att = 0;
     for (int b = 0; b < B; b++) {

@@ -7,7 +7,7 @@
 //   mt_bert_free(m);
 //
 // Training (any backend: every op has its backward on CPU and CUDA alike):
-//   mt_bert_reserve(m, max_tokens, max_batch, max_len, 1);
+//   mt_bert_reserve(m, max_tokens, max_batch, max_len, 1, 0);
 //   const float *h = mt_bert_forward_train(m, ids, types, offsets, B, &drop);  // packed [N,C]
 //   ... loss, dh[N,C] ...
 //   mt_bert_backward(m, dh, grads);                                            // grads += d loss/d params
@@ -125,6 +125,7 @@ typedef struct {
     // activation arena
     void *arena;
     int max_tokens, max_batch, max_len, training;
+    int max_padded;                                // sequences x longest of a batch at most
     int planned;                                   // sized by mt_bert_reserve: no growth after
     mt_bert_acts acts;
     int32_t *h_ids, *h_types, *h_pos, *h_offsets;  // host staging [max_tokens] / [max_batch+1]
@@ -151,10 +152,12 @@ void mt_bert_free(mt_bert *m);
 // Allocates the activation arena for up to max_tokens real tokens in up to max_batch sequences
 // of at most max_len tokens (training: every layer's activations and attention state (att)
 // kept for backward, the gradient buffers and the device staging of dhidden too), and has the
-// backend reserve its workspaces for the same shape (mt_bert_workspace_shape). Once reserved, a
+// backend reserve its workspaces for the same shape (mt_bert_workspace_shape), whose padded
+// attention buffers hold batches of sequences x longest <= max_padded (0: max_batch x max_len;
+// embed's batcher keeps it within its token budget, a tighter bound). Once reserved, a
 // forward whose batch falls outside fails with a message (a memory plan too small is a bug);
 // without mt_bert_reserve (tests, one-off tools) forwards grow the arena to their batches.
-void mt_bert_reserve(mt_bert *m, int max_tokens, int max_batch, int max_len, int training);
+void mt_bert_reserve(mt_bert *m, int max_tokens, int max_batch, int max_len, int training, int max_padded);
 
 // Sizes for a memory plan (lib/memplan.h), before anything is allocated: the arena and the
 // gradient buffers mt_bert_reserve allocates (bytes), the parameters of a model of config cfg

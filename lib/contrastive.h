@@ -132,12 +132,13 @@ typedef struct {
     const char *loss_scale;  // lossscale.h: dynamic | none | VALUE; NULL: by the backend's precision
     double loss_scale_init;  // dynamic's first scale (0: 65536)
     size_t max_memory;   // the memory plan's cap in bytes (0: the backend's free memory only)
+    long fail_at_step;   // testing: a NaN loss at this step (0: none)
 } mt_cl_train_options;
 mt_cl_train_options mt_cl_train_defaults(void);
 
 typedef struct {
     long steps, examples, tokens;
-    long skipped;           // steps whose gradient was not finite (loss scaling): no update
+    long skipped;           // steps whose loss or gradient was not finite (loss scaling): no update
     double loss_scale;      // the scale at the end (1 without loss scaling)
     double loss, accuracy;  // of the last step
     double mean_loss;       // over the last min(steps, 20) steps

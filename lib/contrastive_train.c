@@ -184,7 +184,7 @@ static void reserve_memory(mt_bert *m, const mt_cl_data *d, const mt_cl_train_op
     bb.len = 1;
     for (int i = 0; i < d->seqs.n; i++) bb.len = d->seqs.len[i] > bb.len ? d->seqs.len[i] : bb.len;
     mt_mem_plan p;
-    mt_mem_plan_encoder(&p, &m->cfg, m->be, &(mt_mem_run){bb.tokens, bb.seqs, bb.len, 1, 1, 0, 0});
+    mt_mem_plan_encoder(&p, &m->cfg, m->be, &(mt_mem_run){bb.tokens, bb.seqs, bb.len, 1, 1, 0, 0, 0, 0});
     trainer sizing;
     mt_mem_sizer s = {NULL, 0};
     pooled_take(&s, &sizing, views_of(d) * o->batch_size, m->cfg.hidden_size);
@@ -193,7 +193,7 @@ static void reserve_memory(mt_bert *m, const mt_cl_data *d, const mt_cl_train_op
     snprintf(lower, sizeof lower, "lower --batch-tokens (now %d), --batch-size (now %d) or the longest sequence "
              "(now %d tokens)", o->batch_tokens, o->batch_size, bb.len);
     mt_mem_plan_check(&p, m->be, o->max_memory, 0, lower, m->num_params * sizeof(float));
-    mt_bert_reserve(m, bb.tokens, bb.seqs, bb.len, 1);
+    mt_bert_reserve(m, bb.tokens, bb.seqs, bb.len, 1, 0);
 }
 
 static void trainer_free(trainer *t) {
@@ -244,7 +244,12 @@ static int train_step(trainer *t, const int32_t *ex, int B, long step, double lr
     be->copy_to_host(t->emb, t->d_emb, emb_bytes);
     float *e = t->emb, *de = t->demb;
     double loss = mt_simcse_forward(&t->loss, e, e + (size_t)B * C, t->has_neg ? e + (size_t)2 * B * C : NULL, B);
-    if (!isfinite(loss)) mt_die("simcse: step %ld: loss is %g (lr %g); lower --lr or check the data", step + 1, loss, lr);
+    if (o->fail_at_step == step + 1) loss = t->loss.loss = NAN;
+    if (!isfinite(loss)) {  // loss scaling skips the step as for a non-finite gradient (lossscale.h)
+        if (mt_loss_scaler_skip_loss(&t->ls, "loss", loss, step + 1))
+            mt_die("simcse: step %ld: loss is %g (lr %g); lower --lr or check the data", step + 1, loss, lr);
+        return N;
+    }
     memset(de, 0, (size_t)V * C * sizeof(float));
     mt_simcse_backward(&t->loss, de, de + (size_t)B * C, t->has_neg ? de + (size_t)2 * B * C : NULL, t->ls.scale);
     be->copy_to_device(t->d_demb, de, emb_bytes);
@@ -313,7 +318,7 @@ void mt_cl_train(mt_bert *m, const mt_cl_data *d, const mt_cl_train_options *o, 
     if (log) fflush(log);
     res->skipped = t.ls.skipped, res->loss_scale = t.ls.scale;
     if (t.ls.mode != MT_LOSS_SCALE_NONE)
-        mt_log("loss scale %g at the end; %ld of %ld steps skipped (gradient not finite)", (double)t.ls.scale,
+        mt_log("loss scale %g at the end; %ld of %ld steps skipped (loss or gradient not finite)", (double)t.ls.scale,
                t.ls.skipped, res->steps);
     trainer_free(&t);
     mt_cl_plan_free(&plan);

@@ -40,6 +40,10 @@ struct mt_embedder {
     mt_taskmodel *tm;
     mt_sentence_acts sacts;
     float *sin, *d_semb; // backend memory: gathered token states [budget, C]; embeddings [batch_size, D]
+    int32_t *d_rows;     // backend memory [budget]: the packed row of each gathered state
+    int32_t *d_zeros;    // backend memory [budget] zeros, and zrow [C]: the gather's zero tables
+    float *zrow;
+    int32_t *rows;       // [budget] host: d_rows' upload
     float *semb;         // the embeddings on the host
     int32_t *soffsets;   // [batch_size + 1]
     int *sidx;           // [batch_size] batch position of each sentence-model sequence
@@ -78,6 +82,9 @@ const char *mt_embed_pool_name(int pool) {
 static void sentence_buffers_take(mt_mem_sizer *s, mt_embedder *e, int D, int budget) {
     e->sin = mt_mem_take(s, (size_t)budget * e->C * sizeof(float));
     e->d_semb = mt_mem_take(s, (size_t)e->o.batch_size * D * sizeof(float));
+    e->d_rows = mt_mem_take(s, (size_t)budget * sizeof(int32_t));
+    e->d_zeros = mt_mem_take(s, (size_t)budget * sizeof(int32_t));  // alloc zero-fills
+    e->zrow = mt_mem_take(s, (size_t)e->C * sizeof(float));
 }
 
 // Loads the sentence model of the checkpoint dir (its heads.safetensors), sized for batches of
@@ -109,10 +116,12 @@ static void open_sentence_model(mt_embedder *e, const char *dir, int budget) {
     e->semb = mt_malloc((size_t)e->o.batch_size * L->D * sizeof(float));
     e->soffsets = mt_malloc(((size_t)e->o.batch_size + 1) * sizeof(int32_t));
     e->sidx = mt_malloc((size_t)e->o.batch_size * sizeof(int));
+    e->rows = mt_malloc((size_t)budget * sizeof(int32_t));
 }
 
 // The encoder's batches: at most max(batch_tokens, one longest sequence) real tokens (the
-// batcher keeps B x the longest within batch_tokens, a lone sequence may exceed it).
+// batcher keeps B x the longest within batch_tokens, a lone sequence may exceed it). The same
+// number bounds B x the longest: the padded attention buffers are planned by it.
 static int token_budget(const mt_embed_options *o, int max_pos) {
     return o->batch_tokens > max_pos ? o->batch_tokens : max_pos;
 }
@@ -131,7 +140,7 @@ static void check_memory(const char *dir, const mt_backend *be, const mt_embed_o
     // (a heads file that does not load is open_sentence_model's to refuse, with its reasons)
     int sent = o->pool == MT_EMBED_POOL_SBERT_CNN_BILSTM && !o->tokens && !mt_taskmodel_load(&tm, path, err, sizeof err);
     size_t operands = sent ? mt_sentence_operand_floats(&tm.sent, budget, o->batch_size) : 0;
-    mt_mem_plan_encoder(&p, &cfg, be, &(mt_mem_run){budget, o->batch_size, max_pos, 0, 0, 0, operands});
+    mt_mem_plan_encoder(&p, &cfg, be, &(mt_mem_run){budget, o->batch_size, max_pos, 0, 0, 0, operands, budget, 0});
     if (sent) {
         mt_embedder sizing = {.o = *o, .C = cfg.hidden_size};
         mt_mem_sizer s = {NULL, mt_sentence_acts_bytes(&tm.sent, budget, o->batch_size)};
@@ -165,7 +174,7 @@ mt_embedder *mt_embedder_open(const char *dir, const mt_backend *be, int threads
     e->cls = mt_malloc((size_t)o->batch_size * e->C * sizeof(float));
     int max_pos = e->m->cfg.max_position_embeddings;
     int budget = token_budget(o, max_pos);
-    mt_bert_reserve(e->m, budget, o->batch_size, max_pos, 0);
+    mt_bert_reserve(e->m, budget, o->batch_size, max_pos, 0, budget);
     if (o->pool == MT_EMBED_POOL_SBERT_CNN_BILSTM) open_sentence_model(e, dir, budget);
     return e;
 }
@@ -186,8 +195,8 @@ void mt_embedder_close(mt_embedder *e) {
         mt_sentence_acts_free(be, &e->sacts);
         mt_taskmodel_free(e->tm);
         free(e->tm);
-        be->free(e->sin), be->free(e->d_semb);
-        free(e->semb), free(e->soffsets), free(e->sidx);
+        be->free(e->sin), be->free(e->d_semb), be->free(e->d_rows), be->free(e->d_zeros), be->free(e->zrow);
+        free(e->semb), free(e->soffsets), free(e->sidx), free(e->rows);
     }
     mt_bert_free(e->m);
     free(e);
@@ -255,7 +264,10 @@ static void l2_normalize(float *v, int C) {
 
 // The sentence model over the single sentences of the last forward (items it[0..B)), without
 // dropout; their embeddings go to their output slots. The joint sequences of pairs are left
-// out (they give cls_ab), so their states are gathered away when the batch has any.
+// out (they give cls_ab), so their states are gathered away when the batch has any: in one
+// launch, embeddings_forward with all-zero position and type tables as heads fit's row gather
+// (row i of sin is (h[rows[i]] + 0) + 0, the state itself: only a -0 would turn +0, and a
+// LayerNorm output a + bias is -0 only where the bias is).
 static void sentence_model(mt_embedder *e, const item *it, int B) {
     int C = e->C, D = e->E, nb = 0, n = 0;
     const int32_t *off;
@@ -272,7 +284,9 @@ static void sentence_model(mt_embedder *e, const item *it, int B) {
     const float *inp = h;
     if (nb < B) {  // gather the rows of the single sentences (each a block of rows)
         for (int j = 0; j < nb; j++)
-            be->copy_2d(e->sin + (size_t)e->soffsets[j] * C, C, h + (size_t)off[e->sidx[j]] * C, C, it[e->sidx[j]].len, C);
+            for (int t = 0; t < it[e->sidx[j]].len; t++) e->rows[e->soffsets[j] + t] = off[e->sidx[j]] + t;
+        be->copy_to_device(e->d_rows, e->rows, (size_t)n * sizeof(int32_t));
+        be->embeddings_forward(e->sin, e->d_rows, e->d_zeros, e->d_zeros, h, e->zrow, e->zrow, n, C);
         inp = e->sin;
     }
     mt_sentence_forward(be, e->d_semb, &e->sacts, &e->tm->sent, &e->tm->w.sent, inp, nb < B ? e->soffsets : off, nb, n,

@@ -15,6 +15,12 @@ const char *mt_loss_scale_mode_name(mt_loss_scale_mode m) { return MODE_NAMES[m]
 
 static int finite_float(double x) { return isfinite(x) && x > 0 && isfinite((float)x) && (float)x > 0; }
 
+double mt_loss_scale_init_parse(const char *arg) {
+    double v = mt_parse_double("--loss-scale-init", arg);
+    if (v != 0 && !finite_float(v)) mt_die("--loss-scale-init %s: must be 0 (the default) or a positive finite float", arg);
+    return v;
+}
+
 int mt_loss_scaler_init(mt_loss_scaler *s, const char *spec, double init, const char *precision, char *err,
                         size_t errlen) {
     *s = (mt_loss_scaler){MT_LOSS_SCALE_NONE, 1.0f, 0, 0};
@@ -43,15 +49,20 @@ double mt_loss_scaler_unscale_clip(const mt_loss_scaler *s, const mt_grad_segmen
     return mt_clip_grad_segments(seg, n_seg, max_norm);
 }
 
+// A skipped step (fixed or dynamic): counted, the scale halved (dynamic), logged.
+static void skip_step(mt_loss_scaler *s, const char *what, double v, long step) {
+    float old = s->scale;
+    s->skipped++, s->good = 0;
+    if (s->mode == MT_LOSS_SCALE_DYNAMIC && s->scale * 0.5f >= FLT_MIN) s->scale *= 0.5f;  // 0 would stick
+    mt_log("step %ld: %s %s: optimizer step skipped; loss scale %g -> %g", step, what, isnan(v) ? "NaN" : "inf",
+           (double)old, (double)s->scale);
+}
+
 int mt_loss_scaler_update(mt_loss_scaler *s, double norm, long step) {
     int finite = isfinite(norm);
     if (s->mode == MT_LOSS_SCALE_NONE) return finite;
     if (!finite) {
-        float old = s->scale;
-        s->skipped++, s->good = 0;
-        if (s->mode == MT_LOSS_SCALE_DYNAMIC && s->scale * 0.5f >= FLT_MIN) s->scale *= 0.5f;  // 0 would stick
-        mt_log("step %ld: gradient norm %s: optimizer step skipped; loss scale %g -> %g", step, isnan(norm) ? "NaN" : "inf",
-               (double)old, (double)s->scale);
+        skip_step(s, "gradient norm", norm, step);
         return 0;
     }
     if (s->mode == MT_LOSS_SCALE_DYNAMIC && ++s->good >= MT_LOSS_SCALE_GROWTH_INTERVAL) {
@@ -59,6 +70,12 @@ int mt_loss_scaler_update(mt_loss_scaler *s, double norm, long step) {
         if (isfinite(s->scale * 2.0f)) s->scale *= 2.0f;
     }
     return 1;
+}
+
+int mt_loss_scaler_skip_loss(mt_loss_scaler *s, const char *what, double loss, long step) {
+    if (s->mode == MT_LOSS_SCALE_NONE) return -1;
+    skip_step(s, what, loss, step);
+    return 0;
 }
 
 void mt_loss_scaler_format(const mt_loss_scaler *s, char *buf, size_t n) {

@@ -7,6 +7,8 @@
 //   fixed    a constant scale; a step whose gradient is not finite is skipped
 //   dynamic  GradScaler's rule: start at 2^16; a non-finite gradient skips the optimizer step
 //            and halves the scale; after 2000 finite steps in a row the scale doubles
+// A non-finite loss counts as a non-finite gradient (its backward would give one) in both
+// scaling modes; without scaling the trainers stop on it, as they always did.
 // A skipped step leaves parameters and AdamW moments (and AdamW's step count, which drives its
 // bias correction) untouched, as GradScaler's skipped optimizer.step(). The trainer's own step
 // counter still advances, so its data order, dropout keys and lr schedule go on as in torch's
@@ -39,6 +41,9 @@ typedef struct {
 int mt_loss_scaler_init(mt_loss_scaler *s, const char *spec, double init, const char *precision, char *err,
                         size_t errlen);
 const char *mt_loss_scale_mode_name(mt_loss_scale_mode m);
+// The value of --loss-scale-init as every trainer parses it: 0 (the default, 65536) or a
+// positive number that is a finite float; dies naming the option otherwise.
+double mt_loss_scale_init_parse(const char *arg);
 
 // After the backward of loss * s->scale: divides every segment by the scale (nothing to do
 // for scale 1), then mt_clip_grad_segments(seg, n_seg, max_norm). Returns the global norm of
@@ -51,6 +56,11 @@ double mt_loss_scaler_unscale_clip(const mt_loss_scaler *s, const mt_grad_segmen
 // MT_LOSS_SCALE_GROWTH_INTERVAL finite steps in a row (never to inf). None only answers: its
 // caller stops on a non-finite gradient as it always did.
 int mt_loss_scaler_update(mt_loss_scaler *s, double norm, long step);
+// A step whose loss is not finite: its gradient would not be either (GradScaler finds inf in
+// it), so the same outcome as a non-finite norm without computing it: returns 0 (skip the
+// optimizer step; fixed and dynamic count it, halve the scale (dynamic) and say so on stderr,
+// naming `what`, e.g. "sst loss") or, with no loss scaling, -1: its caller stops as before.
+int mt_loss_scaler_skip_loss(mt_loss_scaler *s, const char *what, double loss, long step);
 
 // The state as one line for a checkpoint ("dynamic 32768 17 1": mode, scale, good, skipped),
 // and back; parse returns 0, or -1 for a malformed line (s unchanged).

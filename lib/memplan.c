@@ -32,7 +32,8 @@ void mt_mem_plan_encoder(mt_mem_plan *p, const mt_bert_config *cfg, const mt_bac
         mt_mem_plan_add(p, "dhidden", (size_t)r->max_tokens * cfg->hidden_size * sizeof(float));  // mt_bert_dhidden
     }
     mt_workspace_shape s = mt_bert_workspace_shape(cfg, r->max_tokens, r->max_batch, r->max_len, r->training, P);
-    s.operand_floats = r->operand_floats;
+    s.operand_floats = r->operand_floats, s.max_padded = r->max_padded;
+    if (r->training && r->gram_n > s.gram_n) s.gram_n = r->gram_n;  // the scratch holds the largest gram
     size_t ws[MT_WS_COUNT];
     be->workspace_bytes(&s, ws);
     for (int i = 0; i < MT_WS_COUNT; i++) mt_mem_plan_add(p, mt_workspace_names[i], ws[i]);

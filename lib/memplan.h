@@ -41,6 +41,11 @@ typedef struct {
     int task_grads;                      // PCGrad: per-task gradient copies in backend memory
     size_t operand_floats;               // the largest operand of a product beside the encoder's
                                          // (mt_sentence_operand_floats; 0: none)
+    int max_padded;                      // sequences x longest of a batch at most (embed's
+                                         // batcher: its token budget; 0: max_batch x max_len)
+    size_t gram_n;                       // training: floats per buffer of the largest gram call
+                                         // beside the encoder's parameters (PCGrad and clipping
+                                         // over the sentence model's segment; 0: none)
 } mt_mem_run;
 
 // The plan of an encoder run on backend be (the pooler counted whether or not the checkpoint

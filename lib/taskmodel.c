@@ -519,30 +519,51 @@ void mt_taskmodel_backward(mt_taskmodel *tm, mt_tm_acts *a, float *dhidden, floa
 
 // ---- inference on pooled vectors -------------------------------------------------------------
 
-// y[n, O] (host) = x[n, K] (host) @ W[O, K]^T + bias[O] (the model's host weights) as one
-// product on be; a backend with its own memory gets copies of x, W and bias.
-static void linear_on(const mt_backend *be, float *y, const float *x, const float *W, const float *bias, int n,
-                      int K, int O) {
+void mt_tm_predictor_init(mt_tm_predictor *p, const mt_taskmodel *tm, const mt_backend *be) {
+    *p = (mt_tm_predictor){be, 0, NULL, NULL, NULL};
+    if (be->host_memory) return;
+    p->heads = be->alloc(tm->n_heads * sizeof(float));
+    be->copy_to_device(p->heads, tm->params + tm->n_sent, tm->n_heads * sizeof(float));
+}
+
+// p's rows and outputs for n records (a backend with its own memory).
+static void predictor_fit(const mt_taskmodel *tm, mt_tm_predictor *p, int n) {
+    if (n <= p->cap) return;
+    size_t width = (size_t)(3 * tm->D > tm->C ? 3 * tm->D : tm->C);
+    p->be->free(p->x), p->be->free(p->y);
+    p->x = p->be->alloc((size_t)n * width * sizeof(float));
+    p->y = p->be->alloc((size_t)n * MT_SST_CLASSES * sizeof(float));
+    p->cap = n;
+}
+
+void mt_tm_predictor_free(mt_tm_predictor *p) {
+    if (p->be && !p->be->host_memory) p->be->free(p->heads), p->be->free(p->x), p->be->free(p->y);
+    *p = (mt_tm_predictor){0};
+}
+
+// y[n, O] (host) = x[n, K] (host) @ W^T + bias, head tensors wi ([O, K]) and wi + 1 ([O]), as
+// one product on p->be; a backend with its own memory gets x in p's rows and uses p's copy of
+// the weights.
+static void linear_on(const mt_taskmodel *tm, mt_tm_predictor *p, float *y, const float *x, int wi, int n, int K,
+                      int O) {
+    const mt_backend *be = p->be;
+    const float *W = tm->w.head[wi], *bias = tm->w.head[wi + 1];
     if (be->host_memory) {
         be->matmul_forward(y, x, W, bias, NULL, n, K, O);
         return;
     }
-    size_t xs = (size_t)n * K * sizeof(float), ws = (size_t)O * K * sizeof(float), ys = (size_t)n * O * sizeof(float);
-    float *xd = be->alloc(xs), *wd = be->alloc(ws), *bd = be->alloc((size_t)O * sizeof(float)), *yd = be->alloc(ys);
-    be->copy_to_device(xd, x, xs);
-    be->copy_to_device(wd, W, ws);
-    be->copy_to_device(bd, bias, (size_t)O * sizeof(float));
-    be->matmul_forward(yd, xd, wd, bd, NULL, n, K, O);
-    be->copy_to_host(y, yd, ys);
-    be->free(xd), be->free(wd), be->free(bd), be->free(yd);
+    const float *h0 = tm->params + tm->n_sent;
+    predictor_fit(tm, p, n);
+    be->copy_to_device(p->x, x, (size_t)n * K * sizeof(float));
+    be->matmul_forward(p->y, p->x, p->heads + (W - h0), p->heads + (bias - h0), NULL, n, K, O);
+    be->copy_to_host(y, p->y, (size_t)n * O * sizeof(float));
 }
 
-void mt_taskmodel_predict(const mt_taskmodel *tm, const mt_backend *be, int task, int n, const float *emb_a,
+void mt_taskmodel_predict(const mt_taskmodel *tm, mt_tm_predictor *p, int task, int n, const float *emb_a,
                           const float *emb_b, const float *cls_ab, float *out) {
     int D = tm->D, C = tm->C;
-    const float *const *h = (const float *const *)tm->w.head;
     if (task == MT_TASK_SST) {
-        linear_on(be, out, emb_a, h[MT_TM_SST_W], h[MT_TM_SST_B], n, D, MT_SST_CLASSES);
+        linear_on(tm, p, out, emb_a, MT_TM_SST_W, n, D, MT_SST_CLASSES);
         for (int i = 0; i < n; i++) softmax5(out + (size_t)i * MT_SST_CLASSES, out + (size_t)i * MT_SST_CLASSES);
         return;
     }
@@ -552,7 +573,7 @@ void mt_taskmodel_predict(const mt_taskmodel *tm, const mt_backend *be, int task
         float *x = mt_malloc((size_t)n * 3 * D * sizeof *x);
         for (int i = 0; i < n; i++)
             pair_features(x + (size_t)i * 3 * D, emb_a + (size_t)i * D, emb_b + (size_t)i * D, D);
-        linear_on(be, zb, x, h[MT_TM_QQP_BI_W], h[MT_TM_QQP_BI_B], n, 3 * D, 1);
+        linear_on(tm, p, zb, x, MT_TM_QQP_BI_W, n, 3 * D, 1);
         free(x);
     } else if (wb > 0) {  // sts: the cosine, O(D) per pair and no product
         for (int i = 0; i < n; i++) {
@@ -561,7 +582,7 @@ void mt_taskmodel_predict(const mt_taskmodel *tm, const mt_backend *be, int task
         }
     }
     int w = task == MT_TASK_QQP ? MT_TM_QQP_CROSS_W : MT_TM_STS_CROSS_W;
-    if (wc > 0) linear_on(be, zc, cls_ab, h[w], h[w + 1], n, C, 1);
+    if (wc > 0) linear_on(tm, p, zc, cls_ab, w, n, C, 1);
     for (int i = 0; i < n; i++) {
         float z = wb * zb[i] + wc * zc[i];
         out[i] = task == MT_TASK_QQP ? sigmoid(z) : z;

@@ -163,13 +163,26 @@ double mt_taskmodel_forward(mt_taskmodel *tm, mt_tm_acts *a, int task, const flo
 void mt_taskmodel_backward(mt_taskmodel *tm, mt_tm_acts *a, float *dhidden, float *dsent, float *dheads,
                            float dloss);
 
+// What mt_taskmodel_predict keeps on its backend for the model's life (as heads' mt_head_dev):
+// the head tensors, copied once, and the rows and outputs of a product, grown to the most
+// records one call has passed (so a stream of equal chunks allocates once). A host-memory
+// backend needs none of it (nothing allocated).
+typedef struct {
+    const mt_backend *be;
+    int cap;       // records x and y hold
+    float *heads;  // [n_heads] be memory: the head tensors, laid out as in tm->params
+    float *x, *y;  // [cap, max(3D, C)] a product's rows, [cap, MT_SST_CLASSES] its outputs
+} mt_tm_predictor;
+void mt_tm_predictor_init(mt_tm_predictor *p, const mt_taskmodel *tm, const mt_backend *be);
+void mt_tm_predictor_free(mt_tm_predictor *p);
+
 // Inference on embed's pooled vectors (the `heads` stage) of n records, host arrays:
 // emb_a[n, D], emb_b[n, D] (pairs with a bi part; else NULL), cls_ab[n, C] (pairs with a
-// cross part; else NULL). The linear heads run as one product each on be (matmul_forward);
+// cross part; else NULL). The linear heads run as one product each on p->be (matmul_forward);
 // the sts cosine, sigmoid and softmax on the host. out[n, K]: sst probs[5]; qqp
 // P(duplicate) [1]; sts score [1]. Only valid when the sentence model is cls or mean (embed's
 // pooling).
-void mt_taskmodel_predict(const mt_taskmodel *tm, const mt_backend *be, int task, int n, const float *emb_a,
+void mt_taskmodel_predict(const mt_taskmodel *tm, mt_tm_predictor *p, int task, int n, const float *emb_a,
                           const float *emb_b, const float *cls_ab, float *out);
 
 #endif

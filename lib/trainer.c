@@ -76,6 +76,7 @@ typedef struct {
     double loss_sum[K];
     long loss_n[K];
     double last_loss[K], last_norm;
+    int loss_skipped;  // the last step was skipped for a non-finite loss (no PCGrad statistics)
 } trainer;
 
 static volatile sig_atomic_t stop_signal;
@@ -326,7 +327,7 @@ static void check_memory(trainer *T, int max_tokens, int max_examples, int max_s
     int tasks = T->pc_on ? T->phase_k[0] : 0;
     // the sentence model's activations hold 2 sequences per example (mt_tm_acts_reserve)
     size_t operands = mt_sentence_operand_floats(&T->tm.sent, max_tokens, 2 * max_examples);
-    mt_mem_run r = {max_tokens, max_seqs, max_len, 1, 1, tasks, operands};
+    mt_mem_run r = {max_tokens, max_seqs, max_len, 1, 1, tasks, operands, 0, T->tm.n_sent};
     mt_mem_plan_encoder(&p, &T->m->cfg, T->be, &r);
     mt_mem_plan_taskmodel(&p, &T->tm, T->be, &r, max_examples);
     char lower[256];
@@ -359,7 +360,11 @@ static void setup(trainer *T, const char *enc_dir, const char *heads_path) {
     batch_bounds(T, &max_tokens, &max_examples, &max_seqs, &max_len);
     check_memory(T, max_tokens, max_examples, max_seqs, max_len);
     setup_optimizers(T);
-    mt_bert_reserve(T->m, max_tokens, max_seqs, max_len, 1);
+    mt_bert_reserve(T->m, max_tokens, max_seqs, max_len, 1, 0);
+    // PCGrad and clipping take grams of the sentence model's segment too, which may be the
+    // larger (a big --lstm-hidden): the scratch grows to it (max_tokens: CUDA sizes its sort
+    // storage by it, as for the encoder's shape)
+    T->be->reserve(&(mt_workspace_shape){.max_tokens = max_tokens, .training = 1, .gram_n = T->tm.n_sent});
     mt_tm_acts_reserve(&T->tm, &T->acts, max_examples, max_tokens);
 }
 
@@ -415,8 +420,10 @@ static void pcgrad_counts(const trainer *T, int k, int *count) {
     for (int s = k; s < slots_per_step(T, k); s++) count[mt_rng_below(&r, (uint32_t)k)]++;
 }
 
-static void compute_gradient(trainer *T) {
-    int p = T->phase, k = T->phase_k[p], count[K];
+// The step's gradient; returns 1 when a task's loss was not finite and loss scaling skips the
+// step (lossscale.h; the other tasks still take their batches, as torch's loop would).
+static int compute_gradient(trainer *T) {
+    int p = T->phase, k = T->phase_k[p], count[K], skip = 0;
     // With PCGrad the shared parts (encoder, sentence model) are written whole by its combine
     // pass; only what the tasks accumulate into directly needs clearing.
     if (!T->pc_on) T->be->zero(T->Genc, T->n_enc * sizeof(float)), T->be->zero(T->Gsent, T->n_sent * sizeof(float));
@@ -428,10 +435,16 @@ static void compute_gradient(trainer *T) {
         if (T->pc_on) T->be->zero(T->Penc[i], T->n_enc * sizeof(float)), T->be->zero(T->Psent[i], T->n_sent * sizeof(float));
         float *enc = T->pc_on ? T->Penc[i] : T->Genc, *sent = T->pc_on ? T->Psent[i] : T->Gsent;
         double loss = run_task(T, t, B, enc, sent, T->Gheads);
-        if (!isfinite(loss)) die_nan(T, t);
+        if (!isfinite(loss)) {
+            char what[32];
+            snprintf(what, sizeof what, "%s loss", mt_task_name(t));
+            if (!skip && mt_loss_scaler_skip_loss(&T->ls, what, loss, T->step + 1)) die_nan(T, t);
+            skip = 1;
+            continue;
+        }
         T->last_loss[t] = loss, T->loss_sum[t] += loss, T->loss_n[t]++;
     }
-    if (T->pc_on) {
+    if (T->pc_on && !skip) {
         mt_rng r;
         mt_rng_init(&r, (uint64_t)T->o.seed, (uint32_t)T->step, MT_SITE_PCGRAD);
         T->pc.grad_scale = T->ls.scale;
@@ -439,21 +452,25 @@ static void compute_gradient(trainer *T) {
                                     {T->be, (const float *const *)T->Psent, T->Gsent, T->n_sent}};
         mt_pcgrad_step_segments(&T->pc, seg, 2, &r);
     }
+    return skip;
 }
 
 static void train_step(trainer *T) {
     for (int t = 0; t < K; t++) T->last_loss[t] = NAN;
-    compute_gradient(T);
+    T->loss_skipped = compute_gradient(T);
     mt_grad_segment seg[3] = {{T->be, T->Genc, T->n_enc}, {T->be, T->Gsent, T->n_sent},
                               {mt_backend_cpu(), T->Gheads, T->tm.n_heads}};
-    double norm = mt_loss_scaler_unscale_clip(&T->ls, seg, 3, T->o.clip);
-    if (mt_loss_scaler_update(&T->ls, norm, T->step + 1)) {  // else skipped: lossscale.h
-        double lr = mt_lr_at(&T->sched, T->step);
-        mt_adamw_step(&T->opt_enc, T->m->params, T->Genc, lr);
-        mt_adamw_step(&T->opt_sent, T->tm.sent_params, T->Gsent, lr);
-        mt_adamw_step(&T->opt_heads, T->tm.params + T->n_sent, T->Gheads, lr);
-    } else if (T->ls.mode == MT_LOSS_SCALE_NONE) {
-        die_nan(T, T->phase_task[T->phase][0]);
+    double norm = NAN;  // a step skipped for its loss has no gradient to measure
+    if (!T->loss_skipped) {
+        norm = mt_loss_scaler_unscale_clip(&T->ls, seg, 3, T->o.clip);
+        if (mt_loss_scaler_update(&T->ls, norm, T->step + 1)) {  // else skipped: lossscale.h
+            double lr = mt_lr_at(&T->sched, T->step);
+            mt_adamw_step(&T->opt_enc, T->m->params, T->Genc, lr);
+            mt_adamw_step(&T->opt_sent, T->tm.sent_params, T->Gsent, lr);
+            mt_adamw_step(&T->opt_heads, T->tm.params + T->n_sent, T->Gheads, lr);
+        } else if (T->ls.mode == MT_LOSS_SCALE_NONE) {
+            die_nan(T, T->phase_task[T->phase][0]);
+        }
     }
     T->last_norm = norm;
     T->step++, T->steps_done++;
@@ -661,16 +678,17 @@ static void log_step(trainer *T) {
     for (int t = 0; t < K; t++) fmt_value(f, T->last_loss[t]);
     fmt_value(f, T->last_norm);
     const mt_pcgrad *pc = &T->pc;
+    int pc_on = T->pc_on && !T->loss_skipped;
     for (int i = 0; i < K; i++)
-        for (int j = i + 1; j < K; j++) fmt_value(f, T->pc_on && j < pc->k ? pc->cosine[i * pc->k + j] : NAN);
+        for (int j = i + 1; j < K; j++) fmt_value(f, pc_on && j < pc->k ? pc->cosine[i * pc->k + j] : NAN);
     int conflicts = 0;
     double removed = 0;
-    for (int i = 0; T->pc_on && i < pc->k; i++) {
+    for (int i = 0; pc_on && i < pc->k; i++) {
         removed += pc->removed[i];
         for (int j = i + 1; j < pc->k; j++) conflicts += pc->conflict[i * pc->k + j];
     }
-    fmt_value(f, T->pc_on ? conflicts : NAN);
-    fmt_value(f, T->pc_on ? removed : NAN);
+    fmt_value(f, pc_on ? conflicts : NAN);
+    fmt_value(f, pc_on ? removed : NAN);
     fputc('\n', f);
     fflush(f);
 }
@@ -750,7 +768,7 @@ static int run(trainer *T) {
         if (stop_signal) { mt_log("signal %d: saved %s/last at step %ld", (int)stop_signal, T->o.out_dir, T->step); status = 128 + stop_signal; break; }
     }
     if (T->ls.mode != MT_LOSS_SCALE_NONE && !stop_signal)
-        mt_log("loss scaling: %s, scale %g after step %ld; %ld steps skipped (gradient not finite)",
+        mt_log("loss scaling: %s, scale %g after step %ld; %ld steps skipped (loss or gradient not finite)",
                mt_loss_scale_mode_name(T->ls.mode), (double)T->ls.scale, T->step, T->ls.skipped);
     if (T->step >= T->total_steps && T->best_step)
         mt_log("done: %ld steps; best dev overall %.4f at step %ld (%s/best)", T->step, T->best, T->best_step, T->o.out_dir);

@@ -11,9 +11,12 @@ size_t mt_workspace_generic(const mt_workspace_shape *s, size_t *each) {
     size_t w[MT_WS_COUNT];
     memset(w, 0, sizeof w);
     // The padded products cost B * Lmax (and B * Lmax^2): B sequences whose longest has Lmax
-    // tokens hold at least Lmax + B - 1 tokens, so Lmax <= max_tokens - B + 1.
+    // tokens hold at least Lmax + B - 1 tokens, so Lmax <= max_tokens - B + 1; and B * Lmax is
+    // at most the padded bound.
+    int64_t padded = mt_ws_padded_bound(s);
     for (int B = 1; B <= s->max_batch && B <= s->max_tokens; B++) {
         int L = s->max_tokens - B + 1 < s->max_len ? s->max_tokens - B + 1 : s->max_len;
+        L = padded / B < L ? (int)(padded / B) : L;
         w[MT_WS_ATT_Q] = MAX(w[MT_WS_ATT_Q], mt_ws_att_heads(B, L, s->C));
         w[MT_WS_ATT_S] = MAX(w[MT_WS_ATT_S], mt_ws_att_scores(B, L, s->NH));
     }

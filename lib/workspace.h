@@ -32,6 +32,10 @@ static inline size_t mt_ws_att_heads(int B, int Lmax, int C) { return (size_t)B 
 static inline size_t mt_ws_att_scores(int B, int Lmax, int NH) {
     return (size_t)B * NH * Lmax * Lmax * sizeof(float);
 }
+// The bound on sequences x longest of any batch within s (max_padded, else max_batch x max_len).
+static inline int64_t mt_ws_padded_bound(const mt_workspace_shape *s) {
+    return s->max_padded > 0 ? s->max_padded : (int64_t)s->max_batch * s->max_len;
+}
 // column sums of N rows of C columns (two sets for LayerNorm's weight and bias): double partials
 static inline size_t mt_ws_colsums(int N, int C, int sets) {
     return (size_t)((N + MT_WS_COLSUM_ROWS - 1) / MT_WS_COLSUM_ROWS) * C * sets * sizeof(double);

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "common.h"
+#include "lossscale.h"
 #include "sentence.h"
 #include "trainer.h"
 
@@ -67,9 +68,10 @@ static const char *USAGE =
     "      --loss-scale S        dynamic | none | VALUE: the loss is multiplied by the scale\n"
     "                            before the backward and the gradient divided by it after\n"
     "                            (default dynamic with --precision fp16, else none). dynamic\n"
-    "                            (torch's GradScaler): from 65536, a non-finite gradient skips\n"
-    "                            the step and halves the scale, 2000 good steps double it;\n"
-    "                            VALUE: fixed, steps with a non-finite gradient skipped. Kept\n"
+    "                            (torch's GradScaler): from 65536, a non-finite loss or\n"
+    "                            gradient skips the step and halves the scale, 2000 good steps\n"
+    "                            double it; VALUE: fixed, such steps skipped. Without scaling a\n"
+    "                            non-finite loss stops the run. Kept\n"
     "                            in the run's state; given to --resume, it starts afresh\n"
     "      --loss-scale-init X   dynamic: the first scale (default 65536)\n"
     "      --max-memory SIZE     fail up front when the run's planned memory (the encoder's and\n"
@@ -204,7 +206,7 @@ int main(int argc, char **argv) {
         case 'd': o.device = optarg; break;
         case O_PRECISION: o.precision = optarg; break;
         case O_LOSS_SCALE: o.loss_scale = optarg; break;
-        case O_LOSS_SCALE_INIT: o.loss_scale_init = in_range("--loss-scale-init", optarg, 0, 3.4e38); break;
+        case O_LOSS_SCALE_INIT: o.loss_scale_init = mt_loss_scale_init_parse(optarg); break;
         case O_MAXMEM: o.max_memory = optarg; break;
         case 'q': mt_quiet = 1; break;
         case 'h': fputs(USAGE, stdout); return 0;

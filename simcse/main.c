@@ -9,6 +9,7 @@
 #include "contrastive.h"
 #include "device.h"
 #include "json.h"
+#include "lossscale.h"
 #include "memplan.h"
 
 static const char *USAGE =
@@ -57,13 +58,15 @@ static const char *USAGE =
     "                           said on stderr; cuda without a GPU is an error)\n"
     "      --precision P        on CUDA: fp32 (default), tf32, bf16 or fp16 matrix products\n"
     "      --loss-scale S       dynamic | none | VALUE (fixed): scale the loss for the backward,\n"
-    "                           skip steps whose gradient is not finite (default dynamic with\n"
-    "                           --precision fp16, else none; dynamic as torch's GradScaler)\n"
+    "                           skip steps whose loss or gradient is not finite (default\n"
+    "                           dynamic with --precision fp16, else none; dynamic as torch's\n"
+    "                           GradScaler; without scaling a non-finite loss stops the run)\n"
     "      --loss-scale-init X  dynamic: the first scale (default 65536)\n"
     "      --max-memory SIZE    fail up front when the run's planned memory (sized once from\n"
     "                           the batches) exceeds SIZE (e.g. 20G, 512M; default\n"
     "                           $MTBERT_MAX_MEMORY, else the device's free memory)\n"
     "      --log-every N        progress line every N steps (default: every 2 s)\n"
+    "      --fail-at-step N     testing: a NaN loss at step N\n"
     "  -q, --quiet              no progress on stderr\n"
     "  -h, --help               this text\n"
     "\n"
@@ -112,7 +115,8 @@ static int parse_pool(const char *s) {
 }
 
 enum { O_NLI = 256, O_MIN_SCORE, O_TAU, O_SYM, O_POOL, O_DROPOUT, O_BATCH_TOKENS, O_EPOCHS, O_LR, O_WD,
-       O_WARMUP, O_CLIP, O_MAX_STEPS, O_LIMIT, O_LOG_EVERY, O_PRECISION, O_LOSS_SCALE, O_LOSS_SCALE_INIT, O_MAX_MEMORY };
+       O_WARMUP, O_CLIP, O_MAX_STEPS, O_LIMIT, O_LOG_EVERY, O_PRECISION, O_LOSS_SCALE, O_LOSS_SCALE_INIT, O_MAX_MEMORY,
+       O_FAIL };
 
 static void parse_args(options *o, int argc, char **argv) {
     static const struct option opts[] = {
@@ -129,6 +133,7 @@ static void parse_args(options *o, int argc, char **argv) {
         {"threads", required_argument, 0, 'j'}, {"device", required_argument, 0, 'd'}, {"log-every", required_argument, 0, O_LOG_EVERY},
         {"precision", required_argument, 0, O_PRECISION}, {"loss-scale", required_argument, 0, O_LOSS_SCALE},
         {"loss-scale-init", required_argument, 0, O_LOSS_SCALE_INIT}, {"max-memory", required_argument, 0, O_MAX_MEMORY},
+        {"fail-at-step", required_argument, 0, O_FAIL},
         {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     mt_cl_train_options *t = &o->train;
     int c, nli = 0, pairs = 0;
@@ -158,8 +163,9 @@ static void parse_args(options *o, int argc, char **argv) {
         case 'd': o->device = optarg; break;
         case O_PRECISION: o->precision = optarg; break;
         case O_LOSS_SCALE: t->loss_scale = optarg; break;
-        case O_LOSS_SCALE_INIT: t->loss_scale_init = mt_parse_double("--loss-scale-init", optarg); break;
+        case O_LOSS_SCALE_INIT: t->loss_scale_init = mt_loss_scale_init_parse(optarg); break;
         case O_MAX_MEMORY: o->max_memory = optarg; break;
+        case O_FAIL: t->fail_at_step = mt_parse_long("--fail-at-step", optarg, 1, 1L << 40); break;
         case O_LOG_EVERY: t->log_every = (int)mt_parse_long("--log-every", optarg, 1, 1 << 30); break;
         case 'q': mt_quiet = 1; break;
         case 'h': fputs(USAGE, stdout); exit(0);

@@ -127,7 +127,7 @@ same_weights() {  # two run directories ended with identical best and last check
   [ "$status" -eq 0 ]
   [[ "$stderr" == *"loss scaling: dynamic, scale 1e+38"* ]]
   [[ "$stderr" == *"step 1: gradient norm "@(NaN|inf)": optimizer step skipped; loss scale 1e+38 -> 5e+37"* ]]
-  [[ "$stderr" == *"steps skipped (gradient not finite)"* ]]
+  [[ "$stderr" == *"steps skipped (loss or gradient not finite)"* ]]
   # the log: step 1's norm is not finite, step 2's is
   [[ "$(awk -F'\t' 'NR == 2 { print $8 }' "$T/r/train.log")" == @(NA|inf) ]]
   awk -F'\t' 'NR == 3 { exit !($8 + 0 > 0 && $8 + 0 < 1e6) }' "$T/r/train.log"
@@ -139,6 +139,32 @@ same_weights() {  # two run directories ended with identical best and last check
   cmp "$T/s/last/heads.safetensors" "$T/z/last/heads.safetensors"
   # and the run moved on after it: not the weights of a run without the skip, not the start
   ! cmp -s "$T/r/last/model.safetensors" "$T/z/last/model.safetensors"
+}
+
+# A non-finite loss under loss scaling is GradScaler's non-finite gradient (lossscale.h): the
+# step is skipped (dynamic: the scale halves) and training goes on; without scaling it stops
+# (the --fail-at-step test below).
+@test "a non-finite loss under --loss-scale dynamic or fixed: the step is skipped, the log says so, training proceeds" {
+  run --separate-stderr "$BIN/pcgrad-train" -j 2 --model "$S/tiny" --task sst="$S/sst.tok" --task qqp="$S/qqp.tok" \
+    --task sts="$S/sts.tok" --pcgrad --epochs 2 --loss-scale dynamic --fail-at-step 2 -o "$T/r"  # not -q
+  [ "$status" -eq 0 ]
+  [[ "$stderr" == *"step 2: sst loss NaN: optimizer step skipped; loss scale 65536 -> 32768"* ]]
+  [[ "$stderr" == *"scale 32768 after step 12; 1 steps skipped (loss or gradient not finite)"* ]]
+  [ "$(tail -n +2 "$T/r/train.log" | wc -l)" -eq 12 ]
+  # step 2: no loss, no norm, no PCGrad statistics; step 3 has them again
+  awk -F'\t' 'NR == 3 { for (i = 5; i <= NF; i++) if ($i != "NA") exit 1 }' "$T/r/train.log"
+  awk -F'\t' 'NR == 4 { exit !($5 != "NA" && $8 != "NA" && $9 != "NA") }' "$T/r/train.log"
+  # the skipped step moved nothing: two steps with the second skipped = one step (the scale
+  # is a power of two: exact), in the parameters
+  train --pcgrad --max-steps 2 --loss-scale dynamic --fail-at-step 2 -o "$T/s"
+  train --pcgrad --max-steps 1 -o "$T/one"
+  cmp "$T/s/last/model.safetensors" "$T/one/last/model.safetensors"
+  cmp "$T/s/last/heads.safetensors" "$T/one/last/heads.safetensors"
+  # fixed: skipped too, the scale kept
+  run --separate-stderr "$BIN/pcgrad-train" -j 2 --model "$S/tiny" --task sst="$S/sst.tok" --task qqp="$S/qqp.tok" \
+    --task sts="$S/sts.tok" --max-steps 3 --loss-scale 1024 --fail-at-step 2 -o "$T/f"
+  [ "$status" -eq 0 ]
+  [[ "$stderr" == *"step 2: sst loss NaN: optimizer step skipped; loss scale 1024 -> 1024"* ]]
 }
 
 @test "resume across a loss-scale backoff equals the uninterrupted run, byte for byte" {
@@ -158,6 +184,9 @@ same_weights() {  # two run directories ended with identical best and last check
   [[ "$stderr" == *"--loss-scale sometimes: expected dynamic, none or a positive number"* ]]
   run --separate-stderr train --max-steps 1 --loss-scale -4 -o "$T/y"
   [ "$status" -ne 0 ]
+  run --separate-stderr train --max-steps 1 --loss-scale-init -1 -o "$T/v"
+  [ "$status" -ne 0 ]
+  [[ "$stderr" == *"--loss-scale-init -1: must be 0 (the default) or a positive finite float"* ]]
   run --separate-stderr train --max-steps 1 --device cpu --precision fp16 -o "$T/z"
   [ "$status" -ne 0 ]
   [[ "$stderr" == *"--precision fp16: the CPU backend computes in fp32 only"* ]]
@@ -361,6 +390,22 @@ for line in sys.stdin:
     n += 1
 assert n == 32, n'
   done
+}
+
+# PCGrad and clipping take the gram of the sentence model's segment as of the encoder's: with a
+# hidden-8 encoder (249k parameters) and --lstm-hidden 1024 (8.5M) the segment's is the larger,
+# and cpu-staged checks the scratch the plan reserved against CUDA's ask.
+@test "a sentence model larger than the encoder: the gram scratch is planned for it (cpu-staged)" {
+  "$TINY_BERT" "$MODEL/vocab.txt" "$T/mini" 8 1 1 16 1
+  for t in sst qqp sts; do
+    if [ $t = sst ]; then a=(--text sentence --label label); else a=(--pair sentence1,sentence2 --label $([ $t = qqp ] && echo is_duplicate || echo similarity)); fi
+    "$BIN/tokenize" -q --model "$T/mini" "${a[@]}" "$S/$t.tsv" -o "$T/$t.tok"
+  done
+  run --separate-stderr "$BIN/pcgrad-train" -q -j 2 --model "$T/mini" --task sst="$T/sst.tok" --task qqp="$T/qqp.tok" \
+    --task sts="$T/sts.tok" --pcgrad --device cpu-staged --sentence-model sbert-cnn-bilstm --cnn-filters 2 \
+    --lstm-hidden 1024 --batch-tokens 64 --max-steps 1 -o "$T/r"
+  [ "$status" -eq 0 ] || { echo "$stderr"; false; }
+  [ -s "$T/r/last/heads.safetensors" ]
 }
 
 @test "embed --pool sbert-cnn-bilstm refuses a model without that sentence model; heads refuses a mismatch" {

@@ -2,6 +2,7 @@
 # simcse: tiny runs (a few short pairs, 3 steps of 8) that write a checkpoint embed loads,
 # determinism, NLI hard negatives, SST pairs, and every refusal.
 load helpers
+bats_require_minimum_version 1.5.0
 
 TINY=(--limit 64 --max-steps 3 --batch-size 8 --threads 2 --quiet)
 
@@ -91,6 +92,36 @@ PY
   run tiny_run "$T/lsbad" --loss-scale 0
   [ "$status" -ne 0 ]
   [[ "$output" == *"--loss-scale 0: expected dynamic, none or a positive number"* ]]
+}
+
+# One parser for --loss-scale-init in both trainers (lossscale.h): refused before any work.
+@test "--loss-scale-init refuses negatives, non-numbers and what a float cannot hold" {
+  for v in -1 1e39 nan inf abc; do
+    run --separate-stderr tiny_run "$T/lsinit" --loss-scale dynamic --loss-scale-init "$v"
+    [ "$status" -ne 0 ]
+    [[ "$stderr" == *"--loss-scale-init"* ]]
+    [ ! -e "$T/lsinit" ]
+  done
+  run --separate-stderr tiny_run "$T/lsinit" --loss-scale dynamic --loss-scale-init -1
+  [[ "$stderr" == *"--loss-scale-init -1: must be 0 (the default) or a positive finite float"* ]]
+}
+
+# A non-finite loss: without loss scaling the run stops; with it the step is skipped as for a
+# non-finite gradient (lossscale.h) and training goes on.
+@test "a NaN loss stops the run without loss scaling; under --loss-scale dynamic the step is skipped" {
+  run --separate-stderr tiny_run "$T/nan" --fail-at-step 2
+  [ "$status" -ne 0 ]
+  [[ "$stderr" == *"simcse: step 2: loss is nan"*"lower --lr or check the data"* ]]
+  [ ! -e "$T/nan" ]
+  run --separate-stderr "$BIN/simcse" --model "$MODEL" --pairs qqp="$T/qqp.tok" --pairs sts="$T/sts.tok" \
+    --limit 64 --max-steps 3 --batch-size 8 --threads 2 --loss-scale dynamic --fail-at-step 3 -o "$T/skip"  # not -q
+  [ "$status" -eq 0 ]
+  [[ "$stderr" == *"step 3: loss NaN: optimizer step skipped; loss scale 65536 -> 32768"* ]]
+  [[ "$stderr" == *"loss scale 32768 at the end; 1 of 3 steps skipped (loss or gradient not finite)"* ]]
+  awk -F'\t' 'NR == 4 { exit !($1 == 3 && $2 == "nan") }' "$T/skip/simcse.log"
+  # the skipped step moved nothing: the model of the run's first 2 steps (same lr schedule)
+  tiny_run "$T/two" --max-steps 2
+  cmp "$T/two/model.safetensors" "$T/skip/model.safetensors"
 }
 
 @test "determinism: the same seed and data give a byte-identical model; another seed does not" {

@@ -1330,7 +1330,7 @@ static void bench_attention_modes(int B, int L, int C, int NH) {
 // workspace covers the device-independent ask of workspace.c and memory_free counts what the
 // reservation holds; the CPU reserves nothing and has no device limit.
 static void check_workspaces(void) {
-    mt_workspace_shape s = {16384, 128, 128, 768, 12, 3072, 1, (size_t)8192 * 3072, 0};
+    mt_workspace_shape s = {16384, 128, 128, 768, 12, 3072, 1, (size_t)8192 * 3072, 0, 0};
     size_t each[MT_WS_COUNT], generic[MT_WS_COUNT], sum = 0;
     size_t total = gpu->workspace_bytes(&s, each), gen_total = mt_workspace_generic(&s, generic);
     float got[3] = {0, 0, 0}, want[3] = {1, 1, 1};
@@ -1352,9 +1352,9 @@ static void check_workspaces(void) {
 // 128 sequences of 128; gram over 8192 x 3072; 64 sequences of 512 for the attention modes' bench).
 // An op asking for more dies naming its workspace.
 static void reserve_workspaces(void) {
-    mt_workspace_shape checks = {2000, 8, 1300, 768, 12, 3072, 1, 1000003, 0};
-    mt_workspace_shape bench = {16384, 128, 128, 768, 12, 3072, 1, (size_t)8192 * 3072, 0};
-    mt_workspace_shape bench512 = {32768, 64, 512, 768, 12, 3072, 1, 0, 0};  // bench_attention_modes at L = 512
+    mt_workspace_shape checks = {2000, 8, 1300, 768, 12, 3072, 1, 1000003, 0, 0};
+    mt_workspace_shape bench = {16384, 128, 128, 768, 12, 3072, 1, (size_t)8192 * 3072, 0, 0};
+    mt_workspace_shape bench512 = {32768, 64, 512, 768, 12, 3072, 1, 0, 0, 0};  // bench_attention_modes at L = 512
     gpu->reserve(&checks);
     gpu->reserve(&bench);
     gpu->reserve(&bench512);

@@ -59,7 +59,7 @@ static trainee trainee_new(const char *dir, const mt_backend *be, int max_tokens
     t.dh = be->alloc((size_t)max_tokens * t.m->cfg.hidden_size * sizeof(float));
     mt_adamw_hparams hp = mt_adamw_defaults();
     mt_bert_adamw_init(&t.opt, t.m, &hp, 0);
-    mt_bert_reserve(t.m, max_tokens, max_batch, max_len, 1);
+    mt_bert_reserve(t.m, max_tokens, max_batch, max_len, 1, 0);
     return t;
 }
 

@@ -266,7 +266,7 @@ int main(void) {
     }
     for (int i = 0; i < N; i++) ids[i] = (int32_t)((frand() + 1.0f) * 14.0f), types[i] = i % 3 == 2;  // words < 29
     for (int i = 0; i < N * C; i++) R[i] = frand();
-    mt_bert_reserve(m, N, B, 8, 1);
+    mt_bert_reserve(m, N, B, 8, 1, 0);
     RUN(training_forward_without_dropout_is_the_inference_forward);
     RUN(encoder_backward_matches_finite_differences);
     RUN(encoder_backward_with_dropout_matches_finite_differences);

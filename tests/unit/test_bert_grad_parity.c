@@ -84,7 +84,7 @@ TEST(encoder_gradients_match_pytorch) {
     float *R = malloc(sizeof(float) * N * C), *dh = malloc(sizeof(float) * N * C);
     float *grads = calloc(model->num_params, sizeof(float));
     for (int i = 0; i < N * C; i++) R[i] = r_at((uint64_t)i);
-    mt_bert_reserve(model, N, B, 64, 1);
+    mt_bert_reserve(model, N, B, 64, 1, 0);
     const float *h = mt_bert_forward_train(model, ids, types, offsets, B, NULL);
     CHECK(h != NULL);
     if (!h) { printf("# %s\n", mt_bert_error(model)); return; }

@@ -169,7 +169,7 @@ TEST(training_layout_gives_the_same_outputs) {
     const ref_sentence *r = &refs[5];
     float *a = malloc(sizeof(float) * r->L * H), *b = malloc(sizeof(float) * r->L * H);
     mt_bert_forward(model, r->ids, r->types, &r->L, 1, r->L, a, NULL);
-    mt_bert_reserve(model, 256, 4, 128, 1);  // keep every layer's activations
+    mt_bert_reserve(model, 256, 4, 128, 1, 0);  // keep every layer's activations
     int rc = mt_bert_forward(model, r->ids, r->types, &r->L, 1, r->L, b, NULL);
     CHECK(rc == 0);
     CHECK(max_diff(a, b, (size_t)r->L * H) == 0);
@@ -183,7 +183,7 @@ TEST(training_layout_gives_the_same_outputs) {
         worst = fmax(worst, fabs(s - 1));
     }
     CHECK(worst < 1e-5);
-    mt_bert_reserve(model, 256, 4, 128, 0);
+    mt_bert_reserve(model, 256, 4, 128, 0, 0);
     free(a); free(b);
 }
 
@@ -208,6 +208,23 @@ TEST(refuses_bad_batches) {
     free(ids);
 }
 
+// A plan's bound on sequences x longest (embed's batcher, mt_bert_reserve's max_padded) is kept:
+// a batch within the other bounds but past it is refused, as any batch outside the plan.
+TEST(a_plan_bounds_sequences_x_longest) {
+    char err[512];
+    mt_bert *m = mt_bert_load(getenv("MTBERT_MODEL") ? getenv("MTBERT_MODEL") : "models/all-MiniLM-L6-v2",
+                              mt_backend_cpu_staged(), err, sizeof err);
+    CHECK(m != NULL);
+    if (!m) return;
+    mt_bert_reserve(m, 64, 4, 32, 0, 40);  // up to 4 sequences of up to 32, but 4 x 32 > 40
+    int32_t ids[3 * 20] = {0}, len[3] = {20, 20, 20};
+    for (int b = 0; b < 3; b++) ids[b * 20] = 101, ids[b * 20 + 1] = 2023, ids[b * 20 + 19] = 102;
+    CHECK(mt_bert_forward(m, ids, NULL, len, 2, 20, NULL, NULL) == 0);  // 2 x 20
+    CHECK(mt_bert_forward(m, ids, NULL, len, 3, 20, NULL, NULL) != 0);  // 3 x 20 > 40
+    CHECK(strstr(mt_bert_error(m), "sequences x longest 40") != NULL);
+    mt_bert_free(m);
+}
+
 int main(void) {
     const char *dir = getenv("MTBERT_MODEL") ? getenv("MTBERT_MODEL") : "models/all-MiniLM-L6-v2";
     if (load_refs("tests/ref/encoder_minilm.bin.gz")) {
@@ -228,6 +245,7 @@ int main(void) {
     RUN(batched_with_padding_equals_unbatched);
     RUN(training_layout_gives_the_same_outputs);
     RUN(refuses_bad_batches);
+    RUN(a_plan_bounds_sequences_x_longest);
     mt_bert_free(model);
     for (int i = 0; i < nrefs; i++) {
         free(refs[i].ids); free(refs[i].types); free(refs[i].pos);

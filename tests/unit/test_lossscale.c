@@ -68,6 +68,19 @@ TEST(fixed_and_none) {
     CHECK(mt_loss_scaler_update(&s, NAN, 2) == 0 && s.skipped == 0 && s.scale == 1.0f);  // the caller stops
 }
 
+// A non-finite loss is a non-finite gradient: skipped (dynamic halves), or -1 with none.
+TEST(skip_loss) {
+    mt_loss_scaler s;
+    char err[256];
+    mt_loss_scaler_init(&s, "dynamic", 1024, NULL, err, sizeof err);
+    mt_loss_scaler_update(&s, 1.0, 1);
+    CHECK(mt_loss_scaler_skip_loss(&s, "sst loss", NAN, 2) == 0 && s.scale == 512.0f && s.skipped == 1 && s.good == 0);
+    mt_loss_scaler_init(&s, "256", 0, NULL, err, sizeof err);
+    CHECK(mt_loss_scaler_skip_loss(&s, "loss", INFINITY, 1) == 0 && s.scale == 256.0f && s.skipped == 1);
+    mt_loss_scaler_init(&s, "none", 0, NULL, err, sizeof err);
+    CHECK(mt_loss_scaler_skip_loss(&s, "loss", NAN, 1) == -1 && s.skipped == 0);
+}
+
 // Unscaling by a power of two is exact; the norm is the unscaled gradient's, clipping applies
 // after; an inf anywhere gives a non-finite norm.
 TEST(unscale_clip) {
@@ -117,6 +130,7 @@ int main(void) {
     RUN(growth_after_interval);
     RUN(backoff_and_skip);
     RUN(fixed_and_none);
+    RUN(skip_loss);
     RUN(unscale_clip);
     RUN(state_round_trip);
     return check_summary();

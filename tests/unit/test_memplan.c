@@ -28,7 +28,7 @@ TEST(minilm_parameters) {
 // 64 tokens, 4 sequences, longest 32: N*C floats = 98304 bytes, N*F = 393216, [N] = 256.
 TEST(minilm_inference_plan_on_the_cpu) {
     mt_mem_plan p;
-    mt_mem_plan_encoder(&p, &MINILM, mt_backend_cpu(), &(mt_mem_run){64, 4, 32, 0, 0, 0, 0});
+    mt_mem_plan_encoder(&p, &MINILM, mt_backend_cpu(), &(mt_mem_run){64, 4, 32, 0, 0, 0, 0, 0, 0});
     // emb, x, atty, res1, ln1 (5 x 98304) + qkv 294912 + fch 393216 (GELU in place, res2 = res1)
     // + 6 LayerNorm statistics and ids/types/pos (9 x 256) + cls, pooled (2 x 6144)
     // + offsets (20 -> 64) + att_offsets (32 -> 64)
@@ -42,7 +42,7 @@ TEST(minilm_inference_plan_on_the_cpu) {
 
 TEST(minilm_training_plan_on_a_device_backend) {
     mt_mem_plan p;
-    mt_mem_plan_encoder(&p, &MINILM, mt_backend_cpu_staged(), &(mt_mem_run){64, 4, 32, 1, 1, 3, 0});
+    mt_mem_plan_encoder(&p, &MINILM, mt_backend_cpu_staged(), &(mt_mem_run){64, 4, 32, 1, 1, 3, 0, 0, 0});
     size_t P = 22713216u * 4;
     // every layer kept: emb + 7 x (layer inputs and the output) + 6 x (qkv, atty, res1, ln1,
     // fch, fch_gelu, res2) + probabilities 6 x NH x N x 32 floats + 2 + 24 statistics
@@ -67,7 +67,7 @@ TEST(minilm_training_plan_on_a_device_backend) {
 // The padded bound: B sequences whose longest is Lmax hold >= Lmax + B - 1 tokens.
 TEST(padded_attention_is_bounded_by_the_tokens) {
     size_t w[MT_WS_COUNT];
-    mt_workspace_shape s = {100, 10, 95, 384, 12, 1536, 0, 0, 0};
+    mt_workspace_shape s = {100, 10, 95, 384, 12, 1536, 0, 0, 0, 0};
     mt_workspace_generic(&s, w);
     size_t best = 0;  // B = 1..6: L = 95 (B <= 6), then 100 - B + 1
     for (int B = 1; B <= 10; B++) {
@@ -76,6 +76,40 @@ TEST(padded_attention_is_bounded_by_the_tokens) {
         best = sc > best ? sc : best;
     }
     CHECK(w[MT_WS_ATT_S] == best && w[MT_WS_ATT_DS] == 0 && w[MT_WS_SCRATCH] == 0);
+}
+
+// embed's batcher keeps sequences x longest within its token budget (max_padded): at 4096 tokens
+// and 512 positions the worst batch is 8 sequences of 512, not the 64 of 512 the tokens alone
+// allow (each of 64 sequences of 512 tokens holds >= 512 + 63 tokens <= 4096).
+TEST(embed_plans_attention_by_sequences_x_longest) {
+    mt_mem_plan p;
+    const mt_backend *be = mt_backend_cpu_staged();
+    mt_mem_plan_encoder(&p, &MINILM, be, &(mt_mem_run){4096, 64, 512, 0, 0, 0, 0, 4096, 0});
+    CHECK(item(&p, "attention scores") == (size_t)8 * 12 * 512 * 512 * 4);  // 96 MiB
+    CHECK(item(&p, "attention Q") == (size_t)4096 * 384 * 4);
+    mt_mem_plan_encoder(&p, &MINILM, be, &(mt_mem_run){4096, 64, 512, 0, 0, 0, 0, 0, 0});
+    CHECK(item(&p, "attention scores") == (size_t)64 * 12 * 512 * 512 * 4);  // 768 MiB
+    CHECK(item(&p, "attention Q") == (size_t)64 * 512 * 384 * 4);
+    // the bound cuts L where it is tighter than the tokens: B = 9 gets 4096 / 9 = 455
+    size_t w[MT_WS_COUNT];
+    mt_workspace_generic(&(mt_workspace_shape){4096, 9, 512, 384, 12, 1536, 0, 0, 0, 4096}, w);
+    CHECK(w[MT_WS_ATT_S] == (size_t)8 * 12 * 512 * 512 * 4);
+    mt_workspace_generic(&(mt_workspace_shape){4096, 9, 455, 384, 12, 1536, 0, 0, 0, 4096}, w);
+    CHECK(w[MT_WS_ATT_S] == (size_t)9 * 12 * 455 * 455 * 4);
+}
+
+// The gram scratch holds the largest gram call of the run: a sentence model's segment larger
+// than the encoder (30M floats > MiniLM's 22.7M) sizes it; a smaller one leaves the encoder's.
+TEST(gram_scratch_covers_the_largest_segment) {
+    mt_mem_plan p;
+    const mt_backend *be = mt_backend_cpu_staged();
+    mt_mem_plan_encoder(&p, &MINILM, be, &(mt_mem_run){64, 4, 32, 1, 1, 3, 0, 0, 30000000});
+    CHECK(item(&p, "backward scratch") == mt_ws_gram(MT_GRAM_MAX_K, 30000000));  // (256 + 136 x 3663) doubles
+    CHECK(mt_ws_gram(MT_GRAM_MAX_K, 30000000) == (256 + 136 * 3663) * 8);
+    mt_mem_plan_encoder(&p, &MINILM, be, &(mt_mem_run){64, 4, 32, 1, 1, 3, 0, 0, 1000000});
+    CHECK(item(&p, "backward scratch") == (256 + 136 * 2773) * 8);
+    mt_mem_plan_encoder(&p, &MINILM, be, &(mt_mem_run){64, 4, 32, 0, 0, 0, 0, 0, 30000000});  // inference: none
+    CHECK(item(&p, "backward scratch") == 0);
 }
 
 // The task model's items, MiniLM width (C 384), 64 tokens, 4 examples (8 sentences), on a device
@@ -88,7 +122,7 @@ TEST(sentence_model_items) {
     CHECK(tm.n_sent == 492032u + 526336u && tm.D == 1152);
     const mt_backend *be = mt_backend_cpu_staged();
     mt_mem_plan p = {0};
-    mt_mem_run r = {64, 12, 32, 1, 1, 3, 0};
+    mt_mem_run r = {64, 12, 32, 1, 1, 3, 0, 0, 0};
     mt_mem_plan_taskmodel(&p, &tm, be, &r, 4);
     size_t S = tm.n_sent * 4;
     CHECK(item(&p, "sentence model parameters") == S && item(&p, "sentence model gradients") == S);
@@ -156,7 +190,7 @@ static int in_child(void (*fn)(void), char *msg, size_t n) {
 // padded-head memory than a shape of 64 tokens in 2 sequences of at most 32 reserved.
 static void over_ask(void) {
     const mt_backend *be = mt_backend_cpu_staged();
-    be->reserve(&(mt_workspace_shape){64, 2, 32, 8, 2, 32, 0, 0, 0});
+    be->reserve(&(mt_workspace_shape){64, 2, 32, 8, 2, 32, 0, 0, 0, 0});
     int32_t offsets[4] = {0, 40, 41, 42};
     int64_t att_offsets[3] = {0, 2 * 40 * 40, 2 * 40 * 40 + 2};
     static float qkv[42 * 24], out[42 * 8];  // static: nothing for LeakSanitizer when mt_die exits
@@ -165,7 +199,7 @@ static void over_ask(void) {
 
 static void within(void) {
     const mt_backend *be = mt_backend_cpu_staged();
-    be->reserve(&(mt_workspace_shape){64, 3, 40, 8, 2, 32, 0, 0, 0});
+    be->reserve(&(mt_workspace_shape){64, 3, 40, 8, 2, 32, 0, 0, 0, 0});
     int32_t offsets[4] = {0, 40, 41, 42};
     int64_t att_offsets[3] = {0, 2 * 40 * 40, 2 * 40 * 40 + 2};
     static float qkv[42 * 24], out[42 * 8];  // static: nothing for LeakSanitizer when mt_die exits
@@ -194,6 +228,8 @@ int main(void) {
     RUN(minilm_inference_plan_on_the_cpu);
     RUN(minilm_training_plan_on_a_device_backend);
     RUN(padded_attention_is_bounded_by_the_tokens);
+    RUN(embed_plans_attention_by_sequences_x_longest);
+    RUN(gram_scratch_covers_the_largest_segment);
     RUN(sentence_model_items);
     RUN(an_ask_beyond_the_reservation_dies_naming_the_workspace);
     RUN(sizes_parse);

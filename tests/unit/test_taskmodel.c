@@ -130,10 +130,13 @@ TEST(sts_cosine_score_range) {
     mt_taskmodel tm = new_model(MT_SENT_CLS, MT_PAIR_BI);
     float u[C_TEST], v[C_TEST], s;
     for (int c = 0; c < C_TEST; c++) u[c] = (float)(c + 1), v[c] = -u[c];
-    mt_taskmodel_predict(&tm, mt_backend_cpu(), MT_TASK_STS, 1, u, u, NULL, &s);
+    mt_tm_predictor p;
+    mt_tm_predictor_init(&p, &tm, mt_backend_cpu());
+    mt_taskmodel_predict(&tm, &p, MT_TASK_STS, 1, u, u, NULL, &s);
     CHECK_NEAR(s, 5.0, 1e-5);
-    mt_taskmodel_predict(&tm, mt_backend_cpu(), MT_TASK_STS, 1, u, v, NULL, &s);
+    mt_taskmodel_predict(&tm, &p, MT_TASK_STS, 1, u, v, NULL, &s);
     CHECK_NEAR(s, 0.0, 1e-5);
+    mt_tm_predictor_free(&p);
     mt_taskmodel_free(&tm);
 }
 
@@ -155,13 +158,50 @@ TEST(predict_matches_forward) {
             const float *ea = a.bi_first >= 0 ? a.emb : NULL;
             const mt_backend *be[2] = {mt_backend_cpu(), mt_backend_cpu_staged()};
             for (int d = 0; d < 2; d++) {
-                mt_taskmodel_predict(&tm, be[d], task, B_TEST, ea, eb, a.cross_first >= 0 ? cls : NULL, out);
+                mt_tm_predictor p;
+                mt_tm_predictor_init(&p, &tm, be[d]);
+                mt_taskmodel_predict(&tm, &p, task, B_TEST, ea, eb, a.cross_first >= 0 ? cls : NULL, out);
                 for (int k = 0; k < B_TEST * width; k++) CHECK_NEAR(out[k], a.out[k], 1e-5);
+                mt_tm_predictor_free(&p);
             }
             free(f.hidden);
             mt_tm_acts_free(&a);
             mt_taskmodel_free(&tm);
         }
+}
+
+// cpu-staged with its allocations counted.
+static long staged_allocs;
+static void *counted_alloc(size_t bytes) { return staged_allocs++, mt_backend_cpu_staged()->alloc(bytes); }
+
+// The predictor keeps its backend buffers: a stream of chunks allocates when a chunk is larger
+// than any before it, never per call, and gives the bits of a fresh predictor per chunk.
+TEST(predict_keeps_its_buffers) {
+    mt_backend counted = *mt_backend_cpu_staged();
+    counted.alloc = counted_alloc;
+    mt_taskmodel tm = new_model(MT_SENT_MEAN, MT_PAIR_ENSEMBLE);
+    int D = tm.D, n = 6;
+    float ea[6 * C_TEST], eb[6 * C_TEST], cls[6 * C_TEST], out[6], ref[6];
+    mt_rng r;
+    mt_rng_init(&r, 7, 0, 0);
+    for (int i = 0; i < n * D; i++) ea[i] = mt_rng_uniform(&r) - 0.5f, eb[i] = mt_rng_uniform(&r) - 0.5f;
+    for (int i = 0; i < n * C_TEST; i++) cls[i] = mt_rng_uniform(&r) - 0.5f;
+    mt_tm_predictor p;
+    mt_tm_predictor_init(&p, &tm, &counted);
+    long after_init = staged_allocs;
+    mt_taskmodel_predict(&tm, &p, MT_TASK_QQP, n, ea, eb, cls, out);
+    long after_first = staged_allocs;
+    for (int rep = 0; rep < 3; rep++)
+        for (int s = 0; s < n; s += 2) mt_taskmodel_predict(&tm, &p, MT_TASK_QQP, 2, ea + s * D, eb + s * D, cls + s * C_TEST, out + s);
+    CHECK(after_first - after_init <= 2 && staged_allocs == after_first);
+    mt_tm_predictor_free(&p);
+    for (int s = 0; s < n; s += 2) {  // a fresh predictor per chunk, as before it kept them
+        mt_tm_predictor_init(&p, &tm, mt_backend_cpu_staged());
+        mt_taskmodel_predict(&tm, &p, MT_TASK_QQP, 2, ea + s * D, eb + s * D, cls + s * C_TEST, ref + s);
+        mt_tm_predictor_free(&p);
+    }
+    CHECK(!memcmp(out, ref, sizeof out));
+    mt_taskmodel_free(&tm);
 }
 
 // Dropout is keyed: the same (seed, step, pass) gives the same loss, another pass another.
@@ -248,6 +288,7 @@ int main(void) {
     RUN(losses_by_hand);
     RUN(sts_cosine_score_range);
     RUN(predict_matches_forward);
+    RUN(predict_keeps_its_buffers);
     RUN(dropout_is_keyed);
     RUN(save_load_round_trip);
     RUN(names_and_layout);

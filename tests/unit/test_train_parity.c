@@ -180,7 +180,7 @@ int main(void) {
         printf("not ok 1 - reference loads\n1..1\n");
         return 1;
     }
-    mt_bert_reserve(model, 512, 16, 64, 1);
+    mt_bert_reserve(model, 512, 16, 64, 1, 0);
     RUN(sst_step_matches_pytorch);
     RUN(qqp_step_matches_pytorch);
     RUN(sts_step_matches_pytorch);
