@@ -2,6 +2,7 @@
 #ifndef MT_DEVICE_H
 #define MT_DEVICE_H
 #include <stddef.h>
+#include <stdint.h>
 
 #include "backend.h"
 
@@ -23,6 +24,15 @@ void mt_backend_set_precision(const mt_backend *be, const char *precision);
 // The precision be's matrix products compute in now ("fp32" for the CPU backends; on CUDA
 // what --precision or MTBERT_PRECISION set).
 const char *mt_backend_precision(const mt_backend *be);
+
+// The attention path of be: on CUDA "batched" or "fused" (MTBERT_ATTENTION, lib/backend_cuda.h),
+// "cpu" for the CPU backends.
+const char *mt_backend_attention(const mt_backend *be);
+
+// Work the CUDA backend has enqueued since start-up (mt_cuda_launch_count of
+// lib/backend_cuda.h, reached through the loaded backend: lib/profile.c counts launches with
+// it); 0 for the CPU backends.
+uint64_t mt_backend_launch_count(const mt_backend *be);
 
 // Dies with "<who>: the <name> backend lacks the <op> op ..." unless be has every op that
 // training needs (the backward and optimizer ops of backend.h).
