@@ -1,6 +1,7 @@
 # mtbert — build, test and demo.
 #
-#   make            build every stage into bin/ (probes printed first)
+#   make            build every stage into bin/ (probes printed first); with nvcc also the CUDA
+#                   backend, build/libmtbert_cuda.so, which the programs load only for a GPU run
 #   make test       install deps if missing, build, run every C unit test and bats suite
 #   make demo       install deps, build, fetch the default model, run a real pipeline
 #   make asan       build everything with AddressSanitizer + UBSan into build-asan/
@@ -57,7 +58,6 @@ TEST_TOOLS    := $(TEST_TOOL_SRC:tests/tools/%.c=$(BUILD)/tests/tools/%)
 CU_SRC    := $(wildcard kernels/*.cu)
 CU_OBJ    := $(CU_SRC:%.cu=$(BUILD)/%.o)
 NVCCFLAGS ?= -O3 -std=c++17 -Ilib -arch=sm_90 -Xcompiler -Wall,-Wextra
-comma := ,
 # The CUDA backend is a shared object, $(BUILD)/libmtbert_cuda.so (kernels/ + cuBLAS, cuBLASLt,
 # cudart), that lib/device.c opens with dlopen only when a run asks for a GPU: a CPU run, or
 # auto on a machine without the NVIDIA driver, loads none of it. The programs link no CUDA
@@ -67,7 +67,7 @@ ifneq ($(CU_SRC),)
   CUDA_SO        := $(BUILD)/libmtbert_cuda.so
   CUDA_RT_LINK   := -L$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lcudart -lstdc++ -lm -Wl,-rpath,$(CUDA_HOME)/lib64
   HOST_SYMS      := $(shell sed -n 's/^ *\(mt_[A-Za-z0-9_]*\);$$/\1/p' kernels/host_symbols.list)
-  CUDA_HOST_LINK := -Wl,--dynamic-list=kernels/host_symbols.list $(foreach s,$(HOST_SYMS),-Wl$(comma)-u$(comma)$(s))
+  CUDA_HOST_LINK := -Wl,--dynamic-list=kernels/host_symbols.list
   LDLIBS         += -ldl  # lib/device.c's dlopen (part of libc since glibc 2.34)
   # op_parity calls the CUDA launchers directly, so it links kernels/ in (the static library)
   CUDA_STATIC    := $(BUILD)/libmtbert_cuda.a

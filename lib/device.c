@@ -16,6 +16,15 @@
 #include <unistd.h>
 
 #include "backend_cuda.h"
+#include "rng.h"
+#include "workspace.h"
+
+// The lib/ functions that libmtbert_cuda.so calls back into (kernels/host_symbols.list, which
+// the programs export): naming them here links them into every program that can load the .so.
+__attribute__((used)) static void (*const host_exports[])(void) = {
+    (void (*)(void))mt_die, (void (*)(void))mt_dropout_threshold,
+    (void (*)(void))mt_workspace_check, (void (*)(void))mt_workspace_generic,
+};
 
 // The entry points of lib/backend_cuda.h that lib/ calls, resolved from the .so once.
 // Typed from the header's declarations, so a changed signature fails to compile here.
@@ -38,7 +47,8 @@ static int driver_sees_gpu(char *why, size_t why_len) {
     int (*init)(unsigned) = (int (*)(unsigned))dlsym(h, "cuInit");
     int (*count)(int *) = (int (*)(int *))dlsym(h, "cuDeviceGetCount");
     int (*name)(int, const char **) = (int (*)(int, const char **))dlsym(h, "cuGetErrorString");
-    if (!init || !count || !name) return snprintf(why, why_len, "libcuda.so.1 lacks cuInit: not an NVIDIA driver"), 0;
+    if (!init || !count || !name)
+        return snprintf(why, why_len, "libcuda.so.1 lacks cuInit: not an NVIDIA driver"), 0;
     int n = 0, rc = init(0);
     if (rc == 0) rc = count(&n);
     const char *s = NULL;
@@ -55,7 +65,8 @@ static int cuda_lib_path(char *path, size_t len, char *why, size_t why_len) {
     if (env && *env) return snprintf(path, len, "%s", env), 0;
     char exe[PATH_MAX];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n <= 0) return mt_fail(why, why_len, "libmtbert_cuda.so: cannot find the program's directory (set MTBERT_CUDA_LIB=PATH)");
+    if (n <= 0)
+        return mt_fail(why, why_len, "libmtbert_cuda.so: cannot find the program's directory (set MTBERT_CUDA_LIB=PATH)");
     exe[n] = '\0';
     *strrchr(exe, '/') = '\0';
     static const char *const dirs[] = {"", "/../build", "/.."};
