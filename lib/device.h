@@ -6,10 +6,11 @@
 
 #include "backend.h"
 
-// "cpu": the CPU backend. "cuda": the CUDA backend, or an error when this build has no CUDA
-// or no usable GPU is present. "auto" (or NULL): CUDA when usable, saying which GPU on
-// stderr, else the CPU with a note on stderr. "cpu-staged" (tests only, undocumented in --help):
-// mt_backend_cpu_staged. Anything else is an error.
+// "cpu": the CPU backend (nothing of CUDA is loaded). "cuda": the CUDA backend, or an error
+// when this build has no CUDA, libmtbert_cuda.so cannot be loaded (the error names the path
+// and dlerror()) or no usable GPU is present. "auto" (or NULL): CUDA when usable, saying
+// which GPU on stderr, else the CPU with a note on stderr saying why. "cpu-staged" (tests
+// only, undocumented in --help): mt_backend_cpu_staged. Anything else is an error.
 // mt_backend_select dies with the error; mt_backend_try_select returns NULL and writes it
 // into err[err_len]. With MTBERT_PROFILE=ops|host in the environment the backend comes wrapped
 // in lib/profile.h's timing table, whose report goes to stderr at exit; any other non-empty
@@ -39,7 +40,9 @@ uint64_t mt_backend_launch_count(const mt_backend *be);
 void mt_backend_require_training(const mt_backend *be, const char *who);
 
 // 1 when this build has CUDA and a usable GPU is present (desc describes it), else 0 with
-// desc saying why. Never dies, on any machine.
+// desc saying why. Never dies, on any machine. Asks the NVIDIA driver first and opens
+// libmtbert_cuda.so (MTBERT_CUDA_LIB, else beside the program, its ../build, its parent) only
+// when the driver sees a GPU, as auto does.
 int mt_gpu_available(char *desc, size_t desc_len);
 
 #endif
