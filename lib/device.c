@@ -145,6 +145,8 @@ static const mt_backend *profiled(const mt_backend *be, char *err, size_t err_le
     return w;
 }
 
+enum { DESC_LEN = 1024 };  // why there is no GPU: room for a path and dlerror()
+
 static const mt_backend *select_unprofiled(const char *device, char *err, size_t err_len) {
     if (!device) device = "auto";
     if (!strcmp(device, "cpu")) return mt_backend_cpu();
@@ -154,7 +156,7 @@ static const mt_backend *select_unprofiled(const char *device, char *err, size_t
         snprintf(err, err_len, "unknown device '%s' (expected auto, cpu or cuda)", device);
         return NULL;
     }
-    char desc[1024];  // room for a path and dlerror()
+    char desc[DESC_LEN];
 #ifdef MT_HAVE_CUDA
     int usable = gpu_usable(want_cuda, desc, sizeof desc);
     if (usable > 0) {
@@ -186,7 +188,7 @@ void mt_backend_require_training(const mt_backend *be, const char *who) {
 }
 
 const mt_backend *mt_backend_select(const char *device) {
-    char err[1024];
+    char err[DESC_LEN + 64];  // desc and a prefix
     const mt_backend *be = mt_backend_try_select(device, err, sizeof err);
     if (!be) mt_die("%s", err);
     return be;
