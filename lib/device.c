@@ -22,7 +22,7 @@
 // The lib/ functions that libmtbert_cuda.so calls back into (kernels/host_symbols.list, which
 // the programs export): naming them here links them into every program that can load the .so.
 __attribute__((used)) static void (*const host_exports[])(void) = {
-    (void (*)(void))mt_die, (void (*)(void))mt_dropout_threshold,
+    (void (*)(void))mt_die, (void (*)(void))mt_log, (void (*)(void))mt_dropout_threshold,
     (void (*)(void))mt_workspace_check, (void (*)(void))mt_workspace_generic,
 };
 
