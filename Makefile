@@ -1,6 +1,7 @@
 # mtbert — build, test and demo.
 #
-#   make            build every stage into bin/ (probes printed first)
+#   make            build every stage into bin/ (probes printed first); with nvcc also the CUDA
+#                   backend, build/libmtbert_cuda.so, which the programs load only for a GPU run
 #   make test       install deps if missing, build, run every C unit test and bats suite
 #   make demo       install deps, build, fetch the default model, run a real pipeline
 #   make asan       build everything with AddressSanitizer + UBSan into build-asan/
@@ -57,10 +58,19 @@ TEST_TOOLS    := $(TEST_TOOL_SRC:tests/tools/%.c=$(BUILD)/tests/tools/%)
 CU_SRC    := $(wildcard kernels/*.cu)
 CU_OBJ    := $(CU_SRC:%.cu=$(BUILD)/%.o)
 NVCCFLAGS ?= -O3 -std=c++17 -Ilib -arch=sm_90 -Xcompiler -Wall,-Wextra
+# The CUDA backend is a shared object, $(BUILD)/libmtbert_cuda.so (kernels/ + cuBLAS, cuBLASLt,
+# cudart), that lib/device.c opens with dlopen only when a run asks for a GPU: a CPU run, or
+# auto on a machine without the NVIDIA driver, loads none of it. The programs link no CUDA
+# library; they export the few lib/ functions the .so calls (kernels/host_symbols.list).
 ifneq ($(NVCC),)
 ifneq ($(CU_SRC),)
-  CUDA_LIBS := $(BUILD)/libmtbert_cuda.a
-  CUDA_LINK := $(CUDA_LIBS) -L$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lcudart -lstdc++ -Wl,-rpath,$(CUDA_HOME)/lib64
+  CUDA_SO        := $(BUILD)/libmtbert_cuda.so
+  CUDA_RT_LINK   := -L$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lcudart -lstdc++ -lm -Wl,-rpath,$(CUDA_HOME)/lib64
+  HOST_SYMS      := $(shell sed -n 's/^ *\(mt_[A-Za-z0-9_]*\);$$/\1/p' kernels/host_symbols.list)
+  CUDA_HOST_LINK := -Wl,--dynamic-list=kernels/host_symbols.list
+  LDLIBS         += -ldl  # lib/device.c's dlopen (part of libc since glibc 2.34)
+  # op_parity calls the CUDA launchers directly, so it links kernels/ in (the static library)
+  CUDA_STATIC    := $(BUILD)/libmtbert_cuda.a
   ALL_CFLAGS += -DMT_HAVE_CUDA
   # the GPU check's programs: built by `make` too, so every CUDA build proves they link
   GPU_CHECK_BINS := $(BUILD)/gpu/op_parity $(BUILD)/gpu/test_device $(BUILD)/gpu/train_check
@@ -92,42 +102,50 @@ $(BUILD)/libmtbert.a: $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
+# -fPIC: the same objects go into the shared object and op_parity's static library
 $(BUILD)/kernels/%.o: kernels/%.cu $(wildcard kernels/*.cuh lib/*.h)
 	@mkdir -p $(@D)
-	$(NVCC) $(NVCCFLAGS) -c $< -o $@
+	$(NVCC) $(NVCCFLAGS) -Xcompiler -fPIC -c $< -o $@
 
 $(BUILD)/libmtbert_cuda.a: $(CU_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(BIN)/%: $(BUILD)/%/main.o $(BUILD)/libmtbert.a $(CUDA_LIBS)
+# Its mt_ symbols come from the program that loads it: refuse one the list does not export.
+$(BUILD)/libmtbert_cuda.so: $(CU_OBJ) kernels/host_symbols.list
+	$(CC) -shared -Wl,-soname,libmtbert_cuda.so $(CU_OBJ) $(CUDA_RT_LINK) -o $@
+	@missing=$$(nm -D --undefined-only $@ | awk '$$2 ~ /^mt_/ {print $$2}' | grep -vxF -f <(printf '%s\n' $(HOST_SYMS))); \
+	if [ -n "$$missing" ]; then echo "$@ needs lib/ functions missing from kernels/host_symbols.list:" $$missing >&2; rm -f $@; exit 1; fi
+
+$(BIN)/%: $(BUILD)/%/main.o $(BUILD)/libmtbert.a $(CUDA_SO)
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) $< $(BUILD)/libmtbert.a $(CUDA_LINK) $(LDLIBS) -o $@
+	$(CC) $(ALL_CFLAGS) $< $(CUDA_HOST_LINK) $(BUILD)/libmtbert.a $(LDLIBS) -o $@
 
 $(BUILD)/tests/tools/%: tests/tools/%.c $(BUILD)/libmtbert.a
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) $< $(BUILD)/libmtbert.a $(LDLIBS) -o $@
 
-$(BUILD)/tests/%: tests/unit/%.c tests/unit/check.h $(BUILD)/libmtbert.a $(CUDA_LIBS)
+$(BUILD)/tests/%: tests/unit/%.c tests/unit/check.h $(BUILD)/libmtbert.a $(CUDA_SO)
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) -Itests/unit $< $(BUILD)/libmtbert.a $(CUDA_LINK) $(LDLIBS) -o $@
+	$(CC) $(ALL_CFLAGS) -Itests/unit $< $(CUDA_HOST_LINK) $(BUILD)/libmtbert.a $(LDLIBS) -o $@
 
 # tests/gpu/check.sh builds these alone (make NO_BLAS=1 BUILD=build-gpu gpu-check-build)
 gpu-check-build: $(if $(GPU_CHECK_BINS),$(GPU_CHECK_BINS),gpu-check-needs-nvcc)
 gpu-check-needs-nvcc:
 	@echo "gpu-check-build: nvcc not found (set NVCC=/path/to/nvcc)" >&2; exit 1
 
-$(BUILD)/gpu/train_check: tests/gpu/train_check.c $(BUILD)/libmtbert.a $(CUDA_LIBS)
+# train_check and test_device load the .so as the programs do (from $(BUILD)/gpu: its parent)
+$(BUILD)/gpu/train_check: tests/gpu/train_check.c $(BUILD)/libmtbert.a $(CUDA_SO)
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) $< $(BUILD)/libmtbert.a $(CUDA_LINK) $(LDLIBS) -o $@
+	$(CC) $(ALL_CFLAGS) $< $(CUDA_HOST_LINK) $(BUILD)/libmtbert.a $(LDLIBS) -o $@
 
-$(BUILD)/gpu/op_parity: tests/gpu/op_parity.c $(GPU_CHECK_OBJ) $(CUDA_LIBS)
+$(BUILD)/gpu/op_parity: tests/gpu/op_parity.c $(GPU_CHECK_OBJ) $(CUDA_STATIC)
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) $< $(GPU_CHECK_OBJ) $(CUDA_LINK) $(GPU_CHECK_LIBS) -o $@
+	$(CC) $(ALL_CFLAGS) $< $(GPU_CHECK_OBJ) $(CUDA_STATIC) $(CUDA_RT_LINK) $(GPU_CHECK_LIBS) -o $@
 
-$(BUILD)/gpu/test_device: tests/unit/test_device.c tests/unit/check.h $(GPU_CHECK_OBJ) $(CUDA_LIBS)
+$(BUILD)/gpu/test_device: tests/unit/test_device.c tests/unit/check.h $(GPU_CHECK_OBJ) $(CUDA_SO)
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) -Itests/unit $< $(GPU_CHECK_OBJ) $(CUDA_LINK) $(GPU_CHECK_LIBS) -o $@
+	$(CC) $(ALL_CFLAGS) -Itests/unit $< $(CUDA_HOST_LINK) $(GPU_CHECK_OBJ) $(GPU_CHECK_LIBS) -o $@
 
 # ---- set-up ----------------------------------------------------------------
 deps:

@@ -16,7 +16,7 @@ export OMP_NUM_THREADS=$THREADS OMP_WAIT_POLICY=passive
 make --no-print-directory build/libmtbert.a >/dev/null
 flags=$(make --no-print-directory -s -f - print-flags <<'MK'
 include Makefile
-print-flags: ; @echo $(ALL_CFLAGS) '|' $(CUDA_LINK) $(LDLIBS)
+print-flags: ; @echo $(ALL_CFLAGS) '|' $(LDLIBS)
 MK
 )
 tmp=$(mktemp -d)

@@ -1,6 +1,7 @@
 // backend_cuda.h — the CUDA backend (kernels/*.cu), for C callers. Exists only in builds
 // with MT_HAVE_CUDA (the Makefile defines it when nvcc is found); lib/device.h is the
-// portable way to pick a backend.
+// portable way to pick a backend. The code is build/libmtbert_cuda.so, which lib/device.c
+// opens with dlopen when a run asks for a GPU: lib/ calls these only through its table.
 #ifndef MT_BACKEND_CUDA_H
 #define MT_BACKEND_CUDA_H
 #include <stddef.h>

@@ -2,13 +2,15 @@
 #ifndef MT_DEVICE_H
 #define MT_DEVICE_H
 #include <stddef.h>
+#include <stdint.h>
 
 #include "backend.h"
 
-// "cpu": the CPU backend. "cuda": the CUDA backend, or an error when this build has no CUDA
-// or no usable GPU is present. "auto" (or NULL): CUDA when usable, saying which GPU on
-// stderr, else the CPU with a note on stderr. "cpu-staged" (tests only, undocumented in --help):
-// mt_backend_cpu_staged. Anything else is an error.
+// "cpu": the CPU backend (nothing of CUDA is loaded). "cuda": the CUDA backend, or an error
+// when this build has no CUDA, libmtbert_cuda.so cannot be loaded (the error names the path
+// and dlerror()) or no usable GPU is present. "auto" (or NULL): CUDA when usable, saying
+// which GPU on stderr, else the CPU with a note on stderr saying why. "cpu-staged" (tests
+// only, undocumented in --help): mt_backend_cpu_staged. Anything else is an error.
 // mt_backend_select dies with the error; mt_backend_try_select returns NULL and writes it
 // into err[err_len]. With MTBERT_PROFILE=ops|host in the environment the backend comes wrapped
 // in lib/profile.h's timing table, whose report goes to stderr at exit; any other non-empty
@@ -24,12 +26,23 @@ void mt_backend_set_precision(const mt_backend *be, const char *precision);
 // what --precision or MTBERT_PRECISION set).
 const char *mt_backend_precision(const mt_backend *be);
 
+// The attention path of be: on CUDA "batched" or "fused" (MTBERT_ATTENTION, lib/backend_cuda.h),
+// "cpu" for the CPU backends.
+const char *mt_backend_attention(const mt_backend *be);
+
+// Work the CUDA backend has enqueued since start-up (mt_cuda_launch_count of
+// lib/backend_cuda.h, reached through the loaded backend: lib/profile.c counts launches with
+// it); 0 for the CPU backends.
+uint64_t mt_backend_launch_count(const mt_backend *be);
+
 // Dies with "<who>: the <name> backend lacks the <op> op ..." unless be has every op that
 // training needs (the backward and optimizer ops of backend.h).
 void mt_backend_require_training(const mt_backend *be, const char *who);
 
 // 1 when this build has CUDA and a usable GPU is present (desc describes it), else 0 with
-// desc saying why. Never dies, on any machine.
+// desc saying why. Never dies, on any machine. Asks the NVIDIA driver first and opens
+// libmtbert_cuda.so (MTBERT_CUDA_LIB, else beside the program, its ../build, its parent) only
+// when the driver sees a GPU, as auto does.
 int mt_gpu_available(char *desc, size_t desc_len);
 
 #endif

@@ -5,9 +5,7 @@
 #include <string.h>
 
 #include "common.h"
-#ifdef MT_HAVE_CUDA
-#include "backend_cuda.h"
-#endif
+#include "device.h"
 
 // X(op, waits, flops, (params), (args)) for every op that computes or moves data. waits: 1 for
 // the ops that return only when the device is done (the CUDA backend's synchronize, copies to
@@ -134,10 +132,7 @@ static double idle_s, wall_t0;     // HOST: the idle bound; wall clock at the wr
 static int slow_host;              // HOST: each launching call takes twice its time
 
 static uint64_t launch_count(void) {
-#ifdef MT_HAVE_CUDA
-    if (inner_is_cuda) return mt_cuda_launch_count();
-#endif
-    return 0;
+    return inner_is_cuda ? mt_backend_launch_count(inner_of) : 0;
 }
 
 // Around each call: in OPS mode the device is idle at the start and done at the end, so the

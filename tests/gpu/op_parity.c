@@ -1376,8 +1376,10 @@ int main(int argc, char **argv) {
         snprintf(desc, sizeof desc, "the CPU standing in for the GPU (--cpu-standin): proves the harness only");
         do_bench = 0;
     } else {
-        if (!mt_gpu_available(desc, sizeof desc)) mt_die("no usable GPU: %s", desc);
-        gpu = mt_backend_select("cuda");
+        // kernels/ is linked into this program (it calls mt_cuda_* itself): take the table from
+        // that copy, not from the .so that mt_backend_select would load beside it
+        if (!mt_cuda_probe(desc, sizeof desc)) mt_die("no usable GPU: %s", desc);
+        gpu = mt_backend_cuda();
         mt_cuda_set_attention("batched");  // the rows below are the batched path's, whatever MTBERT_ATTENTION says
     }
     reserve_workspaces();

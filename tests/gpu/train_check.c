@@ -30,7 +30,6 @@
 #include <string.h>
 
 #include "adamw.h"
-#include "backend_cuda.h"
 #include "bert.h"
 #include "common.h"
 #include "device.h"
@@ -239,7 +238,7 @@ static double slowed_steps(trainee *t, const int32_t *ids, const int32_t *offset
 static int speed(const char *dir, int B, int L, int steps, const char *precision, const char *modes) {
     const mt_backend *gpu = device_under_test();
     mt_backend_set_precision(gpu, precision);
-    const char *attention = strcmp(gpu->name, "cuda") ? "cpu" : mt_cuda_attention();
+    const char *attention = mt_backend_attention(gpu);
     // the profiler's HOST counters give the step's host side: two clock reads per op call, no
     // synchronize added; under MTBERT_PROFILE=ops (device.c) the ops table instead
     // (check.sh's ratios read only the "speed" lines, so a profiled run is tagged apart)

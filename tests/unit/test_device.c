@@ -36,6 +36,27 @@ TEST(auto_follows_the_gpu) {
     CHECK(mt_backend_try_select(NULL, err, sizeof err) == be);  // NULL means auto
 }
 
+// Is a shared library whose name contains lib mapped into this process?
+static int mapped(const char *lib) {
+    FILE *f = fopen("/proc/self/maps", "r");
+    if (!f) return -1;
+    char line[4096];
+    int found = 0;
+    while (!found && fgets(line, sizeof line, f)) found = strstr(line, lib) != NULL;
+    fclose(f);
+    return found;
+}
+
+// The CUDA libraries are loaded only when a GPU is asked for and present: after cpu and auto
+// on a machine without one, neither the backend nor cudart / cuBLAS is in the process.
+TEST(no_gpu_loads_no_cuda_library) {
+    if (gpu) return;
+    CHECK(mapped("libc.so") == 1);  // the check itself sees shared libraries
+    CHECK(mapped("libmtbert_cuda") == 0);
+    CHECK(mapped("libcudart") == 0);
+    CHECK(mapped("libcublas") == 0);
+}
+
 TEST(cuda_without_gpu_is_an_error) {
     char err[256] = "";
     const mt_backend *be = mt_backend_try_select("cuda", err, sizeof err);
@@ -46,6 +67,9 @@ TEST(cuda_without_gpu_is_an_error) {
         CHECK(strstr(err, "--device cuda") != NULL);
         if (be == NULL) printf("# the error reads: %s\n", err);
     }
+#ifdef MT_HAVE_CUDA
+    CHECK(mapped("libmtbert_cuda") == 1);  // asked for, so loaded: the .so was found and opened
+#endif
 }
 
 TEST(unknown_device_is_an_error) {
@@ -74,6 +98,7 @@ int main(void) {
     RUN(probe_answers_without_dying);
     RUN(cpu_gives_the_cpu_backend);
     RUN(auto_follows_the_gpu);
+    RUN(no_gpu_loads_no_cuda_library);  // before cuda, which loads the backend
     RUN(cuda_without_gpu_is_an_error);
     RUN(unknown_device_is_an_error);
     RUN(precision_follows_the_setting);
