@@ -119,7 +119,8 @@ typedef struct {
     int32_t *d_offsets;           // be memory: offsets [3B + 1]
     float *d_emb, *d_demb;        // be memory: emb, demb [3B, C]
     size_t cap_tokens;
-    double recent[LOSS_WINDOW];
+    double recent[LOSS_WINDOW];   // the last finite losses (skipped steps' are not averaged)
+    long n_recent;                // finite losses seen
 } trainer;
 
 // AdamW groups from the encoder's tensor table. The pooler gets no gradient here (SimCSE
@@ -306,9 +307,9 @@ void mt_cl_train(mt_bert *m, const mt_cl_data *d, const mt_cl_train_options *o, 
             res->tokens += train_step(&t, plan.ex + plan.start[b], B, step, lr);
             res->examples += B, res->steps = step + 1;
             res->loss = t.loss.loss, res->accuracy = t.loss.accuracy, res->seconds = mt_now() - t0;
-            t.recent[step % LOSS_WINDOW] = res->loss;
-            int n = res->steps < LOSS_WINDOW ? (int)res->steps : LOSS_WINDOW;
-            res->mean_loss = 0;
+            if (isfinite(res->loss)) t.recent[t.n_recent++ % LOSS_WINDOW] = res->loss;
+            int n = t.n_recent < LOSS_WINDOW ? (int)t.n_recent : LOSS_WINDOW;
+            res->mean_loss = n ? 0 : NAN;
             for (int i = 0; i < n; i++) res->mean_loss += t.recent[i] / n;
             if (log) fprintf(log, "%ld\t%.6f\t%.4f\t%.6g\n", step + 1, res->loss, res->accuracy, lr);
             int due = o->log_every > 0 ? res->steps % o->log_every == 0 : mt_now() - last >= 2.0;

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +25,11 @@ void mt_json_write_string(FILE *f, const char *s) {
         }
     }
     fputc('"', f);
+}
+
+void mt_json_write_number(FILE *f, const char *fmt, double x) {
+    if (isfinite(x)) fprintf(f, fmt, x);
+    else fputs("null", f);
 }
 
 // ---- parser ------------------------------------------------------------------------

@@ -8,6 +8,9 @@
 
 // Writes s as a JSON string literal (quotes included), escaping as RFC 8259 requires.
 void mt_json_write_string(FILE *f, const char *s);
+// Writes x with printf format fmt (e.g. "%.6f"), or null when x is not finite (JSON has no
+// NaN or infinity: a skipped step's loss).
+void mt_json_write_number(FILE *f, const char *fmt, double x);
 
 // ---- parser ------------------------------------------------------------------------
 // A document is parsed whole into a tree of mt_json nodes (RFC 8259, strict: no trailing

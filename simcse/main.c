@@ -217,8 +217,10 @@ static void write_summary(const options *o, const mt_cl_data *d, const mt_cl_res
             t->max_steps, o->limit, o->mine.min_score);
     fprintf(f, "  \"steps\": %ld, \"examples_seen\": %ld, \"tokens_seen\": %ld,\n", r->steps, r->examples, r->tokens);
     fprintf(f, "  \"loss_scale\": %g, \"skipped_steps\": %ld,\n", r->loss_scale, r->skipped);  // lossscale.h; 1, 0 without
-    fprintf(f, "  \"final_loss\": %.6f, \"final_accuracy\": %.4f, \"mean_loss_last_%d\": %.6f\n}\n", r->loss,
-            r->accuracy, 20, r->mean_loss);
+    fputs("  \"final_loss\": ", f), mt_json_write_number(f, "%.6f", r->loss);
+    fputs(", \"final_accuracy\": ", f), mt_json_write_number(f, "%.4f", r->accuracy);
+    fputs(", \"mean_loss_last_20\": ", f), mt_json_write_number(f, "%.6f", r->mean_loss);
+    fputs("\n}\n", f);
     if (fclose(f) != 0) mt_die("cannot write %s", path);
 }
 

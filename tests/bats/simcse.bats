@@ -119,6 +119,10 @@ PY
   [[ "$stderr" == *"step 3: loss NaN: optimizer step skipped; loss scale 65536 -> 32768"* ]]
   [[ "$stderr" == *"loss scale 32768 at the end; 1 of 3 steps skipped (loss or gradient not finite)"* ]]
   awk -F'\t' 'NR == 4 { exit !($1 == 3 && $2 == "nan") }' "$T/skip/simcse.log"
+  # simcse.json stays JSON: the last (skipped) loss is null, the recent mean is over the finite ones
+  [ "$(jq '.final_loss == null and .skipped_steps == 1' "$T/skip/simcse.json")" = true ]
+  mean=$(awk -F'\t' 'NR == 2 || NR == 3 { s += $2 } END { printf "%.4f", s / 2 }' "$T/skip/simcse.log")
+  [ "$(jq --arg m "$mean" '(.mean_loss_last_20 * 10000 | round) == ($m | tonumber * 10000 | round)' "$T/skip/simcse.json")" = true ]
   # the skipped step moved nothing: the model of the run's first 2 steps (same lr schedule)
   tiny_run "$T/two" --max-steps 2
   cmp "$T/two/model.safetensors" "$T/skip/model.safetensors"
