@@ -22,6 +22,7 @@
 //
 // The index arithmetic is written out serially in tests/unit/test_flash_math.c, checked there
 // against the CPU attention; keep the two in step.
+#include <limits.h>
 #include <math.h>
 #include <mma.h>
 
@@ -126,9 +127,17 @@ __device__ __forceinline__ uint64_t mask_index(int64_t att0, int h, int L, int i
     return (uint64_t)(att0 + ((int64_t)h * L + i) * L + j);
 }
 
+// The grid of every kernel here: (tiles B, NH), tiles = ceil(Lmax / 64); block x is tile x % tiles
+// of sequence x / tiles. B rides in x because gridDim.z stops at 65535 sequences; (b, h) of
+// neighbouring blocks stay together, so a sequence's K, V tiles are read from L2 by its tiles.
+__device__ __forceinline__ void block_of(int Lmax, int &b, int &row0) {
+    const int tiles = (Lmax + TILE - 1) / TILE;
+    b = blockIdx.x / tiles, row0 = blockIdx.x % tiles * TILE;
+}
+
 // ---- forward --------------------------------------------------------------------------------
 
-// Grid (ceil(Lmax/64), NH, B), THREADS threads, layout<HS>::FWD bytes of shared memory.
+// Grid of block_of, THREADS threads, layout<HS>::FWD bytes of shared memory.
 // DELTA false: out[N,C] rows of the tile (real rows only), and lse (att, may be NULL) at
 // att_offsets[b] + h L + i. DELTA true (backward's pre-pass): O is not written; instead
 // delta[(b NH + h) Lmax + i] = dO_i . O_i with dO from dout[N,C]. Dropout (dp.on) needs att_offsets.
@@ -144,8 +153,9 @@ flash_forward_kernel(float *out, float *lse, float *delta, const float *dout, co
     float *Os = (float *)(smem + 3 * SM::HALF_TILE + SM::SCORES + SM::HALF_SCORES);
     float *M = (float *)(smem + 3 * SM::HALF_TILE + SM::SCORES + SM::HALF_SCORES + SM::OUT), *Lsum = M + TILE;
 
-    const int b = blockIdx.z, h = blockIdx.y, q0 = blockIdx.x * TILE;
-    const int first = offsets[b], L = offsets[b + 1] - first;
+    int b, q0;
+    block_of(Lmax, b, q0);
+    const int h = blockIdx.y, first = offsets[b], L = offsets[b + 1] - first;
     if (L > Lmax) __trap();  // max_len below the batch's longest: die at the next check (as attention.cu)
     if (q0 >= L) return;
     const int C = NH * HS, lane = threadIdx.x % 32, wr = threadIdx.x / 32 * WR;  // wr: the warp's first row
@@ -248,7 +258,7 @@ __device__ __forceinline__ void grad_element(float &pk, float &ds, float s, floa
     ds = p * ((keep ? dp.scale : 0.0f) * dpd - D_q);
 }
 
-// Grid (ceil(Lmax/64), NH, B): the block owns keys k0 .. k0+63 of (b, h) and loops over query
+// Grid of block_of: the block owns keys k0 .. k0+63 of (b, h) and loops over query
 // tiles; warp rows are keys. dqkv's K and V columns += dK scale, dV / (1-p).
 template <typename T, int HS>
 __global__ void __launch_bounds__(THREADS)
@@ -258,8 +268,9 @@ flash_backward_dkdv_kernel(float *dqkv, const float *dout, const float *qkv, con
     using SM = layout<HS>;
     extern __shared__ __align__(128) unsigned char smem[];
     bwd_smem<T, HS> sh(smem);
-    const int b = blockIdx.z, h = blockIdx.y, k0 = blockIdx.x * TILE;
-    const int first = offsets[b], L = offsets[b + 1] - first;
+    int b, k0;
+    block_of(Lmax, b, k0);
+    const int h = blockIdx.y, first = offsets[b], L = offsets[b + 1] - first;
     if (L > Lmax) __trap();
     if (k0 >= L) return;
     const int C = NH * HS, wr = threadIdx.x / 32 * WR, lane = threadIdx.x % 32;
@@ -297,7 +308,7 @@ flash_backward_dkdv_kernel(float *dqkv, const float *dout, const float *qkv, con
     warp_add_out<HS>(dk + C, ld, rows, dp.scale, dV, scratch);
 }
 
-// Grid (ceil(Lmax/64), NH, B): the block owns queries q0 .. q0+63 of (b, h) and loops over key
+// Grid of block_of: the block owns queries q0 .. q0+63 of (b, h) and loops over key
 // tiles; warp rows are queries. dqkv's Q columns += dQ scale.
 template <typename T, int HS>
 __global__ void __launch_bounds__(THREADS)
@@ -307,8 +318,9 @@ flash_backward_dq_kernel(float *dqkv, const float *dout, const float *qkv, const
     using SM = layout<HS>;
     extern __shared__ __align__(128) unsigned char smem[];
     bwd_smem<T, HS> sh(smem);
-    const int b = blockIdx.z, h = blockIdx.y, q0 = blockIdx.x * TILE;
-    const int first = offsets[b], L = offsets[b + 1] - first;
+    int b, q0;
+    block_of(Lmax, b, q0);
+    const int h = blockIdx.y, first = offsets[b], L = offsets[b + 1] - first;
     if (L > Lmax) __trap();
     if (q0 >= L) return;
     const int C = NH * HS, wr = threadIdx.x / 32 * WR, lane = threadIdx.x % 32;
@@ -351,11 +363,19 @@ template <typename K> void allow_smem(K kernel, size_t bytes, bool &done) {
     done = true;
 }
 
+// block_of's grid; dies where it would pass gridDim's limits (x 2^31 - 1, y 65535).
+dim3 flash_grid(int B, int Lmax, int NH) {
+    const int64_t x = (int64_t)ceil_div(Lmax, TILE) * B;
+    if (x > INT_MAX || NH > 65535)
+        mt_die("fused attention: %d sequences of up to %d tokens, %d heads: past the grid's limits", B, Lmax, NH);
+    return dim3((unsigned)x, NH);
+}
+
 template <typename T, int HS>
 void forward_as(float *out, float *lse, float *delta, const float *dout, const float *qkv, const int32_t *offsets,
                 const int64_t *att_offsets, int B, int Lmax, int NH, const dropout_params &dp) {
     static bool ready[2];
-    const dim3 grid(ceil_div(Lmax, TILE), NH, B);
+    const dim3 grid = flash_grid(B, Lmax, NH);
     const float scale = 1.0f / sqrtf((float)HS);
     const size_t bytes = layout<HS>::FWD;
     if (delta) {
@@ -375,7 +395,7 @@ void backward_as(float *dqkv, const float *dout, const float *qkv, const float *
                  const int32_t *offsets, const int64_t *att_offsets, int B, int Lmax, int NH, const dropout_params &dp) {
     static bool ready[2];
     forward_as<T, HS>(nullptr, nullptr, delta, dout, qkv, offsets, att_offsets, B, Lmax, NH, dp);
-    const dim3 grid(ceil_div(Lmax, TILE), NH, B);
+    const dim3 grid = flash_grid(B, Lmax, NH);
     const float scale = 1.0f / sqrtf((float)HS);
     const size_t bytes = layout<HS>::BWD;
     allow_smem(flash_backward_dkdv_kernel<T, HS>, bytes, ready[0]);

@@ -135,18 +135,26 @@ static void forward_block(fwd_smem *sm, float *out, float *lse, float *delta, co
     }
 }
 
-// The grid (ceil(Lmax/64), NH, B) of forward_as.
+// flash.cu's grid (tiles B, NH): block x is tile x % tiles of sequence x / tiles (block_of).
+static void block_of(int x, int Lmax, int *b, int *bx) {
+    const int tiles = (Lmax + TILE - 1) / TILE;
+    *b = x / tiles, *bx = x % tiles;
+}
+
+// The grid of forward_as.
 static void forward_grid(float *out, float *lse, float *delta, const float *dout, const float *qkv,
                          const int32_t *offsets, const int64_t *att_offsets, int B, int Lmax, int C, int NH,
                          const dropout_params *dp) {
     fwd_smem *sm = malloc(sizeof *sm);
-    const int HS = C / NH;
+    const int HS = C / NH, blocks = (Lmax + TILE - 1) / TILE * B;
     const float scale = 1.0f / sqrtf((float)HS);
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < NH; h++)
-            for (int bx = 0; bx < (Lmax + TILE - 1) / TILE; bx++)
-                forward_block(sm, out, lse, delta, dout, qkv, offsets, att_offsets, NH, HS, Lmax, scale, dp,
-                              delta != NULL, bx, h, b);
+    for (int x = 0; x < blocks; x++)
+        for (int h = 0; h < NH; h++) {
+            int b, bx;
+            block_of(x, Lmax, &b, &bx);
+            forward_block(sm, out, lse, delta, dout, qkv, offsets, att_offsets, NH, HS, Lmax, scale, dp,
+                          delta != NULL, bx, h, b);
+        }
     free(sm);
 }
 
@@ -264,20 +272,24 @@ static void dq_block(bwd_smem *sh, float *dqkv, const float *dout, const float *
 static void attention_backward_flash(float *dqkv, const float *dout, const float *qkv, const float *att,
                                      const int32_t *offsets, const int64_t *att_offsets, int B, int max_len, int C,
                                      int NH, const mt_dropout_key *drop) {
-    const int HS = C / NH, tiles = (max_len + TILE - 1) / TILE;
+    const int HS = C / NH, blocks = (max_len + TILE - 1) / TILE * B;
     const float scale = 1.0f / sqrtf((float)HS);
     const dropout_params dp = dropout_params_of(drop);
     float *delta = calloc((size_t)B * NH * max_len, sizeof(float));
     bwd_smem *sh = malloc(sizeof *sh);
     forward_grid(NULL, NULL, delta, dout, qkv, offsets, att_offsets, B, max_len, C, NH, &dp);
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < NH; h++)
-            for (int bx = 0; bx < tiles; bx++)
-                dkdv_block(sh, dqkv, dout, qkv, att, delta, offsets, att_offsets, NH, HS, max_len, scale, &dp, bx, h, b);
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < NH; h++)
-            for (int bx = 0; bx < tiles; bx++)
-                dq_block(sh, dqkv, dout, qkv, att, delta, offsets, att_offsets, NH, HS, max_len, scale, &dp, bx, h, b);
+    for (int x = 0; x < blocks; x++)
+        for (int h = 0; h < NH; h++) {
+            int b, bx;
+            block_of(x, max_len, &b, &bx);
+            dkdv_block(sh, dqkv, dout, qkv, att, delta, offsets, att_offsets, NH, HS, max_len, scale, &dp, bx, h, b);
+        }
+    for (int x = 0; x < blocks; x++)
+        for (int h = 0; h < NH; h++) {
+            int b, bx;
+            block_of(x, max_len, &b, &bx);
+            dq_block(sh, dqkv, dout, qkv, att, delta, offsets, att_offsets, NH, HS, max_len, scale, &dp, bx, h, b);
+        }
     free(sh);
     free(delta);
 }
