@@ -54,6 +54,15 @@ template <int HS> struct layout {
     static constexpr size_t FWD = 3 * HALF_TILE + SCORES + HALF_SCORES + OUT + 2 * ROWS;
     // backward (both kernels): four 16-bit tiles | S, dP (fp32) | P', dS (16-bit) | lse, D
     static constexpr size_t BWD = 4 * HALF_TILE + 2 * SCORES + 2 * HALF_SCORES + 2 * ROWS;
+    // The rules above, checked where nothing can run them: every fragment pointer is a section
+    // start + a warp's 16 rows + a 16-column step, so those three must be 32-byte multiples.
+    static_assert(HS % 16 == 0 && WARPS * WR == TILE, "tiles of whole 16x16 fragments, a warp per 16 rows");
+    static_assert(LDH % 8 == 0 && LDP % 8 == 0 && LDS % 4 == 0 && LDO % 4 == 0, "wmma ldm: 8 (16-bit), 4 (fp32)");
+    static_assert(HALF_TILE % 128 == 0 && SCORES % 128 == 0 && HALF_SCORES % 128 == 0 && OUT % 128 == 0 &&
+                      ROWS % 128 == 0, "sections of whole 128-byte lines");
+    static_assert(WR * LDH * 2 % 32 == 0 && WR * LDP * 2 % 32 == 0 && WR * LDS * 4 % 32 == 0 && WR * LDO * 4 % 32 == 0,
+                  "a warp's first row 32-byte aligned");
+    static_assert(FWD <= 227 * 1024 && BWD <= 227 * 1024, "sm_90 opts a block into at most 227 KB of shared memory");
 };
 
 // rows row0 .. row0+63 of one head's columns (HS wide, from src) of a packed fp32 matrix with
