@@ -447,8 +447,7 @@ void attention_backward_flash(float *dqkv, const float *dout, const float *qkv, 
                               const int32_t *offsets, const int64_t *att_offsets, int B, int max_len, int C, int NH,
                               const mt_dropout_key *drop) {
     if (B <= 0 || max_len <= 0) return;
-    // D [B, NH, Lmax] in the padded-heads workspace (B Lmax C floats reserved: NH <= C)
-    float *delta = (float *)workspace(MT_WS_ATT_O, (size_t)B * NH * max_len * sizeof(float));
+    float *delta = (float *)workspace(MT_WS_ATT_O, mt_ws_att_rows(B, max_len, NH));  // D [B, NH, Lmax]
     const dropout_params dp = dropout_params_of(drop);
     MT_FLASH_DISPATCH(backward_as, C / NH, dqkv, dout, qkv, att, delta, offsets, att_offsets, B, max_len, NH, dp);
 }
