@@ -256,7 +256,9 @@ __device__ void load_rows(float *lse_s, float *D_s, const float *lse, const floa
 
 // P, P' and dS of one element (query q, key k; s = the unscaled score, dp' = dO_q . V_k):
 // P = exp(scale s - lse_q), P' = keep ? P : 0 (1/(1-p) applied to dV at the end),
-// dS = P (keep/(1-p) dp' - D_q) (scale applied to dQ, dK at the end); all 0 outside the sequence.
+// dS = P (keep/(1-p) dp' - D_q) scale; all 0 outside the sequence. scale goes in before dS is
+// rounded to 16 bits, as attention.cu's dS: at fp16 both paths overflow at the same gradients
+// (unscaled, dS would reach 65504 at 1/scale = 5.7x (hs 32) or 8x (hs 64) smaller ones).
 __device__ __forceinline__ void grad_element(float &pk, float &ds, float s, float dpd, float lse_q, float D_q, int q,
                                              int k, int L, int h, int64_t att0, float scale, const dropout_params &dp) {
     pk = 0.0f, ds = 0.0f;
@@ -264,11 +266,11 @@ __device__ __forceinline__ void grad_element(float &pk, float &ds, float s, floa
     const float p = expf(s * scale - lse_q);
     const bool keep = !dp.on || dropout_keep(dp, mask_index(att0, h, L, q, k));
     pk = keep ? p : 0.0f;
-    ds = p * ((keep ? dp.scale : 0.0f) * dpd - D_q);
+    ds = p * ((keep ? dp.scale : 0.0f) * dpd - D_q) * scale;
 }
 
 // Grid of block_of: the block owns keys k0 .. k0+63 of (b, h) and loops over query
-// tiles; warp rows are keys. dqkv's K and V columns += dK scale, dV / (1-p).
+// tiles; warp rows are keys. dqkv's K and V columns += dK, dV / (1-p).
 template <typename T, int HS>
 __global__ void __launch_bounds__(THREADS)
 flash_backward_dkdv_kernel(float *dqkv, const float *dout, const float *qkv, const float *att, const float *delta,
@@ -313,12 +315,12 @@ flash_backward_dkdv_kernel(float *dqkv, const float *dout, const float *qkv, con
     }
     const int rows = L - k0 - wr;  // the warp's real keys (may be <= 0)
     float *dk = dqkv + (first + k0 + wr) * ld + C + h * HS, *scratch = sh.S + wr * SM::LDS;
-    warp_add_out<HS>(dk, ld, rows, scale, dK, scratch);
+    warp_add_out<HS>(dk, ld, rows, 1.0f, dK, scratch);
     warp_add_out<HS>(dk + C, ld, rows, dp.scale, dV, scratch);
 }
 
 // Grid of block_of: the block owns queries q0 .. q0+63 of (b, h) and loops over key
-// tiles; warp rows are queries. dqkv's Q columns += dQ scale.
+// tiles; warp rows are queries. dqkv's Q columns += dQ.
 template <typename T, int HS>
 __global__ void __launch_bounds__(THREADS)
 flash_backward_dq_kernel(float *dqkv, const float *dout, const float *qkv, const float *att, const float *delta,
@@ -360,7 +362,7 @@ flash_backward_dq_kernel(float *dqkv, const float *dout, const float *qkv, const
         warp_ab<T, HS>(dQ, sh.dS + wr * SM::LDP, SM::LDP, sh.U, SM::LDH);  // dQ += dS K
     }
     float *dq = dqkv + (first + q0 + wr) * ld + h * HS;
-    warp_add_out<HS>(dq, ld, L - q0 - wr, scale, dQ, sh.S + wr * SM::LDS);
+    warp_add_out<HS>(dq, ld, L - q0 - wr, 1.0f, dQ, sh.S + wr * SM::LDS);
 }
 
 // ---- launchers ------------------------------------------------------------------------------

@@ -189,7 +189,7 @@ static void grad_element(float *pk, float *ds, float s, float dpd, float lse_q, 
     const float p = expf(s * scale - lse_q);
     const int keep = !dp->on || dropout_keep(dp, mask_index(att0, h, L, q, k));
     *pk = keep ? p : 0.0f;
-    *ds = p * ((keep ? dp->scale : 0.0f) * dpd - D_q);
+    *ds = p * ((keep ? dp->scale : 0.0f) * dpd - D_q) * scale;
 }
 
 // warp_add_out: dst[r][n] += factor acc[wr + r][n] for the warp's rows r < rows.
@@ -229,7 +229,7 @@ static void dkdv_block(bwd_smem *sh, float *dqkv, const float *dout, const float
     for (int w = 0; w < WARPS; w++) {
         const int wr = w * WR, rows = L - k0 - wr;
         float *dk = dqkv + (first + k0 + wr) * ld + C + h * HS;
-        warp_add_out(dk, ld, rows, scale, sh->acc1, wr, HS);
+        warp_add_out(dk, ld, rows, 1.0f, sh->acc1, wr, HS);
         warp_add_out(dk + C, ld, rows, dp->scale, sh->acc2, wr, HS);
     }
 }
@@ -264,7 +264,7 @@ static void dq_block(bwd_smem *sh, float *dqkv, const float *dout, const float *
     }
     for (int w = 0; w < WARPS; w++) {
         const int wr = w * WR;
-        warp_add_out(dqkv + (first + q0 + wr) * ld + h * HS, ld, L - q0 - wr, scale, sh->acc1, wr, HS);
+        warp_add_out(dqkv + (first + q0 + wr) * ld + h * HS, ld, L - q0 - wr, 1.0f, sh->acc1, wr, HS);
     }
 }
 
