@@ -257,8 +257,8 @@ __device__ void load_rows(float *lse_s, float *D_s, const float *lse, const floa
 // P, P' and dS of one element (query q, key k; s = the unscaled score, dp' = dO_q . V_k):
 // P = exp(scale s - lse_q), P' = keep ? P : 0 (1/(1-p) applied to dV at the end),
 // dS = P (keep/(1-p) dp' - D_q) scale; all 0 outside the sequence. scale goes in before dS is
-// rounded to 16 bits, as attention.cu's dS: at fp16 both paths overflow at the same gradients
-// (unscaled, dS would reach 65504 at 1/scale = 5.7x (hs 32) or 8x (hs 64) smaller ones).
+// rounded to 16 bits, as in attention.cu's dS, so at fp16 both paths reach 65504 (inf) at the
+// same gradients.
 __device__ __forceinline__ void grad_element(float &pk, float &ds, float s, float dpd, float lse_q, float D_q, int q,
                                              int k, int L, int h, int64_t att0, float scale, const dropout_params &dp) {
     pk = 0.0f, ds = 0.0f;
