@@ -22,6 +22,7 @@
 //
 // The index arithmetic is written out serially in tests/unit/test_flash_math.c, checked there
 // against the CPU attention; keep the two in step.
+#include <limits.h>
 #include <math.h>
 #include <mma.h>
 
@@ -53,6 +54,15 @@ template <int HS> struct layout {
     static constexpr size_t FWD = 3 * HALF_TILE + SCORES + HALF_SCORES + OUT + 2 * ROWS;
     // backward (both kernels): four 16-bit tiles | S, dP (fp32) | P', dS (16-bit) | lse, D
     static constexpr size_t BWD = 4 * HALF_TILE + 2 * SCORES + 2 * HALF_SCORES + 2 * ROWS;
+    // The rules above, checked where nothing can run them: every fragment pointer is a section
+    // start + a warp's 16 rows + a 16-column step, so those three must be 32-byte multiples.
+    static_assert(HS % 16 == 0 && WARPS * WR == TILE, "tiles of whole 16x16 fragments, a warp per 16 rows");
+    static_assert(LDH % 8 == 0 && LDP % 8 == 0 && LDS % 4 == 0 && LDO % 4 == 0, "wmma ldm: 8 (16-bit), 4 (fp32)");
+    static_assert(HALF_TILE % 128 == 0 && SCORES % 128 == 0 && HALF_SCORES % 128 == 0 && OUT % 128 == 0 &&
+                      ROWS % 128 == 0, "sections of whole 128-byte lines");
+    static_assert(WR * LDH * 2 % 32 == 0 && WR * LDP * 2 % 32 == 0 && WR * LDS * 4 % 32 == 0 && WR * LDO * 4 % 32 == 0,
+                  "a warp's first row 32-byte aligned");
+    static_assert(FWD <= 227 * 1024 && BWD <= 227 * 1024, "sm_90 opts a block into at most 227 KB of shared memory");
 };
 
 // rows row0 .. row0+63 of one head's columns (HS wide, from src) of a packed fp32 matrix with
@@ -126,9 +136,17 @@ __device__ __forceinline__ uint64_t mask_index(int64_t att0, int h, int L, int i
     return (uint64_t)(att0 + ((int64_t)h * L + i) * L + j);
 }
 
+// The grid of every kernel here: (tiles B, NH), tiles = ceil(Lmax / 64); block x is tile x % tiles
+// of sequence x / tiles. B rides in x because gridDim.z stops at 65535 sequences; (b, h) of
+// neighbouring blocks stay together, so a sequence's K, V tiles are read from L2 by its tiles.
+__device__ __forceinline__ void block_of(int Lmax, int &b, int &row0) {
+    const int tiles = (Lmax + TILE - 1) / TILE;
+    b = blockIdx.x / tiles, row0 = blockIdx.x % tiles * TILE;
+}
+
 // ---- forward --------------------------------------------------------------------------------
 
-// Grid (ceil(Lmax/64), NH, B), THREADS threads, layout<HS>::FWD bytes of shared memory.
+// Grid of block_of, THREADS threads, layout<HS>::FWD bytes of shared memory.
 // DELTA false: out[N,C] rows of the tile (real rows only), and lse (att, may be NULL) at
 // att_offsets[b] + h L + i. DELTA true (backward's pre-pass): O is not written; instead
 // delta[(b NH + h) Lmax + i] = dO_i . O_i with dO from dout[N,C]. Dropout (dp.on) needs att_offsets.
@@ -144,8 +162,9 @@ flash_forward_kernel(float *out, float *lse, float *delta, const float *dout, co
     float *Os = (float *)(smem + 3 * SM::HALF_TILE + SM::SCORES + SM::HALF_SCORES);
     float *M = (float *)(smem + 3 * SM::HALF_TILE + SM::SCORES + SM::HALF_SCORES + SM::OUT), *Lsum = M + TILE;
 
-    const int b = blockIdx.z, h = blockIdx.y, q0 = blockIdx.x * TILE;
-    const int first = offsets[b], L = offsets[b + 1] - first;
+    int b, q0;
+    block_of(Lmax, b, q0);
+    const int h = blockIdx.y, first = offsets[b], L = offsets[b + 1] - first;
     if (L > Lmax) __trap();  // max_len below the batch's longest: die at the next check (as attention.cu)
     if (q0 >= L) return;
     const int C = NH * HS, lane = threadIdx.x % 32, wr = threadIdx.x / 32 * WR;  // wr: the warp's first row
@@ -237,7 +256,9 @@ __device__ void load_rows(float *lse_s, float *D_s, const float *lse, const floa
 
 // P, P' and dS of one element (query q, key k; s = the unscaled score, dp' = dO_q . V_k):
 // P = exp(scale s - lse_q), P' = keep ? P : 0 (1/(1-p) applied to dV at the end),
-// dS = P (keep/(1-p) dp' - D_q) (scale applied to dQ, dK at the end); all 0 outside the sequence.
+// dS = P (keep/(1-p) dp' - D_q) scale; all 0 outside the sequence. scale goes in before dS is
+// rounded to 16 bits, as in attention.cu's dS, so at fp16 both paths reach 65504 (inf) at the
+// same gradients.
 __device__ __forceinline__ void grad_element(float &pk, float &ds, float s, float dpd, float lse_q, float D_q, int q,
                                              int k, int L, int h, int64_t att0, float scale, const dropout_params &dp) {
     pk = 0.0f, ds = 0.0f;
@@ -245,11 +266,11 @@ __device__ __forceinline__ void grad_element(float &pk, float &ds, float s, floa
     const float p = expf(s * scale - lse_q);
     const bool keep = !dp.on || dropout_keep(dp, mask_index(att0, h, L, q, k));
     pk = keep ? p : 0.0f;
-    ds = p * ((keep ? dp.scale : 0.0f) * dpd - D_q);
+    ds = p * ((keep ? dp.scale : 0.0f) * dpd - D_q) * scale;
 }
 
-// Grid (ceil(Lmax/64), NH, B): the block owns keys k0 .. k0+63 of (b, h) and loops over query
-// tiles; warp rows are keys. dqkv's K and V columns += dK scale, dV / (1-p).
+// Grid of block_of: the block owns keys k0 .. k0+63 of (b, h) and loops over query
+// tiles; warp rows are keys. dqkv's K and V columns += dK, dV / (1-p).
 template <typename T, int HS>
 __global__ void __launch_bounds__(THREADS)
 flash_backward_dkdv_kernel(float *dqkv, const float *dout, const float *qkv, const float *att, const float *delta,
@@ -258,8 +279,9 @@ flash_backward_dkdv_kernel(float *dqkv, const float *dout, const float *qkv, con
     using SM = layout<HS>;
     extern __shared__ __align__(128) unsigned char smem[];
     bwd_smem<T, HS> sh(smem);
-    const int b = blockIdx.z, h = blockIdx.y, k0 = blockIdx.x * TILE;
-    const int first = offsets[b], L = offsets[b + 1] - first;
+    int b, k0;
+    block_of(Lmax, b, k0);
+    const int h = blockIdx.y, first = offsets[b], L = offsets[b + 1] - first;
     if (L > Lmax) __trap();
     if (k0 >= L) return;
     const int C = NH * HS, wr = threadIdx.x / 32 * WR, lane = threadIdx.x % 32;
@@ -293,12 +315,12 @@ flash_backward_dkdv_kernel(float *dqkv, const float *dout, const float *qkv, con
     }
     const int rows = L - k0 - wr;  // the warp's real keys (may be <= 0)
     float *dk = dqkv + (first + k0 + wr) * ld + C + h * HS, *scratch = sh.S + wr * SM::LDS;
-    warp_add_out<HS>(dk, ld, rows, scale, dK, scratch);
+    warp_add_out<HS>(dk, ld, rows, 1.0f, dK, scratch);
     warp_add_out<HS>(dk + C, ld, rows, dp.scale, dV, scratch);
 }
 
-// Grid (ceil(Lmax/64), NH, B): the block owns queries q0 .. q0+63 of (b, h) and loops over key
-// tiles; warp rows are queries. dqkv's Q columns += dQ scale.
+// Grid of block_of: the block owns queries q0 .. q0+63 of (b, h) and loops over key
+// tiles; warp rows are queries. dqkv's Q columns += dQ.
 template <typename T, int HS>
 __global__ void __launch_bounds__(THREADS)
 flash_backward_dq_kernel(float *dqkv, const float *dout, const float *qkv, const float *att, const float *delta,
@@ -307,8 +329,9 @@ flash_backward_dq_kernel(float *dqkv, const float *dout, const float *qkv, const
     using SM = layout<HS>;
     extern __shared__ __align__(128) unsigned char smem[];
     bwd_smem<T, HS> sh(smem);
-    const int b = blockIdx.z, h = blockIdx.y, q0 = blockIdx.x * TILE;
-    const int first = offsets[b], L = offsets[b + 1] - first;
+    int b, q0;
+    block_of(Lmax, b, q0);
+    const int h = blockIdx.y, first = offsets[b], L = offsets[b + 1] - first;
     if (L > Lmax) __trap();
     if (q0 >= L) return;
     const int C = NH * HS, wr = threadIdx.x / 32 * WR, lane = threadIdx.x % 32;
@@ -339,7 +362,7 @@ flash_backward_dq_kernel(float *dqkv, const float *dout, const float *qkv, const
         warp_ab<T, HS>(dQ, sh.dS + wr * SM::LDP, SM::LDP, sh.U, SM::LDH);  // dQ += dS K
     }
     float *dq = dqkv + (first + q0 + wr) * ld + h * HS;
-    warp_add_out<HS>(dq, ld, L - q0 - wr, scale, dQ, sh.S + wr * SM::LDS);
+    warp_add_out<HS>(dq, ld, L - q0 - wr, 1.0f, dQ, sh.S + wr * SM::LDS);
 }
 
 // ---- launchers ------------------------------------------------------------------------------
@@ -351,11 +374,19 @@ template <typename K> void allow_smem(K kernel, size_t bytes, bool &done) {
     done = true;
 }
 
+// block_of's grid; dies where it would pass gridDim's limits (x 2^31 - 1, y 65535).
+dim3 flash_grid(int B, int Lmax, int NH) {
+    const int64_t x = (int64_t)ceil_div(Lmax, TILE) * B;
+    if (x > INT_MAX || NH > 65535)
+        mt_die("fused attention: %d sequences of up to %d tokens, %d heads: past the grid's limits", B, Lmax, NH);
+    return dim3((unsigned)x, NH);
+}
+
 template <typename T, int HS>
 void forward_as(float *out, float *lse, float *delta, const float *dout, const float *qkv, const int32_t *offsets,
                 const int64_t *att_offsets, int B, int Lmax, int NH, const dropout_params &dp) {
     static bool ready[2];
-    const dim3 grid(ceil_div(Lmax, TILE), NH, B);
+    const dim3 grid = flash_grid(B, Lmax, NH);
     const float scale = 1.0f / sqrtf((float)HS);
     const size_t bytes = layout<HS>::FWD;
     if (delta) {
@@ -375,7 +406,7 @@ void backward_as(float *dqkv, const float *dout, const float *qkv, const float *
                  const int32_t *offsets, const int64_t *att_offsets, int B, int Lmax, int NH, const dropout_params &dp) {
     static bool ready[2];
     forward_as<T, HS>(nullptr, nullptr, delta, dout, qkv, offsets, att_offsets, B, Lmax, NH, dp);
-    const dim3 grid(ceil_div(Lmax, TILE), NH, B);
+    const dim3 grid = flash_grid(B, Lmax, NH);
     const float scale = 1.0f / sqrtf((float)HS);
     const size_t bytes = layout<HS>::BWD;
     allow_smem(flash_backward_dkdv_kernel<T, HS>, bytes, ready[0]);
@@ -418,8 +449,7 @@ void attention_backward_flash(float *dqkv, const float *dout, const float *qkv, 
                               const int32_t *offsets, const int64_t *att_offsets, int B, int max_len, int C, int NH,
                               const mt_dropout_key *drop) {
     if (B <= 0 || max_len <= 0) return;
-    // D [B, NH, Lmax] in the padded-heads workspace (B Lmax C floats reserved: NH <= C)
-    float *delta = (float *)workspace(MT_WS_ATT_O, (size_t)B * NH * max_len * sizeof(float));
+    float *delta = (float *)workspace(MT_WS_ATT_O, mt_ws_att_rows(B, max_len, NH));  // D [B, NH, Lmax]
     const dropout_params dp = dropout_params_of(drop);
     MT_FLASH_DISPATCH(backward_as, C / NH, dqkv, dout, qkv, att, delta, offsets, att_offsets, B, max_len, NH, dp);
 }

@@ -32,6 +32,9 @@ static inline size_t mt_ws_att_heads(int B, int Lmax, int C) { return (size_t)B 
 static inline size_t mt_ws_att_scores(int B, int Lmax, int NH) {
     return (size_t)B * NH * Lmax * Lmax * sizeof(float);
 }
+// the fused attention's backward (kernels/flash.cu): D [B, NH, Lmax] in the "attention O" workspace,
+// within its mt_ws_att_heads (NH <= C)
+static inline size_t mt_ws_att_rows(int B, int Lmax, int NH) { return (size_t)B * NH * Lmax * sizeof(float); }
 // The bound on sequences x longest of any batch within s (max_padded, else max_batch x max_len).
 static inline int64_t mt_ws_padded_bound(const mt_workspace_shape *s) {
     return s->max_padded > 0 ? s->max_padded : (int64_t)s->max_batch * s->max_len;

@@ -39,7 +39,8 @@
 //   rel. L2    dqkv's increment after the fused forward and backward vs the CPU's: 5e-2 bf16,
 //              1e-2 fp16 (Q, K, V, dO, P and dS each rounded once; dS = P (dP - D) cancels, so
 //              its error relative to the gradient is several u), the batched path's backward at
-//              the same precision reported beside it against the same tolerance as the baseline
+//              the same precision reported beside it against the same tolerance as the baseline;
+//              B = 70000 sequences of 1 to 3 tokens (past gridDim.z's 65535): out 10 u, dqkv 5e-2
 // Sentence-model ops (lib/cpu/sentence.c):
 //   exact      pool_backward (cls, mean), copy_2d, add_bias forward / backward (float column
 //              sums in row order), im2col / col2im (copies; sums in row order), relu_dropout
@@ -813,6 +814,40 @@ static void check_attention_fused_all(void) {
     check_attention_fused_mask(384, 12, FP16);
 }
 
+// More sequences than gridDim.z allows (65535): flash.cu folds B into the grid's x. B = 70000 of
+// 1 to 3 tokens at bf16, hs 32, p = 0.1: out (10 u max|ref|) and dqkv's increment (rel. L2 5e-2)
+// against the CPU. Not in --fused-only: 210,000 blocks a kernel would be slow under racecheck.
+static void check_attention_fused_many(void) {
+    if (standin) return skip_row("attn_fused", "70000 sequences (kernels/flash.cu)", "CUDA only");
+    const int B = 70000, C = 64, NH = 2;
+    int *lengths = mt_malloc(B * sizeof(int));
+    for (int b = 0; b < B; b++) lengths[b] = 1 + b % 3;
+    packing pk = pack(lengths, B, NH);
+    mt_dropout_key key = key_of(0.1f, mt_dropout_site(0, 7, 1));
+    const size_t nqkv = (size_t)pk.N * 3 * C, nout = (size_t)pk.N * C;
+    float *qkv = rand_vec(nqkv, 0, 2), *dout = rand_vec(nout, 0, 1), *ref = mt_malloc(nout * 4);
+    float *att = mt_malloc(pk.att_size * 4), *rd = mt_calloc(nqkv, 4);
+    cpu->attention_forward_dropout(ref, att, qkv, pk.offsets, pk.att_offsets, B, pk.maxL, C, NH, &key);
+    cpu->attention_backward(rd, dout, qkv, att, pk.offsets, pk.att_offsets, B, pk.maxL, C, NH, &key);
+    float *d_qkv = up(qkv, nqkv * 4), *d_dout = up(dout, nout * 4), *d_out = gpu->alloc(nout * 4);
+    float *d_att = gpu->alloc(pk.att_size * 4), *d_dqkv = gpu->alloc(nqkv * 4);
+    int32_t *doff = up(pk.offsets, (B + 1) * 4);
+    int64_t *datt_off = up(pk.att_offsets, B * 8);
+    gpu->zero(d_dqkv, nqkv * 4);
+    attention_mode(BF16, "fused");
+    gpu->attention_forward_dropout(d_out, d_att, d_qkv, doff, datt_off, B, pk.maxL, C, NH, &key);
+    gpu->attention_backward(d_dqkv, d_dout, d_qkv, d_att, doff, datt_off, B, pk.maxL, C, NH, &key);
+    attention_mode_reset();
+    float *got = down(d_out, nout), *gd = down(d_dqkv, nqkv);
+    report("attn_fused", "B=70000 (past gridDim.z) p=0.1 out", "bf16", got, ref, nout,
+           10 * ldexp(1, -8) * max_abs(ref, nout), 0);
+    report_rel_l2("attn_fused", "B=70000 p=0.1 dqkv", "bf16", gd, rd, nqkv, 5e-2);
+    gpu->free(d_qkv); gpu->free(d_dout); gpu->free(d_out); gpu->free(d_att); gpu->free(d_dqkv); gpu->free(doff);
+    gpu->free(datt_off);
+    free(lengths); free(qkv); free(dout); free(ref); free(att); free(rd); free(got); free(gd);
+    unpack_free(&pk);
+}
+
 // mask: bit 0 dinp, bit 1 dweight, bit 2 dbias wanted (the others NULL).
 static void check_matmul_backward(int N, int IC, int OC, int mask) {
     float *dout = rand_vec((size_t)N * OC, 0, 1), *inp = rand_vec((size_t)N * IC, 0, 1), *w = rand_vec((size_t)OC * IC, 0, 1);
@@ -1435,6 +1470,7 @@ int main(int argc, char **argv) {
     check_attention_backward(one, 1, 64, 2, 0.1f);
     check_attention_backward(longer, 3, 64, 1, 0.1f);
     check_attention_fused_all();
+    check_attention_fused_many();
     check_matmul_backward(200, 384, 1152, 7);
     check_matmul_backward(517, 768, 3072, 7);
     check_matmul_backward(19, 45, 33, 7);

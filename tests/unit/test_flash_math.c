@@ -1,10 +1,11 @@
 // test_flash_math.c — the algorithm of kernels/flash.cu (fused attention), written serially in C
 // with the kernels' tiles, loops and index arithmetic, checked against the CPU attention of
 // lib/cpu (forward with and without dropout, backward) on packed batches whose lengths hit the
-// 64-row tile edges. fp32 throughout (the kernels round Q, K, V, P and dS to 16 bits; that is
-// op_parity's business on a GPU): what this catches is the algebra and the indexing — the online
+// 64-row tile edges. fp32 (what this catches is the algebra and the indexing — the online
 // softmax's rescaling, the saved log-sum-exp, D_i = dO_i . O_i, the dK/dV and dQ passes, the
-// regenerated dropout mask — before a GPU ever runs the kernels.
+// regenerated dropout mask — before a GPU ever runs the kernels), and once with the kernels'
+// bf16 roundings of Q, K, V, dO, P and dS (round16) against op_parity's attn_fused tolerances,
+// so a failing row there is a bug in the kernels, not a tolerance the algorithm cannot meet.
 //
 // Names follow flash.cu: a "block" is one CUDA block (bx, h, b), its four "warps" each own 16 rows
 // of the 64; S, P, O, M, Lsum and the backward's buffers are the kernels' shared-memory tiles.
@@ -17,11 +18,16 @@
 #include "backend.h"
 #include "check.h"
 #include "rng.h"
+#include "stream.h"
 
 #define TILE 64   // query rows of a block, keys of a tile
 #define WARPS 4   // warp w owns rows 16 w .. 16 w + 15
 #define WR 16
 #define HSMAX 64
+
+// The kernels' round_to (kernels/common.cuh) at bf16 where round16 is set, else exact.
+static int round16;
+static float to16(float x) { return round16 ? mt_bf16_to_f32(mt_f32_to_bf16(x)) : x; }
 
 // flash.cu's dropout_params (kernels/philox.cuh): on, the key, threshold and 1/(1-p) as the CPU.
 typedef struct {
@@ -44,12 +50,12 @@ static uint64_t mask_index(int64_t att0, int h, int L, int i, int j) {
     return (uint64_t)(att0 + ((int64_t)h * L + i) * L + j);
 }
 
-// load_tile: rows row0 .. row0+63 of one head's HS columns of a packed matrix (row stride ld);
-// rows >= L zeros.
+// load_tile: rows row0 .. row0+63 of one head's HS columns of a packed matrix (row stride ld),
+// rounded to 16 bits; rows >= L zeros.
 static void load_tile(float dst[TILE][HSMAX], const float *src, int64_t ld, int64_t first, int row0, int L, int HS) {
     for (int e = 0; e < TILE * HS; e++) {
         const int r = e / HS, d = e % HS;
-        dst[r][d] = row0 + r < L ? src[(first + row0 + r) * ld + d] : 0.0f;
+        dst[r][d] = to16(row0 + r < L ? src[(first + row0 + r) * ld + d] : 0.0f);
     }
 }
 
@@ -113,7 +119,7 @@ static void forward_block(fwd_smem *sm, float *out, float *lse, float *delta, co
                 const float alpha = expf(m_old - m_new);
                 for (int j = 0; j < TILE; j++) {
                     if (dp->on && k0 + j < L && !dropout_keep(dp, mask_index(att0, h, L, q0 + i, k0 + j))) e[j] = 0.0f;
-                    sm->P[i][j] = e[j];
+                    sm->P[i][j] = to16(e[j]);
                 }
                 for (int d = 0; d < HS; d++) sm->O[i][d] *= alpha;
                 sm->M[i] = m_new, sm->Lsum[i] = sm->Lsum[i] * alpha + sum;
@@ -135,18 +141,26 @@ static void forward_block(fwd_smem *sm, float *out, float *lse, float *delta, co
     }
 }
 
-// The grid (ceil(Lmax/64), NH, B) of forward_as.
+// flash.cu's grid (tiles B, NH): block x is tile x % tiles of sequence x / tiles (block_of).
+static void block_of(int x, int Lmax, int *b, int *bx) {
+    const int tiles = (Lmax + TILE - 1) / TILE;
+    *b = x / tiles, *bx = x % tiles;
+}
+
+// The grid of forward_as.
 static void forward_grid(float *out, float *lse, float *delta, const float *dout, const float *qkv,
                          const int32_t *offsets, const int64_t *att_offsets, int B, int Lmax, int C, int NH,
                          const dropout_params *dp) {
     fwd_smem *sm = malloc(sizeof *sm);
-    const int HS = C / NH;
+    const int HS = C / NH, blocks = (Lmax + TILE - 1) / TILE * B;
     const float scale = 1.0f / sqrtf((float)HS);
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < NH; h++)
-            for (int bx = 0; bx < (Lmax + TILE - 1) / TILE; bx++)
-                forward_block(sm, out, lse, delta, dout, qkv, offsets, att_offsets, NH, HS, Lmax, scale, dp,
-                              delta != NULL, bx, h, b);
+    for (int x = 0; x < blocks; x++)
+        for (int h = 0; h < NH; h++) {
+            int b, bx;
+            block_of(x, Lmax, &b, &bx);
+            forward_block(sm, out, lse, delta, dout, qkv, offsets, att_offsets, NH, HS, Lmax, scale, dp,
+                          delta != NULL, bx, h, b);
+        }
     free(sm);
 }
 
@@ -181,7 +195,7 @@ static void grad_element(float *pk, float *ds, float s, float dpd, float lse_q, 
     const float p = expf(s * scale - lse_q);
     const int keep = !dp->on || dropout_keep(dp, mask_index(att0, h, L, q, k));
     *pk = keep ? p : 0.0f;
-    *ds = p * ((keep ? dp->scale : 0.0f) * dpd - D_q);
+    *ds = p * ((keep ? dp->scale : 0.0f) * dpd - D_q) * scale;
 }
 
 // warp_add_out: dst[r][n] += factor acc[wr + r][n] for the warp's rows r < rows.
@@ -211,8 +225,10 @@ static void dkdv_block(bwd_smem *sh, float *dqkv, const float *dout, const float
             warp_abt(sh->dP, sh->Y, sh->W, wr, HS);  // dP'^T = V dO^T
             for (int e = 0; e < WR * TILE; e++) {
                 const int r = wr + e / TILE, c = e % TILE;  // key k0 + r, query q0 + c
-                grad_element(&sh->P[r][c], &sh->dS[r][c], sh->S[r][c], sh->dP[r][c], sh->lse[c], sh->D[c], q0 + c,
-                             k0 + r, L, h, att0, scale, dp);
+                float pk, ds;
+                grad_element(&pk, &ds, sh->S[r][c], sh->dP[r][c], sh->lse[c], sh->D[c], q0 + c, k0 + r, L, h, att0,
+                             scale, dp);
+                sh->P[r][c] = to16(pk), sh->dS[r][c] = to16(ds);
             }
             warp_ab(sh->acc2, sh->P, sh->W, wr, HS);   // dV += P'^T dO
             warp_ab(sh->acc1, sh->dS, sh->U, wr, HS);  // dK += dS^T Q
@@ -221,7 +237,7 @@ static void dkdv_block(bwd_smem *sh, float *dqkv, const float *dout, const float
     for (int w = 0; w < WARPS; w++) {
         const int wr = w * WR, rows = L - k0 - wr;
         float *dk = dqkv + (first + k0 + wr) * ld + C + h * HS;
-        warp_add_out(dk, ld, rows, scale, sh->acc1, wr, HS);
+        warp_add_out(dk, ld, rows, 1.0f, sh->acc1, wr, HS);
         warp_add_out(dk + C, ld, rows, dp->scale, sh->acc2, wr, HS);
     }
 }
@@ -247,16 +263,17 @@ static void dq_block(bwd_smem *sh, float *dqkv, const float *dout, const float *
             warp_abt(sh->dP, sh->Y, sh->W, wr, HS);  // dP' = dO V^T
             for (int e = 0; e < WR * TILE; e++) {
                 const int r = wr + e / TILE, c = e % TILE;  // query q0 + r, key k0 + c
-                float pk;
-                grad_element(&pk, &sh->dS[r][c], sh->S[r][c], sh->dP[r][c], sh->lse[r], sh->D[r], q0 + r, k0 + c, L,
-                             h, att0, scale, dp);
+                float pk, ds;
+                grad_element(&pk, &ds, sh->S[r][c], sh->dP[r][c], sh->lse[r], sh->D[r], q0 + r, k0 + c, L, h, att0,
+                             scale, dp);
+                sh->dS[r][c] = to16(ds);
             }
             warp_ab(sh->acc1, sh->dS, sh->U, wr, HS);  // dQ += dS K
         }
     }
     for (int w = 0; w < WARPS; w++) {
         const int wr = w * WR;
-        warp_add_out(dqkv + (first + q0 + wr) * ld + h * HS, ld, L - q0 - wr, scale, sh->acc1, wr, HS);
+        warp_add_out(dqkv + (first + q0 + wr) * ld + h * HS, ld, L - q0 - wr, 1.0f, sh->acc1, wr, HS);
     }
 }
 
@@ -264,20 +281,24 @@ static void dq_block(bwd_smem *sh, float *dqkv, const float *dout, const float *
 static void attention_backward_flash(float *dqkv, const float *dout, const float *qkv, const float *att,
                                      const int32_t *offsets, const int64_t *att_offsets, int B, int max_len, int C,
                                      int NH, const mt_dropout_key *drop) {
-    const int HS = C / NH, tiles = (max_len + TILE - 1) / TILE;
+    const int HS = C / NH, blocks = (max_len + TILE - 1) / TILE * B;
     const float scale = 1.0f / sqrtf((float)HS);
     const dropout_params dp = dropout_params_of(drop);
     float *delta = calloc((size_t)B * NH * max_len, sizeof(float));
     bwd_smem *sh = malloc(sizeof *sh);
     forward_grid(NULL, NULL, delta, dout, qkv, offsets, att_offsets, B, max_len, C, NH, &dp);
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < NH; h++)
-            for (int bx = 0; bx < tiles; bx++)
-                dkdv_block(sh, dqkv, dout, qkv, att, delta, offsets, att_offsets, NH, HS, max_len, scale, &dp, bx, h, b);
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < NH; h++)
-            for (int bx = 0; bx < tiles; bx++)
-                dq_block(sh, dqkv, dout, qkv, att, delta, offsets, att_offsets, NH, HS, max_len, scale, &dp, bx, h, b);
+    for (int x = 0; x < blocks; x++)
+        for (int h = 0; h < NH; h++) {
+            int b, bx;
+            block_of(x, max_len, &b, &bx);
+            dkdv_block(sh, dqkv, dout, qkv, att, delta, offsets, att_offsets, NH, HS, max_len, scale, &dp, bx, h, b);
+        }
+    for (int x = 0; x < blocks; x++)
+        for (int h = 0; h < NH; h++) {
+            int b, bx;
+            block_of(x, max_len, &b, &bx);
+            dq_block(sh, dqkv, dout, qkv, att, delta, offsets, att_offsets, NH, HS, max_len, scale, &dp, bx, h, b);
+        }
     free(sh);
     free(delta);
 }
@@ -300,6 +321,15 @@ static double rel_max_diff(const float *got, const float *ref, size_t n) {
     double m = 0, r = 1;
     for (size_t i = 0; i < n; i++) m = fmax(m, fabs((double)got[i] - ref[i])), r = fmax(r, fabs(ref[i]));
     return m / r;
+}
+// ||got - ref|| / ||ref|| (op_parity's rel. L2)
+static double rel_l2(const float *got, const float *ref, size_t n) {
+    double d2 = 0, r2 = 0;
+    for (size_t i = 0; i < n; i++) {
+        const double d = (double)got[i] - ref[i];
+        d2 += d * d, r2 += (double)ref[i] * ref[i];
+    }
+    return sqrt(d2 / r2);
 }
 
 // One packed batch: flash forward (out, lse in att) and backward against the CPU's, with
@@ -337,13 +367,22 @@ static void check_case(const int *lengths, int B, int C, int NH, float p, int ex
     cpu->attention_backward(rd, dout, qkv, ratt, offsets, att_offsets, B, max_len, C, NH, k);
     attention_backward_flash(gd, dout, qkv, gatt, offsets, att_offsets, B, max_len, C, NH, k);
     double bwd = rel_max_diff(gd, rd, nqkv);
-    printf("# B=%d N=%d C=%d NH=%d p=%g max_len=%d: out %.2g, dqkv %.2g (max |diff| / max |ref|)\n", B, N, C, NH, p,
-           max_len, fwd, bwd);
-    CHECK(fwd <= 1e-5);
-    CHECK(bwd <= 1e-5);
+    printf("# B=%d N=%d C=%d NH=%d p=%g max_len=%d%s: out %.2g, dqkv %.2g (max |diff| / max |ref|)", B, N, C, NH, p,
+           max_len, round16 ? " bf16" : "", fwd, bwd);
+    if (round16) {  // op_parity: out 10 u max|ref| (max |ref| > 1 here), dqkv's increment rel. L2 5e-2
+        for (size_t i = 0; i < nqkv; i++) gd[i] -= start[i], rd[i] -= start[i];
+        const double l2 = rel_l2(gd, rd, nqkv);
+        printf(", dqkv's increment rel. L2 %.2g\n", l2);
+        CHECK(fwd <= 10 * ldexp(1, -8));
+        CHECK(l2 <= 5e-2);
+    } else {
+        printf("\n");
+        CHECK(fwd <= 1e-5);
+        CHECK(bwd <= 1e-5);
+    }
     CHECK(lse_ok);
     // without att: no log-sum-exp kept, no dropout (as the CPU), the same output as p = 0
-    if (!k) {
+    if (!k && !round16) {
         const mt_dropout_key on = {0.1f, key.seed, key.step, key.site};
         attention_forward_flash(got, NULL, qkv, offsets, att_offsets, B, max_len, C, NH, &on);
         CHECK(rel_max_diff(got, ref, nout) <= 1e-5);
@@ -374,10 +413,20 @@ TEST(flash_one_token) {
     check_case(one, 1, 64, 2, 0.1f, 0);
 }
 
+// The kernels' bf16 roundings: measured about a tenth of op_parity's tolerances (out, dqkv),
+// at fp16 (not run here: no fp16 helper in lib/) the same fraction of its 8x tighter ones.
+TEST(flash_bf16_within_op_parity_tolerances) {
+    round16 = 1;
+    check_case(edges, 6, 64, 2, 0.1f, 0);
+    check_case(edges, 6, 128, 2, 0.0f, 0);
+    round16 = 0;
+}
+
 int main(void) {
     RUN(flash_hs32);
     RUN(flash_hs64);
     RUN(flash_more_heads_and_spare_tiles);
     RUN(flash_one_token);
+    RUN(flash_bf16_within_op_parity_tolerances);
     return check_summary();
 }
