@@ -120,6 +120,13 @@ static packing pack(const int *lengths, int B, int NH) {
     return p;
 }
 static void unpack_free(packing *p) { free(p->offsets); free(p->att_offsets); }
+static packing pack_uniform(int B, int L, int NH) {  // B sequences of L tokens (the benches)
+    int *lengths = mt_malloc(sizeof(int) * B);
+    for (int b = 0; b < B; b++) lengths[b] = L;
+    packing p = pack(lengths, B, NH);
+    free(lengths);
+    return p;
+}
 
 // ---- device helpers ----------------------------------------------------------------------
 
@@ -1251,9 +1258,8 @@ static void bench(void) {
     printf("  matmul_forward %dx%d->%d tf32   %8.3f ms  %7.1f TFLOP/s\n", N, C, F, s * 1e3, flops / s / 1e12);
     TIME_GPU(s, 10, mt_cuda_gemm_bf16(0, 1, N, F, C, 1.0f, xh, C, wh, C, 0.0f, y, F));
     printf("  gemm_bf16      %dx%d->%d        %8.3f ms  %7.1f TFLOP/s\n", N, C, F, s * 1e3, flops / s / 1e12);
-    int32_t *off = mt_malloc((B + 1) * 4);
-    for (int b = 0; b <= B; b++) off[b] = b * (N / B);
-    int32_t *doff = up(off, (B + 1) * 4);
+    packing pk = pack_uniform(B, N / B, NH);
+    int32_t *doff = up(pk.offsets, (B + 1) * 4);
     TIME_GPU(s, 10, gpu->attention_forward(y, NULL, x, doff, NULL, B, N / B, C, NH));
     printf("  attention      B=%d L=%d C=%d   %8.3f ms  %7.1f TFLOP/s\n", B, N / B, C, s * 1e3,
            4.0 * N * (N / B) * C / s / 1e12);
@@ -1262,7 +1268,7 @@ static void bench(void) {
     TIME_GPU(s, 10, gpu->gelu_forward(y, x, (int64_t)N * F));
     printf("  gelu           n=%d         %8.3f ms  %7.1f GB/s\n", N * F, s * 1e3, 8.0 * N * F / s / 1e9);
     gpu->free(x); gpu->free(w); gpu->free(y); gpu->free(xh); gpu->free(wh); gpu->free(doff);
-    free(off);
+    unpack_free(&pk);
 }
 
 // The backward and optimizer ops at BERT-base shapes: N = 8192 tokens in 64 sequences of 128,
@@ -1281,12 +1287,9 @@ static void bench_backward(void) {
     printf("  matmul_bwd dbias only N=%d OC=%d %8.3f ms  %7.1f GB/s\n", N, F, s * 1e3, 4.0 * N * F / s / 1e9);
     TIME_GPU(s, 10, gpu->layernorm_backward(a, b, b + C, c, d, b + 2 * C, b + 3 * C, b + 4 * C, N, C));
     printf("  layernorm_backward N=%d C=%d  %8.3f ms  %7.1f GB/s\n", N, C, s * 1e3, 12.0 * N * C / s / 1e9);
-    int32_t *off = mt_malloc((B + 1) * 4);
-    int64_t *att_off = mt_malloc(B * 8);
-    for (int i = 0; i <= B; i++) off[i] = i * L;
-    for (int i = 0; i < B; i++) att_off[i] = (int64_t)i * NH * L * L;
-    int32_t *doff = up(off, (B + 1) * 4);
-    int64_t *datt_off = up(att_off, B * 8);
+    packing pk = pack_uniform(B, L, NH);
+    int32_t *doff = up(pk.offsets, (B + 1) * 4);
+    int64_t *datt_off = up(pk.att_offsets, B * 8);
     // probabilities: the buffer holds values in [-1, 1); timing does not depend on them
     mt_dropout_key key = key_of(0.1f, mt_dropout_site(0, 1, 1));
     TIME_GPU(s, 10, gpu->attention_forward_dropout(a, d, b, doff, datt_off, B, L, C, NH, &key));
@@ -1316,7 +1319,7 @@ static void bench_backward(void) {
     }
     gpu->free(a); gpu->free(b); gpu->free(c); gpu->free(d); gpu->free(doff); gpu->free(datt_off);
     gpu->free(dids); gpu->free(dtypes); gpu->free(dpos);
-    free(off); free(att_off); free(ids); free(types); free(pos);
+    unpack_free(&pk); free(ids); free(types); free(pos);
 }
 
 // Attention at bf16, batched vs fused (kernels/flash.cu), B sequences of L tokens: the forward
@@ -1329,12 +1332,9 @@ static void bench_attention_modes(int B, int L, int C, int NH) {
     float *out = gpu->alloc((size_t)N * C * 4), *dout = up(hx, (size_t)N * C * 4);
     float *att = gpu->alloc((size_t)B * NH * L * L * 4);
     free(hx);
-    int32_t *off = mt_malloc((B + 1) * 4);
-    int64_t *att_off = mt_malloc(B * 8);
-    for (int b = 0; b <= B; b++) off[b] = b * L;
-    for (int b = 0; b < B; b++) att_off[b] = (int64_t)b * NH * L * L;
-    int32_t *doff = up(off, (B + 1) * 4);
-    int64_t *datt_off = up(att_off, B * 8);
+    packing pk = pack_uniform(B, L, NH);
+    int32_t *doff = up(pk.offsets, (B + 1) * 4);
+    int64_t *datt_off = up(pk.att_offsets, B * 8);
     mt_dropout_key key = key_of(0.1f, mt_dropout_site(0, 1, 1));
     const double fwd = 4.0 * B * (double)L * L * C;
     const char *modes[2] = {"batched", "fused"};
@@ -1354,7 +1354,7 @@ static void bench_attention_modes(int B, int L, int C, int NH) {
     }
     gpu->free(qkv); gpu->free(dqkv); gpu->free(out); gpu->free(dout); gpu->free(att); gpu->free(doff);
     gpu->free(datt_off);
-    free(off); free(att_off);
+    unpack_free(&pk);
 }
 
 // The memory plan's ops, as flags (1 = holds): workspace_bytes sums its items; on the GPU each
