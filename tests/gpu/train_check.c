@@ -179,12 +179,17 @@ static int cmp_double(const void *x, const void *y) {
     return (a > b) - (a < b);
 }
 
+// The median of v[n] (sorts v).
+static double median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return v[n / 2];
+}
+
 // The median over n records of the double at byte offset off.
 static double median_of(const host_side *h, int n, size_t off) {
     double *v = mt_malloc((size_t)n * sizeof *v);
     for (int i = 0; i < n; i++) v[i] = *(const double *)((const char *)&h[i] + off);
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    double m = v[n / 2];
+    double m = median(v, n);
     free(v);
     return m;
 }
@@ -231,8 +236,7 @@ static double slowed_steps(trainee *t, const int32_t *ids, const int32_t *offset
         ms[s] = (mt_now() - t0) * 1e3;
     }
     mt_profile_slow_host(0);
-    qsort(ms, (size_t)n, sizeof *ms, cmp_double);
-    return ms[n / 2];
+    return median(ms, n);
 }
 
 static int speed(const char *dir, int B, int L, int steps, const char *precision, const char *modes) {
@@ -277,8 +281,7 @@ static int speed(const char *dir, int B, int L, int steps, const char *precision
             }
             if (s >= 0) ms[s] = (mt_now() - t0) * 1e3;
         }
-        qsort(ms, (size_t)steps, sizeof *ms, cmp_double);
-        double med = ms[steps / 2], flops = mode ? 3 * fwd : fwd, tflops = flops / (med * 1e-3) / 1e12;
+        double med = median(ms, steps), flops = mode ? 3 * fwd : fwd, tflops = flops / (med * 1e-3) / 1e12;
         printf("%s mode=%s precision=%s attention=%s B=%d L=%d layers=%d hidden=%d ms=%.3f tokens_per_s=%.0f "
                "tflops=%.1f mfu=%.3f\n", profiled ? "speed-profiled" : "speed", mode ? "train" : "forward", precision,
                attention, B, L, c->num_hidden_layers, c->hidden_size, med, tokens / (med * 1e-3), tflops,
