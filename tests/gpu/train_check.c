@@ -216,9 +216,9 @@ static void print_host_side(const host_side *h, int n, double slowed, int B, int
     const host_side *last = &h[n - 1];  // the counts are the same every step
     double grow = slowed - step, save = grow < launch ? (grow > 0 ? grow : 0) : launch;
     printf("speed-host mode=train precision=%s attention=%s B=%d L=%d step_ms=%.3f enqueue_ms=%.3f launch_ms=%.3f "
-           "slowed_ms=%.3f wait_ms=%.3f waits=%llu idle_ms=%.3f op_calls=%llu launches=%llu\n", precision, attention,
-           B, L, step, enq, launch, slowed, wait, (unsigned long long)last->waits, idle, (unsigned long long)last->calls,
-           (unsigned long long)last->launches);
+           "slowed_ms=%.3f graphs_ms=%.3f wait_ms=%.3f waits=%llu idle_ms=%.3f op_calls=%llu launches=%llu\n",
+           precision, attention, B, L, step, enq, launch, slowed, save, wait, (unsigned long long)last->waits, idle,
+           (unsigned long long)last->calls, (unsigned long long)last->launches);
     printf("host enqueue %.2f ms of %.2f ms step: graphs could save at most ~%.2f ms (%.2f ms inside %llu op calls, "
            "%llu launches; twice that made the step %+.2f ms; %llu waits in the step took %.2f ms, GPU idle after "
            "them <= %.2f ms)\n", enq, step, save, launch, (unsigned long long)last->calls,
