@@ -762,6 +762,34 @@ static void check_attention_fused(const int *lengths, int B, int C, int NH, int 
     unpack_free(&pk);
 }
 
+// The fused path's forward and backward (dqkv from zero) at prec on the GPU, and the CPU's of
+// the same inputs: out [N, C] and dqkv [N, 3C] of each, on the host.
+typedef struct { float *ref, *got, *rd, *gd; } fused_vs_cpu;
+static fused_vs_cpu run_fused_vs_cpu(const packing *pk, const float *qkv, const float *dout, int C, int NH, int prec,
+                                     const mt_dropout_key *key) {
+    const int B = pk->B;
+    const size_t nqkv = (size_t)pk->N * 3 * C, nout = (size_t)pk->N * C;
+    fused_vs_cpu r = {mt_malloc(nout * 4), NULL, mt_calloc(nqkv, 4), NULL};
+    float *att = mt_malloc(pk->att_size * 4);
+    cpu->attention_forward_dropout(r.ref, att, qkv, pk->offsets, pk->att_offsets, B, pk->maxL, C, NH, key);
+    cpu->attention_backward(r.rd, dout, qkv, att, pk->offsets, pk->att_offsets, B, pk->maxL, C, NH, key);
+    float *d_qkv = up(qkv, nqkv * 4), *d_dout = up(dout, nout * 4), *d_out = gpu->alloc(nout * 4);
+    float *d_att = gpu->alloc(pk->att_size * 4), *d_dqkv = gpu->alloc(nqkv * 4);
+    int32_t *doff = up(pk->offsets, (B + 1) * 4);
+    int64_t *datt_off = up(pk->att_offsets, B * 8);
+    gpu->zero(d_dqkv, nqkv * 4);
+    attention_mode(prec, "fused");
+    gpu->attention_forward_dropout(d_out, d_att, d_qkv, doff, datt_off, B, pk->maxL, C, NH, key);
+    gpu->attention_backward(d_dqkv, d_dout, d_qkv, d_att, doff, datt_off, B, pk->maxL, C, NH, key);
+    attention_mode_reset();
+    r.got = down(d_out, nout), r.gd = down(d_dqkv, nqkv);
+    gpu->free(d_qkv); gpu->free(d_dout); gpu->free(d_out); gpu->free(d_att); gpu->free(d_dqkv); gpu->free(doff);
+    gpu->free(datt_off);
+    free(att);
+    return r;
+}
+static void fused_vs_cpu_free(fused_vs_cpu *r) { free(r->ref); free(r->got); free(r->rd); free(r->gd); }
+
 // The dropout mask of the fused path, exactly: Q = 0 makes every score 0 and P = 1/L, and with
 // V and dO small integers and power-of-two lengths every 16-bit operand (1, 1/L, V, dO) is exact,
 // so out and dV are sums of exact terms. One element masked differently moves them by at least
@@ -779,18 +807,8 @@ static void check_attention_fused_mask(int C, int NH, int prec) {
             row[2 * C + c] = (float)(1 + (int)((frand() + 1) * 2));  // V in 1..4 (frand in [-1, 1))
             dout[(size_t)n * C + c] = (float)(1 + (int)((frand() + 1) * 2));
         }
-    float *ref = mt_malloc(nout * 4), *att = mt_malloc(pk.att_size * 4), *rd = mt_calloc(nqkv, 4);
-    cpu->attention_forward_dropout(ref, att, qkv, pk.offsets, pk.att_offsets, B, pk.maxL, C, NH, &key);
-    cpu->attention_backward(rd, dout, qkv, att, pk.offsets, pk.att_offsets, B, pk.maxL, C, NH, &key);
-    float *d_qkv = up(qkv, nqkv * 4), *d_dout = up(dout, nout * 4), *d_out = gpu->alloc(nout * 4);
-    float *d_att = gpu->alloc(pk.att_size * 4), *d_dqkv = gpu->alloc(nqkv * 4);
-    int32_t *doff = up(pk.offsets, (B + 1) * 4);
-    int64_t *datt_off = up(pk.att_offsets, B * 8);
-    attention_mode(prec, "fused");
-    gpu->attention_forward_dropout(d_out, d_att, d_qkv, doff, datt_off, B, pk.maxL, C, NH, &key);
-    gpu->attention_backward(d_dqkv, d_dout, d_qkv, d_att, doff, datt_off, B, pk.maxL, C, NH, &key);
-    attention_mode_reset();
-    float *got = down(d_out, nout), *gd = down(d_dqkv, nqkv);
+    fused_vs_cpu r = run_fused_vs_cpu(&pk, qkv, dout, C, NH, prec, &key);
+    float *ref = r.ref, *got = r.got, *rd = r.rd, *gd = r.gd;
     float *dv_ref = mt_malloc(nout * 4), *dv_got = mt_malloc(nout * 4);
     for (int n = 0; n < pk.N; n++)
         for (int c = 0; c < C; c++)
@@ -800,9 +818,8 @@ static void check_attention_fused_mask(int C, int NH, int prec) {
     report("attn_fused", what, prec_name[prec], got, ref, nout, 2e-5 * max_abs(ref, nout), 0);
     snprintf(what, sizeof what, "mask: Q=0, integer V, dO, C=%d NH=%d p=0.1 dV", C, NH);
     report("attn_fused", what, prec_name[prec], dv_got, dv_ref, nout, 2e-5 * max_abs(dv_ref, nout), 0);
-    gpu->free(d_qkv); gpu->free(d_dout); gpu->free(d_out); gpu->free(d_att); gpu->free(d_dqkv); gpu->free(doff);
-    gpu->free(datt_off);
-    free(qkv); free(dout); free(ref); free(att); free(rd); free(got); free(gd); free(dv_ref); free(dv_got);
+    free(qkv); free(dout); free(dv_ref); free(dv_got);
+    fused_vs_cpu_free(&r);
     unpack_free(&pk);
 }
 
@@ -828,26 +845,13 @@ static void check_attention_fused_many(void) {
     packing pk = pack(lengths, B, NH);
     mt_dropout_key key = key_of(0.1f, mt_dropout_site(0, 7, 1));
     const size_t nqkv = (size_t)pk.N * 3 * C, nout = (size_t)pk.N * C;
-    float *qkv = rand_around(nqkv, 0, 2), *dout = rand_around(nout, 0, 1), *ref = mt_malloc(nout * 4);
-    float *att = mt_malloc(pk.att_size * 4), *rd = mt_calloc(nqkv, 4);
-    cpu->attention_forward_dropout(ref, att, qkv, pk.offsets, pk.att_offsets, B, pk.maxL, C, NH, &key);
-    cpu->attention_backward(rd, dout, qkv, att, pk.offsets, pk.att_offsets, B, pk.maxL, C, NH, &key);
-    float *d_qkv = up(qkv, nqkv * 4), *d_dout = up(dout, nout * 4), *d_out = gpu->alloc(nout * 4);
-    float *d_att = gpu->alloc(pk.att_size * 4), *d_dqkv = gpu->alloc(nqkv * 4);
-    int32_t *doff = up(pk.offsets, (B + 1) * 4);
-    int64_t *datt_off = up(pk.att_offsets, B * 8);
-    gpu->zero(d_dqkv, nqkv * 4);
-    attention_mode(BF16, "fused");
-    gpu->attention_forward_dropout(d_out, d_att, d_qkv, doff, datt_off, B, pk.maxL, C, NH, &key);
-    gpu->attention_backward(d_dqkv, d_dout, d_qkv, d_att, doff, datt_off, B, pk.maxL, C, NH, &key);
-    attention_mode_reset();
-    float *got = down(d_out, nout), *gd = down(d_dqkv, nqkv);
-    report("attn_fused", "B=70000 (past gridDim.z) p=0.1 out", "bf16", got, ref, nout,
-           10 * ldexp(1, -8) * max_abs(ref, nout), 0);
-    report_rel_l2("attn_fused", "B=70000 p=0.1 dqkv", "bf16", gd, rd, nqkv, 5e-2);
-    gpu->free(d_qkv); gpu->free(d_dout); gpu->free(d_out); gpu->free(d_att); gpu->free(d_dqkv); gpu->free(doff);
-    gpu->free(datt_off);
-    free(lengths); free(qkv); free(dout); free(ref); free(att); free(rd); free(got); free(gd);
+    float *qkv = rand_around(nqkv, 0, 2), *dout = rand_around(nout, 0, 1);
+    fused_vs_cpu r = run_fused_vs_cpu(&pk, qkv, dout, C, NH, BF16, &key);
+    report("attn_fused", "B=70000 (past gridDim.z) p=0.1 out", "bf16", r.got, r.ref, nout,
+           10 * ldexp(1, -8) * max_abs(r.ref, nout), 0);
+    report_rel_l2("attn_fused", "B=70000 p=0.1 dqkv", "bf16", r.gd, r.rd, nqkv, 5e-2);
+    free(lengths); free(qkv); free(dout);
+    fused_vs_cpu_free(&r);
     unpack_free(&pk);
 }
 
