@@ -125,7 +125,7 @@ $(BUILD)/tests/tools/%: tests/tools/%.c $(BUILD)/libmtbert.a
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) $< $(BUILD)/libmtbert.a $(LDLIBS) -o $@
 
-$(BUILD)/tests/%: tests/unit/%.c tests/unit/check.h $(BUILD)/libmtbert.a $(CUDA_SO)
+$(BUILD)/tests/%: tests/unit/%.c tests/unit/check.h tests/unit/rand.h $(BUILD)/libmtbert.a $(CUDA_SO)
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -Itests/unit $< $(CUDA_HOST_LINK) $(BUILD)/libmtbert.a $(LDLIBS) -o $@
 
@@ -139,9 +139,9 @@ $(BUILD)/gpu/train_check: tests/gpu/train_check.c $(BUILD)/libmtbert.a $(CUDA_SO
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) $< $(CUDA_HOST_LINK) $(BUILD)/libmtbert.a $(LDLIBS) -o $@
 
-$(BUILD)/gpu/op_parity: tests/gpu/op_parity.c $(GPU_CHECK_OBJ) $(CUDA_STATIC)
+$(BUILD)/gpu/op_parity: tests/gpu/op_parity.c tests/unit/rand.h $(GPU_CHECK_OBJ) $(CUDA_STATIC)
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) $< $(GPU_CHECK_OBJ) $(CUDA_STATIC) $(CUDA_RT_LINK) $(GPU_CHECK_LIBS) -o $@
+	$(CC) $(ALL_CFLAGS) -Itests/unit $< $(GPU_CHECK_OBJ) $(CUDA_STATIC) $(CUDA_RT_LINK) $(GPU_CHECK_LIBS) -o $@
 
 $(BUILD)/gpu/test_device: tests/unit/test_device.c tests/unit/check.h $(GPU_CHECK_OBJ) $(CUDA_SO)
 	@mkdir -p $(@D)

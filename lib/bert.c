@@ -13,6 +13,7 @@
 
 #include "common.h"
 #include "safetensors.h"
+#include "workspace.h"
 
 // ---- the parameter table -------------------------------------------------------------
 
@@ -285,7 +286,9 @@ static void reserve_grad_arena(mt_bert *m) {
 }
 
 static void reserve(mt_bert *m, int max_tokens, int max_batch, int max_len, int training, int max_padded) {
-    int64_t padded = max_padded > 0 ? max_padded : (int64_t)max_batch * max_len;
+    // the bound as the workspaces read it (0: max_batch x max_len), within an int
+    int64_t padded = mt_ws_padded_bound(&(mt_workspace_shape){.max_batch = max_batch, .max_len = max_len,
+                                                               .max_padded = max_padded});
     if (padded > INT_MAX) padded = INT_MAX;
     if (m->arena && max_tokens <= m->max_tokens && max_batch <= m->max_batch && max_len <= m->max_len &&
         padded <= m->max_padded && training == m->training)

@@ -212,19 +212,14 @@ static void print_tsv(FILE *f, const mt_evaluation *ev) {
     if (ev->has_overall) tsv_row(f, "all", "overall", ev->overall, ev->resamples ? &ev->overall_ci : NULL, total);
 }
 
-static void json_num(FILE *f, double v) {
-    if (isfinite(v)) fprintf(f, "%.6g", v);
-    else fputs("null", f);
-}
-
 static void json_metric(FILE *f, const char *name, double v, const mt_ci *ci) {
     fprintf(f, "\"%s\":{\"value\":", name);
-    json_num(f, v);
+    mt_json_write_number(f, "%.6g", v);
     if (ci) {
         fputs(",\"ci\":[", f);
-        json_num(f, ci->lo);
+        mt_json_write_number(f, "%.6g", ci->lo);
         fputc(',', f);
-        json_num(f, ci->hi);
+        mt_json_write_number(f, "%.6g", ci->hi);
         fputc(']', f);
     }
     fputc('}', f);

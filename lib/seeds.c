@@ -83,8 +83,7 @@ static void print_row(FILE *f, const char *format, mt_task t, const seed_metric 
         double val[4] = {s->mean, s->sd, s->min, s->max};
         for (int q = 0; q < 4; q++) {
             fprintf(f, ",\"%s\":", key[q]);
-            if (isfinite(val[q])) fprintf(f, "%.6g", val[q]);
-            else fputs("null", f);
+            mt_json_write_number(f, "%.6g", val[q]);
         }
         fputc('}', f);
     } else {

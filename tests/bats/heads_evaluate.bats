@@ -5,8 +5,6 @@
 load helpers
 bats_require_minimum_version 1.5.0
 
-SYNTH=${MTBERT_BUILD:-$ROOT/build}/tests/tools/synth-emb
-
 setup_file() {
   local D=$BATS_FILE_TMPDIR
   # train and test streams come from different seeds; class means are shared (fixed seed)

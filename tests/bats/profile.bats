@@ -5,8 +5,6 @@
 load helpers
 bats_require_minimum_version 1.5.0
 
-TINY_BERT=${MTBERT_BUILD:-$ROOT/build}/tests/tools/tiny-bert
-
 setup_file() {
   export S=$BATS_FILE_TMPDIR
   awk -F'\t' 'NR <= 25' "$DATA/sst-train.tsv" >"$S/sst24.tsv"

@@ -4,7 +4,6 @@
 # with sentence TSVs whose text carries characters that must be escaped.
 load helpers
 
-SYNTH=${MTBERT_BUILD:-$ROOT/build}/tests/tools/synth-emb
 # every sentence carries markup, a table-cell break and an entity, plus its own id
 NASTY='a|b <i>x</i> & *y* "q"'
 

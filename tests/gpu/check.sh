@@ -498,9 +498,9 @@ if host:  # the training step's host side: what CUDA graphs could save (kernels/
     print(f"\n{'B':>4} {'L':>4} {'prec':5} {'attention':9} {'step ms':>8} {'enqueue':>8} {'launch':>7} {'doubled':>8} {'graphs<=':>8} "
           f"{'waits':>5} {'idle<=':>7} {'op calls':>8} {'launches':>8}")
     for h in host:
-        step, launch, slowed = float(h["step_ms"]), float(h["launch_ms"]), float(h["slowed_ms"])
-        print(f"{h['B']:>4} {h['L']:>4} {h['precision']:5} {h.get('attention', '-'):9} {step:8.3f} {float(h['enqueue_ms']):8.3f} {launch:7.3f} "
-              f"{slowed:8.3f} {min(launch, max(0.0, slowed - step)):8.3f} {h['waits']:>5} {float(h['idle_ms']):7.3f} "
+        print(f"{h['B']:>4} {h['L']:>4} {h['precision']:5} {h.get('attention', '-'):9} {float(h['step_ms']):8.3f} "
+              f"{float(h['enqueue_ms']):8.3f} {float(h['launch_ms']):7.3f} {float(h['slowed_ms']):8.3f} "
+              f"{float(h['graphs_ms']):8.3f} {h['waits']:>5} {float(h['idle_ms']):7.3f} "
               f"{h['op_calls']:>8} {h['launches']:>8}")
     print("ms per training step: enqueue = host until its last op call returned, launch = inside the launching calls, "
           "doubled = the step with that launch time doubled; graphs<= = min(launch, doubled - step), the most CUDA "

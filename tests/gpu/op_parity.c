@@ -72,6 +72,7 @@
 #include "backend_cuda.h"
 #include "common.h"
 #include "device.h"
+#include "rand.h"
 #include "rng.h"
 #include "sentence.h"
 #include "workspace.h"
@@ -81,12 +82,7 @@ static int checks, failures, standin;
 
 // ---- inputs ------------------------------------------------------------------------------
 
-static uint64_t rng_state = 0x9E3779B97F4A7C15ULL;
-static float frand(void) {  // uniform in [-1, 1), xorshift64*
-    rng_state ^= rng_state >> 12; rng_state ^= rng_state << 25; rng_state ^= rng_state >> 27;
-    return (float)((rng_state * 0x2545F4914F6CDD1DULL) >> 40) / (float)(1 << 23) - 1.0f;
-}
-static float *rand_vec(size_t n, float center, float scale) {
+static float *rand_around(size_t n, float center, float scale) {  // center + scale * frand()
     float *v = mt_malloc(n * sizeof *v);
     for (size_t i = 0; i < n; i++) v[i] = center + scale * frand();
     return v;
@@ -124,6 +120,13 @@ static packing pack(const int *lengths, int B, int NH) {
     return p;
 }
 static void unpack_free(packing *p) { free(p->offsets); free(p->att_offsets); }
+static packing pack_uniform(int B, int L, int NH) {  // B sequences of L tokens (the benches)
+    int *lengths = mt_malloc(sizeof(int) * B);
+    for (int b = 0; b < B; b++) lengths[b] = L;
+    packing p = pack(lengths, B, NH);
+    free(lengths);
+    return p;
+}
 
 // ---- device helpers ----------------------------------------------------------------------
 
@@ -192,7 +195,7 @@ static float (*const round_half[])(float) = {NULL, NULL, bf16_round, fp16_round}
 static void check_gemm(int ta, int tb, int M, int N, int K, int prec) {
     int lda = (ta ? M : K) + 3, ldb = (tb ? K : N) + 1, ldc = N + 2;
     size_t na = (size_t)(ta ? K : M) * lda, nb = (size_t)(tb ? N : K) * ldb, nc = (size_t)M * ldc;
-    float *A = rand_vec(na, 0, 1), *B = rand_vec(nb, 0, 1), *C = rand_vec(nc, 0, 1);
+    float *A = rand_around(na, 0, 1), *B = rand_around(nb, 0, 1), *C = rand_around(nc, 0, 1);
     float *ref = mt_malloc(nc * sizeof *ref), alpha = 0.75f, beta = -0.5f;
     float *dA = up(A, na * 4), *dB = up(B, nb * 4), *dC = up(C, nc * 4);
     char what[96];
@@ -287,8 +290,8 @@ static void check_gemms(void) {
 // float past 16-byte alignment, which takes the fallback path instead of cuBLASLt.
 static void check_matmul(int N, int IC, int OC, int variant, int misalign, int prec) {
     int k = misalign ? 1 : 0;
-    float *inp = rand_vec(N * IC + k, 0, 1), *w = rand_vec(OC * IC + k, 0, 1), *bias = rand_vec(OC + k, 0, 1);
-    float *res = rand_vec(N * OC + k, 0, 1), *ref = rand_vec(N * OC, 0, 1);
+    float *inp = rand_around(N * IC + k, 0, 1), *w = rand_around(OC * IC + k, 0, 1), *bias = rand_around(OC + k, 0, 1);
+    float *res = rand_around(N * OC + k, 0, 1), *ref = rand_around(N * OC, 0, 1);
     const float *hb = variant <= 1 ? bias + k : NULL, *hr = variant == 0 || variant == 2 ? res + k : NULL;
     float *dinp = up(inp, (N * IC + k) * 4), *dw = up(w, (OC * IC + k) * 4), *db = up(bias, (OC + k) * 4);
     float *dres = up(res, (N * OC + k) * 4), *dout = gpu->alloc((N * OC + k) * 4);
@@ -330,7 +333,7 @@ static void check_matmuls(void) {
 // f32 -> 16 bits -> f32 over 2^-30..2^20 (fp16: subnormals, flush to zero, inf past 65504).
 static void check_half_conversion(int prec) {
     size_t n = 100003;
-    float *x = rand_vec(n, 0, 1), *ref = mt_malloc(n * 4);
+    float *x = rand_around(n, 0, 1), *ref = mt_malloc(n * 4);
     x[0] = 65504.0f, x[1] = 65519.0f, x[2] = 65520.0f, x[3] = -1e6f, x[4] = ldexpf(1.0f, -25), x[5] = ldexpf(3.0f, -26);
     for (size_t i = 6; i < n; i++) x[i] = ldexpf(x[i], (int)(i % 50) - 30);
     for (size_t i = 0; i < n; i++) ref[i] = round_half[prec](x[i]);
@@ -350,7 +353,7 @@ static void check_half_conversion(int prec) {
 
 static void check_memory(void) {
     size_t n = (1u << 20) + 5;
-    float *x = rand_vec(n, 0, 1), *zero = calloc(n, 4);
+    float *x = rand_around(n, 0, 1), *zero = calloc(n, 4);
     float *d = gpu->alloc(n * 4), *got = down(d, n);
     report("alloc", "zero-filled, 4 MiB", "fp32", got, zero, n, 0, 0);
     gpu->copy_to_device(d, x, n * 4);
@@ -367,7 +370,7 @@ static void check_embeddings(const packing *p) {
     for (int b = 0; b < p->B; b++)
         for (int n = p->offsets[b]; n < p->offsets[b + 1]; n++)
             ids[n] = (int32_t)((frand() + 1) * 500) % V, types[n] = n % 3 == 0, pos[n] = n - p->offsets[b];
-    float *wte = rand_vec((size_t)V * C, 0, 1), *wpe = rand_vec((size_t)P * C, 0, 1), *wtt = rand_vec(TV * C, 0, 1);
+    float *wte = rand_around((size_t)V * C, 0, 1), *wpe = rand_around((size_t)P * C, 0, 1), *wtt = rand_around(TV * C, 0, 1);
     float *ref = mt_malloc((size_t)N * C * 4), *dout = gpu->alloc((size_t)N * C * 4);
     int32_t *dids = up(ids, N * 4), *dtypes = up(types, N * 4), *dpos = up(pos, N * 4);
     float *dwte = up(wte, (size_t)V * C * 4), *dwpe = up(wpe, (size_t)P * C * 4), *dwtt = up(wtt, TV * C * 4);
@@ -389,7 +392,7 @@ static void check_row_gather(void) {
     int32_t ids[64], zeros[64] = {0};
     for (int i = 0; i < m; i++) ids[i] = (int32_t)((frand() + 1) * 0.5f * rows) % rows;
     ids[0] = rows - 1;
-    float *x = rand_vec((size_t)rows * D, 0, 1), *zrow = calloc(D, 4), *ref = mt_malloc((size_t)m * D * 4);
+    float *x = rand_around((size_t)rows * D, 0, 1), *zrow = calloc(D, 4), *ref = mt_malloc((size_t)m * D * 4);
     for (int i = 0; i < m; i++) memcpy(ref + (size_t)i * D, x + (size_t)ids[i] * D, (size_t)D * 4);
     float *dx = up(x, (size_t)rows * D * 4), *dz = up(zrow, (size_t)D * 4), *dout = gpu->alloc((size_t)m * D * 4);
     int32_t *dids = up(ids, sizeof ids), *dzeros = up(zeros, sizeof zeros);
@@ -401,7 +404,7 @@ static void check_row_gather(void) {
 }
 
 static void check_layernorm(int N, int C) {
-    float *x = rand_vec((size_t)N * C, 3, 2), *w = rand_vec(C, 1, 0.1f), *bias = rand_vec(C, 0, 0.1f);
+    float *x = rand_around((size_t)N * C, 3, 2), *w = rand_around(C, 1, 0.1f), *bias = rand_around(C, 0, 0.1f);
     float *ref = mt_malloc((size_t)N * C * 4), *rm = mt_malloc(N * 4), *rr = mt_malloc(N * 4);
     float *dx = up(x, (size_t)N * C * 4), *dw = up(w, C * 4), *db = up(bias, C * 4);
     float *dout = gpu->alloc((size_t)N * C * 4), *dm = gpu->alloc(N * 4), *dr = gpu->alloc(N * 4);
@@ -429,7 +432,7 @@ static void check_layernorm(int N, int C) {
 static void check_attention(const int *lengths, int B, int C, int NH, int prec) {
     packing p = pack(lengths, B, NH);
     size_t nqkv = (size_t)p.N * 3 * C, nout = (size_t)p.N * C;
-    float *qkv = rand_vec(nqkv, 0, 2), *ref = mt_malloc(nout * 4), *ratt = mt_malloc(p.att_size * 4);
+    float *qkv = rand_around(nqkv, 0, 2), *ref = mt_malloc(nout * 4), *ratt = mt_malloc(p.att_size * 4);
     float *dqkv = up(qkv, nqkv * 4), *dout = gpu->alloc(nout * 4), *datt = gpu->alloc(p.att_size * 4);
     int32_t *doff = up(p.offsets, (B + 1) * 4);
     int64_t *datt_off = up(p.att_offsets, B * 8);
@@ -462,7 +465,7 @@ typedef void unary_fn(float *out, const float *inp, int64_t n);
 
 static void check_unary(const char *name, unary_fn *cpu_fn, unary_fn *gpu_fn, float range) {
     int64_t n = 1000003;
-    float *x = rand_vec(n, 0, range), *ref = mt_malloc(n * 4);
+    float *x = rand_around(n, 0, range), *ref = mt_malloc(n * 4);
     x[0] = 0, x[1] = -0.0f, x[2] = INFINITY, x[3] = -INFINITY, x[4] = NAN;
     float *dx = up(x, n * 4), *dout = gpu->alloc(n * 4);
     cpu_fn(ref, x, n);
@@ -482,7 +485,7 @@ static void check_unary(const char *name, unary_fn *cpu_fn, unary_fn *gpu_fn, fl
 static void check_pool(const packing *p, int C, int mode) {
     static const char *mname[] = {"cls", "mean", "max"};
     size_t nin = (size_t)p->N * C, nout = (size_t)p->B * C;
-    float *x = rand_vec(nin, 0, 1), *ref = mt_malloc(nout * 4);
+    float *x = rand_around(nin, 0, 1), *ref = mt_malloc(nout * 4);
     float *dx = up(x, nin * 4), *dout = gpu->alloc(nout * 4);
     int32_t *doff = up(p->offsets, (p->B + 1) * 4);
     cpu->pool_forward(ref, x, p->offsets, p->B, C, mode);
@@ -499,7 +502,7 @@ static void check_pool(const packing *p, int C, int mode) {
 static void check_unpack(const packing *p, int C) {
     int T = p->maxL + 5;
     size_t nin = (size_t)p->N * C, nout = (size_t)p->B * T * C;
-    float *x = rand_vec(nin, 0, 1), *ref = mt_malloc(nout * 4), *junk = mt_malloc(nout * 4);
+    float *x = rand_around(nin, 0, 1), *ref = mt_malloc(nout * 4), *junk = mt_malloc(nout * 4);
     for (size_t i = 0; i < nout; i++) junk[i] = NAN;  // pad rows must be written as zeros
     float *dx = up(x, nin * 4), *dout = up(junk, nout * 4);
     int32_t *doff = up(p->offsets, (p->B + 1) * 4);
@@ -527,7 +530,7 @@ static mt_dropout_key key_of(float p, uint32_t site) {
 
 static void check_dropout(int64_t n, float p) {
     mt_dropout_key key = key_of(p, mt_dropout_site(1, 3, 2));
-    float *x = rand_vec(n, 0, 1), *res = rand_vec(n, 0, 1), *acc = rand_vec(n, 0, 1);
+    float *x = rand_around(n, 0, 1), *res = rand_around(n, 0, 1), *acc = rand_around(n, 0, 1);
     float *ref = mt_malloc(n * 4), *ref2 = mt_malloc(n * 4);
     float *dx = up(x, n * 4), *dres = up(res, n * 4), *dacc = up(acc, n * 4), *dy = gpu->alloc(n * 4);
     char what[96];
@@ -579,7 +582,7 @@ static void check_attention_dropout(const int *lengths, int B, int C, int NH, fl
     packing pk = pack(lengths, B, NH);
     mt_dropout_key key = key_of(p, mt_dropout_site(0, 5, 1));
     size_t nqkv = (size_t)pk.N * 3 * C, nout = (size_t)pk.N * C;
-    float *qkv = rand_vec(nqkv, 0, 2), *ref = mt_malloc(nout * 4), *ratt = mt_malloc(pk.att_size * 4);
+    float *qkv = rand_around(nqkv, 0, 2), *ref = mt_malloc(nout * 4), *ratt = mt_malloc(pk.att_size * 4);
     float *dqkv = up(qkv, nqkv * 4), *dout = gpu->alloc(nout * 4), *datt = gpu->alloc(pk.att_size * 4);
     int32_t *doff = up(pk.offsets, (B + 1) * 4);
     int64_t *datt_off = up(pk.att_offsets, B * 8);
@@ -603,7 +606,7 @@ static void check_attention_backward(const int *lengths, int B, int C, int NH, f
     mt_dropout_key key = key_of(p, mt_dropout_site(0, 2, 1));
     const mt_dropout_key *k = p > 0 ? &key : NULL;
     size_t nqkv = (size_t)pk.N * 3 * C, nout = (size_t)pk.N * C;
-    float *qkv = rand_vec(nqkv, 0, 2), *dout = rand_vec(nout, 0, 1), *dqkv = rand_vec(nqkv, 0, 0.1f);
+    float *qkv = rand_around(nqkv, 0, 2), *dout = rand_around(nout, 0, 1), *dqkv = rand_around(nqkv, 0, 0.1f);
     float *att = mt_malloc(pk.att_size * 4), *out = mt_malloc(nout * 4);
     cpu->attention_forward_dropout(out, att, qkv, pk.offsets, pk.att_offsets, B, pk.maxL, C, NH, k);
     float *d_qkv = up(qkv, nqkv * 4), *d_dout = up(dout, nout * 4), *d_dqkv = up(dqkv, nqkv * 4);
@@ -695,7 +698,7 @@ static void check_attention_fused(const int *lengths, int B, int C, int NH, int 
     mt_dropout_key key = key_of(p, mt_dropout_site(0, 4, 1));
     const mt_dropout_key *k = p > 0 ? &key : NULL;
     const size_t guard = 4096, nqkv = (size_t)pk.N * 3 * C, nout = (size_t)pk.N * C;
-    float *qkv = rand_vec(nqkv, 0, 2), *dout = rand_vec(nout, 0, 1), *start = rand_vec(nqkv, 0, 0.1f);
+    float *qkv = rand_around(nqkv, 0, 2), *dout = rand_around(nout, 0, 1), *start = rand_around(nqkv, 0, 0.1f);
     float *ref = mt_malloc(nout * 4), *ratt = mt_malloc(pk.att_size * 4), *rd = mt_malloc(nqkv * 4);
     memcpy(rd, start, nqkv * 4);
     cpu->attention_forward_dropout(ref, ratt, qkv, pk.offsets, pk.att_offsets, B, pk.maxL, C, NH, k);
@@ -759,6 +762,34 @@ static void check_attention_fused(const int *lengths, int B, int C, int NH, int 
     unpack_free(&pk);
 }
 
+// The fused path's forward and backward (dqkv from zero) at prec on the GPU, and the CPU's of
+// the same inputs: out [N, C] and dqkv [N, 3C] of each, on the host.
+typedef struct { float *ref, *got, *rd, *gd; } fused_vs_cpu;
+static fused_vs_cpu run_fused_vs_cpu(const packing *pk, const float *qkv, const float *dout, int C, int NH, int prec,
+                                     const mt_dropout_key *key) {
+    const int B = pk->B;
+    const size_t nqkv = (size_t)pk->N * 3 * C, nout = (size_t)pk->N * C;
+    fused_vs_cpu r = {mt_malloc(nout * 4), NULL, mt_calloc(nqkv, 4), NULL};
+    float *att = mt_malloc(pk->att_size * 4);
+    cpu->attention_forward_dropout(r.ref, att, qkv, pk->offsets, pk->att_offsets, B, pk->maxL, C, NH, key);
+    cpu->attention_backward(r.rd, dout, qkv, att, pk->offsets, pk->att_offsets, B, pk->maxL, C, NH, key);
+    float *d_qkv = up(qkv, nqkv * 4), *d_dout = up(dout, nout * 4), *d_out = gpu->alloc(nout * 4);
+    float *d_att = gpu->alloc(pk->att_size * 4), *d_dqkv = gpu->alloc(nqkv * 4);
+    int32_t *doff = up(pk->offsets, (B + 1) * 4);
+    int64_t *datt_off = up(pk->att_offsets, B * 8);
+    gpu->zero(d_dqkv, nqkv * 4);
+    attention_mode(prec, "fused");
+    gpu->attention_forward_dropout(d_out, d_att, d_qkv, doff, datt_off, B, pk->maxL, C, NH, key);
+    gpu->attention_backward(d_dqkv, d_dout, d_qkv, d_att, doff, datt_off, B, pk->maxL, C, NH, key);
+    attention_mode_reset();
+    r.got = down(d_out, nout), r.gd = down(d_dqkv, nqkv);
+    gpu->free(d_qkv); gpu->free(d_dout); gpu->free(d_out); gpu->free(d_att); gpu->free(d_dqkv); gpu->free(doff);
+    gpu->free(datt_off);
+    free(att);
+    return r;
+}
+static void fused_vs_cpu_free(fused_vs_cpu *r) { free(r->ref); free(r->got); free(r->rd); free(r->gd); }
+
 // The dropout mask of the fused path, exactly: Q = 0 makes every score 0 and P = 1/L, and with
 // V and dO small integers and power-of-two lengths every 16-bit operand (1, 1/L, V, dO) is exact,
 // so out and dV are sums of exact terms. One element masked differently moves them by at least
@@ -768,7 +799,7 @@ static void check_attention_fused_mask(int C, int NH, int prec) {
     packing pk = pack(lengths, B, NH);
     mt_dropout_key key = key_of(0.1f, mt_dropout_site(0, 6, 1));
     const size_t nqkv = (size_t)pk.N * 3 * C, nout = (size_t)pk.N * C;
-    float *qkv = rand_vec(nqkv, 0, 2), *dout = mt_malloc(nout * 4);
+    float *qkv = rand_around(nqkv, 0, 2), *dout = mt_malloc(nout * 4);
     for (int n = 0; n < pk.N; n++)
         for (int c = 0; c < C; c++) {
             float *row = qkv + (size_t)n * 3 * C;
@@ -776,18 +807,8 @@ static void check_attention_fused_mask(int C, int NH, int prec) {
             row[2 * C + c] = (float)(1 + (int)((frand() + 1) * 2));  // V in 1..4 (frand in [-1, 1))
             dout[(size_t)n * C + c] = (float)(1 + (int)((frand() + 1) * 2));
         }
-    float *ref = mt_malloc(nout * 4), *att = mt_malloc(pk.att_size * 4), *rd = mt_calloc(nqkv, 4);
-    cpu->attention_forward_dropout(ref, att, qkv, pk.offsets, pk.att_offsets, B, pk.maxL, C, NH, &key);
-    cpu->attention_backward(rd, dout, qkv, att, pk.offsets, pk.att_offsets, B, pk.maxL, C, NH, &key);
-    float *d_qkv = up(qkv, nqkv * 4), *d_dout = up(dout, nout * 4), *d_out = gpu->alloc(nout * 4);
-    float *d_att = gpu->alloc(pk.att_size * 4), *d_dqkv = gpu->alloc(nqkv * 4);
-    int32_t *doff = up(pk.offsets, (B + 1) * 4);
-    int64_t *datt_off = up(pk.att_offsets, B * 8);
-    attention_mode(prec, "fused");
-    gpu->attention_forward_dropout(d_out, d_att, d_qkv, doff, datt_off, B, pk.maxL, C, NH, &key);
-    gpu->attention_backward(d_dqkv, d_dout, d_qkv, d_att, doff, datt_off, B, pk.maxL, C, NH, &key);
-    attention_mode_reset();
-    float *got = down(d_out, nout), *gd = down(d_dqkv, nqkv);
+    fused_vs_cpu r = run_fused_vs_cpu(&pk, qkv, dout, C, NH, prec, &key);
+    float *ref = r.ref, *got = r.got, *rd = r.rd, *gd = r.gd;
     float *dv_ref = mt_malloc(nout * 4), *dv_got = mt_malloc(nout * 4);
     for (int n = 0; n < pk.N; n++)
         for (int c = 0; c < C; c++)
@@ -797,9 +818,8 @@ static void check_attention_fused_mask(int C, int NH, int prec) {
     report("attn_fused", what, prec_name[prec], got, ref, nout, 2e-5 * max_abs(ref, nout), 0);
     snprintf(what, sizeof what, "mask: Q=0, integer V, dO, C=%d NH=%d p=0.1 dV", C, NH);
     report("attn_fused", what, prec_name[prec], dv_got, dv_ref, nout, 2e-5 * max_abs(dv_ref, nout), 0);
-    gpu->free(d_qkv); gpu->free(d_dout); gpu->free(d_out); gpu->free(d_att); gpu->free(d_dqkv); gpu->free(doff);
-    gpu->free(datt_off);
-    free(qkv); free(dout); free(ref); free(att); free(rd); free(got); free(gd); free(dv_ref); free(dv_got);
+    free(qkv); free(dout); free(dv_ref); free(dv_got);
+    fused_vs_cpu_free(&r);
     unpack_free(&pk);
 }
 
@@ -825,33 +845,20 @@ static void check_attention_fused_many(void) {
     packing pk = pack(lengths, B, NH);
     mt_dropout_key key = key_of(0.1f, mt_dropout_site(0, 7, 1));
     const size_t nqkv = (size_t)pk.N * 3 * C, nout = (size_t)pk.N * C;
-    float *qkv = rand_vec(nqkv, 0, 2), *dout = rand_vec(nout, 0, 1), *ref = mt_malloc(nout * 4);
-    float *att = mt_malloc(pk.att_size * 4), *rd = mt_calloc(nqkv, 4);
-    cpu->attention_forward_dropout(ref, att, qkv, pk.offsets, pk.att_offsets, B, pk.maxL, C, NH, &key);
-    cpu->attention_backward(rd, dout, qkv, att, pk.offsets, pk.att_offsets, B, pk.maxL, C, NH, &key);
-    float *d_qkv = up(qkv, nqkv * 4), *d_dout = up(dout, nout * 4), *d_out = gpu->alloc(nout * 4);
-    float *d_att = gpu->alloc(pk.att_size * 4), *d_dqkv = gpu->alloc(nqkv * 4);
-    int32_t *doff = up(pk.offsets, (B + 1) * 4);
-    int64_t *datt_off = up(pk.att_offsets, B * 8);
-    gpu->zero(d_dqkv, nqkv * 4);
-    attention_mode(BF16, "fused");
-    gpu->attention_forward_dropout(d_out, d_att, d_qkv, doff, datt_off, B, pk.maxL, C, NH, &key);
-    gpu->attention_backward(d_dqkv, d_dout, d_qkv, d_att, doff, datt_off, B, pk.maxL, C, NH, &key);
-    attention_mode_reset();
-    float *got = down(d_out, nout), *gd = down(d_dqkv, nqkv);
-    report("attn_fused", "B=70000 (past gridDim.z) p=0.1 out", "bf16", got, ref, nout,
-           10 * ldexp(1, -8) * max_abs(ref, nout), 0);
-    report_rel_l2("attn_fused", "B=70000 p=0.1 dqkv", "bf16", gd, rd, nqkv, 5e-2);
-    gpu->free(d_qkv); gpu->free(d_dout); gpu->free(d_out); gpu->free(d_att); gpu->free(d_dqkv); gpu->free(doff);
-    gpu->free(datt_off);
-    free(lengths); free(qkv); free(dout); free(ref); free(att); free(rd); free(got); free(gd);
+    float *qkv = rand_around(nqkv, 0, 2), *dout = rand_around(nout, 0, 1);
+    fused_vs_cpu r = run_fused_vs_cpu(&pk, qkv, dout, C, NH, BF16, &key);
+    report("attn_fused", "B=70000 (past gridDim.z) p=0.1 out", "bf16", r.got, r.ref, nout,
+           10 * ldexp(1, -8) * max_abs(r.ref, nout), 0);
+    report_rel_l2("attn_fused", "B=70000 p=0.1 dqkv", "bf16", r.gd, r.rd, nqkv, 5e-2);
+    free(lengths); free(qkv); free(dout);
+    fused_vs_cpu_free(&r);
     unpack_free(&pk);
 }
 
 // mask: bit 0 dinp, bit 1 dweight, bit 2 dbias wanted (the others NULL).
 static void check_matmul_backward(int N, int IC, int OC, int mask) {
-    float *dout = rand_vec((size_t)N * OC, 0, 1), *inp = rand_vec((size_t)N * IC, 0, 1), *w = rand_vec((size_t)OC * IC, 0, 1);
-    float *dinp = rand_vec((size_t)N * IC, 0, 1), *dw = rand_vec((size_t)OC * IC, 0, 1), *db = rand_vec(OC, 0, 1);
+    float *dout = rand_around((size_t)N * OC, 0, 1), *inp = rand_around((size_t)N * IC, 0, 1), *w = rand_around((size_t)OC * IC, 0, 1);
+    float *dinp = rand_around((size_t)N * IC, 0, 1), *dw = rand_around((size_t)OC * IC, 0, 1), *db = rand_around(OC, 0, 1);
     float *d_dout = up(dout, (size_t)N * OC * 4), *d_inp = up(inp, (size_t)N * IC * 4), *d_w = up(w, (size_t)OC * IC * 4);
     float *d_dinp = up(dinp, (size_t)N * IC * 4), *d_dw = up(dw, (size_t)OC * IC * 4), *d_db = up(db, OC * 4);
     cpu->matmul_backward(mask & 1 ? dinp : NULL, mask & 2 ? dw : NULL, mask & 4 ? db : NULL, dout, inp, w, N, IC, OC);
@@ -873,11 +880,11 @@ static void check_matmul_backward(int N, int IC, int OC, int mask) {
 }
 
 static void check_layernorm_backward(int N, int C) {
-    float *x = rand_vec((size_t)N * C, 3, 2), *w = rand_vec(C, 1, 0.1f), *bias = rand_vec(C, 0, 0.1f);
+    float *x = rand_around((size_t)N * C, 3, 2), *w = rand_around(C, 1, 0.1f), *bias = rand_around(C, 0, 0.1f);
     float *y = mt_malloc((size_t)N * C * 4), *mean = mt_malloc(N * 4), *rstd = mt_malloc(N * 4);
     cpu->layernorm_forward(y, mean, rstd, x, w, bias, N, C, 1e-12f);
-    float *dout = rand_vec((size_t)N * C, 0, 1), *dinp = rand_vec((size_t)N * C, 0, 1);
-    float *dw = rand_vec(C, 0, 1), *db = rand_vec(C, 0, 1);
+    float *dout = rand_around((size_t)N * C, 0, 1), *dinp = rand_around((size_t)N * C, 0, 1);
+    float *dw = rand_around(C, 0, 1), *db = rand_around(C, 0, 1);
     float *d_x = up(x, (size_t)N * C * 4), *d_w = up(w, C * 4), *d_mean = up(mean, N * 4), *d_rstd = up(rstd, N * 4);
     float *d_dout = up(dout, (size_t)N * C * 4), *d_dinp = up(dinp, (size_t)N * C * 4), *d_dw = up(dw, C * 4);
     float *d_db = up(db, C * 4);
@@ -905,7 +912,7 @@ static void check_layernorm_backward(int N, int C) {
 
 static void check_gelu_backward(void) {
     int64_t n = 1000003;
-    float *x = rand_vec(n, 0, 8), *dout = rand_vec(n, 0, 1), *dinp = rand_vec(n, 0, 1), *y = mt_malloc(n * 4);
+    float *x = rand_around(n, 0, 8), *dout = rand_around(n, 0, 1), *dinp = rand_around(n, 0, 1), *y = mt_malloc(n * 4);
     x[0] = 0, x[1] = -0.0f, x[2] = 12, x[3] = -12;
     cpu->gelu_forward(y, x, n);
     float *d_x = up(x, n * 4), *d_dout = up(dout, n * 4), *d_dinp = up(dinp, n * 4), *d_y = up(y, n * 4);
@@ -927,8 +934,8 @@ static void check_embeddings_backward(const packing *p, int C, int V, int with_a
     for (int b = 0; b < p->B; b++)
         for (int n = p->offsets[b]; n < p->offsets[b + 1]; n++)
             ids[n] = (int32_t)((frand() + 1) * 0.5f * V) % V, types[n] = n % 3 == 0, pos[n] = n - p->offsets[b];
-    float *dout = rand_vec((size_t)N * C, 0, 1);
-    float *wte = rand_vec((size_t)V * C, 0, 1), *wpe = rand_vec((size_t)P * C, 0, 1), *wtt = rand_vec((size_t)TV * C, 0, 1);
+    float *dout = rand_around((size_t)N * C, 0, 1);
+    float *wte = rand_around((size_t)V * C, 0, 1), *wpe = rand_around((size_t)P * C, 0, 1), *wtt = rand_around((size_t)TV * C, 0, 1);
     float *d_dout = up(dout, (size_t)N * C * 4), *d_wte = up(wte, (size_t)V * C * 4), *d_wpe = up(wpe, (size_t)P * C * 4);
     float *d_wtt = up(wtt, (size_t)TV * C * 4);
     int32_t *d_ids = up(ids, N * 4), *d_types = up(types, N * 4), *d_pos = up(pos, N * 4);
@@ -961,7 +968,7 @@ static void report_dev(const char *op, const char *what, const void *dev, const 
 // order, so exact.
 static void check_sentence_small_ops(const packing *p, int C) {
     size_t nx = (size_t)p->N * C, nb = (size_t)p->B * C;
-    float *acc = rand_vec(nx, 0, 1), *g = rand_vec(nb, 0, 1), *ref = mt_malloc(nx * 4);
+    float *acc = rand_around(nx, 0, 1), *g = rand_around(nb, 0, 1), *ref = mt_malloc(nx * 4);
     float *d_acc = gpu->alloc(nx * 4), *d_g = up(g, nb * 4);
     int32_t *doff = up(p->offsets, (p->B + 1) * 4);
     char what[96];
@@ -975,14 +982,14 @@ static void check_sentence_small_ops(const packing *p, int C) {
     }
     // copy_2d: columns 3 .. 3+C/2 of [N, C] rows into a [N, C/2 + 5] buffer
     int w = C / 2, ldd = w + 5;
-    float *junk = rand_vec((size_t)p->N * ldd, 0, 1), *d_dst = up(junk, (size_t)p->N * ldd * 4);
+    float *junk = rand_around((size_t)p->N * ldd, 0, 1), *d_dst = up(junk, (size_t)p->N * ldd * 4);
     gpu->copy_to_device(d_acc, acc, nx * 4);
     cpu->copy_2d(junk, ldd, acc + 3, C, p->N, w - 3);
     gpu->copy_2d(d_dst, ldd, d_acc + 3, C, p->N, w - 3);
     snprintf(what, sizeof what, "[%d,%d] of ld %d into ld %d", p->N, w - 3, C, ldd);
     report_dev("copy_2d", what, d_dst, junk, (size_t)p->N * ldd, 0, 0);
     // add_bias on columns [0, w) of rows of stride C, one bias and two; backward into two
-    float *b1 = rand_vec(C, 0, 1), *b2 = rand_vec(C, 0, 1), *db = rand_vec(C, 0, 1), *db2 = rand_vec(C, 0, 1);
+    float *b1 = rand_around(C, 0, 1), *b2 = rand_around(C, 0, 1), *db = rand_around(C, 0, 1), *db2 = rand_around(C, 0, 1);
     float *d_b1 = up(b1, C * 4), *d_b2 = up(b2, C * 4), *d_db = up(db, C * 4), *d_db2 = up(db2, C * 4);
     memcpy(ref, acc, nx * 4);
     cpu->add_bias_forward(ref, C, b1, NULL, p->N, w);
@@ -1008,7 +1015,7 @@ static void check_sentence_small_ops(const packing *p, int C) {
 // im2col / col2im of a width-w 'same' convolution: copies and in-order sums, exact.
 static void check_im2col(const packing *p, int C, int w) {
     size_t nx = (size_t)p->N * C, ncol = nx * w;
-    float *x = rand_vec(nx, 0, 1), *dcol = rand_vec(ncol, 0, 1), *acc = rand_vec(nx, 0, 1);
+    float *x = rand_around(nx, 0, 1), *dcol = rand_around(ncol, 0, 1), *acc = rand_around(nx, 0, 1);
     float *ref = mt_malloc(ncol * 4), *d_x = up(x, nx * 4), *d_col = gpu->alloc(ncol * 4);
     int32_t *doff = up(p->offsets, (p->B + 1) * 4);
     char what[96];
@@ -1030,7 +1037,7 @@ static void check_im2col(const packing *p, int C, int w) {
 static void check_relu_dropout_max_pool(const packing *p, int D, float pdrop, int coarse) {
     mt_dropout_key key = key_of(pdrop, mt_dropout_site(2, MT_SENT_DROPOUT_LAYER, 0));
     size_t n = (size_t)p->N * D, nb = (size_t)p->B * D;
-    float *x = rand_vec(n, 0, 1), *dy = rand_vec(n, 0, 1), *acc = rand_vec(n, 0, 1), *g = rand_vec(nb, 0, 1);
+    float *x = rand_around(n, 0, 1), *dy = rand_around(n, 0, 1), *acc = rand_around(n, 0, 1), *g = rand_around(nb, 0, 1);
     for (size_t i = 0; coarse && i < n; i++) x[i] = roundf(2.0f * x[i]) / 2.0f;
     float *ref = mt_malloc(n * 4), *pool = mt_malloc(nb * 4), *am = mt_malloc(nb * 4);
     int32_t *arg = mt_malloc(nb * 4);
@@ -1095,8 +1102,8 @@ static void check_sentence_model(const int *lengths, int B, int C, int filters, 
     mt_sentence_layout L;
     mt_sentence_layout_init(&L, &cfg);
     size_t np = L.n_params, nx = (size_t)pk.N * C, nout = (size_t)B * L.D;
-    float *params = mt_malloc(np * 4), *x = rand_vec(nx, 0, 1), *dx0 = rand_vec(nx, 0, 0.1f);
-    float *R = rand_vec(nout, 0, 1);
+    float *params = mt_malloc(np * 4), *x = rand_around(nx, 0, 1), *dx0 = rand_around(nx, 0, 0.1f);
+    float *R = rand_around(nout, 0, 1);
     mt_sentence_init_params(&L, params, 11);
     mt_dropout key = key_of(pdrop, mt_dropout_site(0, MT_SENT_DROPOUT_LAYER, 0));
     const mt_backend *side[2] = {cpu, gpu};
@@ -1156,7 +1163,7 @@ static void check_adamw(size_t n, int decay) {
         skip_row("adamw", "", "adamw_update NULL in this table");
         return;
     }
-    float *p = rand_vec(n, 0, 1), *g = rand_vec(n, 0, 1e-2f), *m = rand_vec(n, 0, 1e-3f), *v = rand_vec(n, 1e-5f, 1e-5f);
+    float *p = rand_around(n, 0, 1), *g = rand_around(n, 0, 1e-2f), *m = rand_around(n, 0, 1e-3f), *v = rand_around(n, 1e-5f, 1e-5f);
     float *dp = up(p, n * 4), *dg = up(g, n * 4), *dm = up(m, n * 4), *dv = up(v, n * 4);
     for (int step = 1; step <= 3; step++) {  // a few steps: moments carried on the device
         mt_adamw_scalars s = adamw_scalars(step, 2e-5, decay);
@@ -1183,7 +1190,7 @@ static void check_gram_combine(int k, size_t n) {
     float *h[MT_GRAM_MAX_K], *d[MT_GRAM_MAX_K];
     double w[MT_GRAM_MAX_K];
     for (int j = 0; j < k; j++) {
-        h[j] = rand_vec(n, j % 2 ? 0.01f : 0, 1), d[j] = up(h[j], n * 4);
+        h[j] = rand_around(n, j % 2 ? 0.01f : 0, 1), d[j] = up(h[j], n * 4);
         w[j] = 1.0 - 0.37 * j;
     }
     double *ref = mt_malloc(sizeof(double) * k * k), *got = mt_malloc(sizeof(double) * k * k);
@@ -1239,7 +1246,7 @@ static void check_gram_combine(int k, size_t n) {
 // BERT-base shapes, 128 sequences of 128 tokens: N = 16384 rows, C = 768, F = 3072.
 static void bench(void) {
     int N = 16384, C = 768, F = 3072, NH = 12, B = 128;
-    float *hx = rand_vec((size_t)N * F, 0, 1);  // random, not zeros: tensor cores draw less on zeros
+    float *hx = rand_around((size_t)N * F, 0, 1);  // random, not zeros: tensor cores draw less on zeros
     float *x = up(hx, (size_t)N * F * 4), *w = up(hx, (size_t)F * C * 4), *y = gpu->alloc((size_t)N * F * 4);
     mt_bf16 *xh = gpu->alloc((size_t)N * C * 2), *wh = gpu->alloc((size_t)F * C * 2);
     mt_cuda_f32_to_bf16(xh, x, (int64_t)N * C);
@@ -1255,9 +1262,8 @@ static void bench(void) {
     printf("  matmul_forward %dx%d->%d tf32   %8.3f ms  %7.1f TFLOP/s\n", N, C, F, s * 1e3, flops / s / 1e12);
     TIME_GPU(s, 10, mt_cuda_gemm_bf16(0, 1, N, F, C, 1.0f, xh, C, wh, C, 0.0f, y, F));
     printf("  gemm_bf16      %dx%d->%d        %8.3f ms  %7.1f TFLOP/s\n", N, C, F, s * 1e3, flops / s / 1e12);
-    int32_t *off = mt_malloc((B + 1) * 4);
-    for (int b = 0; b <= B; b++) off[b] = b * (N / B);
-    int32_t *doff = up(off, (B + 1) * 4);
+    packing pk = pack_uniform(B, N / B, NH);
+    int32_t *doff = up(pk.offsets, (B + 1) * 4);
     TIME_GPU(s, 10, gpu->attention_forward(y, NULL, x, doff, NULL, B, N / B, C, NH));
     printf("  attention      B=%d L=%d C=%d   %8.3f ms  %7.1f TFLOP/s\n", B, N / B, C, s * 1e3,
            4.0 * N * (N / B) * C / s / 1e12);
@@ -1266,7 +1272,7 @@ static void bench(void) {
     TIME_GPU(s, 10, gpu->gelu_forward(y, x, (int64_t)N * F));
     printf("  gelu           n=%d         %8.3f ms  %7.1f GB/s\n", N * F, s * 1e3, 8.0 * N * F / s / 1e9);
     gpu->free(x); gpu->free(w); gpu->free(y); gpu->free(xh); gpu->free(wh); gpu->free(doff);
-    free(off);
+    unpack_free(&pk);
 }
 
 // The backward and optimizer ops at BERT-base shapes: N = 8192 tokens in 64 sequences of 128,
@@ -1274,7 +1280,7 @@ static void bench(void) {
 static void bench_backward(void) {
     int N = 8192, C = 768, F = 3072, NH = 12, B = 64, L = 128;
     size_t big = (size_t)N * F;  // the largest activation; every buffer below fits in it
-    float *hx = rand_vec(big, 0, 1);
+    float *hx = rand_around(big, 0, 1);
     float *a = up(hx, big * 4), *b = up(hx, big * 4), *c = up(hx, big * 4), *d = up(hx, big * 4);
     free(hx);
     double s;
@@ -1285,12 +1291,9 @@ static void bench_backward(void) {
     printf("  matmul_bwd dbias only N=%d OC=%d %8.3f ms  %7.1f GB/s\n", N, F, s * 1e3, 4.0 * N * F / s / 1e9);
     TIME_GPU(s, 10, gpu->layernorm_backward(a, b, b + C, c, d, b + 2 * C, b + 3 * C, b + 4 * C, N, C));
     printf("  layernorm_backward N=%d C=%d  %8.3f ms  %7.1f GB/s\n", N, C, s * 1e3, 12.0 * N * C / s / 1e9);
-    int32_t *off = mt_malloc((B + 1) * 4);
-    int64_t *att_off = mt_malloc(B * 8);
-    for (int i = 0; i <= B; i++) off[i] = i * L;
-    for (int i = 0; i < B; i++) att_off[i] = (int64_t)i * NH * L * L;
-    int32_t *doff = up(off, (B + 1) * 4);
-    int64_t *datt_off = up(att_off, B * 8);
+    packing pk = pack_uniform(B, L, NH);
+    int32_t *doff = up(pk.offsets, (B + 1) * 4);
+    int64_t *datt_off = up(pk.att_offsets, B * 8);
     // probabilities: the buffer holds values in [-1, 1); timing does not depend on them
     mt_dropout_key key = key_of(0.1f, mt_dropout_site(0, 1, 1));
     TIME_GPU(s, 10, gpu->attention_forward_dropout(a, d, b, doff, datt_off, B, L, C, NH, &key));
@@ -1320,7 +1323,7 @@ static void bench_backward(void) {
     }
     gpu->free(a); gpu->free(b); gpu->free(c); gpu->free(d); gpu->free(doff); gpu->free(datt_off);
     gpu->free(dids); gpu->free(dtypes); gpu->free(dpos);
-    free(off); free(att_off); free(ids); free(types); free(pos);
+    unpack_free(&pk); free(ids); free(types); free(pos);
 }
 
 // Attention at bf16, batched vs fused (kernels/flash.cu), B sequences of L tokens: the forward
@@ -1328,17 +1331,14 @@ static void bench_backward(void) {
 // same key. FLOPs: 4 B L^2 C forward (Q K^T and P V), twice that backward (information only).
 static void bench_attention_modes(int B, int L, int C, int NH) {
     const int N = B * L;
-    float *hx = rand_vec((size_t)N * 3 * C, 0, 1);
+    float *hx = rand_around((size_t)N * 3 * C, 0, 1);
     float *qkv = up(hx, (size_t)N * 3 * C * 4), *dqkv = gpu->alloc((size_t)N * 3 * C * 4);
     float *out = gpu->alloc((size_t)N * C * 4), *dout = up(hx, (size_t)N * C * 4);
     float *att = gpu->alloc((size_t)B * NH * L * L * 4);
     free(hx);
-    int32_t *off = mt_malloc((B + 1) * 4);
-    int64_t *att_off = mt_malloc(B * 8);
-    for (int b = 0; b <= B; b++) off[b] = b * L;
-    for (int b = 0; b < B; b++) att_off[b] = (int64_t)b * NH * L * L;
-    int32_t *doff = up(off, (B + 1) * 4);
-    int64_t *datt_off = up(att_off, B * 8);
+    packing pk = pack_uniform(B, L, NH);
+    int32_t *doff = up(pk.offsets, (B + 1) * 4);
+    int64_t *datt_off = up(pk.att_offsets, B * 8);
     mt_dropout_key key = key_of(0.1f, mt_dropout_site(0, 1, 1));
     const double fwd = 4.0 * B * (double)L * L * C;
     const char *modes[2] = {"batched", "fused"};
@@ -1358,7 +1358,7 @@ static void bench_attention_modes(int B, int L, int C, int NH) {
     }
     gpu->free(qkv); gpu->free(dqkv); gpu->free(out); gpu->free(dout); gpu->free(att); gpu->free(doff);
     gpu->free(datt_off);
-    free(off); free(att_off);
+    unpack_free(&pk);
 }
 
 // The memory plan's ops, as flags (1 = holds): workspace_bytes sums its items; on the GPU each

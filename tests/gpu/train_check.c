@@ -179,12 +179,17 @@ static int cmp_double(const void *x, const void *y) {
     return (a > b) - (a < b);
 }
 
+// The median of v[n] (sorts v).
+static double median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return v[n / 2];
+}
+
 // The median over n records of the double at byte offset off.
 static double median_of(const host_side *h, int n, size_t off) {
     double *v = mt_malloc((size_t)n * sizeof *v);
     for (int i = 0; i < n; i++) v[i] = *(const double *)((const char *)&h[i] + off);
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    double m = v[n / 2];
+    double m = median(v, n);
     free(v);
     return m;
 }
@@ -211,9 +216,9 @@ static void print_host_side(const host_side *h, int n, double slowed, int B, int
     const host_side *last = &h[n - 1];  // the counts are the same every step
     double grow = slowed - step, save = grow < launch ? (grow > 0 ? grow : 0) : launch;
     printf("speed-host mode=train precision=%s attention=%s B=%d L=%d step_ms=%.3f enqueue_ms=%.3f launch_ms=%.3f "
-           "slowed_ms=%.3f wait_ms=%.3f waits=%llu idle_ms=%.3f op_calls=%llu launches=%llu\n", precision, attention,
-           B, L, step, enq, launch, slowed, wait, (unsigned long long)last->waits, idle, (unsigned long long)last->calls,
-           (unsigned long long)last->launches);
+           "slowed_ms=%.3f graphs_ms=%.3f wait_ms=%.3f waits=%llu idle_ms=%.3f op_calls=%llu launches=%llu\n",
+           precision, attention, B, L, step, enq, launch, slowed, save, wait, (unsigned long long)last->waits, idle,
+           (unsigned long long)last->calls, (unsigned long long)last->launches);
     printf("host enqueue %.2f ms of %.2f ms step: graphs could save at most ~%.2f ms (%.2f ms inside %llu op calls, "
            "%llu launches; twice that made the step %+.2f ms; %llu waits in the step took %.2f ms, GPU idle after "
            "them <= %.2f ms)\n", enq, step, save, launch, (unsigned long long)last->calls,
@@ -231,8 +236,7 @@ static double slowed_steps(trainee *t, const int32_t *ids, const int32_t *offset
         ms[s] = (mt_now() - t0) * 1e3;
     }
     mt_profile_slow_host(0);
-    qsort(ms, (size_t)n, sizeof *ms, cmp_double);
-    return ms[n / 2];
+    return median(ms, n);
 }
 
 static int speed(const char *dir, int B, int L, int steps, const char *precision, const char *modes) {
@@ -277,8 +281,7 @@ static int speed(const char *dir, int B, int L, int steps, const char *precision
             }
             if (s >= 0) ms[s] = (mt_now() - t0) * 1e3;
         }
-        qsort(ms, (size_t)steps, sizeof *ms, cmp_double);
-        double med = ms[steps / 2], flops = mode ? 3 * fwd : fwd, tflops = flops / (med * 1e-3) / 1e12;
+        double med = median(ms, steps), flops = mode ? 3 * fwd : fwd, tflops = flops / (med * 1e-3) / 1e12;
         printf("%s mode=%s precision=%s attention=%s B=%d L=%d layers=%d hidden=%d ms=%.3f tokens_per_s=%.0f "
                "tflops=%.1f mfu=%.3f\n", profiled ? "speed-profiled" : "speed", mode ? "train" : "forward", precision,
                attention, B, L, c->num_hidden_layers, c->hidden_size, med, tokens / (med * 1e-3), tflops,

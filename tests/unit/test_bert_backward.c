@@ -12,6 +12,7 @@
 
 #include "bert.h"
 #include "check.h"
+#include "rand.h"
 #include "safetensors.h"
 
 // fp32 forward, double loss: EPS 1e-2 keeps rounding noise (~1e-4 after dividing by 2 EPS)
@@ -28,13 +29,6 @@ static int32_t ids[N], types[N];
 static float R[N * C];
 static char dir[] = "/tmp/mt_bert_bwd_XXXXXX", err[1024];
 static mt_bert *m;
-static uint64_t rng_state = 0x9E3779B97F4A7C15ULL;
-
-static float frand(void) {  // uniform in [-1, 1), xorshift64*
-    rng_state ^= rng_state >> 12; rng_state ^= rng_state << 25; rng_state ^= rng_state >> 27;
-    return (float)((rng_state * 0x2545F4914F6CDD1DULL) >> 40) / (float)(1 << 23) - 1.0f;
-}
-
 // Random weights for every tensor of the tiny config: LayerNorm weights near 1, the rest small.
 static int write_tiny_model(void) {
     char path[300];

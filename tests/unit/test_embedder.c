@@ -90,15 +90,6 @@ static void embed_file(const mt_backend *be, const char *in, const char *out) {
     mt_embedder_close(e);
 }
 
-static int same_file(const char *a, const char *b) {
-    size_t na, nb;
-    char err[256];
-    char *x = mt_read_file(a, 1 << 26, &na, err, sizeof err), *y = mt_read_file(b, 1 << 26, &nb, err, sizeof err);
-    int same = x && y && na == nb && !memcmp(x, y, na);
-    free(x), free(y);
-    return same;
-}
-
 // 2 pairs and 12 pairs (one batch each: 6 and 36 sequences, a few hundred tokens): the copies
 // per batch do not grow with the sentences; cpu-staged gives the CPU's bytes.
 TEST(pairs_gather_in_one_launch) {

@@ -17,6 +17,7 @@
 
 #include "backend.h"
 #include "check.h"
+#include "rand.h"
 #include "rng.h"
 #include "stream.h"
 
@@ -304,17 +305,6 @@ static void attention_backward_flash(float *dqkv, const float *dout, const float
 }
 
 // ---- the checks ----------------------------------------------------------------------------------
-
-static uint64_t rng_state = 0x9E3779B97F4A7C15ULL;
-static float frand(void) {  // uniform in [-1, 1), xorshift64*
-    rng_state ^= rng_state >> 12; rng_state ^= rng_state << 25; rng_state ^= rng_state >> 27;
-    return (float)((rng_state * 0x2545F4914F6CDD1DULL) >> 40) / (float)(1 << 23) - 1.0f;
-}
-static float *rand_vec(size_t n, float scale) {
-    float *v = malloc(n * sizeof *v);
-    for (size_t i = 0; i < n; i++) v[i] = scale * frand();
-    return v;
-}
 
 // max |got - ref| / max(1, max |ref|)
 static double rel_max_diff(const float *got, const float *ref, size_t n) {

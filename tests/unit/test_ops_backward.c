@@ -16,6 +16,8 @@
 
 #include "backend.h"
 #include "check.h"
+#define RAND_SEED 0x2545F4914F6CDD1DULL  // this suite's stream
+#include "rand.h"
 #include "rng.h"
 
 #define EPS 1e-2f
@@ -23,17 +25,6 @@
 #define RTOL 2e-3
 
 static const mt_backend *be;
-static uint64_t rng_state = 0x2545F4914F6CDD1DULL;
-
-static float frand(void) {  // uniform in [-1, 1), xorshift64*
-    rng_state ^= rng_state >> 12; rng_state ^= rng_state << 25; rng_state ^= rng_state >> 27;
-    return (float)((rng_state * 0x2545F4914F6CDD1DULL) >> 40) / (float)(1 << 23) - 1.0f;
-}
-static float *rand_vec(size_t n, float scale) {
-    float *v = malloc((n ? n : 1) * sizeof *v);
-    for (size_t i = 0; i < n; i++) v[i] = scale * frand();
-    return v;
-}
 static float *zeros(size_t n) { return calloc(n ? n : 1, sizeof(float)); }
 
 // Recomputes out from the inputs the context points to.

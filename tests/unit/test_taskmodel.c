@@ -221,16 +221,6 @@ TEST(dropout_is_keyed) {
     mt_taskmodel_free(&tm);
 }
 
-static int same_file(const char *a, const char *b) {
-    FILE *f = fopen(a, "rb"), *g = fopen(b, "rb");
-    int same = f && g, x = 0, y = 0;
-    while (same && (x = fgetc(f)) == (y = fgetc(g)) && x != EOF) {}
-    same = same && x == y;
-    if (f) fclose(f);
-    if (g) fclose(g);
-    return same;
-}
-
 TEST(save_load_round_trip) {
     char path[] = "/tmp/test_taskmodel_XXXXXX";
     int fd = mkstemp(path);
