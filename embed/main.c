@@ -45,6 +45,8 @@ static const char *USAGE =
     "  -q, --quiet             no progress on stderr\n"
     "  -h, --help              this text\n"
     "\n"
+    MT_DEVICE_ENV_HELP
+    "\n"
     "examples:\n"
     "  M=models/all-MiniLM-L6-v2\n"
     "  bin/tokenize --model $M --pair sentence1,sentence2 --label similarity data/sts-train.tsv \\\n"

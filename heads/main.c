@@ -62,6 +62,8 @@ static const char *USAGE =
     "                     without one is an error. Products are fp32 on every device\n"
     "  -v, --verbose      log every epoch;  -q, --quiet  no log lines;  -h, --help  this text\n"
     "\n"
+    MT_DEVICE_ENV_HELP
+    "\n"
     "examples:\n"
     "  set -o pipefail; mkdir -p runs\n"
     "  bin/tokenize --model models/all-MiniLM-L6-v2 --pair sentence1,sentence2 --label similarity \\\n"

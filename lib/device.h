@@ -18,6 +18,17 @@
 const mt_backend *mt_backend_select(const char *device);
 const mt_backend *mt_backend_try_select(const char *device, char *err, size_t err_len);
 
+// The environment the device layer reads, for the --help of every program with --device.
+#define MT_DEVICE_ENV_HELP                                                                      \
+    "environment:\n"                                                                           \
+    "  MTBERT_PROFILE=ops|host     a table of where the time went, op by op, on stderr at exit\n" \
+    "                              (ops: each op timed between synchronizations; host: none\n"  \
+    "                              added); outputs unchanged\n"                                 \
+    "  MTBERT_ATTENTION=batched|fused  CUDA bf16/fp16 attention (default batched; fused:\n"     \
+    "                              flash-style kernels, not yet run on a GPU)\n"                \
+    "  MTBERT_CUDA_LIB=PATH        the CUDA backend (default libmtbert_cuda.so beside the\n"     \
+    "                              program, in its ../build or its parent)\n"
+
 // --precision fp32|tf32|bf16|fp16 (lib/backend_cuda.h says what each does) for the backend be:
 // the CPU backend computes in fp32 only, so anything else there is an error (naming the
 // option); NULL or "fp32" is always accepted. Dies with the error.

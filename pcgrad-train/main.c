@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "common.h"
+#include "device.h"
 #include "lossscale.h"
 #include "sentence.h"
 #include "trainer.h"
@@ -82,6 +83,8 @@ static const char *USAGE =
     "                            --device, give it again to --resume\n"
     "  -q, --quiet               no progress on stderr\n"
     "  -h, --help                this text\n"
+    "\n"
+    MT_DEVICE_ENV_HELP
     "\n"
     "examples:\n"
     "  M=models/all-MiniLM-L6-v2\n"
