@@ -220,12 +220,14 @@ static size_t layout_arena(mt_bert *m, char *base) {
     return cur;
 }
 
-// Carves (base NULL: measures) the gradient buffers for `rows` tokens.
+// Carves (base NULL: measures) the gradient buffers for `rows` tokens, in the order zero_grads
+// clears them: a layer's buffers are one span (the two dropout copies first: skipped without dropout).
 static size_t layout_grad_arena(mt_bert *m, char *base, size_t rows) {
     size_t C = m->cfg.hidden_size, F = m->cfg.intermediate_size, cur = 0, f = sizeof(float);
     mt_bert_grad_acts *g = &m->grad_acts;
-    g->g2 = carve(base, &cur, rows * C * f);
     g->dropped = carve(base, &cur, rows * C * f);
+    g->dropped2 = carve(base, &cur, rows * C * f);
+    g->g2 = carve(base, &cur, rows * C * f);
     g->datty = carve(base, &cur, rows * C * f);
     g->dqkv = carve(base, &cur, rows * 3 * C * f);
     g->dgelu = carve(base, &cur, rows * F * f);
@@ -540,13 +542,21 @@ const float *mt_bert_forward_train(mt_bert *m, const int32_t *ids, const int32_t
 #define GRAD(p) (grads + ((p) - m->params))  // a parameter's gradient, same offset
 
 // The gradient through a dropout site: dout itself without dropout, else the masked copy in
-// the `dropped` buffer.
-static const float *through_dropout(mt_bert *m, const float *dout, int64_t n, int layer, uint32_t kind) {
+// buf (one of the two `dropped` buffers, zero on entry: zero_grads cleared it).
+static const float *through_dropout(mt_bert *m, const float *dout, int64_t n, int layer, uint32_t kind, float *buf) {
     if (!dropout_active(m)) return dout;
     mt_dropout_key k = site_key(m, layer, kind);
-    m->be->zero(m->grad_acts.dropped, (size_t)n * sizeof(float));
-    m->be->dropout_backward(m->grad_acts.dropped, dout, n, &k);
-    return m->grad_acts.dropped;
+    m->be->dropout_backward(buf, dout, n, &k);
+    return buf;
+}
+
+// Clears the gradient buffers from the first dropout copy (without dropout: from g2) up to end,
+// in one call: layout_grad_arena lays them end to end. They accumulate with +=, and nothing
+// else writes them before their own op, so each holds zero there as when each was cleared
+// just before its op (one call a layer where there were seven: launches on a GPU).
+static void zero_grads(mt_bert *m, const float *end) {
+    char *from = (char *)(dropout_active(m) ? m->grad_acts.dropped : m->grad_acts.g2);
+    m->be->zero(from, (size_t)((const char *)end - from));
 }
 
 // dx: on entry d loss / d layer output [N, C]; on return d loss / d layer input.
@@ -560,13 +570,11 @@ static void layer_backward(mt_bert *m, int l, float *dx, float *grads) {
     layer_view v = view_layer(m, l, N);
     mt_dropout_key probs = site_key(m, l, MT_BERT_DROP_ATTENTION_PROBS);
 
+    zero_grads(m, g->dfch + NF);  // dropped, dropped2, g2, datty, dqkv, dgelu, dfch
     // out = LN2(res2), res2 = dropout(fch_gelu @ W2^T + b2) + ln1: g2 = d res2
-    be->zero(g->g2, NC * f);
     be->layernorm_backward(g->g2, GRAD(w->ln2_w), GRAD(w->ln2_b), dx, v.res2, w->ln2_w, v.ln2_mean, v.ln2_rstd, N, C);
-    const float *ddense = through_dropout(m, g->g2, (int64_t)NC, l, MT_BERT_DROP_FFN_OUTPUT);
-    be->zero(g->dgelu, NF * f);
+    const float *ddense = through_dropout(m, g->g2, (int64_t)NC, l, MT_BERT_DROP_FFN_OUTPUT, g->dropped);
     be->matmul_backward(g->dgelu, GRAD(w->fc_out_w), GRAD(w->fc_out_b), ddense, v.fch_gelu, w->fc_out_w, N, F, C);
-    be->zero(g->dfch, NF * f);
     be->gelu_backward(g->dfch, v.fch, v.fch_gelu, g->dgelu, (int64_t)NF);
     // d ln1 = the residual's g2 + the FFN input's gradient, accumulated in place
     be->matmul_backward(g->g2, GRAD(w->fc_w), GRAD(w->fc_b), g->dfch, v.ln1, w->fc_w, N, C, F);
@@ -574,10 +582,8 @@ static void layer_backward(mt_bert *m, int l, float *dx, float *grads) {
     // ln1 = LN1(res1), res1 = dropout(atty @ Wo^T + bo) + x: dx = d res1 (dx's old value is spent)
     be->zero(dx, NC * f);
     be->layernorm_backward(dx, GRAD(w->ln1_w), GRAD(w->ln1_b), g->g2, v.res1, w->ln1_w, v.ln1_mean, v.ln1_rstd, N, C);
-    ddense = through_dropout(m, dx, (int64_t)NC, l, MT_BERT_DROP_ATTENTION_OUTPUT);
-    be->zero(g->datty, NC * f);
+    ddense = through_dropout(m, dx, (int64_t)NC, l, MT_BERT_DROP_ATTENTION_OUTPUT, g->dropped2);
     be->matmul_backward(g->datty, GRAD(w->attn_out_w), GRAD(w->attn_out_b), ddense, v.atty, w->attn_out_w, N, C, C);
-    be->zero(g->dqkv, 3 * NC * f);
     be->attention_backward(g->dqkv, g->datty, v.qkv, v.att, m->acts.offsets, m->acts.att_offsets, B,
                            m->last_max_len, C, c->num_attention_heads, dropout_active(m) ? &probs : NULL);
     // d x = the residual's d res1 + the projections' input gradient
@@ -589,9 +595,9 @@ static void embeddings_backward(mt_bert *m, const float *dx, float *grads) {
     const mt_backend *be = m->be;
     const mt_bert_acts *a = &m->acts;
     int N = m->last_N, C = m->cfg.hidden_size;
-    const float *dln = through_dropout(m, dx, (int64_t)N * C, 0, MT_BERT_DROP_EMBEDDINGS);
     float *demb = m->grad_acts.g2;
-    be->zero(demb, (size_t)N * C * sizeof(float));
+    zero_grads(m, demb + (size_t)N * C);  // dropped, dropped2 (unused here), g2
+    const float *dln = through_dropout(m, dx, (int64_t)N * C, 0, MT_BERT_DROP_EMBEDDINGS, m->grad_acts.dropped);
     be->layernorm_backward(demb, GRAD(m->emb_ln_w), GRAD(m->emb_ln_b), dln, a->emb, m->emb_ln_w, a->emb_mean,
                            a->emb_rstd, N, C);
     be->embeddings_backward(GRAD(m->wte), GRAD(m->wpe), GRAD(m->wtt), demb, a->ids, a->types, a->pos, N, C);
@@ -605,6 +611,8 @@ float *mt_bert_dhidden(mt_bert *m) {
 void mt_bert_backward(mt_bert *m, float *dhidden, float *grads) {
     if (!m->trained_forward) mt_die("mt_bert_backward: the last forward was not mt_bert_forward_train");
     reserve_grad_arena(m);
+    // the buffers packed for this batch's rows: zero_grads' spans are no longer than the batch's
+    layout_grad_arena(m, m->grad_arena, (size_t)m->last_N);
     for (int l = m->cfg.num_hidden_layers - 1; l >= 0; l--) layer_backward(m, l, dhidden, grads);
     embeddings_backward(m, dhidden, grads);
 }

@@ -93,7 +93,8 @@ typedef struct {
 // Gradient buffers of mt_bert_backward (backend memory, sized from max_tokens).
 typedef struct {
     float *g2;            // [N, C] the second of two ping-pong row gradients (the first is dhidden)
-    float *dropped;       // [N, C] a row gradient through a dropout mask
+    float *dropped;       // [N, C] a row gradient through a dropout mask (FFN output, embeddings)
+    float *dropped2;      // [N, C] the same for the attention output (its own: zero_grads clears both at once)
     float *datty;         // [N, C] attention output
     float *dqkv;          // [N, 3C]
     float *dgelu, *dfch;  // [N, F] after / before GELU
