@@ -205,7 +205,7 @@ static const mt_backend cuda_backend = {
     max_pool_backward,
     lstm_cell_forward,
     lstm_cell_backward,
-    adamw_update,
+    adamw_update_multi,
     gram,
     combine,
     scale,

@@ -92,7 +92,7 @@ void lstm_cell_backward(float *dgates, float *hprev, float *step_g, float *dc, c
                         int reverse);
 
 // optim.cu: the optimizer ops
-void adamw_update(float *p, const float *g, float *m, float *v, size_t n, const mt_adamw_scalars *s);
+void adamw_update_multi(float *p, const float *g, float *m, float *v, const mt_adamw_chunk *list, int count);
 void gram(double *gram, const float *const *g, int k, size_t n);
 void combine(float *out, const float *const *g, const double *w, int k, size_t n);
 void scale(float *x, float s, size_t n);

@@ -1,5 +1,6 @@
-// optim.cu — the optimizer ops of the CUDA backend (lib/backend.h): fused AdamW, the Gram
-// matrix of k gradient buffers (PCGrad, gradient norms), weighted combination and scaling.
+// optim.cu — the optimizer ops of the CUDA backend (lib/backend.h): fused multi-tensor AdamW
+// (one launch for every tensor of a step), the Gram matrix of k gradient buffers (PCGrad,
+// gradient norms), weighted combination and scaling.
 // Parameters, gradients and moments stay on the device; only the k*k Gram matrix comes back.
 #include <string.h>
 
@@ -9,25 +10,72 @@ namespace mt_cuda {
 
 // ---- AdamW -------------------------------------------------------------------------------------
 
-// lib/adamw.c's update_tensor exactly: every operation rounded on its own, in the C order
-// (__f*_rn: no fused multiply-add, IEEE division and square root), so p, m, v are the CPU's bits.
-__global__ void adamw_kernel(float *p, const float *g, float *m, float *v, int64_t n, mt_adamw_scalars s) {
-    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
-        const float gi = g[i], m0 = m[i], v0 = v[i];
-        const float pi = s.decay ? __fmul_rn(p[i], s.decay_mul) : p[i];
-        const float mi = __fadd_rn(m0, __fmul_rn(s.beta1_w, __fsub_rn(gi, m0)));
-        const float vi = __fadd_rn(__fmul_rn(v0, s.beta2), __fmul_rn(__fmul_rn(s.beta2_w, gi), gi));
-        const float denom = __fadd_rn(__fdiv_rn(__fsqrt_rn(vi), s.bc2_sqrt), s.eps);
-        m[i] = mi;
-        v[i] = vi;
-        p[i] = __fadd_rn(pi, __fdiv_rn(__fmul_rn(s.neg_step_size, mi), denom));
+// lib/cpu/optim.c's per-element update exactly: every operation rounded on its own, in the C
+// order (__f*_rn: no fused multiply-add, IEEE division and square root), so p, m, v are the CPU's bits.
+__device__ __forceinline__ void adamw_element(float *p, const float *g, float *m, float *v, int64_t i,
+                                              const mt_adamw_scalars &s) {
+    const float gi = g[i], m0 = m[i], v0 = v[i];
+    const float pi = s.decay ? __fmul_rn(p[i], s.decay_mul) : p[i];
+    const float mi = __fadd_rn(m0, __fmul_rn(s.beta1_w, __fsub_rn(gi, m0)));
+    const float vi = __fadd_rn(__fmul_rn(v0, s.beta2), __fmul_rn(__fmul_rn(s.beta2_w, gi), gi));
+    const float denom = __fadd_rn(__fdiv_rn(__fsqrt_rn(vi), s.bc2_sqrt), s.eps);
+    m[i] = mi;
+    v[i] = vi;
+    p[i] = __fadd_rn(pi, __fdiv_rn(__fmul_rn(s.neg_step_size, mi), denom));
+}
+
+// The slices of one launch, by value (as gram's pointers): no upload, no device table. Slice e
+// covers the fixed-size chunks first[e] .. first[e+1]-1 of the launch's chunk sequence.
+#define ADAMW_CHUNK 4096     // elements a block updates per chunk (16 a thread)
+#define ADAMW_THREADS 256
+#define ADAMW_MAX_LIST 512   // slices a launch carries: 28 KB of its 32,764-byte parameter limit
+struct adamw_multi_args {
+    int count;                            // non-empty slices, 1..ADAMW_MAX_LIST
+    int64_t first[ADAMW_MAX_LIST + 1];    // first[count]: the launch's chunks in all
+    mt_adamw_chunk e[ADAMW_MAX_LIST];
+};
+static_assert(sizeof(adamw_multi_args) <= 32764, "kernel parameters over CUDA 12.1+'s limit");
+
+// Grid-stride over the chunks; a block finds its chunk's slice by binary search over first[]
+// (uniform across the block: the parameter reads broadcast). __grid_constant__: the arguments are
+// read in place, never copied per thread.
+__global__ void __launch_bounds__(ADAMW_THREADS)
+    adamw_multi_kernel(float *p, const float *g, float *m, float *v, const __grid_constant__ adamw_multi_args a) {
+    const int64_t chunks = a.first[a.count];
+    for (int64_t c = blockIdx.x; c < chunks; c += gridDim.x) {
+        int lo = 0, hi = a.count - 1;  // the last slice with first[slice] <= c
+        while (lo < hi) {
+            const int mid = (lo + hi + 1) / 2;
+            if (a.first[mid] <= c) lo = mid;
+            else hi = mid - 1;
+        }
+        const mt_adamw_scalars s = a.e[lo].s;
+        const int64_t base = (int64_t)a.e[lo].offset, n = (int64_t)a.e[lo].n;
+        const int64_t begin = (c - a.first[lo]) * ADAMW_CHUNK;
+        const int64_t end = begin + ADAMW_CHUNK < n ? begin + ADAMW_CHUNK : n;
+        for (int64_t j = begin + threadIdx.x; j < end; j += ADAMW_THREADS) adamw_element(p, g, m, v, base + j, s);
     }
 }
 
-void adamw_update(float *p, const float *g, float *m, float *v, size_t n, const mt_adamw_scalars *s) {
-    if (n == 0) return;
-    adamw_kernel<<<grid_for((int64_t)n, 256), 256, 0, stream>>>(p, g, m, v, (int64_t)n, *s);
-    LAUNCH_CHECK();
+// One launch per ADAMW_MAX_LIST slices (one for every model here: BERT-base has ~200 tensors);
+// empty slices are left out, so every slice of a launch owns at least one chunk.
+void adamw_update_multi(float *p, const float *g, float *m, float *v, const mt_adamw_chunk *list, int count) {
+    static adamw_multi_args a;  // 28 KB: off the stack; copied into the launch, so reusable at once
+    int at = 0;
+    while (at < count) {
+        int64_t chunks = 0;
+        a.count = 0;
+        for (; at < count && a.count < ADAMW_MAX_LIST; at++) {
+            if (list[at].n == 0) continue;
+            a.first[a.count] = chunks;
+            a.e[a.count++] = list[at];
+            chunks += ((int64_t)list[at].n + ADAMW_CHUNK - 1) / ADAMW_CHUNK;
+        }
+        a.first[a.count] = chunks;
+        if (a.count == 0) return;  // only empty slices were left
+        adamw_multi_kernel<<<grid_for(chunks, 1), ADAMW_THREADS, 0, stream>>>(p, g, m, v, a);
+        LAUNCH_CHECK();
+    }
 }
 
 // ---- Gram matrix -------------------------------------------------------------------------------

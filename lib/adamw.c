@@ -15,25 +15,25 @@ static int by_offset(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-// The table must tile [0, n) exactly: every parameter updated once, none missed.
-static void check_tiling(const mt_adamw_tensor *t, int k, size_t n) {
-    mt_adamw_tensor *s = mt_malloc((size_t)k * sizeof *s);
-    for (int i = 0; i < k; i++) s[i] = t[i];
-    qsort(s, (size_t)k, sizeof *s, by_offset);
+// The table, sorted by offset, must tile [0, n) exactly: every parameter updated once, none
+// missed (and the op's list in ascending offset, as backend.h asks).
+static void check_tiling(const mt_adamw_tensor *s, int k, size_t n) {
     size_t end = 0;
     for (int i = 0; i < k; i++) {
         if (s[i].offset != end)
             mt_die("adamw: tensor at offset %zu leaves a gap or overlap at %zu", s[i].offset, end);
         end += s[i].size;
     }
-    free(s);
     if (end != n) mt_die("adamw: tensors cover %zu of %zu parameters", end, n);
 }
 
 void mt_adamw_init(mt_adamw *o, const mt_backend *be, const mt_adamw_hparams *hp, const mt_adamw_tensor *tensors,
                    int n_tensors, size_t n) {
     if (n_tensors <= 0) mt_die("adamw: no tensors");
-    check_tiling(tensors, n_tensors, n);
+    o->tensors = mt_malloc((size_t)n_tensors * sizeof *o->tensors);
+    for (int i = 0; i < n_tensors; i++) o->tensors[i] = tensors[i];
+    qsort(o->tensors, (size_t)n_tensors, sizeof *o->tensors, by_offset);  // elementwise: order is free
+    check_tiling(o->tensors, n_tensors, n);
     o->be = be;
     o->hp = *hp;
     o->n = n;
@@ -41,15 +41,15 @@ void mt_adamw_init(mt_adamw *o, const mt_backend *be, const mt_adamw_hparams *hp
     o->v = be->alloc(n * sizeof(float));
     o->step = 0;
     o->n_tensors = n_tensors;
-    o->tensors = mt_malloc((size_t)n_tensors * sizeof *o->tensors);
-    for (int i = 0; i < n_tensors; i++) o->tensors[i] = tensors[i];
+    o->list = mt_malloc((size_t)n_tensors * sizeof *o->list);
 }
 
 void mt_adamw_free(mt_adamw *o) {
     if (o->be) o->be->free(o->m), o->be->free(o->v);
-    free(o->tensors);
+    free(o->tensors), free(o->list);
     o->m = o->v = NULL;
     o->tensors = NULL;
+    o->list = NULL;
 }
 
 // The scalars torch computes in Python doubles and hands to float kernels.
@@ -75,10 +75,10 @@ void mt_adamw_step(mt_adamw *o, float *params, const float *grads, double lr) {
     o->step++;
     for (int i = 0; i < o->n_tensors; i++) {
         const mt_adamw_tensor *t = &o->tensors[i];
-        size_t off = t->offset;
-        mt_adamw_scalars s = scalars_for(o, t, lr);
-        o->be->adamw_update(params + off, grads + off, o->m + off, o->v + off, t->size, &s);
+        o->list[i] = (mt_adamw_chunk){t->offset, t->size, scalars_for(o, t, lr)};
     }
+    if (o->n_tensors)  // an optimizer never initialised (no tensors) steps as a no-op
+        o->be->adamw_update_multi(params, grads, o->m, o->v, o->list, o->n_tensors);
 }
 
 double mt_lr_at(const mt_lr_schedule *s, long done) {

@@ -38,6 +38,13 @@ typedef struct {
     int decay;
 } mt_adamw_scalars;
 
+// One slice of an adamw_update_multi call: elements [offset, offset + n) of p, g, m, v,
+// updated with scalars s (lib/adamw.c: one entry per tensor).
+typedef struct {
+    size_t offset, n;
+    mt_adamw_scalars s;
+} mt_adamw_chunk;
+
 #define MT_GRAM_BLOCK 8192  // the gram op's fixed summation block (elements)
 #define MT_GRAM_MAX_K 16    // the most buffers one gram / combine call takes
 
@@ -195,9 +202,12 @@ struct mt_backend {
                                int s, int H, int reverse);
 
     // ---- optimizer ops: parameters, gradients and moments stay in backend memory ----
-    // AdamW (torch.optim.AdamW, lib/adamw.c) on one tensor's slices p, g, m, v [n], with the
-    // scalars of mt_adamw_scalars (computed on the host in double, as torch does).
-    void (*adamw_update)(float *p, const float *g, float *m, float *v, size_t n, const mt_adamw_scalars *s);
+    // AdamW (torch.optim.AdamW, lib/adamw.c) on the slices of p, g, m, v that list[count] names
+    // (host memory), each with its own scalars (computed on the host in double, as torch does).
+    // The slices are in ascending offset and disjoint: a device updates them all at once (CUDA:
+    // one launch per 512 entries), so one call updates a whole parameter buffer.
+    void (*adamw_update_multi)(float *p, const float *g, float *m, float *v, const mt_adamw_chunk *list,
+                               int count);
     // gram[i*k + j] = sum_e g[i][e] * g[j][e] (host memory, double, [k*k], symmetric) for k
     // buffers g[0..k) of n floats (the pointer array is host memory). Partial sums over fixed
     // MT_GRAM_BLOCK-element blocks are added in block order, so the result is the same for

@@ -221,16 +221,21 @@ static size_t layout_arena(mt_bert *m, char *base) {
     return cur;
 }
 
-// Carves (base NULL: measures) the gradient buffers for `rows` tokens.
+// Carves (base NULL: measures) the gradient buffers for `rows` tokens, end to end in the order
+// that makes each layer's buffers one span for zero_grads: dxa (the layer writes its input
+// gradient there) through dfch, or dxb back to the dropout copies (without dropout: to g2).
 static size_t layout_grad_arena(mt_bert *m, char *base, size_t rows) {
     size_t C = m->cfg.hidden_size, F = m->cfg.intermediate_size, cur = 0, f = sizeof(float);
     mt_bert_grad_acts *g = &m->grad_acts;
-    g->g2 = carve(base, &cur, rows * C * f);
+    g->dxa = carve(base, &cur, rows * C * f);
     g->dropped = carve(base, &cur, rows * C * f);
+    g->dropped2 = carve(base, &cur, rows * C * f);
+    g->g2 = carve(base, &cur, rows * C * f);
     g->datty = carve(base, &cur, rows * C * f);
     g->dqkv = carve(base, &cur, rows * 3 * C * f);
     g->dgelu = carve(base, &cur, rows * F * f);
     g->dfch = carve(base, &cur, rows * F * f);
+    g->dxb = carve(base, &cur, rows * C * f);
     return cur;
 }
 
@@ -543,48 +548,54 @@ const float *mt_bert_forward_train(mt_bert *m, const int32_t *ids, const int32_t
 #define GRAD(p) (grads + ((p) - m->params))  // a parameter's gradient, same offset
 
 // The gradient through a dropout site: dout itself without dropout, else the masked copy in
-// the `dropped` buffer.
-static const float *through_dropout(mt_bert *m, const float *dout, int64_t n, int layer, uint32_t kind) {
+// buf (one of the two `dropped` buffers, zero on entry: zero_grads cleared it).
+static const float *through_dropout(mt_bert *m, const float *dout, int64_t n, int layer, uint32_t kind, float *buf) {
     if (!dropout_active(m)) return dout;
     mt_dropout_key k = site_key(m, layer, kind);
-    m->be->zero(m->grad_acts.dropped, (size_t)n * sizeof(float));
-    m->be->dropout_backward(m->grad_acts.dropped, dout, n, &k);
-    return m->grad_acts.dropped;
+    m->be->dropout_backward(buf, dout, n, &k);
+    return buf;
 }
 
-// dx: on entry d loss / d layer output [N, C]; on return d loss / d layer input.
-static void layer_backward(mt_bert *m, int l, float *dx, float *grads) {
+// Clears the gradient buffers a backward step accumulates into, in one call: from `from` (out,
+// when it is dxa) or else the dropout copies (without dropout: g2) up to end. layout_grad_arena
+// lays them end to end; they accumulate with +=, and nothing else writes them before their own
+// op, so each holds zero there as when each was cleared just before its op (one call a layer
+// where there were eight: launches on a GPU).
+static void zero_grads(mt_bert *m, float *from, const float *end) {
+    if (!from) from = dropout_active(m) ? m->grad_acts.dropped : m->grad_acts.g2;
+    m->be->zero(from, (size_t)((const char *)end - (const char *)from));
+}
+
+// dx: d loss / d layer output [N, C] (read only); out: d loss / d layer input, dxa or dxb (not dx).
+static void layer_backward(mt_bert *m, int l, const float *dx, float *out, float *grads) {
     const mt_backend *be = m->be;
     const mt_bert_config *c = &m->cfg;
     const mt_bert_layer *w = &m->layers[l];
     const mt_bert_grad_acts *g = &m->grad_acts;
     int N = m->last_N, B = m->last_B, C = c->hidden_size, F = c->intermediate_size;
-    size_t NC = (size_t)N * C, NF = (size_t)N * F, f = sizeof(float);
+    size_t NC = (size_t)N * C, NF = (size_t)N * F;
     layer_view v = view_layer(m, l, N);
     mt_dropout_key probs = site_key(m, l, MT_BERT_DROP_ATTENTION_PROBS);
 
+    // dxa, dropped, dropped2 (with or without dropout), g2 .. dfch; or (dropped, dropped2,) g2 .. dxb
+    if (out == g->dxa) zero_grads(m, out, g->dfch + NF);
+    else zero_grads(m, NULL, out + NC);
     // out = LN2(res2), res2 = dropout(fch_gelu @ W2^T + b2) + ln1: g2 = d res2
-    be->zero(g->g2, NC * f);
     be->layernorm_backward(g->g2, GRAD(w->ln2_w), GRAD(w->ln2_b), dx, v.res2, w->ln2_w, v.ln2_mean, v.ln2_rstd, N, C);
-    const float *ddense = through_dropout(m, g->g2, (int64_t)NC, l, MT_BERT_DROP_FFN_OUTPUT);
-    be->zero(g->dgelu, NF * f);
+    const float *ddense = through_dropout(m, g->g2, (int64_t)NC, l, MT_BERT_DROP_FFN_OUTPUT, g->dropped);
     be->matmul_backward(g->dgelu, GRAD(w->fc_out_w), GRAD(w->fc_out_b), ddense, v.fch_gelu, w->fc_out_w, N, F, C);
-    be->zero(g->dfch, NF * f);
     be->gelu_backward(g->dfch, v.fch, v.fch_gelu, g->dgelu, (int64_t)NF);
     // d ln1 = the residual's g2 + the FFN input's gradient, accumulated in place
     be->matmul_backward(g->g2, GRAD(w->fc_w), GRAD(w->fc_b), g->dfch, v.ln1, w->fc_w, N, C, F);
 
-    // ln1 = LN1(res1), res1 = dropout(atty @ Wo^T + bo) + x: dx = d res1 (dx's old value is spent)
-    be->zero(dx, NC * f);
-    be->layernorm_backward(dx, GRAD(w->ln1_w), GRAD(w->ln1_b), g->g2, v.res1, w->ln1_w, v.ln1_mean, v.ln1_rstd, N, C);
-    ddense = through_dropout(m, dx, (int64_t)NC, l, MT_BERT_DROP_ATTENTION_OUTPUT);
-    be->zero(g->datty, NC * f);
+    // ln1 = LN1(res1), res1 = dropout(atty @ Wo^T + bo) + x: out = d res1
+    be->layernorm_backward(out, GRAD(w->ln1_w), GRAD(w->ln1_b), g->g2, v.res1, w->ln1_w, v.ln1_mean, v.ln1_rstd, N, C);
+    ddense = through_dropout(m, out, (int64_t)NC, l, MT_BERT_DROP_ATTENTION_OUTPUT, g->dropped2);
     be->matmul_backward(g->datty, GRAD(w->attn_out_w), GRAD(w->attn_out_b), ddense, v.atty, w->attn_out_w, N, C, C);
-    be->zero(g->dqkv, 3 * NC * f);
     be->attention_backward(g->dqkv, g->datty, v.qkv, v.att, m->acts.offsets, m->acts.att_offsets, B,
                            m->last_max_len, C, c->num_attention_heads, dropout_active(m) ? &probs : NULL);
     // d x = the residual's d res1 + the projections' input gradient
-    be->matmul_backward(dx, GRAD(w->qkv_w), GRAD(w->qkv_b), g->dqkv, v.x, w->qkv_w, N, C, 3 * C);
+    be->matmul_backward(out, GRAD(w->qkv_w), GRAD(w->qkv_b), g->dqkv, v.x, w->qkv_w, N, C, 3 * C);
 }
 
 // dx: d loss / d (dropped-out) embedding LayerNorm output.
@@ -592,9 +603,9 @@ static void embeddings_backward(mt_bert *m, const float *dx, float *grads) {
     const mt_backend *be = m->be;
     const mt_bert_acts *a = &m->acts;
     int N = m->last_N, C = m->cfg.hidden_size;
-    const float *dln = through_dropout(m, dx, (int64_t)N * C, 0, MT_BERT_DROP_EMBEDDINGS);
     float *demb = m->grad_acts.g2;
-    be->zero(demb, (size_t)N * C * sizeof(float));
+    zero_grads(m, NULL, demb + (size_t)N * C);  // (dropped, dropped2 unused here,) g2
+    const float *dln = through_dropout(m, dx, (int64_t)N * C, 0, MT_BERT_DROP_EMBEDDINGS, m->grad_acts.dropped);
     be->layernorm_backward(demb, GRAD(m->emb_ln_w), GRAD(m->emb_ln_b), dln, a->emb, m->emb_ln_w, a->emb_mean,
                            a->emb_rstd, N, C);
     be->embeddings_backward(GRAD(m->wte), GRAD(m->wpe), GRAD(m->wtt), demb, a->ids, a->types, a->pos, N, C);
@@ -608,8 +619,16 @@ float *mt_bert_dhidden(mt_bert *m) {
 void mt_bert_backward(mt_bert *m, float *dhidden, float *grads) {
     if (!m->trained_forward) mt_die("mt_bert_backward: the last forward was not mt_bert_forward_train");
     reserve_grad_arena(m);
-    for (int l = m->cfg.num_hidden_layers - 1; l >= 0; l--) layer_backward(m, l, dhidden, grads);
-    embeddings_backward(m, dhidden, grads);
+    // the buffers packed for this batch's rows: zero_grads' spans are no longer than the batch's
+    layout_grad_arena(m, m->grad_arena, (size_t)m->last_N);
+    // each layer's input gradient into dxa or dxb in turn: the one the layer reads stays intact
+    const float *dx = dhidden;
+    float *out = m->grad_acts.dxa;
+    for (int l = m->cfg.num_hidden_layers - 1; l >= 0; l--) {
+        layer_backward(m, l, dx, out, grads);
+        dx = out, out = out == m->grad_acts.dxa ? m->grad_acts.dxb : m->grad_acts.dxa;
+    }
+    embeddings_backward(m, dx, grads);
 }
 
 #undef GRAD

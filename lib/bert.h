@@ -92,8 +92,10 @@ typedef struct {
 
 // Gradient buffers of mt_bert_backward (backend memory, sized from max_tokens).
 typedef struct {
-    float *g2;            // [N, C] the second of two ping-pong row gradients (the first is dhidden)
-    float *dropped;       // [N, C] a row gradient through a dropout mask
+    float *dxa, *dxb;     // [N, C] the layers' input gradients, in turn (the top layer reads dhidden)
+    float *g2;            // [N, C] d res2, then d ln1 within a layer
+    float *dropped;       // [N, C] a row gradient through a dropout mask (FFN output, embeddings)
+    float *dropped2;      // [N, C] the same for the attention output (its own: zero_grads clears both at once)
     float *datty;         // [N, C] attention output
     float *dqkv;          // [N, 3C]
     float *dgelu, *dfch;  // [N, F] after / before GELU
@@ -196,8 +198,8 @@ const char *mt_bert_error(const mt_bert *m);
 // backend, valid until the next forward), or NULL with mt_bert_error(m) set.
 const float *mt_bert_forward_train(mt_bert *m, const int32_t *ids, const int32_t *types, const int32_t *offsets,
                                    int B, const mt_bert_dropout *drop);
-// Backward of the last mt_bert_forward_train: dhidden [N, C] packed (backend memory; it is
-// overwritten, used as scratch) → grads [m->num_params] accumulated with += (the layout of
+// Backward of the last mt_bert_forward_train: dhidden [N, C] packed (backend memory; it may be
+// overwritten: today it is only read) → grads [m->num_params] accumulated with += (the layout of
 // m->params). The pooler's gradients are left untouched: the pooler is not used in training.
 // Dies when the last forward was not a training forward.
 void mt_bert_backward(mt_bert *m, float *dhidden, float *grads);

@@ -183,7 +183,7 @@ void mt_backend_require_training(const mt_backend *be, const char *who) {
 #define NEED(op) if (!be->op) mt_die("%s: the %s backend lacks the " #op " op that training needs", who, be->name)
     NEED(zero); NEED(attention_forward_dropout); NEED(dropout_forward); NEED(dropout_backward);
     NEED(matmul_backward); NEED(layernorm_backward); NEED(attention_backward); NEED(gelu_backward);
-    NEED(embeddings_backward); NEED(adamw_update); NEED(gram); NEED(combine); NEED(scale);
+    NEED(embeddings_backward); NEED(adamw_update_multi); NEED(gram); NEED(combine); NEED(scale);
 #undef NEED
 }
 

@@ -103,8 +103,9 @@
        const int32_t *offsets, int nact, int s, int H, int reverse),                                         \
       (dgates, hprev, step_g, dc, step_h, dhfinal, gates, cell, hidden, list, next, offsets, nact, s, H,     \
        reverse))                                                                                             \
-    X(adamw_update, 0, 0,                                                                                    \
-      (float *p, const float *g, float *m, float *v, size_t n, const mt_adamw_scalars *s), (p, g, m, v, n, s)) \
+    X(adamw_update_multi, 0, 0,                                                                              \
+      (float *p, const float *g, float *m, float *v, const mt_adamw_chunk *list, int count),                 \
+      (p, g, m, v, list, count))                                                                             \
     X(gram, 1, 0, (double *gram, const float *const *g, int k, size_t n), (gram, g, k, n))                   \
     X(combine, 0, 0, (float *out, const float *const *g, const double *w, int k, size_t n),                  \
       (out, g, w, k, n))                                                                                     \

@@ -5,6 +5,8 @@
 //   Gheads       [n_heads] (host)                the heads'
 //   Penc[t], Psent[t]  [n_enc], [n_sent] (be memory)   task t's gradient of the shared
 //              parameters (PCGrad), combined by PCGrad into Genc and Gsent: two segments.
+// Genc and Gsent are one allocation, and so are all tasks' Penc and Psent (grad_pair_floats
+// apart): one zero call clears a step's buffers.
 // Per task pass: encoder forward on be -> sentence model on be over its packed hidden states ->
 // the [2B, D] embeddings to the host -> heads and loss, forward and backward -> their gradient
 // back to be -> sentence model backward into dhidden (be) -> encoder backward.
@@ -264,6 +266,11 @@ static void plan(trainer *T) {
     T->sched = (mt_lr_schedule){T->o.lr_linear ? MT_LR_LINEAR : MT_LR_CONSTANT, T->o.lr, warm, T->total_steps};
 }
 
+// Floats from one encoder gradient to the next in the one-allocation gradient buffers: the
+// encoder's, then the sentence model's at a 64-byte boundary (as a buffer of its own would be).
+static size_t padded16(size_t n) { return (n + 15) / 16 * 16; }
+static size_t grad_pair_floats(const trainer *T) { return padded16(T->n_enc) + padded16(T->n_sent); }
+
 static void setup_optimizers(trainer *T) {
     mt_adamw_hparams hp = mt_adamw_defaults();
     hp.weight_decay = T->o.weight_decay;
@@ -279,14 +286,14 @@ static void setup_optimizers(trainer *T) {
     if (ns) mt_adamw_init(&T->opt_sent, T->be, &hp, at, ns, T->n_sent);  // cls, mean: none (its step is a no-op)
     mt_adamw_init(&T->opt_heads, mt_backend_cpu(), &hp, at + ns, T->tm.n_tensors - ns, T->tm.n_heads);
     free(at);
-    T->Genc = T->be->alloc(T->n_enc * sizeof(float));
-    T->Gsent = T->be->alloc(T->n_sent * sizeof(float));
+    size_t pair = grad_pair_floats(T);
+    T->Genc = T->be->alloc(pair * sizeof(float));
+    T->Gsent = T->Genc + padded16(T->n_enc);
     T->Gheads = mt_calloc(T->tm.n_heads, sizeof(float));
     if (T->pc_on) {
-        for (int i = 0; i < T->phase_k[0]; i++) {
-            T->Penc[i] = T->be->alloc(T->n_enc * sizeof(float));
-            T->Psent[i] = T->be->alloc(T->n_sent * sizeof(float));
-        }
+        float *P = T->be->alloc((size_t)T->phase_k[0] * pair * sizeof(float));
+        for (int i = 0; i < T->phase_k[0]; i++)
+            T->Penc[i] = P + i * pair, T->Psent[i] = T->Penc[i] + padded16(T->n_enc);
         mt_pcgrad_init(&T->pc, T->phase_k[0], T->n_shared, T->o.pcgrad_sum ? MT_PCGRAD_SUM : MT_PCGRAD_MEAN);
     }
 }
@@ -426,13 +433,13 @@ static int compute_gradient(trainer *T) {
     int p = T->phase, k = T->phase_k[p], count[K], skip = 0;
     // With PCGrad the shared parts (encoder, sentence model) are written whole by its combine
     // pass; only what the tasks accumulate into directly needs clearing.
-    if (!T->pc_on) T->be->zero(T->Genc, T->n_enc * sizeof(float)), T->be->zero(T->Gsent, T->n_sent * sizeof(float));
+    // (every task's Penc, Psent at once: each is written by its own task's pass alone)
+    T->be->zero(T->pc_on ? T->Penc[0] : T->Genc, (size_t)(T->pc_on ? k : 1) * grad_pair_floats(T) * sizeof(float));
     memset(T->Gheads, 0, T->tm.n_heads * sizeof(float));
     if (T->pc_on) pcgrad_counts(T, k, count);
     for (int i = 0; i < k; i++) {
         int t = T->phase_task[p][i], B = 0;
         for (int c = 0; c < (T->pc_on ? count[i] : 1); c++) take_batch(T, t, &B);
-        if (T->pc_on) T->be->zero(T->Penc[i], T->n_enc * sizeof(float)), T->be->zero(T->Psent[i], T->n_sent * sizeof(float));
         float *enc = T->pc_on ? T->Penc[i] : T->Genc, *sent = T->pc_on ? T->Psent[i] : T->Gsent;
         double loss = run_task(T, t, B, enc, sent, T->Gheads);
         if (!isfinite(loss)) {
@@ -784,14 +791,13 @@ static void trainer_free(trainer *T) {
         if (T->has_data[t]) mt_taskdata_free(&T->data[t]);
         if (T->has_dev[t]) mt_taskdata_free(&T->dev[t]);
         mt_batches_free(&T->bt[t]);
-        if (T->Penc[t]) T->be->free(T->Penc[t]);
-        if (T->Psent[t]) T->be->free(T->Psent[t]);
     }
+    if (T->Penc[0]) T->be->free(T->Penc[0]);  // every task's, one allocation
     if (T->pc_on) mt_pcgrad_free(&T->pc);
     mt_adamw_free(&T->opt_enc), mt_adamw_free(&T->opt_sent), mt_adamw_free(&T->opt_heads);
     mt_packed_free(&T->pk);
     mt_tm_acts_free(&T->acts);
-    if (T->Genc) T->be->free(T->Genc), T->be->free(T->Gsent);
+    if (T->Genc) T->be->free(T->Genc);  // and Gsent
     free(T->Gheads), free(T->ex_buf);
     mt_bert_free(T->m);
 }

@@ -48,7 +48,8 @@ void mt_cpu_embeddings_backward(float *dwte, float *dwpe, float *dwtt, const flo
                                 const int32_t *types, const int32_t *pos, int N, int C);
 
 // The optimizer ops of lib/cpu/optim.c (contracts in backend.h).
-void mt_cpu_adamw_update(float *p, const float *g, float *m, float *v, size_t n, const mt_adamw_scalars *s);
+void mt_cpu_adamw_update_multi(float *p, const float *g, float *m, float *v, const mt_adamw_chunk *list,
+                               int count);
 void mt_cpu_gram(double *gram, const float *const *g, int k, size_t n);
 void mt_cpu_combine(float *out, const float *const *g, const double *w, int k, size_t n);
 void mt_cpu_scale(float *x, float s, size_t n);

@@ -1,5 +1,5 @@
 // optim.c — the CPU backend's optimizer ops (shapes and contracts in backend.h): AdamW's
-// per-element update, the blocked deterministic Gram matrix, weighted combination, scaling.
+// per-element update over a list of slices, the blocked deterministic Gram matrix, weighted combination, scaling.
 #include <math.h>
 #include <string.h>
 
@@ -13,7 +13,7 @@
 #endif
 
 // p, g, m, v: [n] one tensor's slices, in torch's order and float arithmetic.
-void mt_cpu_adamw_update(float *p, const float *g, float *m, float *v, size_t n, const mt_adamw_scalars *sp) {
+static void adamw_slice(float *p, const float *g, float *m, float *v, size_t n, const mt_adamw_scalars *sp) {
     const mt_adamw_scalars s = *sp;
     OMP("omp parallel for simd schedule(static) if (n > 65536)")
     for (size_t i = 0; i < n; i++) {
@@ -24,6 +24,16 @@ void mt_cpu_adamw_update(float *p, const float *g, float *m, float *v, size_t n,
         m[i] = mi;
         v[i] = vi;
         p[i] = pi + s.neg_step_size * mi / denom;
+    }
+}
+
+// Slice by slice, each its own parallel loop: the elements are independent, so the order and
+// the thread count do not change a bit.
+void mt_cpu_adamw_update_multi(float *p, const float *g, float *m, float *v, const mt_adamw_chunk *list,
+                               int count) {
+    for (int i = 0; i < count; i++) {
+        size_t o = list[i].offset;
+        adamw_slice(p + o, g + o, m + o, v + o, list[i].n, &list[i].s);
     }
 }
 

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "backend.h"
+#include "common.h"
 #include "workspace.h"
 
 static mt_backend cpu;                   // the CPU table the ops run on
@@ -78,6 +79,17 @@ static void gram(double *out, const float *const *g, int k, size_t n) {
     cpu.gram(out, g, k, n);
 }
 
+// CUDA updates every slice of the list at once: slices out of order or overlapping would
+// race there (and their order would decide the CPU's result), so they die here first.
+static void adamw_update_multi(float *p, const float *g, float *m, float *v, const mt_adamw_chunk *list,
+                               int count) {
+    for (int i = 1; i < count; i++)
+        if (list[i].offset < list[i - 1].offset + list[i - 1].n)
+            mt_die("adamw_update_multi: slice %d at %zu overlaps or precedes slice %d [%zu, %zu)", i, list[i].offset,
+                   i - 1, list[i - 1].offset, list[i - 1].offset + list[i - 1].n);
+    cpu.adamw_update_multi(p, g, m, v, list, count);
+}
+
 const mt_backend *mt_backend_cpu_staged(void) {
     static mt_backend staged;
     if (!staged.name) {
@@ -94,6 +106,7 @@ const mt_backend *mt_backend_cpu_staged(void) {
         b.layernorm_backward = layernorm_backward;
         b.embeddings_backward = embeddings_backward;
         b.gram = gram;
+        b.adamw_update_multi = adamw_update_multi;
         b.workspace_bytes = mt_workspace_generic;  // the sizes reserve records
         b.reserve = staged_reserve;
         b.memory_free = staged_memory_free;

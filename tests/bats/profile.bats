@@ -61,7 +61,7 @@ embed_profiled() {  # embed_profiled DEVICE MODE: stdout equal to the unprofiled
       cmp "$T/run.$d./$f" "$T/run.$d.ops/$f"
     done
     [ ! -s "$T/err.$d." ]
-    for op in matmul_backward attention_backward adamw_update gram; do
+    for op in matmul_backward attention_backward adamw_update_multi gram; do
       [ "$(calls "$T/err.$d.ops" $op)" -gt 0 ] || { cat "$T/err.$d.ops"; return 1; }
     done
   done

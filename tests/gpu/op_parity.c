@@ -51,8 +51,10 @@
 //              at bf16 / fp16 (GPU products on 16-bit operands) relative L2: out 5e-2 / 1e-2,
 //              gradients 0.25 (max-pool near-ties reroute a column's gradient)
 // Optimizer ops, against the CPU table's (lib/cpu/optim.c):
-//   1e-6 rel   adamw_update (expected exact: the kernel rounds each operation as the C does),
-//              combine (expected exact), scale (exact)
+//   exact      adamw_update_multi (the kernel rounds each operation as the C does): one slice,
+//              slices at the 4096-element chunk edges with empty ones and gaps (untouched), 1100
+//              slices (three launches), MiniLM-L6's real tensor list with --llrd scales; 3 steps
+//   1e-6 rel   combine (expected exact), scale (exact)
 //   1e-9 rel   gram (double partial sums over MT_GRAM_BLOCK blocks; only the order within a
 //              block differs)
 // Memory plan ops: exact flags (workspace_bytes sums its items and covers workspace.c's asks;
@@ -1157,28 +1159,87 @@ static mt_adamw_scalars adamw_scalars(int step, double lr, int decay) {
     return s;
 }
 
-static void check_adamw(size_t n, int decay) {
-    char what[96];
-    if (!gpu->adamw_update) {
-        skip_row("adamw", "", "adamw_update NULL in this table");
+// p, g, m, v [n] through `steps` updates of list[count] (at lr 2e-5, each slice's lr times its
+// scale[i], decay[i]) on both tables: exact, every element (those in no slice untouched).
+static void check_adamw_list(const char *what, mt_adamw_chunk *list, const double *scale, const int *decay,
+                             int count, size_t n) {
+    char row[128];
+    if (!gpu->adamw_update_multi) {
+        skip_row("adamw", what, "adamw_update_multi NULL in this table");
         return;
     }
     float *p = rand_around(n, 0, 1), *g = rand_around(n, 0, 1e-2f), *m = rand_around(n, 0, 1e-3f), *v = rand_around(n, 1e-5f, 1e-5f);
     float *dp = up(p, n * 4), *dg = up(g, n * 4), *dm = up(m, n * 4), *dv = up(v, n * 4);
     for (int step = 1; step <= 3; step++) {  // a few steps: moments carried on the device
-        mt_adamw_scalars s = adamw_scalars(step, 2e-5, decay);
-        cpu->adamw_update(p, g, m, v, n, &s);
-        gpu->adamw_update(dp, dg, dm, dv, n, &s);
+        for (int i = 0; i < count; i++) list[i].s = adamw_scalars(step, 2e-5 * scale[i], decay[i]);
+        cpu->adamw_update_multi(p, g, m, v, list, count);
+        gpu->adamw_update_multi(dp, dg, dm, dv, list, count);
     }
     float *gp = down(dp, n), *gm = down(dm, n), *gv = down(dv, n);
-    snprintf(what, sizeof what, "n=%zu decay=%d 3 steps p", n, decay);
-    report("adamw", what, "fp32", gp, p, n, 0, 1e-6);
-    snprintf(what, sizeof what, "n=%zu decay=%d 3 steps m", n, decay);
-    report("adamw", what, "fp32", gm, m, n, 0, 1e-6);
-    snprintf(what, sizeof what, "n=%zu decay=%d 3 steps v", n, decay);
-    report("adamw", what, "fp32", gv, v, n, 0, 1e-6);
+    const char *name[3] = {"p", "m", "v"};
+    float *got[3] = {gp, gm, gv}, *ref[3] = {p, m, v};
+    for (int t = 0; t < 3; t++) {
+        snprintf(row, sizeof row, "%s n=%zu 3 steps %s", what, n, name[t]);
+        report("adamw", row, "fp32", got[t], ref[t], n, 0, 0);
+    }
     gpu->free(dp); gpu->free(dg); gpu->free(dm); gpu->free(dv);
     free(p); free(g); free(m); free(v); free(gp); free(gm); free(gv);
+}
+
+// Slices of the given sizes laid end to end after `gap` untouched elements each; decay on every
+// other slice, lr scales 1, 0.9, 0.81, ... Returns the elements spanned.
+static size_t adamw_layout(mt_adamw_chunk *list, double *scale, int *decay, const size_t *sizes, int count,
+                           size_t gap) {
+    size_t at = 0;
+    for (int i = 0; i < count; i++) {
+        at += gap;
+        list[i] = (mt_adamw_chunk){.offset = at, .n = sizes[i]};
+        scale[i] = pow(0.9, i % 8), decay[i] = i % 2;
+        at += sizes[i];
+    }
+    return at;
+}
+
+// A real step's list: MiniLM-L6's 103 tensors in the encoder's layout (embeddings, 6 layers, pooler),
+// with --llrd 0.9's scales and no decay on biases and LayerNorm weights, as lib/bert.c builds it.
+static int minilm_list(mt_adamw_chunk *list, double *scale, int *decay, size_t *n) {
+    const size_t C = 384, F = 1536, L = 6;
+    int k = 0;
+    size_t at = 0;
+#define T(size, sc, dc) (list[k] = (mt_adamw_chunk){.offset = at, .n = (size)}, scale[k] = (sc), decay[k++] = (dc), at += (size))
+    T(30522 * C, pow(0.9, L + 1), 1), T(512 * C, pow(0.9, L + 1), 1), T(2 * C, pow(0.9, L + 1), 1);
+    T(C, pow(0.9, L + 1), 0), T(C, pow(0.9, L + 1), 0);
+    for (size_t l = 0; l < L; l++) {
+        double sc = pow(0.9, (double)(L - l));
+        for (int qkvo = 0; qkvo < 4; qkvo++) T(C * C, sc, 1), T(C, sc, 0);  // query, key, value, output
+        T(C, sc, 0), T(C, sc, 0);
+        T(F * C, sc, 1), T(F, sc, 0), T(C * F, sc, 1), T(C, sc, 0), T(C, sc, 0), T(C, sc, 0);
+    }
+    T(C * C, 1.0, 0), T(C, 1.0, 0);
+#undef T
+    *n = at;
+    return k;
+}
+
+static void check_adamw(void) {
+    enum { MANY = 1100 };  // past one launch's 512 slices: three launches
+    mt_adamw_chunk *list = mt_malloc(MANY * sizeof *list);
+    double *scale = mt_malloc(MANY * sizeof *scale);
+    int *decay = mt_malloc(MANY * sizeof *decay);
+    size_t sizes[MANY], n;
+    sizes[0] = 1000003;  // one big slice: many chunks, a partial last one
+    n = adamw_layout(list, scale, decay, sizes, 1, 0);
+    check_adamw_list("one slice", list, scale, decay, 1, n);
+    // slice edges at the 4096-element chunk's edges, empty slices, one element, gaps between
+    size_t edges[] = {4095, 4096, 4097, 0, 1, 8192, 0, 12289, 384, 0};
+    n = adamw_layout(list, scale, decay, edges, 10, 3);
+    check_adamw_list("edges+gaps", list, scale, decay, 10, n + 5);
+    for (int i = 0; i < MANY; i++) sizes[i] = (size_t)(i * 37 % 700);  // some empty
+    n = adamw_layout(list, scale, decay, sizes, MANY, 1);
+    check_adamw_list("1100 slices", list, scale, decay, MANY, n);
+    int k = minilm_list(list, scale, decay, &n);
+    check_adamw_list("MiniLM-L6 llrd", list, scale, decay, k, n);
+    free(list), free(scale), free(decay);
 }
 
 static void check_gram_combine(int k, size_t n) {
@@ -1311,11 +1372,20 @@ static void bench_backward(void) {
     int32_t *dids = up(ids, N * 4), *dtypes = up(types, N * 4), *dpos = up(pos, N * 4);
     TIME_GPU(s, 10, gpu->embeddings_backward(a, b, c, d, dids, dtypes, dpos, N, C));
     printf("  embeddings_backward N=%d C=%d %8.3f ms\n", N, C, s * 1e3);
-    if (gpu->adamw_update && gpu->gram) {
+    if (gpu->adamw_update_multi && gpu->gram) {
         size_t np = big / 4 * 4;  // 25M parameters a buffer (BERT-base: 110M)
-        mt_adamw_scalars sc = adamw_scalars(10, 2e-5, 1);
-        TIME_GPU(s, 10, gpu->adamw_update(a, b, c, d, np, &sc));
-        printf("  adamw_update n=%zu     %8.3f ms  %7.1f GB/s\n", np, s * 1e3, 28.0 * np / s / 1e9);
+        mt_adamw_chunk one = {0, np, adamw_scalars(10, 2e-5, 1)}, list[128];
+        double scale[128];
+        int decay[128];
+        size_t nm;
+        int k = minilm_list(list, scale, decay, &nm);  // 22.7M parameters in k slices
+        for (int i = 0; i < k; i++) list[i].s = adamw_scalars(10, 2e-5 * scale[i], decay[i]);
+        TIME_GPU(s, 10, gpu->adamw_update_multi(a, b, c, d, &one, 1));
+        printf("  adamw 1 slice n=%zu   %8.3f ms  %7.1f GB/s\n", np, s * 1e3, 28.0 * np / s / 1e9);
+        if (nm <= np) {
+            TIME_GPU(s, 10, gpu->adamw_update_multi(a, b, c, d, list, k));
+            printf("  adamw %d slices n=%zu %8.3f ms  %7.1f GB/s\n", k, nm, s * 1e3, 28.0 * nm / s / 1e9);
+        }
         const float *gs[3] = {a, b, c};
         double gm[9];
         TIME_GPU(s, 10, gpu->gram(gm, gs, 3, np));
@@ -1508,8 +1578,7 @@ int main(int argc, char **argv) {
     unpack_free(&p);
 
     // optimizer ops
-    check_adamw(1000003, 1);
-    check_adamw(4097, 0);
+    check_adamw();
     check_gram_combine(1, 100003);
     check_gram_combine(3, 3 * MT_GRAM_BLOCK + 17);
     check_gram_combine(MT_GRAM_MAX_K, 50000);

@@ -4,7 +4,7 @@
 //       STEPS (default 3) training steps on the CPU backend and on the CUDA backend (fp32), same
 //       packed variable-length batches, dropout 0.1 (the masks are the same Philox numbers on
 //       both), loss 1e-3 * sum(h^2) over the last hidden state, AdamW (lr 1e-4, lib/adamw.c
-//       through the backend's adamw_update). Prints the loss of each step on both, the gradient's relative difference
+//       through the backend's adamw_update_multi). Prints the loss of each step on both, the gradient's relative difference
 //       after step 1 and the parameters' after the last step; exit status 1 past tolerance
 //       (loss 1e-5, gradients and parameters 1e-4 relative).
 //   train_check speed MODEL_DIR B L STEPS PRECISION

@@ -1,4 +1,4 @@
-// test_optim.c — the CPU backend's optimizer ops (backend.h: adamw_update, gram, combine,
+// test_optim.c — the CPU backend's optimizer ops (backend.h: adamw_update_multi, gram, combine,
 // scale) against plain formulas, the Gram pass's thread-count independence, the segmented
 // PCGrad / norm entry points against the one-buffer ones, and the staged backend (host_memory
 // = 0) against the CPU backend.
@@ -22,28 +22,63 @@ static float *filled(size_t n, unsigned salt) {
     return x;
 }
 
-// The update loop lib/adamw.c had before it became the op, written out again.
-TEST(adamw_update_matches_formula) {
+// The update loop lib/adamw.c had before it became an op, written out again: slice by slice,
+// each with its own scalars, over a list with gaps (untouched) and an empty slice.
+TEST(adamw_update_multi_matches_formula) {
     const mt_backend *be = mt_backend_cpu();
-    size_t n = 100003;
+    size_t n = 200011;
     float *p = filled(n, 1), *g = filled(n, 2), *m = filled(n, 3), *v = filled(n, 4);
     for (size_t i = 0; i < n; i++) v[i] = fabsf(v[i]) * 1e-3f;
     float *p2 = malloc(n * sizeof *p2), *m2 = malloc(n * sizeof *m2), *v2 = malloc(n * sizeof *v2);
     memcpy(p2, p, n * sizeof *p), memcpy(m2, m, n * sizeof *m), memcpy(v2, v, n * sizeof *v);
-    for (int decay = 0; decay < 2; decay++) {
-        mt_adamw_scalars s = {.decay_mul = 0.999f, .beta1_w = 0.1f, .beta2 = 0.999f, .beta2_w = 0.001f,
-                              .bc2_sqrt = 0.0447f, .eps = 1e-8f, .neg_step_size = -1e-4f, .decay = decay};
-        be->adamw_update(p, g, m, v, n, &s);
-        for (size_t i = 0; i < n; i++) {
-            float pi = s.decay ? p2[i] * s.decay_mul : p2[i];
-            float mi = m2[i] + s.beta1_w * (g[i] - m2[i]);
-            float vi = v2[i] * s.beta2 + s.beta2_w * g[i] * g[i];
-            float denom = sqrtf(vi) / s.bc2_sqrt + s.eps;
-            m2[i] = mi, v2[i] = vi, p2[i] = pi + s.neg_step_size * mi / denom;
+    mt_adamw_chunk list[4] = {{.offset = 0, .n = 100003}, {.offset = 100003, .n = 0}, {.offset = 100010, .n = 7},
+                              {.offset = 100100, .n = 99911}};  // gaps at 100003..100009, 100017..100099
+    for (int step = 0; step < 2; step++) {
+        for (int c = 0; c < 4; c++)
+            list[c].s = (mt_adamw_scalars){.decay_mul = 0.999f - 0.01f * c, .beta1_w = 0.1f, .beta2 = 0.999f,
+                                           .beta2_w = 0.001f, .bc2_sqrt = 0.0447f, .eps = 1e-8f,
+                                           .neg_step_size = -1e-4f * (c + 1), .decay = (c + step) % 2};
+        be->adamw_update_multi(p, g, m, v, list, 4);
+        for (int c = 0; c < 4; c++) {
+            const mt_adamw_scalars s = list[c].s;
+            for (size_t i = list[c].offset; i < list[c].offset + list[c].n; i++) {
+                float pi = s.decay ? p2[i] * s.decay_mul : p2[i];
+                float mi = m2[i] + s.beta1_w * (g[i] - m2[i]);
+                float vi = v2[i] * s.beta2 + s.beta2_w * g[i] * g[i];
+                float denom = sqrtf(vi) / s.bc2_sqrt + s.eps;
+                m2[i] = mi, v2[i] = vi, p2[i] = pi + s.neg_step_size * mi / denom;
+            }
         }
         CHECK(!memcmp(p, p2, n * sizeof *p) && !memcmp(m, m2, n * sizeof *m) && !memcmp(v, v2, n * sizeof *v));
     }
+    CHECK(p[100005] == val(100005, 1) && p[100050] == val(100050, 1) && p[0] != val(0, 1));
     free(p), free(g), free(m), free(v), free(p2), free(m2), free(v2);
+}
+
+// mt_adamw_step's one call over the table equals a call per tensor (what it made before) with
+// the same scalars, whatever order the table lists its tensors in.
+TEST(adamw_step_matches_per_tensor_calls) {
+    const mt_backend *be = mt_backend_cpu();
+    size_t n = 5000;
+    mt_adamw_tensor t[3] = {{3000, 2000, 0.5, 1}, {0, 1000, 1.0, 1}, {1000, 2000, 0.81, 0}};
+    mt_adamw_tensor r[3] = {t[2], t[1], t[0]};
+    mt_adamw_hparams hp = mt_adamw_defaults();
+    mt_adamw a, c;
+    mt_adamw_init(&a, be, &hp, t, 3, n);
+    mt_adamw_init(&c, be, &hp, r, 3, n);
+    float *pa = filled(n, 50), *pb = filled(n, 50), *pc = filled(n, 50), *g = filled(n, 51);
+    float *mb = calloc(n, sizeof *mb), *vb = calloc(n, sizeof *vb);
+    for (int s = 0; s < 3; s++) {
+        mt_adamw_step(&a, pa, g, 1e-3 * (s + 1));
+        mt_adamw_step(&c, pc, g, 1e-3 * (s + 1));
+        for (int i = 0; i < 3; i++) be->adamw_update_multi(pb, g, mb, vb, &a.list[i], 1);  // this step's scalars
+    }
+    CHECK(a.list[0].offset == 0 && a.list[1].offset == 1000 && a.list[2].offset == 3000);  // sorted
+    CHECK(!memcmp(pa, pb, n * sizeof *pa) && !memcmp(a.m, mb, n * sizeof *mb) && !memcmp(a.v, vb, n * sizeof *vb));
+    CHECK(!memcmp(pa, pc, n * sizeof *pa) && !memcmp(a.m, c.m, n * sizeof *mb) && !memcmp(a.v, c.v, n * sizeof *vb));
+    CHECK(pa[0] != val(0, 50) && pa[4999] != val(4999, 50));
+    mt_adamw_free(&a), mt_adamw_free(&c);
+    free(pa), free(pb), free(pc), free(g), free(mb), free(vb);
 }
 
 static void gram_with_threads(int threads, double *out, const float *const *g, int k, size_t n) {
@@ -160,7 +195,8 @@ TEST(adamw_on_staged_backend) {
 }
 
 int main(void) {
-    RUN(adamw_update_matches_formula);
+    RUN(adamw_update_multi_matches_formula);
+    RUN(adamw_step_matches_per_tensor_calls);
     RUN(gram_deterministic_across_threads);
     RUN(combine_and_scale);
     RUN(segments_match_one_buffer);
