@@ -73,3 +73,16 @@ no_cuda_build() { [[ "$1" == *"this build has no CUDA backend"* ]]; }
   [[ "$stderr" == *"device: CPU (no usable CUDA GPU: cannot load the CUDA backend /nonexistent.so (MTBERT_CUDA_LIB): "* ]]
   [ -s "$T/e" ]
 }
+
+# The .so is opened with RTLD_NOW and resolves these from the program itself; a name listed in
+# kernels/host_symbols.list but missing from lib/device.c's host_exports would leave a program
+# without it, and only a GPU run of that program would find out.
+@test "every program with --device exports the callbacks the CUDA backend needs (kernels/host_symbols.list)" {
+  [ -e "$ROOT/build/libmtbert_cuda.so" ] || skip "this build has no CUDA backend"
+  names=$(sed -n 's/^ *\(mt_[a-z_0-9]*\);$/\1/p' "$ROOT/kernels/host_symbols.list")
+  [ "$(wc -w <<<"$names")" -ge 5 ]
+  for p in embed heads pcgrad-train simcse; do
+    defined=$(nm -D --defined-only "$BIN/$p" | awk '{ print $3 }')
+    for n in $names; do grep -qx "$n" <<<"$defined" || { echo "$p does not export $n"; false; }; done
+  done
+}
