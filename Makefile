@@ -7,6 +7,8 @@
 #   make asan       build everything with AddressSanitizer + UBSan into build-asan/
 #   make model      fetch all-MiniLM-L6-v2 into models/all-MiniLM-L6-v2
 #   make deps       apt-get the libraries that are missing (needs root)
+#   make install    the programs into PREFIX/bin (default /usr/local), the CUDA backend into
+#                   PREFIX/lib/mtbert
 
 SHELL := /bin/bash
 CC    ?= cc
@@ -81,7 +83,7 @@ endif
 GPU_CHECK_OBJ := $(addprefix $(BUILD)/lib/,common.o device.o rng.o sentence.o cpu/gemm.o cpu/ops.o cpu/backward.o cpu/optim.o cpu/sentence.o cpu/staged.o profile.o workspace.o)
 GPU_CHECK_LIBS := $(filter-out -lz -lutf8proc,$(LDLIBS))
 
-.PHONY: all probes deps model demo test unit bats asan clean distclean bench gpu-check-build
+.PHONY: all probes deps model demo test unit bats asan install clean distclean bench gpu-check-build
 all: probes $(TOOL_BINS) $(UNIT_BINS) $(TEST_TOOLS) $(GPU_CHECK_BINS)
 
 probes:
@@ -174,6 +176,14 @@ demo: deps
 # developer benchmarks against PyTorch on this machine (need pip torch + transformers)
 bench: all model
 	@./bench/tokenize.sh && ./bench/embed.sh && ./bench/encoder_step.sh
+
+# make install [PREFIX=/usr/local] [DESTDIR=...]: the programs into PREFIX/bin and, when built,
+# the CUDA backend into PREFIX/lib/mtbert, where lib/device.c looks for it (bin/../lib/mtbert)
+PREFIX ?= /usr/local
+install: $(TOOL_BINS) $(CUDA_SO)
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 755 $(TOOL_BINS) $(DESTDIR)$(PREFIX)/bin
+	$(if $(CUDA_SO),install -d $(DESTDIR)$(PREFIX)/lib/mtbert && install -m 755 $(CUDA_SO) $(DESTDIR)$(PREFIX)/lib/mtbert)
 
 clean:
 	rm -rf $(BUILD) build-asan $(BIN)

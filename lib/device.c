@@ -69,13 +69,15 @@ static int cuda_lib_path(char *path, size_t len, char *why, size_t why_len) {
         return mt_fail(why, why_len, "libmtbert_cuda.so: cannot find the program's directory (set MTBERT_CUDA_LIB=PATH)");
     exe[n] = '\0';
     *strrchr(exe, '/') = '\0';
-    static const char *const dirs[] = {"", "/../build", "/.."};
+    // beside it, a checkout's bin/ -> build/, build/tests or build/gpu -> build/, `make install`
+    static const char *const dirs[] = {"", "/../build", "/..", "/../lib/mtbert"};
     for (size_t i = 0; i < sizeof dirs / sizeof *dirs; i++) {
         int m = snprintf(path, len, "%s%s/libmtbert_cuda.so", exe, dirs[i]);
         if (m > 0 && (size_t)m < len && access(path, F_OK) == 0) return 0;
     }
-    return mt_fail(why, why_len, "libmtbert_cuda.so not found in %s, %s/../build or %s/.. (set MTBERT_CUDA_LIB=PATH)",
-                   exe, exe, exe);
+    return mt_fail(why, why_len,
+                   "libmtbert_cuda.so not found in %s, %s/../build, %s/.. or %s/../lib/mtbert (set MTBERT_CUDA_LIB=PATH)",
+                   exe, exe, exe, exe);
 }
 
 static int cuda_state;  // 0 not tried, 1 the table is filled, -1 the .so failed to load

@@ -27,7 +27,7 @@ const mt_backend *mt_backend_try_select(const char *device, char *err, size_t er
     "  MTBERT_ATTENTION=batched|fused  CUDA bf16/fp16 attention (default batched; fused:\n"     \
     "                              flash-style kernels, not yet run on a GPU)\n"                \
     "  MTBERT_CUDA_LIB=PATH        the CUDA backend (default libmtbert_cuda.so beside the\n"     \
-    "                              program, in its ../build or its parent)\n"
+    "                              program, in its ../build, its parent or ../lib/mtbert)\n"
 
 // --precision fp32|tf32|bf16|fp16 (lib/backend_cuda.h says what each does) for the backend be:
 // the CPU backend computes in fp32 only, so anything else there is an error (naming the

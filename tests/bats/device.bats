@@ -86,3 +86,20 @@ no_cuda_build() { [[ "$1" == *"this build has no CUDA backend"* ]]; }
     for n in $names; do grep -qx "$n" <<<"$defined" || { echo "$p does not export $n"; false; }; done
   done
 }
+
+@test "make install: the programs in PREFIX/bin run, and find the CUDA backend in PREFIX/lib/mtbert" {
+  make -s -C "$ROOT" install PREFIX="$T/inst" >/dev/null
+  "$T/inst/bin/tokenize" -q --model "$MODEL" --text sentence -o "$T/i.tok" "$T/sst.tsv"
+  "$T/inst/bin/embed" -q --model "$MODEL" --device cpu "$T/i.tok" -o "$T/i.emb"
+  "$BIN/embed" -q --model "$MODEL" --device cpu "$T/t" -o "$T/e"
+  cmp "$T/i.emb" "$T/e"
+  [ -e "$ROOT/build/libmtbert_cuda.so" ] || skip "this build has no CUDA backend"
+  [ -e "$T/inst/lib/mtbert/libmtbert_cuda.so" ]
+  if nvidia-smi -L >/dev/null 2>&1; then skip "a GPU is present"; fi
+  run --separate-stderr "$T/inst/bin/embed" --model "$MODEL" --device cuda "$T/i.tok" -o "$T/i2.emb"
+  [ "$status" -ne 0 ]
+  [[ "$stderr" == *"--device cuda: no usable GPU: "* ]]  # the .so was found and loaded
+  rm "$T/inst/lib/mtbert/libmtbert_cuda.so"
+  run --separate-stderr "$T/inst/bin/embed" --model "$MODEL" --device cuda "$T/i.tok" -o "$T/i2.emb"
+  [[ "$stderr" == *"libmtbert_cuda.so not found in $T/inst/bin"*"/../lib/mtbert (set MTBERT_CUDA_LIB=PATH)"* ]]
+}
