@@ -189,23 +189,16 @@ static int in_child(void (*fn)(void), char *msg, size_t n) {
 
 // cpu-staged keeps CUDA's reservation: attention over 3 sequences padded to 40 asks for more
 // padded-head memory than a shape of 64 tokens in 2 sequences of at most 32 reserved.
-static void over_ask(void) {
+static void attend_after_reserving(mt_workspace_shape s) {
     const mt_backend *be = mt_backend_cpu_staged();
-    be->reserve(&(mt_workspace_shape){64, 2, 32, 8, 2, 32, 0, 0, 0, 0});
+    be->reserve(&s);
     int32_t offsets[4] = {0, 40, 41, 42};
     int64_t att_offsets[3] = {0, 2 * 40 * 40, 2 * 40 * 40 + 2};
     static float qkv[42 * 24], out[42 * 8];  // static: nothing for LeakSanitizer when mt_die exits
     be->attention_forward(out, NULL, qkv, offsets, att_offsets, 3, 40, 8, 2);
 }
-
-static void within(void) {
-    const mt_backend *be = mt_backend_cpu_staged();
-    be->reserve(&(mt_workspace_shape){64, 3, 40, 8, 2, 32, 0, 0, 0, 0});
-    int32_t offsets[4] = {0, 40, 41, 42};
-    int64_t att_offsets[3] = {0, 2 * 40 * 40, 2 * 40 * 40 + 2};
-    static float qkv[42 * 24], out[42 * 8];  // static: nothing for LeakSanitizer when mt_die exits
-    be->attention_forward(out, NULL, qkv, offsets, att_offsets, 3, 40, 8, 2);
-}
+static void over_ask(void) { attend_after_reserving((mt_workspace_shape){64, 2, 32, 8, 2, 32, 0, 0, 0, 0}); }
+static void within(void) { attend_after_reserving((mt_workspace_shape){64, 3, 40, 8, 2, 32, 0, 0, 0, 0}); }
 
 TEST(an_ask_beyond_the_reservation_dies_naming_the_workspace) {
     char msg[1024];
