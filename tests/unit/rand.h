@@ -20,7 +20,7 @@ static inline float frand(void) {  // uniform in [-1, 1), xorshift64*
 }
 // n floats scale * frand() (one float allocated for n = 0, so free() is always fine)
 static inline float *rand_vec(size_t n, float scale) {
-    float *v = malloc((n ? n : 1) * sizeof *v);
+    float *v = (float *)malloc((n ? n : 1) * sizeof *v);  // the cast: C++ tests include this too
     for (size_t i = 0; i < n; i++) v[i] = scale * frand();
     return v;
 }

@@ -1,0 +1,449 @@
+// cuda_emu.h — runs kernels/*.cu kernel source on the CPU, in CUDA's thread model, so the
+// kernels' index arithmetic, masks, shared-memory use and synchronisation are tested on a
+// machine without a GPU (CI). It is not a GPU test: nvcc's code, the tensor cores, the warps'
+// memory model and timing are out of its reach (tests/gpu/check.sh is the GPU's test).
+//
+// How a launch runs: the grid's blocks one after another; a block's threads as fibers on one
+// OS thread, each run until it reaches a barrier (__syncthreads, __syncwarp, a shuffle) or
+// exits, then the next. A barrier opens once every live thread it waits for has arrived. The
+// order of lanes, warps and blocks, and whether the warps keep in step or one runs ahead to its
+// next __syncthreads, is the schedule (set_schedule): a kernel whose result depends on it has a
+// race (a missing barrier, two blocks adding to one element), which a test finds by running
+// under several schedules and comparing bits. Dynamic shared memory is a fresh allocation of
+// exactly the launch's bytes, filled with NaN bytes: a read before a write shows in the output.
+//
+// What is checked as the hardware would refuse it: block and grid limits, dynamic shared
+// memory past 48 KB without cudaFuncSetAttribute or past sm_90's 227 KB, wmma pointers not
+// 32-byte aligned or ldm not a multiple of 16 bytes, a barrier no thread can pass (deadlock),
+// __trap. Stricter than the hardware: wmma's *_sync calls do not synchronise the warp here (the
+// kernels put __syncwarp where lanes hand data over), and each lane stores only its own eighth
+// of an accumulator tile, so a lane that reads another lane's share before __syncwarp reads the
+// old contents under some schedule.
+//
+// Use: compile the kernel source with this header included first, after rewriting its launch
+// syntax (the Makefile's sed: kernel<<<g, b, s, st>>>(args) -> mt_emu::launch(kernel, g, b, s,
+// st)(args); `extern __shared__ ... name[]` -> a pointer from mt_emu::dynamic_smem()).
+#pragma once
+#include <cublasLt.h>
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <algorithm>
+#include <functional>
+#include <map>
+#include <memory>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+namespace mt_emu {
+
+[[noreturn]] __attribute__((format(printf, 1, 2))) inline void fail(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "cuda_emu: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+    abort();
+}
+
+// ---- fibers --------------------------------------------------------------------------------
+// A context switch saves the callee-saved registers and the stack pointer (x86-64 System V).
+extern "C" void mt_emu_switch(void **save_sp, void *load_sp);
+#if defined(__x86_64__)
+asm(R"(
+    .text
+    .globl mt_emu_switch
+    .type mt_emu_switch, @function
+mt_emu_switch:
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    subq $8, %rsp
+    stmxcsr (%rsp)
+    fnstcw 4(%rsp)
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+    ldmxcsr (%rsp)
+    fldcw 4(%rsp)
+    addq $8, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    ret
+    .size mt_emu_switch, .-mt_emu_switch
+    .section .note.GNU-stack,"",@progbits
+    .text
+)");
+#else
+#error "cuda_emu.h: fibers are written for x86-64 only"
+#endif
+
+enum state { RUNNABLE, AT_WARP, AT_BLOCK, DONE };
+constexpr size_t STACK_BYTES = 256 * 1024;
+constexpr int WARP = 32;
+
+struct thread {
+    void *sp = nullptr;
+    state st = RUNNABLE;
+    uint3 idx;
+};
+
+struct block {
+    std::vector<thread> threads;
+    std::vector<std::unique_ptr<unsigned char[]>> stacks;
+    int live = 0, at_block = 0;
+    std::vector<int> warp_live, at_warp;
+    std::vector<uint64_t> exchange;  // a shuffle's values, one slot per thread
+    unsigned char *smem = nullptr;
+    size_t smem_bytes = 0;
+};
+
+struct runtime {
+    block blk;
+    int current = -1;  // the running thread, -1: the scheduler
+    void *scheduler_sp = nullptr;
+    const std::function<void()> *body = nullptr;
+    uint3 block_idx;
+    dim3 grid_dim, block_dim;
+    bool down = false, lockstep = false;  // the schedule (set_schedule)
+    std::map<const void *, int> max_dynamic_smem;  // cudaFuncSetAttribute's opt-ins
+    uint64_t blocks_run = 0, phases = 0;
+};
+inline runtime &rt() {
+    static runtime r;
+    return r;
+}
+
+// The order a launch runs its threads in. WARPS_UP is the default; the others are for a test's
+// second and third runs, whose bits must match the first's.
+enum schedule { WARPS_UP, WARPS_DOWN, LOCKSTEP_UP, LOCKSTEP_DOWN };
+inline void set_schedule(schedule s) {
+    rt().down = s == WARPS_DOWN || s == LOCKSTEP_DOWN;  // lanes, warps and blocks in descending order
+    rt().lockstep = s == LOCKSTEP_UP || s == LOCKSTEP_DOWN;
+}
+
+inline void yield_to_scheduler() {
+    runtime &r = rt();
+    thread &t = r.blk.threads[r.current];
+    mt_emu_switch(&t.sp, r.scheduler_sp);
+}
+
+[[noreturn]] inline void fiber_entry() {
+    runtime &r = rt();
+    (*r.body)();
+    block &b = r.blk;
+    thread &t = b.threads[r.current];
+    t.st = DONE;
+    b.live--;
+    b.warp_live[r.current / WARP]--;
+    mt_emu_switch(&t.sp, r.scheduler_sp);
+    abort();  // a finished fiber is never resumed
+}
+
+// A fresh stack whose first switch "returns" into fiber_entry with the ABI's alignment.
+inline void *fresh_stack(unsigned char *stack) {
+    uintptr_t top = ((uintptr_t)(stack + STACK_BYTES)) & ~(uintptr_t)15;
+    void **sp = (void **)(top - 16);
+    *sp = (void *)&fiber_entry;  // ret target: at entry rsp = top - 8, as after a call
+    sp -= 6;                     // rbp rbx r12 r13 r14 r15
+    memset(sp, 0, 6 * sizeof(void *));
+    sp -= 1;                     // mxcsr, x87 control word
+    uint32_t csr[2];
+    asm volatile("stmxcsr %0" : "=m"(csr[0]));
+    asm volatile("fnstcw %0" : "=m"(csr[1]));
+    memcpy(sp, csr, 8);
+    return sp;
+}
+
+// Opens warp w's barrier if every live lane of it has arrived.
+inline bool open_warp(int w) {
+    block &b = rt().blk;
+    if (b.at_warp[w] == 0 || b.at_warp[w] != b.warp_live[w]) return false;
+    for (int l = w * WARP; l < (int)b.threads.size() && l < (w + 1) * WARP; l++)
+        if (b.threads[l].st == AT_WARP) b.threads[l].st = RUNNABLE;
+    b.at_warp[w] = 0;
+    return true;
+}
+// Opens the block's barrier if every live thread has arrived.
+inline bool open_block() {
+    block &b = rt().blk;
+    if (b.at_block == 0 || b.at_block != b.live) return false;
+    for (thread &t : b.threads)
+        if (t.st == AT_BLOCK) t.st = RUNNABLE;
+    b.at_block = 0;
+    return true;
+}
+
+// Runs thread t to its next barrier or its end.
+inline void step(int t) {
+    runtime &r = rt();
+    r.current = t;
+    mt_emu_switch(&r.scheduler_sp, r.blk.threads[t].sp);
+    r.current = -1;
+}
+
+// Lanes of warp w in the schedule's order, each to its next barrier; true if any ran.
+inline bool sweep_warp(int w, int nthreads) {
+    runtime &r = rt();
+    const int first = w * WARP, last = std::min(nthreads, first + WARP) - 1;
+    bool ran = false;
+    for (int k = 0; k <= last - first; k++) {
+        const int t = r.down ? last - k : first + k;
+        if (r.blk.threads[t].st == RUNNABLE) step(t), ran = true;
+    }
+    return ran;
+}
+
+// One block: every thread to its next barrier, in the schedule's order, until all are done.
+// LOCKSTEP: all warps one phase at a time (a warp barrier opens after the sweep over all warps).
+// WARPS: a warp runs on, through its own barriers, until it waits at __syncthreads or ends; then
+// the next warp (the way a fast warp runs ahead of a slow one).
+inline void run_block(int nthreads) {
+    runtime &r = rt();
+    block &b = r.blk;
+    for (int t = 0; t < nthreads; t++) {
+        thread &th = b.threads[t];
+        th.st = RUNNABLE;
+        th.idx = make_uint3(t % r.block_dim.x, t / r.block_dim.x % r.block_dim.y, t / (r.block_dim.x * r.block_dim.y));
+        th.sp = fresh_stack(b.stacks[t].get());
+    }
+    b.live = nthreads, b.at_block = 0;
+    const int warps = (nthreads + WARP - 1) / WARP;
+    b.warp_live.assign(warps, 0), b.at_warp.assign(warps, 0);
+    for (int t = 0; t < nthreads; t++) b.warp_live[t / WARP]++;
+    while (b.live > 0) {
+        bool progress = false;
+        for (int k = 0; k < warps; k++) {
+            const int w = r.down ? warps - 1 - k : k;
+            if (r.lockstep) progress |= sweep_warp(w, nthreads);
+            else
+                while (sweep_warp(w, nthreads) | open_warp(w)) progress = true;
+        }
+        for (int w = 0; w < warps; w++) progress |= open_warp(w);
+        progress |= open_block();
+        r.phases++;
+        if (!progress && b.live > 0)
+            fail("deadlock in block (%u, %u, %u): threads wait at a barrier others never reach", r.block_idx.x,
+                 r.block_idx.y, r.block_idx.z);
+    }
+}
+
+inline void check_launch(const void *kernel, dim3 g, dim3 bd, size_t smem) {
+    const long long threads = (long long)bd.x * bd.y * bd.z;
+    if (threads < 1 || threads > 1024 || bd.z > 64) fail("launch: %lld threads per block (1 to 1024)", threads);
+    if (g.x < 1 || g.y < 1 || g.z < 1 || g.x > INT_MAX || g.y > 65535 || g.z > 65535)
+        fail("launch: grid (%u, %u, %u) (x 1 to 2^31 - 1, y and z 1 to 65535)", g.x, g.y, g.z);
+    if (smem > 227 * 1024) fail("launch: %zu bytes of dynamic shared memory (sm_90: at most 232448)", smem);
+    if (smem > 48 * 1024) {
+        auto it = rt().max_dynamic_smem.find(kernel);
+        if (it == rt().max_dynamic_smem.end() || (size_t)it->second < smem)
+            fail("launch: %zu bytes of dynamic shared memory, past 48 KB without cudaFuncSetAttribute", smem);
+    }
+}
+
+// The grid: blocks one at a time (order by the schedule), each a fresh NaN-filled shared memory.
+inline void run_grid(const void *kernel, dim3 g, dim3 bd, size_t smem, const std::function<void()> &body) {
+    check_launch(kernel, g, bd, smem);
+    runtime &r = rt();
+    block &b = r.blk;
+    const int nthreads = bd.x * bd.y * bd.z;
+    while ((int)b.stacks.size() < nthreads) b.stacks.emplace_back(new unsigned char[STACK_BYTES]);
+    b.threads.assign(nthreads, thread());
+    b.exchange.assign(nthreads, 0);
+    r.body = &body, r.grid_dim = g, r.block_dim = bd;
+    const long long blocks = (long long)g.x * g.y * g.z;
+    for (long long k = 0; k < blocks; k++) {
+        const long long i = r.down ? blocks - 1 - k : k;
+        r.block_idx = make_uint3(i % g.x, i / g.x % g.y, i / ((long long)g.x * g.y));
+        b.smem_bytes = smem;
+        b.smem = (unsigned char *)aligned_alloc(128, smem ? (smem + 127) / 128 * 128 : 128);
+        memset(b.smem, 0xff, smem);  // NaN as float, bf16 and fp16
+        run_block(nthreads);
+        free(b.smem);
+        b.smem = nullptr;
+        r.blocks_run++;
+    }
+}
+
+template <class... P> struct launcher {
+    void (*kernel)(P...);
+    dim3 grid, block_dim;
+    size_t smem;
+    template <class... A> void operator()(A &&...args) const {
+        std::tuple<std::decay_t<P>...> params(std::forward<A>(args)...);
+        auto k = kernel;
+        std::function<void()> body = [&params, k] { std::apply(k, params); };
+        run_grid((const void *)kernel, grid, block_dim, smem, body);
+    }
+};
+template <class... P>
+launcher<P...> launch(void (*kernel)(P...), dim3 grid, dim3 block_dim, size_t smem = 0, cudaStream_t = nullptr) {
+    return launcher<P...>{kernel, grid, block_dim, smem};
+}
+
+inline unsigned char *dynamic_smem(size_t align) {
+    if ((uintptr_t)rt().blk.smem % align) fail("dynamic shared memory not %zu-byte aligned", align);
+    return rt().blk.smem;
+}
+
+template <class K> cudaError_t func_set_attribute(K *kernel, cudaFuncAttribute attr, int value) {
+    if (attr == cudaFuncAttributeMaxDynamicSharedMemorySize) {
+        if (value > 227 * 1024) return cudaErrorInvalidValue;
+        rt().max_dynamic_smem[(const void *)kernel] = value;
+    }
+    return cudaSuccess;
+}
+inline cudaError_t get_last_error() { return cudaSuccess; }
+inline const char *error_string(cudaError_t e) { return e == cudaSuccess ? "no error" : "error (emulated)"; }
+
+// ---- the thread's view -----------------------------------------------------------------------
+inline const uint3 &thread_idx() {
+    runtime &r = rt();
+    if (r.current < 0) fail("threadIdx read outside a kernel");
+    return r.blk.threads[r.current].idx;
+}
+
+inline void barrier(state at) {
+    runtime &r = rt();
+    block &b = r.blk;
+    b.threads[r.current].st = at;
+    if (at == AT_BLOCK) b.at_block++;
+    else b.at_warp[r.current / WARP]++;
+    yield_to_scheduler();
+}
+
+template <class T> T shfl_xor(T v, int lane_mask) {
+    static_assert(sizeof(T) <= 8, "shuffle of at most 8 bytes");
+    runtime &r = rt();
+    const int me = r.current, partner = (me / WARP) * WARP + ((me % WARP) ^ lane_mask);
+    memcpy(&r.blk.exchange[me], &v, sizeof v);
+    barrier(AT_WARP);  // every lane has written
+    T out;
+    memcpy(&out, &r.blk.exchange[partner], sizeof out);
+    barrier(AT_WARP);  // every lane has read
+    return out;
+}
+
+}  // namespace mt_emu
+
+// The CUDA built-ins the kernels use, on the emulator.
+#undef __launch_bounds__
+#define __launch_bounds__(...)
+#define threadIdx (mt_emu::thread_idx())
+#define blockIdx (mt_emu::rt().block_idx)
+#define blockDim (mt_emu::rt().block_dim)
+#define gridDim (mt_emu::rt().grid_dim)
+inline void __syncthreads() { mt_emu::barrier(mt_emu::AT_BLOCK); }
+inline void __syncwarp(unsigned mask = 0xffffffffu) {
+    if (mask != 0xffffffffu) mt_emu::fail("__syncwarp with a partial mask (%#x) is not emulated", mask);
+    mt_emu::barrier(mt_emu::AT_WARP);
+}
+template <class T> T __shfl_xor_sync(unsigned mask, T v, int lane_mask) {
+    if (mask != 0xffffffffu) mt_emu::fail("__shfl_xor_sync with a partial mask (%#x) is not emulated", mask);
+    return mt_emu::shfl_xor(v, lane_mask);
+}
+inline unsigned __umulhi(unsigned a, unsigned b) { return (unsigned)(((unsigned long long)a * b) >> 32); }
+[[noreturn]] inline void __trap() { 
+    const uint3 b = mt_emu::rt().block_idx;
+    mt_emu::fail("__trap() in block (%u, %u, %u)", b.x, b.y, b.z);
+}
+#define cudaFuncSetAttribute mt_emu::func_set_attribute
+#define cudaGetLastError mt_emu::get_last_error
+#define cudaGetErrorString mt_emu::error_string
+
+// ---- nvcuda::wmma, 16x16x16 ----------------------------------------------------------------
+// a and b fragments hold the whole tile (every lane loads all of it, as every lane's share of
+// the product needs its rows and columns); an accumulator holds the lane's own eighth, the rest
+// NaN. Ownership is mma.sync's m16n8k16 layout (lane 4 g + t: rows g and g + 8, columns 2 t,
+// 2 t + 1 of each 8-column half), what sm_80 and later use: a kernel that reads a stored tile
+// in any other pattern before __syncwarp reads another lane's elements.
+namespace nvcuda {
+namespace wmma {
+struct matrix_a {};
+struct matrix_b {};
+struct accumulator {};
+struct row_major {};
+struct col_major {};
+enum layout_t { mem_row_major, mem_col_major };
+
+template <class Use, int M, int N, int K, class T, class Layout = void> struct fragment {
+    static_assert(M == 16 && N == 16 && K == 16, "cuda_emu.h emulates the 16x16x16 shape only");
+    float x[256];  // row-major [16][16]: a [m][k], b [k][n], accumulator [m][n]
+};
+
+namespace detail {
+inline int lane() { return mt_emu::rt().current % mt_emu::WARP; }
+inline int owner(int m, int n) { return m % 8 * 4 + n % 8 / 2; }
+inline void check_ptr(const void *p, unsigned ldm, size_t elem) {
+    if ((uintptr_t)p % 32) mt_emu::fail("wmma: pointer %p not 32-byte aligned", p);
+    if (ldm * elem % 16) mt_emu::fail("wmma: ldm %u elements of %zu bytes: not a multiple of 16 bytes", ldm, elem);
+}
+inline float widen(float v) { return v; }
+inline float widen(__nv_bfloat16 v) { return __bfloat162float(v); }
+inline float widen(__half v) { return __half2float(v); }
+}  // namespace detail
+
+template <class T, class L> void load_matrix_sync(fragment<matrix_a, 16, 16, 16, T, L> &f, const T *p, unsigned ldm) {
+    detail::check_ptr(p, ldm, sizeof(T));
+    for (int m = 0; m < 16; m++)
+        for (int k = 0; k < 16; k++)
+            f.x[m * 16 + k] = detail::widen(std::is_same<L, row_major>::value ? p[m * ldm + k] : p[k * ldm + m]);
+}
+template <class T, class L> void load_matrix_sync(fragment<matrix_b, 16, 16, 16, T, L> &f, const T *p, unsigned ldm) {
+    detail::check_ptr(p, ldm, sizeof(T));
+    for (int k = 0; k < 16; k++)
+        for (int n = 0; n < 16; n++)
+            f.x[k * 16 + n] = detail::widen(std::is_same<L, row_major>::value ? p[k * ldm + n] : p[n * ldm + k]);
+}
+inline void load_matrix_sync(fragment<accumulator, 16, 16, 16, float> &f, const float *p, unsigned ldm, layout_t l) {
+    detail::check_ptr(p, ldm, sizeof(float));
+    const int lane = detail::lane();
+    for (int e = 0; e < 256; e++) {
+        const int m = e / 16, n = e % 16;
+        f.x[e] = detail::owner(m, n) == lane ? (l == mem_row_major ? p[m * ldm + n] : p[n * ldm + m]) : NAN;
+    }
+}
+inline void store_matrix_sync(float *p, const fragment<accumulator, 16, 16, 16, float> &f, unsigned ldm, layout_t l) {
+    detail::check_ptr(p, ldm, sizeof(float));
+    const int lane = detail::lane();
+    for (int e = 0; e < 256; e++) {
+        const int m = e / 16, n = e % 16;
+        if (detail::owner(m, n) == lane) (l == mem_row_major ? p[m * ldm + n] : p[n * ldm + m]) = f.x[e];
+    }
+}
+template <class Use, class T, class L> void fill_fragment(fragment<Use, 16, 16, 16, T, L> &f, float v) {
+    for (float &x : f.x) x = v;
+}
+// d = a b + c in fp32, the lane's own elements (products of 16-bit values are exact in fp32)
+template <class TA, class LA, class TB, class LB>
+void mma_sync(fragment<accumulator, 16, 16, 16, float> &d, const fragment<matrix_a, 16, 16, 16, TA, LA> &a,
+              const fragment<matrix_b, 16, 16, 16, TB, LB> &b, const fragment<accumulator, 16, 16, 16, float> &c) {
+    const int lane = detail::lane();
+    for (int e = 0; e < 256; e++) {
+        const int m = e / 16, n = e % 16;
+        if (detail::owner(m, n) != lane) continue;
+        float s = c.x[e];
+        for (int k = 0; k < 16; k++) s += a.x[m * 16 + k] * b.x[k * 16 + n];
+        d.x[e] = s;
+    }
+}
+}  // namespace wmma
+}  // namespace nvcuda

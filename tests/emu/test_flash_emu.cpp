@@ -1,0 +1,311 @@
+// test_flash_emu.cpp — kernels/flash.cu's fused attention (bf16 / fp16, hs 32 and 64, with and
+// without dropout) run on the CPU by tests/emu/cuda_emu.h, against lib/cpu's attention: the
+// same rows as tests/gpu/op_parity.c's attn_fused (out, the log-sum-exps in att, dqkv, what is
+// written and what is not, the dropout mask exactly), plus the emulator's race check: the
+// kernels run again under two other schedules (lanes, warps and blocks in the opposite order;
+// warps in step or running ahead) must give the same bits.
+// It tests the kernels' logic without a GPU; it says nothing of nvcc's code or the tensor
+// cores (tests/gpu/check.sh does, on a GPU).
+#include "cuda_emu.h"
+
+extern "C" {
+#include "backend.h"  // before flash.cu's includes, so its C functions keep C linkage
+}
+#include "flash.emu.cpp"  // kernels/flash.cu, its launch syntax rewritten by the Makefile
+
+#include "check.h"
+#include "rand.h"
+
+// ---- what flash.cu takes from the rest of the CUDA backend ------------------------------------
+namespace mt_cuda {
+cudaStream_t stream = nullptr;
+uint64_t launches = 0;
+static int precision = MT_PRECISION_BF16;
+int gemm_precision(void) { return precision; }
+// The one workspace flash.cu asks for (D of the backward): exactly the bytes asked, NaN-filled.
+static std::vector<float> ws_att_o;
+void *workspace(int which, size_t bytes) {
+    if (which != MT_WS_ATT_O) mt_die("flash.cu asked for workspace %d", which);
+    ws_att_o.assign(bytes / 4, NAN);
+    return ws_att_o.data();
+}
+}  // namespace mt_cuda
+
+namespace {
+
+const mt_backend *cpu = mt_backend_cpu();
+const int NH = 2;
+
+struct packing {
+    int B = 0, N = 0, maxL = 0;
+    std::vector<int32_t> offsets;
+    std::vector<int64_t> att_offsets;
+    int64_t att_size = 0;
+};
+packing pack(const std::vector<int> &lengths) {
+    packing p;
+    p.B = (int)lengths.size();
+    p.offsets.push_back(0);
+    for (int L : lengths) {
+        p.att_offsets.push_back(p.att_size);
+        p.att_size += (int64_t)NH * L * L;
+        p.offsets.push_back(p.offsets.back() + L);
+        p.maxL = std::max(p.maxL, L);
+    }
+    p.N = p.offsets.back();
+    return p;
+}
+
+std::vector<float> rand_around(size_t n, float scale) {
+    std::vector<float> v(n);
+    for (float &x : v) x = scale * frand();
+    return v;
+}
+double max_abs(const std::vector<float> &x, size_t n) {
+    double m = 0;
+    for (size_t i = 0; i < n; i++) m = std::max(m, (double)fabsf(x[i]));
+    return m;
+}
+
+// |got - ref| <= atol on the first n elements; the first miss and the count as "#" lines.
+bool within(const char *what, const std::vector<float> &got, const std::vector<float> &ref, size_t n, double atol) {
+    size_t bad = 0, first = 0;
+    double worst = 0;
+    for (size_t i = 0; i < n; i++) {
+        const double d = fabs((double)got[i] - ref[i]);
+        if (!(d <= atol)) {
+            if (!bad++) first = i;
+            worst = std::max(worst, std::isnan(d) ? INFINITY : d);
+        }
+    }
+    if (bad)
+        printf("# %s: %zu of %zu past %.3g (worst %.3g); [%zu] got %.9g want %.9g\n", what, bad, n, atol, worst, first,
+               got[first], ref[first]);
+    return bad == 0;
+}
+bool rel_l2_within(const char *what, const std::vector<float> &got, const std::vector<float> &ref, double tol) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < ref.size(); i++) num += ((double)got[i] - ref[i]) * ((double)got[i] - ref[i]), den += (double)ref[i] * ref[i];
+    const double rel = sqrt(num / den);
+    if (!(rel <= tol)) printf("# %s: relative L2 %.3g > %.3g\n", what, rel, tol);
+    return rel <= tol;
+}
+bool all_nan(const std::vector<float> &x, size_t from) {
+    for (size_t i = from; i < x.size(); i++)
+        if (!std::isnan(x[i])) return false;
+    return true;
+}
+
+// lse[att_offsets[b] + h L + i] in double from the fp32 inputs; *max_s the largest |scaled score|.
+std::vector<float> host_lse(const std::vector<float> &qkv, const packing &pk, int C, double *max_s) {
+    const int hs = C / NH;
+    const double scale = 1.0 / sqrt((double)hs);
+    std::vector<float> lse(pk.att_size, NAN);
+    std::vector<double> s(pk.maxL);
+    *max_s = 0;
+    for (int b = 0; b < pk.B; b++) {
+        const int first = pk.offsets[b], L = pk.offsets[b + 1] - first;
+        for (int h = 0; h < NH; h++)
+            for (int i = 0; i < L; i++) {
+                double mx = -INFINITY, sum = 0;
+                for (int j = 0; j < L; j++) {
+                    double d = 0;
+                    for (int e = 0; e < hs; e++)
+                        d += (double)qkv[(size_t)(first + i) * 3 * C + h * hs + e] * qkv[(size_t)(first + j) * 3 * C + C + h * hs + e];
+                    s[j] = d * scale, mx = std::max(mx, s[j]), *max_s = std::max(*max_s, fabs(s[j]));
+                }
+                for (int j = 0; j < L; j++) sum += exp(s[j] - mx);
+                lse[pk.att_offsets[b] + (int64_t)h * L + i] = (float)(mx + log(sum));
+            }
+    }
+    return lse;
+}
+
+// The fused forward and backward on the emulator: out and att NaN-filled with `guard` NaNs
+// after them, dqkv from `start` (plus guard), under schedule `order`.
+struct fused_run {
+    std::vector<float> out, att, dqkv;
+};
+#ifdef __SANITIZE_ADDRESS__
+constexpr size_t GUARD = 0;  // exact sizes: AddressSanitizer sees any access past them
+#else
+constexpr size_t GUARD = 1024;
+#endif
+fused_run run_fused(const packing &pk, const std::vector<float> &qkv, const std::vector<float> &dout,
+                    const std::vector<float> &start, int C, int prec, const mt_dropout_key *key,
+                    mt_emu::schedule order = mt_emu::WARPS_UP) {
+    fused_run r;
+    r.out.assign((size_t)pk.N * C + GUARD, NAN);
+    r.att.assign(pk.att_size + GUARD, NAN);
+    r.dqkv = start;
+    r.dqkv.resize(start.size() + GUARD, NAN);
+    mt_cuda::precision = prec;
+    mt_emu::set_schedule(order);
+    mt_cuda::attention_forward_flash(r.out.data(), r.att.data(), qkv.data(), pk.offsets.data(), pk.att_offsets.data(),
+                                     pk.B, pk.maxL, C, NH, key);
+    mt_cuda::attention_backward_flash(r.dqkv.data(), dout.data(), qkv.data(), r.att.data(), pk.offsets.data(),
+                                      pk.att_offsets.data(), pk.B, pk.maxL, C, NH, key);
+    mt_emu::set_schedule(mt_emu::WARPS_UP);
+    return r;
+}
+
+mt_dropout_key key_of(float p, uint32_t site) { return mt_dropout_key{p, 0x0123456789ABCDEFULL, 7, site}; }
+
+// op_parity's check_attention_fused on the emulator, and the race check.
+void check_fused(const std::vector<int> &lengths, int hs, int prec, float p) {
+    const packing pk = pack(lengths);
+    const int C = NH * hs;
+    const mt_dropout_key key = key_of(p, mt_dropout_site(0, 4, 1)), *k = p > 0 ? &key : nullptr;
+    const size_t nqkv = (size_t)pk.N * 3 * C, nout = (size_t)pk.N * C;
+    const std::vector<float> qkv = rand_around(nqkv, 2), dout = rand_around(nout, 1), start = rand_around(nqkv, 0.1f);
+    std::vector<float> ref(nout), ratt(pk.att_size), rd = start;
+    cpu->attention_forward_dropout(ref.data(), ratt.data(), qkv.data(), pk.offsets.data(), pk.att_offsets.data(), pk.B,
+                                   pk.maxL, C, NH, k);
+    cpu->attention_backward(rd.data(), dout.data(), qkv.data(), ratt.data(), pk.offsets.data(), pk.att_offsets.data(),
+                            pk.B, pk.maxL, C, NH, k);
+    const fused_run got = run_fused(pk, qkv, dout, start, C, prec, k);
+    const double u = prec == MT_PRECISION_FP16 ? ldexp(1, -11) : ldexp(1, -8);
+
+    CHECK(within("out", got.out, ref, nout, 10 * u * max_abs(ref, nout)));
+    CHECK(all_nan(got.out, nout) && all_nan(got.dqkv, nqkv));  // nothing written past out, dqkv
+    bool att_as_lse = all_nan(got.att, pk.att_size);           // exactly NH L values per block
+    for (int b = 0; b < pk.B; b++) {
+        const int64_t L = lengths[b], used = NH * L;
+        for (int64_t i = 0; i < NH * L * L; i++) att_as_lse = att_as_lse && (i < used) == !std::isnan(got.att[pk.att_offsets[b] + i]);
+    }
+    CHECK(att_as_lse);
+    double max_s;
+    std::vector<float> lse = host_lse(qkv, pk, C, &max_s), glse(got.att.begin(), got.att.begin() + pk.att_size);
+    for (size_t i = 0; i < lse.size(); i++)
+        if (std::isnan(lse[i])) lse[i] = glse[i] = 0;  // the rest of each block: checked above
+    CHECK(within("log-sum-exp", glse, lse, lse.size(), 10 * u * max_s));
+    std::vector<float> gd(nqkv), rdi(nqkv);
+    for (size_t i = 0; i < nqkv; i++) gd[i] = got.dqkv[i] - start[i], rdi[i] = rd[i] - start[i];
+    CHECK(rel_l2_within("dqkv", gd, rdi, prec == MT_PRECISION_BF16 ? 5e-2 : 1e-2));
+
+    // the race check: the same bits under the other schedules (the plain build's: the sanitizer
+    // build is there for the bounds of every access, and schedules do not move those)
+#ifdef __SANITIZE_ADDRESS__
+    for (mt_emu::schedule order : std::vector<mt_emu::schedule>{}) {
+#else
+    for (mt_emu::schedule order : {mt_emu::WARPS_DOWN, mt_emu::LOCKSTEP_DOWN}) {
+#endif
+        const fused_run again = run_fused(pk, qkv, dout, start, C, prec, k, order);
+        CHECK(memcmp(again.out.data(), got.out.data(), got.out.size() * 4) == 0);
+        CHECK(memcmp(again.att.data(), got.att.data(), got.att.size() * 4) == 0);
+        CHECK(memcmp(again.dqkv.data(), got.dqkv.data(), got.dqkv.size() * 4) == 0);
+    }
+}
+
+// Lengths across the 64-row tiles' edges (1 token, a partial tile, one and two full ones, three).
+const std::vector<int> edges = {1, 7, 64, 65, 130, 3};
+
+TEST(fused_bf16_hs32) { check_fused(edges, 32, MT_PRECISION_BF16, 0.0f); }
+TEST(fused_bf16_hs32_dropout) { check_fused(edges, 32, MT_PRECISION_BF16, 0.1f); }
+TEST(fused_bf16_hs64) { check_fused(edges, 64, MT_PRECISION_BF16, 0.0f); }
+TEST(fused_bf16_hs64_dropout) { check_fused(edges, 64, MT_PRECISION_BF16, 0.1f); }
+TEST(fused_fp16_hs32_dropout) { check_fused(edges, 32, MT_PRECISION_FP16, 0.1f); }
+TEST(fused_fp16_hs64) { check_fused(edges, 64, MT_PRECISION_FP16, 0.0f); }
+
+// op_parity's mask row: Q = 0 makes every P exactly 1/L; with integer V and dO and power-of-two
+// lengths every 16-bit operand is exact, so out and dV match the CPU to its own rounding while
+// one element masked differently moves them by 2e-3 or more.
+void check_mask(int hs, int prec) {
+    const std::vector<int> lengths = {1, 2, 32, 64, 128};
+    const packing pk = pack(lengths);
+    const int C = NH * hs;
+    const mt_dropout_key key = key_of(0.1f, mt_dropout_site(0, 6, 1));
+    const size_t nqkv = (size_t)pk.N * 3 * C, nout = (size_t)pk.N * C;
+    std::vector<float> qkv = rand_around(nqkv, 2), dout(nout);
+    for (int n = 0; n < pk.N; n++)
+        for (int c = 0; c < C; c++) {
+            qkv[(size_t)n * 3 * C + c] = 0.0f;
+            qkv[(size_t)n * 3 * C + 2 * C + c] = (float)(1 + (int)((frand() + 1) * 2));
+            dout[(size_t)n * C + c] = (float)(1 + (int)((frand() + 1) * 2));
+        }
+    std::vector<float> ref(nout), att(pk.att_size), rd(nqkv, 0.0f);
+    cpu->attention_forward_dropout(ref.data(), att.data(), qkv.data(), pk.offsets.data(), pk.att_offsets.data(), pk.B,
+                                   pk.maxL, C, NH, &key);
+    cpu->attention_backward(rd.data(), dout.data(), qkv.data(), att.data(), pk.offsets.data(), pk.att_offsets.data(),
+                            pk.B, pk.maxL, C, NH, &key);
+    const fused_run got = run_fused(pk, qkv, dout, std::vector<float>(nqkv, 0.0f), C, prec, &key);
+    CHECK(within("mask: out", got.out, ref, nout, 2e-5 * max_abs(ref, nout)));
+    std::vector<float> dv_ref(nout), dv_got(nout);
+    for (int n = 0; n < pk.N; n++)
+        for (int c = 0; c < C; c++)
+            dv_ref[(size_t)n * C + c] = rd[(size_t)n * 3 * C + 2 * C + c], dv_got[(size_t)n * C + c] = got.dqkv[(size_t)n * 3 * C + 2 * C + c];
+    CHECK(within("mask: dV", dv_got, dv_ref, nout, 2e-5 * max_abs(dv_ref, nout)));
+}
+TEST(fused_mask_bf16_hs64) { check_mask(64, MT_PRECISION_BF16); }
+TEST(fused_mask_fp16_hs32) { check_mask(32, MT_PRECISION_FP16); }
+
+// ---- the emulator's own checks: each can fail ---------------------------------------------------
+
+// A warp's wmma product of A (row-major) and B (column-major, as flash.cu reads K) against a
+// plain loop: the fragment layouts as the CUDA programming guide defines them.
+__global__ void wmma_kernel(float *d, const __nv_bfloat16 *a, const __nv_bfloat16 *b) {
+    nvcuda::wmma::fragment<nvcuda::wmma::matrix_a, 16, 16, 16, __nv_bfloat16, nvcuda::wmma::row_major> fa;
+    nvcuda::wmma::fragment<nvcuda::wmma::matrix_b, 16, 16, 16, __nv_bfloat16, nvcuda::wmma::col_major> fb;
+    nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 16, float> acc;
+    nvcuda::wmma::fill_fragment(acc, 1.0f);
+    nvcuda::wmma::load_matrix_sync(fa, a, 24);
+    nvcuda::wmma::load_matrix_sync(fb, b, 24);
+    nvcuda::wmma::mma_sync(acc, fa, fb, acc);
+    nvcuda::wmma::store_matrix_sync(d, acc, 20, nvcuda::wmma::mem_row_major);
+}
+TEST(emu_wmma_layouts) {
+    alignas(32) __nv_bfloat16 a[16 * 24], b[16 * 24];
+    alignas(32) float d[16 * 20];
+    for (int i = 0; i < 16 * 24; i++) a[i] = __float2bfloat16_rn(frand()), b[i] = __float2bfloat16_rn(frand());
+    mt_emu::launch(wmma_kernel, 1, 32)(d, a, b);
+    double worst = 0;
+    for (int m = 0; m < 16; m++)
+        for (int n = 0; n < 16; n++) {
+            double s = 1;  // b column-major: B[k][n] at b[n * 24 + k]
+            for (int k = 0; k < 16; k++) s += (double)__bfloat162float(a[m * 24 + k]) * __bfloat162float(b[n * 24 + k]);
+            worst = std::max(worst, fabs(s - d[m * 20 + n]));
+        }
+    CHECK(worst < 1e-5);
+}
+
+// A block sum that forgets the barrier between the writes and the reads: the two schedules
+// must disagree (the race check above can fail), and with the barrier they must agree.
+template <bool SYNC> __global__ void block_sum_kernel(float *out, const float *in) {
+    float *s = (float *)mt_emu::dynamic_smem(128);  // extern __shared__, as the Makefile's sed writes it
+    s[threadIdx.x] = in[threadIdx.x];
+    if (SYNC) __syncthreads();
+    if (threadIdx.x == 0) {
+        float t = 0;
+        for (int i = 0; i < 64; i++) t += s[i];
+        *out = t;
+    }
+}
+TEST(emu_finds_a_missing_barrier) {
+    float in[64], out[2][2];
+    for (float &x : in) x = 1.0f + frand();
+    for (int sync = 0; sync < 2; sync++)
+        for (int down = 0; down < 2; down++) {
+            mt_emu::set_schedule(down ? mt_emu::WARPS_DOWN : mt_emu::WARPS_UP);
+            if (sync) mt_emu::launch(block_sum_kernel<true>, 1, 64, 256)(&out[sync][down], in);
+            else mt_emu::launch(block_sum_kernel<false>, 1, 64, 256)(&out[sync][down], in);
+        }
+    mt_emu::set_schedule(mt_emu::WARPS_UP);
+    CHECK(memcmp(&out[0][0], &out[0][1], 4) != 0);  // unsynchronised: NaN one way, the sum the other
+    CHECK(out[1][0] == out[1][1] && !std::isnan(out[1][0]));
+}
+
+}  // namespace
+
+int main(void) {
+    RUN(emu_wmma_layouts);
+    RUN(emu_finds_a_missing_barrier);
+    RUN(fused_bf16_hs32);
+    RUN(fused_bf16_hs32_dropout);
+    RUN(fused_bf16_hs64);
+    RUN(fused_bf16_hs64_dropout);
+    RUN(fused_fp16_hs32_dropout);
+    RUN(fused_fp16_hs64);
+    RUN(fused_mask_bf16_hs64);
+    RUN(fused_mask_fp16_hs32);
+    return check_summary();
+}
