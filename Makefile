@@ -149,7 +149,7 @@ $(BUILD)/emu/%.emu.cpp: kernels/%.cu
 	@if grep -n '<<<\|extern __shared__' $@.tmp; then echo "$<: launch or shared-memory syntax the emulator's rewrite does not know (above)" >&2; rm -f $@.tmp; exit 1; fi
 	@mv $@.tmp $@
 
-$(BUILD)/tests/test_%_emu: tests/emu/test_%_emu.cpp tests/emu/cuda_emu.h $(BUILD)/emu/%.emu.cpp tests/unit/check.h tests/unit/rand.h $(wildcard kernels/*.cuh lib/*.h) $(BUILD)/libmtbert.a
+$(BUILD)/tests/test_%_emu: tests/emu/test_%_emu.cpp tests/emu/cuda_emu.h tests/emu/backend_glue.h $(BUILD)/emu/%.emu.cpp tests/unit/check.h tests/unit/rand.h $(wildcard kernels/*.cuh lib/*.h) $(BUILD)/libmtbert.a
 	@mkdir -p $(@D)
 	$(CXX) $(EMU_CXXFLAGS) $< $(BUILD)/libmtbert.a $(LDLIBS) -o $@
 

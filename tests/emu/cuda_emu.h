@@ -312,6 +312,25 @@ template <class K> cudaError_t func_set_attribute(K *kernel, cudaFuncAttribute a
     return cudaSuccess;
 }
 inline cudaError_t get_last_error() { return cudaSuccess; }
+// Device memory is host memory here, and the stream runs each launch to its end.
+inline cudaError_t memcpy_async(void *dst, const void *src, size_t bytes, cudaMemcpyKind, cudaStream_t = nullptr) {
+    memmove(dst, src, bytes);
+    return cudaSuccess;
+}
+inline cudaError_t memcpy_sync(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind) {
+    return memcpy_async(dst, src, bytes, kind);
+}
+inline cudaError_t memcpy_2d_async(void *dst, size_t dpitch, const void *src, size_t spitch, size_t width,
+                                   size_t height, cudaMemcpyKind, cudaStream_t = nullptr) {
+    if (width > dpitch || width > spitch) return cudaErrorInvalidPitchValue;
+    for (size_t r = 0; r < height; r++) memmove((char *)dst + r * dpitch, (const char *)src + r * spitch, width);
+    return cudaSuccess;
+}
+inline cudaError_t memset_async(void *dst, int value, size_t bytes, cudaStream_t = nullptr) {
+    memset(dst, value, bytes);
+    return cudaSuccess;
+}
+inline cudaError_t stream_synchronize(cudaStream_t) { return cudaSuccess; }
 inline const char *error_string(cudaError_t e) { return e == cudaSuccess ? "no error" : "error (emulated)"; }
 
 // ---- the thread's view -----------------------------------------------------------------------
@@ -365,9 +384,30 @@ inline unsigned __umulhi(unsigned a, unsigned b) { return (unsigned)(((unsigned 
     const uint3 b = mt_emu::rt().block_idx;
     mt_emu::fail("__trap() in block (%u, %u, %u)", b.x, b.y, b.z);
 }
+inline float __fadd_rn(float a, float b) { return a + b; }  // -std=c++17: no FMA contraction
+inline float __fsub_rn(float a, float b) { return a - b; }
+inline float __fmul_rn(float a, float b) { return a * b; }
+inline float __fdiv_rn(float a, float b) { return a / b; }
+inline float __fsqrt_rn(float a) { return sqrtf(a); }
+inline double __dadd_rn(double a, double b) { return a + b; }
+inline double __dmul_rn(double a, double b) { return a * b; }
+inline int max(int a, int b) { return a > b ? a : b; }
+inline int min(int a, int b) { return a < b ? a : b; }
+inline long long max(long long a, long long b) { return a > b ? a : b; }
+inline long long min(long long a, long long b) { return a < b ? a : b; }
+inline float max(float a, float b) { return fmaxf(a, b); }
+inline float min(float a, float b) { return fminf(a, b); }
+// __shared__ arrays: one block runs at a time, so a static is the block's shared memory
+#undef __shared__
+#define __shared__ static
 #define cudaFuncSetAttribute mt_emu::func_set_attribute
 #define cudaGetLastError mt_emu::get_last_error
 #define cudaGetErrorString mt_emu::error_string
+#define cudaMemcpyAsync mt_emu::memcpy_async
+#define cudaMemcpy mt_emu::memcpy_sync
+#define cudaMemcpy2DAsync mt_emu::memcpy_2d_async
+#define cudaMemsetAsync mt_emu::memset_async
+#define cudaStreamSynchronize mt_emu::stream_synchronize
 
 // ---- nvcuda::wmma, 16x16x16 ----------------------------------------------------------------
 // a and b fragments hold the whole tile (every lane loads all of it, as every lane's share of

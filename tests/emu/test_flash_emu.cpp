@@ -12,23 +12,14 @@ extern "C" {
 #include "backend.h"  // before flash.cu's includes, so its C functions keep C linkage
 }
 #include "flash.emu.cpp"  // kernels/flash.cu, its launch syntax rewritten by the Makefile
+#include "backend_glue.h"
 
 #include "check.h"
 #include "rand.h"
 
-// ---- what flash.cu takes from the rest of the CUDA backend ------------------------------------
-namespace mt_cuda {
-cudaStream_t stream = nullptr;
-uint64_t launches = 0;
+namespace mt_cuda {  // gemm.cu's, which the test sets
 static int precision = MT_PRECISION_BF16;
 int gemm_precision(void) { return precision; }
-// The one workspace flash.cu asks for (D of the backward): exactly the bytes asked, NaN-filled.
-static std::vector<float> ws_att_o;
-void *workspace(int which, size_t bytes) {
-    if (which != MT_WS_ATT_O) mt_die("flash.cu asked for workspace %d", which);
-    ws_att_o.assign(bytes / 4, NAN);
-    return ws_att_o.data();
-}
 }  // namespace mt_cuda
 
 namespace {
