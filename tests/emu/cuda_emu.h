@@ -15,10 +15,12 @@
 // What is checked as the hardware would refuse it: block and grid limits, dynamic shared
 // memory past 48 KB without cudaFuncSetAttribute or past sm_90's 227 KB, wmma pointers not
 // 32-byte aligned or ldm not a multiple of 16 bytes, a barrier no thread can pass (deadlock),
-// __trap. Stricter than the hardware: wmma's *_sync calls do not synchronise the warp here (the
-// kernels put __syncwarp where lanes hand data over), and each lane stores only its own eighth
-// of an accumulator tile, so a lane that reads another lane's share before __syncwarp reads the
-// old contents under some schedule.
+// a full-warp __syncwarp or shuffle after a lane of the warp has exited, __trap. (Threads that
+// exit before a __syncthreads are not waited for, as on the hardware.) Stricter than the
+// hardware: wmma's *_sync calls do not synchronise the warp here (the kernels put __syncwarp
+// where lanes hand data over), and each lane stores only its own eighth of an accumulator tile,
+// so a lane that reads another lane's share before __syncwarp reads the old contents under some
+// schedule. Static __shared__ arrays are plain statics: not refilled with NaN between blocks.
 //
 // Use: compile the kernel source with this header included first, after rewriting its launch
 // syntax (the Makefile's sed: kernel<<<g, b, s, st>>>(args) -> mt_emu::launch(kernel, g, b, s,
@@ -146,6 +148,14 @@ inline void yield_to_scheduler() {
     mt_emu_switch(&t.sp, r.scheduler_sp);
 }
 
+// __syncwarp() and the shuffles name the whole warp: with a lane gone it is undefined behaviour
+// (a hang or garbage on the hardware), here an error.
+[[noreturn]] inline void exited_lane_fail(int w) {
+    const uint3 b = rt().block_idx;
+    fail("block (%u, %u, %u), warp %d: a full-warp __syncwarp or shuffle with a lane that has exited", b.x, b.y,
+         b.z, w);
+}
+
 [[noreturn]] inline void fiber_entry() {
     runtime &r = rt();
     (*r.body)();
@@ -153,7 +163,9 @@ inline void yield_to_scheduler() {
     thread &t = b.threads[r.current];
     t.st = DONE;
     b.live--;
-    b.warp_live[r.current / WARP]--;
+    const int w = r.current / WARP;
+    b.warp_live[w]--;
+    if (b.at_warp[w] > 0) exited_lane_fail(w);
     mt_emu_switch(&t.sp, r.scheduler_sp);
     abort();  // a finished fiber is never resumed
 }
@@ -344,8 +356,10 @@ inline void barrier(state at) {
     runtime &r = rt();
     block &b = r.blk;
     b.threads[r.current].st = at;
+    const int w = r.current / WARP;
     if (at == AT_BLOCK) b.at_block++;
-    else b.at_warp[r.current / WARP]++;
+    else if (b.warp_live[w] < std::min(WARP, (int)b.threads.size() - w * WARP)) exited_lane_fail(w);
+    else b.at_warp[w]++;
     yield_to_scheduler();
 }
 

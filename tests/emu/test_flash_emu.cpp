@@ -14,6 +14,10 @@ extern "C" {
 #include "flash.emu.cpp"  // kernels/flash.cu, its launch syntax rewritten by the Makefile
 #include "backend_glue.h"
 
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include "check.h"
 #include "rand.h"
 
@@ -287,11 +291,45 @@ TEST(emu_finds_a_missing_barrier) {
     CHECK(out[1][0] == out[1][1] && !std::isnan(out[1][0]));
 }
 
+// What the hardware would refuse or hang on, the emulator stops with a message (abort): each
+// case in a child process.
+__global__ void exited_lane_kernel(float *x) {
+    if (threadIdx.x == 3) return;
+    x[threadIdx.x] = __shfl_xor_sync(0xffffffffu, 1.0f, 1);  // lane 3 is gone: undefined
+}
+__global__ void divergent_barrier_kernel(float *x) {
+    if (threadIdx.x % 32 < 16) __syncwarp();  // half of each warp waits here, half at the block's
+    else __syncthreads();                     // barrier: neither can open, a hang
+    x[threadIdx.x] = 1.0f;
+}
+__global__ void big_smem_kernel(float *x) { x[threadIdx.x] = 1.0f; }
+bool child_aborts(void (*body)(float *)) {
+    fflush(stdout);
+    const pid_t pid = fork();
+    if (pid == 0) {
+        if (!freopen("/dev/null", "w", stderr)) _exit(3);
+        float x[64];
+        body(x);
+        _exit(0);  // not stopped: the check failed to fire
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    return WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT;
+}
+TEST(emu_stops_what_the_hardware_would_not_run) {
+    CHECK(child_aborts([](float *x) { mt_emu::launch(exited_lane_kernel, 1, 32)(x); }));
+    CHECK(child_aborts([](float *x) { mt_emu::launch(divergent_barrier_kernel, 1, 64)(x); }));
+    CHECK(child_aborts([](float *x) { mt_emu::launch(big_smem_kernel, 1, 32, 64 * 1024)(x); }));  // no opt-in
+    CHECK(child_aborts([](float *x) { mt_emu::launch(big_smem_kernel, 1, 2048)(x); }));
+    CHECK(!child_aborts([](float *x) { mt_emu::launch(big_smem_kernel, 1, 64, 1024)(x); }));  // the control
+}
+
 }  // namespace
 
 int main(void) {
     RUN(emu_wmma_layouts);
     RUN(emu_finds_a_missing_barrier);
+    RUN(emu_stops_what_the_hardware_would_not_run);
     RUN(fused_bf16_hs32);
     RUN(fused_bf16_hs32_dropout);
     RUN(fused_bf16_hs64);
