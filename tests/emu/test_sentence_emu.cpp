@@ -278,6 +278,144 @@ TEST(relu_dropout_max_pool_edges) {
     check_relu_dropout_max_pool(pack({}), 45, 0.1f, false);
 }
 
+// ---- the LSTM cell: a whole time loop of one direction ---------------------------------------
+
+// Appends x[0, n) to trace: what a step hands the next step's GEMM, compared after the loop.
+void append(std::vector<float> &trace, const float *x, size_t n) { trace.insert(trace.end(), x, x + n); }
+
+// The LSTM buffers of one side (mt_lstm_acts' shapes), NaN where the loop must write.
+struct lstm_state {
+    buf gates, cell, hidden, hfinal, step_g, step_h, dgates, hprev, dc, trace_h, trace_g;
+    lstm_state(const std::vector<float> &gates0, int N, int B, int H)
+        : gates(gates0), cell(nans((size_t)N * H)), hidden(nans((size_t)N * H)), hfinal(nans((size_t)B * H)),
+          step_g(nans((size_t)B * 4 * H)), step_h(nans((size_t)B * H)), dgates(nans((size_t)N * 4 * H)),
+          hprev(nans((size_t)N * H)), dc((size_t)B * H), trace_h(0), trace_g(0) {}
+    static std::vector<float> nans(size_t n) { return std::vector<float>(n, NAN); }
+};
+
+// Forward over every step s (step_g = rg[s], standing in for h W_hh^T), then backward (step_h =
+// rh[s], standing in for dg W_hh) through `be`'s cell ops, as lib/sentence.c's mt_lstm_* call them.
+template <class FWD, class BWD>
+void lstm_loop(lstm_state &a, const mt_seq_steps &st, const std::vector<std::vector<float>> &rg,
+               const std::vector<std::vector<float>> &rh, const std::vector<float> &dhfinal, int H, int reverse,
+               FWD fwd, BWD bwd) {
+    const int G = 4 * H;
+    std::vector<float> trace_h, trace_g;
+    for (int s = 0; s < st.T; s++) {
+        const int e = st.start[s], nact = st.start[s + 1] - e, after = s + 1 < st.T ? st.start[s + 2] - st.start[s + 1] : 0;
+        std::copy(rg[s].begin(), rg[s].end(), a.step_g.p());
+        fwd(a.gates.p(), a.cell.p(), a.hidden.p(), a.step_h.p(), a.hfinal.p(), a.step_g.p(), st.list + e, st.next + e,
+            st.offsets, nact, s, H, reverse);
+        append(trace_h, a.step_h.p(), (size_t)after * H);
+    }
+    for (int s = st.T - 1; s >= 0; s--) {
+        const int e = st.start[s], nact = st.start[s + 1] - e;
+        std::copy(rh[s].begin(), rh[s].end(), a.step_h.p());
+        bwd(a.dgates.p(), a.hprev.p(), a.step_g.p(), a.dc.p(), a.step_h.p(), dhfinal.data(), a.gates.p(), a.cell.p(),
+            a.hidden.p(), st.list + e, st.next + e, st.offsets, nact, s, H, reverse);
+        append(trace_g, a.step_g.p(), (size_t)nact * G);
+    }
+    a.trace_h = buf(trace_h), a.trace_g = buf(trace_g);
+}
+
+void check_lstm(const std::vector<int> &lengths, int H, int reverse) {
+    const packing p = pack(lengths);
+    const int G = 4 * H;
+    mt_seq_steps st;
+    mt_seq_steps_alloc(cpu, &st, p.N, p.B);
+    mt_seq_steps_set(cpu, &st, p.offsets.data(), p.B);
+    const std::vector<float> gates0 = rand_vec((size_t)p.N * G, 2.0f), dhfinal = rand_vec((size_t)p.B * H);
+    std::vector<std::vector<float>> rg(st.T), rh(st.T);
+    for (int s = 0; s < st.T; s++) {
+        const int nact = st.start[s + 1] - st.start[s];
+        rg[s] = s ? rand_vec((size_t)nact * G) : std::vector<float>((size_t)nact * G, 0.0f);  // h0 = 0
+        rh[s] = rand_vec((size_t)p.B * H, 0.5f);
+    }
+    lstm_state ref(gates0, p.N, p.B, H);
+    lstm_loop(ref, st, rg, rh, dhfinal, H, reverse, cpu->lstm_cell_forward, cpu->lstm_cell_backward);
+    char what[96];
+    snprintf(what, sizeof what, "lstm_cell B=%d N=%d H=%d%s", p.B, p.N, H, reverse ? " reverse" : "");
+    std::vector<buf> got = schedules(what, [&] {
+        lstm_state a(gates0, p.N, p.B, H);
+        lstm_loop(a, st, rg, rh, dhfinal, H, reverse, mt_cuda::lstm_cell_forward, mt_cuda::lstm_cell_backward);
+        return std::vector<buf>{a.gates, a.cell, a.hidden, a.hfinal, a.trace_h, a.dgates, a.hprev, a.dc, a.trace_g};
+    });
+    const buf *want[] = {&ref.gates, &ref.cell, &ref.hidden, &ref.hfinal, &ref.trace_h,
+                         &ref.dgates, &ref.hprev, &ref.dc, &ref.trace_g};
+    const char *names[] = {"gates", "cell", "hidden", "hfinal", "step_h (forward)",
+                           "dgates", "hprev", "dc", "step_g (backward)"};
+    for (int k = 0; k < 9; k++) CHECK(same_bits(names[k], got[k], want[k]->body()));
+    mt_seq_steps_free(cpu, &st);
+}
+
+// op_parity's lengths (512 steps, 8 to 1 sequences running) with H = 7 (no warp multiple) and
+// 128; 300 short sequences at H = 64: 19200 threads a step, past 64 blocks of 256 (the stride)
+TEST(lstm_cell_h7) { check_lstm(lengths, 7, 0), check_lstm(lengths, 7, 1); }
+TEST(lstm_cell_h128) { check_lstm(lengths, 128, 1); }
+TEST(lstm_cell_strided) {
+    std::vector<int> many(300);
+    for (int b = 0; b < 300; b++) many[b] = 1 + b * 7 % 5;
+    check_lstm(many, 64, 0), check_lstm(many, 64, 1);
+    check_lstm(one, 3, 1);
+}
+
+// ---- the whole sentence model (op_parity's check_sentence_model, fp32) ---------------------------
+
+// The CPU table with sentence.cu's launchers in place of lib/cpu/sentence.c's ops (device memory
+// is host memory on the emulator), so lib/sentence.c drives the kernels as the CUDA table would.
+mt_backend emu_table() {
+    mt_backend t = *cpu;
+    t.pool_backward = mt_cuda::pool_backward, t.copy_2d = mt_cuda::copy_2d;
+    t.add_bias_forward = mt_cuda::add_bias_forward, t.add_bias_backward = mt_cuda::add_bias_backward;
+    t.im2col_same = mt_cuda::im2col_same, t.col2im_same = mt_cuda::col2im_same;
+    t.relu_dropout_forward = mt_cuda::relu_dropout_forward, t.relu_dropout_backward = mt_cuda::relu_dropout_backward;
+    t.max_pool_forward = mt_cuda::max_pool_forward, t.max_pool_backward = mt_cuda::max_pool_backward;
+    t.lstm_cell_forward = mt_cuda::lstm_cell_forward, t.lstm_cell_backward = mt_cuda::lstm_cell_backward;
+    return t;
+}
+
+// out, dinp and the parameter gradients of one forward and backward through `be`.
+std::vector<buf> sentence_model(const mt_backend *be, const mt_sentence_layout &L, const packing &p,
+                                const std::vector<float> &params, const std::vector<float> &x,
+                                const std::vector<float> &dx0, const std::vector<float> &R, float pdrop) {
+    const mt_dropout key = key_of(pdrop, mt_dropout_site(0, MT_SENT_DROPOUT_LAYER, 0));
+    buf P(params), X(x), out(std::vector<float>((size_t)p.B * L.D, NAN)), dx(dx0), grads(L.n_params), dR(R);
+    mt_sentence_weights w, dw;
+    mt_sentence_weights_point(&w, &L, P.p()), mt_sentence_weights_point(&dw, &L, grads.p());
+    mt_sentence_acts a;
+    mt_sentence_acts_alloc(be, &a, &L, p.N, p.B);
+    mt_sentence_forward(be, out.p(), &a, &L, &w, X.p(), p.offsets.data(), p.B, p.N, pdrop > 0 ? &key : NULL);
+    mt_sentence_backward(be, dx.p(), &dw, dR.p(), &a, &L, &w, X.p());
+    mt_sentence_acts_free(be, &a);
+    return {out, dx, grads};
+}
+
+void check_sentence_model(const std::vector<int> &lengths, int C, int filters, int H, int over_cnn, float pdrop) {
+    const packing p = pack(lengths);
+    mt_sentence_config cfg = mt_sentence_default_config(MT_SENT_SBERT_CNN_BILSTM, C, filters, H);
+    cfg.lstm_over_cnn = over_cnn, cfg.cnn_dropout = pdrop;
+    mt_sentence_layout L;
+    mt_sentence_layout_init(&L, &cfg);
+    std::vector<float> params(L.n_params);
+    mt_sentence_init_params(&L, params.data(), 11);
+    const std::vector<float> x = rand_vec((size_t)p.N * C), dx0 = rand_vec((size_t)p.N * C, 0.1f),
+                             R = rand_vec((size_t)p.B * L.D);
+    const std::vector<buf> ref = sentence_model(cpu, L, p, params, x, dx0, R, pdrop);
+    const mt_backend emu = emu_table();
+    char what[96];
+    snprintf(what, sizeof what, "sentence B=%d C=%d F=4x%d H=%d%s p=%g", p.B, C, filters, H, over_cnn ? " over CNN" : "",
+             pdrop);
+    const std::vector<buf> got = schedules(what, [&] { return sentence_model(&emu, L, p, params, x, dx0, R, pdrop); });
+    const char *names[] = {"out", "dinp", "dparams"};
+    for (int k = 0; k < 3; k++) CHECK(same_bits(names[k], got[k], ref[k].body()));
+}
+
+const std::vector<int> short_lengths = {1, 7, 32, 3, 64, 2, 17, 40};  // op_parity's
+TEST(sentence_model_384) { check_sentence_model(short_lengths, 384, 64, 128, 0, 0.1f); }
+TEST(sentence_model_384_over_cnn) { check_sentence_model(short_lengths, 384, 64, 128, 1, 0.0f); }
+TEST(sentence_model_45) { check_sentence_model(lengths, 45, 5, 7, 1, 0.1f); }
+TEST(sentence_model_one_token) { check_sentence_model(one, 32, 3, 4, 0, 0.1f); }
+
 }  // namespace
 
 int main(void) {
@@ -294,5 +432,12 @@ int main(void) {
     RUN(relu_dropout_max_pool_45_coarse);
     RUN(relu_dropout_max_pool_one_token);
     RUN(relu_dropout_max_pool_edges);
+    RUN(lstm_cell_h7);
+    RUN(lstm_cell_h128);
+    RUN(lstm_cell_strided);
+    RUN(sentence_model_384);
+    RUN(sentence_model_384_over_cnn);
+    RUN(sentence_model_45);
+    RUN(sentence_model_one_token);
     return check_summary();
 }
