@@ -186,6 +186,14 @@ void check_small_ops(const packing &p, int C) {
     check_add_bias(p.N, C, C / 2);
 }
 
+// The rows below run the grid-stride loops' stride: op_parity's N * 45 = 42615 elements are more
+// than grid_for's cap (num_sms * 32 = 64 blocks of 256 threads) covers in one pass.
+TEST(grids_stride) {
+    const int64_t n = (int64_t)pack(lengths).N * 45;
+    CHECK(mt_cuda::grid_for(n, 256) == mt_cuda::num_sms * 32);
+    CHECK((int64_t)mt_cuda::grid_for(n, 256) * 256 < n);
+}
+
 TEST(small_ops_384) { check_small_ops(pack(lengths), 384); }
 TEST(small_ops_45) { check_small_ops(pack(lengths), 45); }
 TEST(small_ops_one_token) { check_small_ops(pack(one), 45); }
@@ -419,6 +427,7 @@ TEST(sentence_model_one_token) { check_sentence_model(one, 32, 3, 4, 0, 0.1f); }
 }  // namespace
 
 int main(void) {
+    RUN(grids_stride);
     RUN(small_ops_384);
     RUN(small_ops_45);
     RUN(small_ops_one_token);
