@@ -47,6 +47,9 @@
 #include <type_traits>
 #include <utility>
 #include <vector>
+#ifdef __SANITIZE_ADDRESS__
+#include <sanitizer/asan_interface.h>
+#endif
 
 namespace mt_emu {
 
@@ -172,6 +175,12 @@ inline void yield_to_scheduler() {
 
 // A fresh stack whose first switch "returns" into fiber_entry with the ABI's alignment.
 inline void *fresh_stack(unsigned char *stack) {
+#ifdef __SANITIZE_ADDRESS__
+    // fiber_entry never returns, so AddressSanitizer's redzones around its locals (at the top of
+    // the stack: every other frame returned and cleared its own) outlive the block whose thread
+    // used it, and this block's writes below would land in them
+    ASAN_UNPOISON_MEMORY_REGION(stack + STACK_BYTES - 4096, 4096);
+#endif
     uintptr_t top = ((uintptr_t)(stack + STACK_BYTES)) & ~(uintptr_t)15;
     void **sp = (void **)(top - 16);
     *sp = (void *)&fiber_entry;  // ret target: at entry rsp = top - 8, as after a call
@@ -398,13 +407,22 @@ inline unsigned __umulhi(unsigned a, unsigned b) { return (unsigned)(((unsigned 
     const uint3 b = mt_emu::rt().block_idx;
     mt_emu::fail("__trap() in block (%u, %u, %u)", b.x, b.y, b.z);
 }
-inline float __fadd_rn(float a, float b) { return a + b; }  // -std=c++17: no FMA contraction
-inline float __fsub_rn(float a, float b) { return a - b; }
-inline float __fmul_rn(float a, float b) { return a * b; }
+// nvcc never fuses an __f*_rn / __d*_rn operation into an FMA, but g++ contracts a * b + c
+// across inlined calls (-ffp-contract=fast is its C++ default, -std=c++17 or not; only ISO C
+// turns it off): operands and result pass through an empty asm, so each is rounded on its own.
+namespace mt_emu {
+template <class T> inline T opaque(T v) {
+    asm("" : "+x"(v));
+    return v;
+}
+}  // namespace mt_emu
+inline float __fadd_rn(float a, float b) { return mt_emu::opaque(mt_emu::opaque(a) + mt_emu::opaque(b)); }
+inline float __fsub_rn(float a, float b) { return mt_emu::opaque(mt_emu::opaque(a) - mt_emu::opaque(b)); }
+inline float __fmul_rn(float a, float b) { return mt_emu::opaque(mt_emu::opaque(a) * mt_emu::opaque(b)); }
 inline float __fdiv_rn(float a, float b) { return a / b; }
 inline float __fsqrt_rn(float a) { return sqrtf(a); }
-inline double __dadd_rn(double a, double b) { return a + b; }
-inline double __dmul_rn(double a, double b) { return a * b; }
+inline double __dadd_rn(double a, double b) { return mt_emu::opaque(mt_emu::opaque(a) + mt_emu::opaque(b)); }
+inline double __dmul_rn(double a, double b) { return mt_emu::opaque(mt_emu::opaque(a) * mt_emu::opaque(b)); }
 inline int max(int a, int b) { return a > b ? a : b; }
 inline int min(int a, int b) { return a < b ? a : b; }
 inline long long max(long long a, long long b) { return a > b ? a : b; }
