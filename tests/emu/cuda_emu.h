@@ -398,13 +398,23 @@ inline unsigned __umulhi(unsigned a, unsigned b) { return (unsigned)(((unsigned 
     const uint3 b = mt_emu::rt().block_idx;
     mt_emu::fail("__trap() in block (%u, %u, %u)", b.x, b.y, b.z);
 }
-inline float __fadd_rn(float a, float b) { return a + b; }  // -std=c++17: no FMA contraction
-inline float __fsub_rn(float a, float b) { return a - b; }
-inline float __fmul_rn(float a, float b) { return a * b; }
+// nvcc never merges an _rn operation into a fused multiply-add; g++ does contract C++ (its
+// default is -ffp-contract=fast, -std=c++17 or not), across inlining too. rounded() passes a
+// value through an empty asm in an SSE register, so each operand and result is a rounded value
+// the compiler cannot fuse with its neighbours.
+namespace mt_emu {
+template <class T> inline T rounded(T x) {
+    asm("" : "+x"(x));
+    return x;
+}
+}  // namespace mt_emu
+inline float __fadd_rn(float a, float b) { return mt_emu::rounded(mt_emu::rounded(a) + mt_emu::rounded(b)); }
+inline float __fsub_rn(float a, float b) { return mt_emu::rounded(mt_emu::rounded(a) - mt_emu::rounded(b)); }
+inline float __fmul_rn(float a, float b) { return mt_emu::rounded(mt_emu::rounded(a) * mt_emu::rounded(b)); }
 inline float __fdiv_rn(float a, float b) { return a / b; }
 inline float __fsqrt_rn(float a) { return sqrtf(a); }
-inline double __dadd_rn(double a, double b) { return a + b; }
-inline double __dmul_rn(double a, double b) { return a * b; }
+inline double __dadd_rn(double a, double b) { return mt_emu::rounded(mt_emu::rounded(a) + mt_emu::rounded(b)); }
+inline double __dmul_rn(double a, double b) { return mt_emu::rounded(mt_emu::rounded(a) * mt_emu::rounded(b)); }
 inline int max(int a, int b) { return a > b ? a : b; }
 inline int min(int a, int b) { return a < b ? a : b; }
 inline long long max(long long a, long long b) { return a > b ? a : b; }
