@@ -309,9 +309,24 @@ TEST(gram_empty) {
     check_gram_combine(0, 1000);
 }
 
+// ---- the emulator's own check: it can fail ------------------------------------------------------
+
+// optim.cu's exactness rests on the _rn intrinsics rounding every operation: a product whose
+// rounding drops half an ulp, then a sum that cancels it, gives 0, where a fused multiply-add
+// (what g++ makes of a * b + c under -march=native) gives that half ulp. volatile: computed at
+// run time, as in a kernel.
+TEST(emu_rn_not_fused) {
+    volatile float fa = 1.0f + 0x1p-12f, fc = -(1.0f + 0x1p-11f);
+    volatile double da = 1.0 + 0x1p-27, dc = -(1.0 + 0x1p-26);
+    CHECK(__fadd_rn(__fmul_rn(fa, fa), fc) == 0.0f);
+    CHECK(__fsub_rn(__fmul_rn(fa, fa), -fc) == 0.0f);
+    CHECK(__dadd_rn(__dmul_rn(da, da), dc) == 0.0);
+}
+
 }  // namespace
 
 int main(void) {
+    RUN(emu_rn_not_fused);
     RUN(adamw_one_slice);
     RUN(adamw_edges_gaps);
     RUN(adamw_1100_slices);
