@@ -85,7 +85,7 @@ ifneq ($(wildcard $(EMU_CUDA_HOME)/include/cuda_runtime.h),)
   EMU_TESTS := $(patsubst tests/emu/%.cpp,$(BUILD)/tests/%,$(wildcard tests/emu/test_*.cpp))
 endif
 EMU_CXXFLAGS := -std=c++17 $(OPT) -g -Wall -Wextra -Wno-unused-parameter -Wno-unknown-pragmas \
-                -I$(EMU_CUDA_HOME)/include -Ilib -Ikernels -Itests/unit -Itests/emu -I$(BUILD)/emu
+                -Itests/emu/include -I$(EMU_CUDA_HOME)/include -Ilib -Ikernels -Itests/unit -Itests/emu -I$(BUILD)/emu
 # what the GPU check links: the CPU backend and device selection only, so it builds where
 # zlib / utf8proc / BLAS development files are missing (NO_BLAS=1 on the GPU machine)
 GPU_CHECK_OBJ := $(addprefix $(BUILD)/lib/,common.o device.o rng.o sentence.o cpu/gemm.o cpu/ops.o cpu/backward.o cpu/optim.o cpu/sentence.o cpu/staged.o profile.o workspace.o)
@@ -149,7 +149,7 @@ $(BUILD)/emu/%.emu.cpp: kernels/%.cu
 	@if grep -n '<<<\|extern __shared__' $@.tmp; then echo "$<: launch or shared-memory syntax the emulator's rewrite does not know (above)" >&2; rm -f $@.tmp; exit 1; fi
 	@mv $@.tmp $@
 
-$(BUILD)/tests/test_%_emu: tests/emu/test_%_emu.cpp tests/emu/cuda_emu.h tests/emu/backend_glue.h $(BUILD)/emu/%.emu.cpp tests/unit/check.h tests/unit/rand.h $(wildcard kernels/*.cuh lib/*.h) $(BUILD)/libmtbert.a
+$(BUILD)/tests/test_%_emu: tests/emu/test_%_emu.cpp tests/emu/cuda_emu.h tests/emu/backend_glue.h tests/emu/parity.h $(wildcard tests/emu/include/cub/*/*.cuh) $(BUILD)/emu/%.emu.cpp tests/unit/check.h tests/unit/rand.h $(wildcard kernels/*.cuh lib/*.h) $(BUILD)/libmtbert.a
 	@mkdir -p $(@D)
 	$(CXX) $(EMU_CXXFLAGS) $< $(BUILD)/libmtbert.a $(LDLIBS) -o $@
 

@@ -22,6 +22,9 @@ void *workspace(int which, size_t bytes) {
     for (size_t i = 0; i < n; i++) emu_workspaces[which][i] = NAN;
     return emu_workspaces[which].get();
 }
-// backward.cu's (that file's CUB sort keeps it off the emulator)
+// backward.cu's, for the files that use it without it; backward.cu's own test defines
+// MT_EMU_NO_SCRATCH (the kernel file defines it)
+#ifndef MT_EMU_NO_SCRATCH
 void *scratch(size_t bytes) { return workspace(MT_WS_SCRATCH, bytes); }
+#endif
 }  // namespace mt_cuda
