@@ -21,7 +21,7 @@ __global__ void embeddings_forward_kernel(float *out, const int32_t *ids, const 
 
 void embeddings_forward(float *out, const int32_t *ids, const int32_t *types, const int32_t *pos,
                         const float *wte, const float *wpe, const float *wtt, int N, int C) {
-    if (N <= 0) return;
+    if (N <= 0 || C <= 0) return;  // an empty grid is a launch error, not a no-op
     embeddings_forward_kernel<<<ceil_div((int64_t)N * C, 256), 256, 0, stream>>>(out, ids, types, pos, wte, wpe,
                                                                                  wtt, N, C);
     LAUNCH_CHECK();
@@ -109,7 +109,7 @@ __global__ void pool_forward_kernel(float *out, const float *inp, const int32_t 
 }
 
 void pool_forward(float *out, const float *inp, const int32_t *offsets, int B, int C, int mode) {
-    if (B <= 0) return;
+    if (B <= 0 || C <= 0) return;
     dim3 grid(B, ceil_div(C, 128));
     pool_forward_kernel<<<grid, 128, 0, stream>>>(out, inp, offsets, C, mode);
     LAUNCH_CHECK();
@@ -125,7 +125,7 @@ __global__ void unpack_forward_kernel(float *out, const float *inp, const int32_
 }
 
 void unpack_forward(float *out, const float *inp, const int32_t *offsets, int B, int T, int C) {
-    if (B <= 0 || T <= 0) return;
+    if (B <= 0 || T <= 0 || C <= 0) return;
     unpack_forward_kernel<<<ceil_div((int64_t)B * T * C, 256), 256, 0, stream>>>(out, inp, offsets, B, T, C);
     LAUNCH_CHECK();
 }
