@@ -1537,7 +1537,7 @@ int main(int argc, char **argv) {
     check_attention_dropout(lengths, B, 256, 2, 0.1f);
     check_attention_dropout(lengths, B, 384, 12, 0.0f);
     check_attention_dropout(one, 1, 64, 2, 0.1f);
-    int longer[] = {1300, 5, 33};  // more query rows than the backward's shared-memory chunk
+    int longer[] = {1300, 5, 33};  // one sequence far longer than the others: most of each padded [Lmax, Lmax] block is padding
     check_attention_backward(lengths, B, 384, 12, 0.1f);
     check_attention_backward(lengths, B, 384, 12, 0.0f);
     check_attention_backward(lengths, B, 768, 12, 0.1f);
