@@ -7,8 +7,11 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <string>
 #include <vector>
 
 namespace emu {
@@ -190,6 +193,34 @@ auto run_all_schedules(const char *what, Run run, races when = races::plain_buil
             }
     }
     return first;
+}
+
+// ---- what the emulator stops ----------------------------------------------------------------
+
+// op() in a child process: its wait status, its stderr in *err (NULL: to /dev/null). The
+// emulator stops with abort() at what the hardware would refuse, hang on or trap at; the child
+// keeps that from ending the test, and alarm() turns a hang into a failed check.
+template <class Op> int in_child(Op op, std::string *err = nullptr) {
+    int fd[2];
+    if (pipe(fd) != 0) return -1;
+    fflush(stdout), fflush(stderr);
+    const pid_t pid = fork();
+    if (pid == 0) {
+        if (err) dup2(fd[1], 2);
+        else if (!freopen("/dev/null", "w", stderr)) _exit(3);
+        alarm(60);
+        op();
+        _exit(0);
+    }
+    close(fd[1]);
+    char chunk[4096];
+    ssize_t r;
+    while ((r = read(fd[0], chunk, sizeof chunk)) > 0)
+        if (err) err->append(chunk, (size_t)r);
+    close(fd[0]);
+    int status = -1;
+    waitpid(pid, &status, 0);
+    return status;
 }
 
 }  // namespace emu

@@ -16,8 +16,6 @@ extern "C" {
 #include "backend_glue.h"
 
 #include <signal.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include "check.h"
 #include "rand.h"
@@ -111,26 +109,11 @@ TEST(attention_longer_dropout) { check_attention({1300, 5, 33}, 64, 1, 0.1f); }
 
 // The op in a child process (the emulator aborts at __trap); true if it died there.
 template <class Op> bool traps(Op op) {
-    int err[2];
-    if (pipe(err) != 0) return false;
-    fflush(stdout), fflush(stderr);
-    const pid_t pid = fork();
-    if (pid == 0) {
-        dup2(err[1], 2);
-        alarm(60);  // a hang fails the check instead of the run
-        op();
-        _exit(0);  // no trap: the parent sees a clean exit
-    }
-    close(err[1]);
-    char msg[4096] = {0};
-    size_t len = 0;
-    ssize_t r;
-    while (len < sizeof msg - 1 && (r = read(err[0], msg + len, sizeof msg - 1 - len)) > 0) len += r;
-    close(err[0]);
-    int status = 0;
-    waitpid(pid, &status, 0);
-    const bool trapped = WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT && strstr(msg, "__trap()");
-    if (!trapped) printf("# no trap: status %#x, stderr: %s\n", status, msg);
+    std::string msg;
+    const int status = emu::in_child(op, &msg);
+    const bool trapped =
+        WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT && msg.find("__trap()") != std::string::npos;
+    if (!trapped) printf("# no trap: status %#x, stderr: %s\n", status, msg.c_str());
     return trapped;
 }
 
@@ -153,13 +136,8 @@ TEST(attention_traps_past_max_len) {
                                     nullptr);
     }));
     // and at max_len = the longest, no trap: the child exits cleanly
-    const pid_t pid = fork();
-    if (pid == 0) {
-        mt_cuda::attention_forward(out.data(), latt.data(), qkv.data(), off, aoff, pk.B, pk.maxL, C, NH);
-        _exit(0);
-    }
-    int status = 0;
-    waitpid(pid, &status, 0);
+    const int status = emu::in_child(
+        [&] { mt_cuda::attention_forward(out.data(), latt.data(), qkv.data(), off, aoff, pk.B, pk.maxL, C, NH); });
     CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 }
 
