@@ -16,8 +16,6 @@ extern "C" {
 #include "backend_glue.h"
 
 #include <signal.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include "check.h"
 #include "rand.h"
@@ -49,31 +47,10 @@ void attention_backward_flash(float *, const float *, const float *, const float
 namespace {
 
 using emu::guarded;
+using emu::pack;
 using emu::rand_around;
 using std::vector;
 const mt_backend *cpu = mt_backend_cpu();
-
-struct packing {
-    int B = 0, N = 0, maxL = 0;
-    vector<int32_t> offsets;
-    vector<int64_t> att_offsets;
-    int64_t att_size = 0;
-};
-packing pack(const vector<int> &lengths, int NH) {
-    packing p;
-    p.B = (int)lengths.size();
-    p.offsets.push_back(0);
-    for (int L : lengths) {
-        p.att_offsets.push_back(p.att_size);
-        p.att_size += (int64_t)NH * L * L;
-        p.offsets.push_back(p.offsets.back() + L);
-        p.maxL = std::max(p.maxL, L);
-    }
-    p.N = p.offsets.back();
-    return p;
-}
-
-mt_dropout_key key_of(float p, uint32_t site) { return mt_dropout_key{p, 0x0123456789ABCDEFULL, 7, site}; }
 
 const float NO_KEY = -1;  // p: attention_forward, and no key for the backward
 
@@ -82,9 +59,9 @@ const float NO_KEY = -1;  // p: attention_forward, and no key for the backward
 // for NO_KEY), the forward without att (no att, no dropout, as the CPU), and the backward from the
 // CPU forward's att into a dqkv that already holds values; max_len = the longest + extra.
 void check_attention(const vector<int> &lengths, int C, int NH, float p, int extra = 0) {
-    const packing pk = pack(lengths, NH);
+    const emu::packing pk = pack(lengths, NH);
     const int max_len = pk.maxL + extra;
-    const mt_dropout_key key = key_of(p, mt_dropout_site(0, 5, 1)), *k = p >= 0 ? &key : nullptr;
+    const mt_dropout_key key = emu::key_of(p, mt_dropout_site(0, 5, 1)), *k = p >= 0 ? &key : nullptr;
     const size_t nqkv = (size_t)pk.N * 3 * C, nout = (size_t)pk.N * C, natt = pk.att_size;
     const vector<float> qkv = rand_around(nqkv, 0, 2), dout = rand_around(nout, 0, 1), start = rand_around(nqkv, 0, 0.1f);
     const int32_t *off = pk.offsets.data();
@@ -101,14 +78,13 @@ void check_attention(const vector<int> &lengths, int C, int NH, float p, int ext
         mt_cuda::attention_backward(o[3].data(), dout.data(), qkv.data(), att.data(), off, aoff, pk.B, max_len, C, NH, k);
         return o;
     };
-    const emu::outputs got = run();
+    const emu::outputs got = emu::run_all_schedules("attention", run);
     CHECK(emu::near("out", got[0], out, nout, 1e-5, 1e-5));
     CHECK(emu::near("probs (pre-dropout)", got[1], att, natt, 1e-6, 1e-5));
     CHECK(emu::near("out, att NULL", got[2], out_noatt, nout, 1e-5, 1e-5));
     CHECK(emu::near("dqkv", got[3], dqkv, nqkv, 1e-5 * emu::max_abs(dqkv, nqkv), 1e-5));
     const char *names[4] = {"out", "att", "out (att NULL)", "dqkv"};
     for (int t = 0; t < 4; t++) CHECK(emu::untouched_past(names[t], got[t], got[t].size() - emu::GUARD));
-    emu::race_check(run, got);
 }
 
 // Across the warp's 32 lanes (1 token, 31 to 33, two warps' worth and one more) and 7
@@ -133,32 +109,17 @@ TEST(attention_longer_dropout) { check_attention({1300, 5, 33}, 64, 1, 0.1f); }
 
 // The op in a child process (the emulator aborts at __trap); true if it died there.
 template <class Op> bool traps(Op op) {
-    int err[2];
-    if (pipe(err) != 0) return false;
-    fflush(stdout), fflush(stderr);
-    const pid_t pid = fork();
-    if (pid == 0) {
-        dup2(err[1], 2);
-        alarm(60);  // a hang fails the check instead of the run
-        op();
-        _exit(0);  // no trap: the parent sees a clean exit
-    }
-    close(err[1]);
-    char msg[4096] = {0};
-    size_t len = 0;
-    ssize_t r;
-    while (len < sizeof msg - 1 && (r = read(err[0], msg + len, sizeof msg - 1 - len)) > 0) len += r;
-    close(err[0]);
-    int status = 0;
-    waitpid(pid, &status, 0);
-    const bool trapped = WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT && strstr(msg, "__trap()");
-    if (!trapped) printf("# no trap: status %#x, stderr: %s\n", status, msg);
+    std::string msg;
+    const int status = emu::in_child(op, &msg);
+    const bool trapped =
+        WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT && msg.find("__trap()") != std::string::npos;
+    if (!trapped) printf("# no trap: status %#x, stderr: %s\n", status, msg.c_str());
     return trapped;
 }
 
 TEST(attention_traps_past_max_len) {
     const int C = 64, NH = 2;
-    const packing pk = pack({5, 40, 3}, NH);
+    const emu::packing pk = pack({5, 40, 3}, NH);
     const int max_len = pk.maxL - 1;  // the caller's bug: 40 tokens, max_len 39
     const vector<float> qkv = rand_around((size_t)pk.N * 3 * C, 0, 2), dout = rand_around((size_t)pk.N * C, 0, 1);
     const vector<float> att(pk.att_size, 0.01f);
@@ -166,7 +127,7 @@ TEST(attention_traps_past_max_len) {
     const int32_t *off = pk.offsets.data();
     const int64_t *aoff = pk.att_offsets.data();
     CHECK(traps([&] { mt_cuda::attention_forward(out.data(), latt.data(), qkv.data(), off, aoff, pk.B, max_len, C, NH); }));
-    const mt_dropout_key key = key_of(0.1f, mt_dropout_site(0, 5, 1));
+    const mt_dropout_key key = emu::key_of(0.1f, mt_dropout_site(0, 5, 1));
     CHECK(traps([&] {
         mt_cuda::attention_forward_dropout(out.data(), latt.data(), qkv.data(), off, aoff, pk.B, max_len, C, NH, &key);
     }));
@@ -175,13 +136,8 @@ TEST(attention_traps_past_max_len) {
                                     nullptr);
     }));
     // and at max_len = the longest, no trap: the child exits cleanly
-    const pid_t pid = fork();
-    if (pid == 0) {
-        mt_cuda::attention_forward(out.data(), latt.data(), qkv.data(), off, aoff, pk.B, pk.maxL, C, NH);
-        _exit(0);
-    }
-    int status = 0;
-    waitpid(pid, &status, 0);
+    const int status = emu::in_child(
+        [&] { mt_cuda::attention_forward(out.data(), latt.data(), qkv.data(), off, aoff, pk.B, pk.maxL, C, NH); });
     CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 }
 

@@ -35,12 +35,10 @@ using emu::rand_around;
 using std::vector;
 const mt_backend *cpu = mt_backend_cpu();
 
-mt_dropout_key key_of(float p, uint32_t site) { return mt_dropout_key{p, 0x0123456789ABCDEFULL, 7, site}; }
-
 // ---- dropout: exact (the Philox mask, the scale and the residual add rounded as the CPU) -------
 
 void check_dropout(int64_t n, float p) {
-    const mt_dropout_key key = key_of(p, mt_dropout_site(1, 3, 2));
+    const mt_dropout_key key = emu::key_of(p, mt_dropout_site(1, 3, 2));
     const vector<float> x = rand_around(n, 0, 1), res = rand_around(n, 0, 1), acc = rand_around(n, 0, 1);
     vector<float> fwd(n), fwd_res(n), bwd = acc, copy(n);
     cpu->dropout_forward(fwd.data(), x.data(), nullptr, n, &key);
@@ -55,7 +53,7 @@ void check_dropout(int64_t n, float p) {
         mt_cuda::dropout_forward(c.data(), x.data(), res.data(), n, nullptr);  // no key: a copy plus residual
         return emu::outputs{y, in_place, b, c};
     };
-    const emu::outputs got = run();
+    const emu::outputs got = emu::run_all_schedules("dropout", run);
     CHECK(emu::same_bits("fwd", got[0], fwd, n));
     CHECK(emu::same_bits("fwd+residual in place", got[1], fwd_res, n));
     CHECK(emu::same_bits("bwd", got[2], bwd, n));
@@ -68,7 +66,6 @@ void check_dropout(int64_t n, float p) {
             wrong += (got[0][i] != 0.0f || x[i] == 0.0f) != mt_dropout_keep(key.seed, key.step, key.site, (uint64_t)i, thr);
         CHECK(wrong == 0);
     }
-    emu::race_check(run, got);
 }
 TEST(dropout_grid_stride) { check_dropout(1000003, 0.1f); }  // groups of 4 past 64 blocks x 256; a tail of 3
 TEST(dropout_p_half) { check_dropout(4099, 0.5f); }
@@ -91,7 +88,7 @@ void check_matmul_backward(int N, int IC, int OC, int mask) {
                                  mask & 4 ? o[2].data() : nullptr, dout.data(), inp.data(), w.data(), N, IC, OC);
         return o;
     };
-    const emu::outputs got = run();
+    const emu::outputs got = emu::run_all_schedules("matmul_backward", run);
     const char *names[3] = {"dinp", "dweight", "dbias"};
     for (int t = 0; t < 3; t++) {
         const size_t n = start[t].size();
@@ -99,7 +96,6 @@ void check_matmul_backward(int N, int IC, int OC, int mask) {
         else CHECK(emu::same_bits(names[t], got[t], start[t], n));
         CHECK(emu::untouched_past(names[t], got[t], n));
     }
-    emu::race_check(run, got);
 }
 TEST(matmul_backward_bert) { check_matmul_backward(517, 768, 3072, 7); }  // 256-row chunks: 2 and a part
 TEST(matmul_backward_odd) { check_matmul_backward(19, 45, 33, 7); }
@@ -134,14 +130,13 @@ void check_layernorm_backward(int N, int C) {
                                     rstd.data(), N, C);
         return o;
     };
-    const emu::outputs got = run();
+    const emu::outputs got = emu::run_all_schedules("layernorm_backward", run);
     const size_t nx = (size_t)N * C;
     CHECK(emu::near("dinp", got[0], ref[0], nx, 1e-5, 1e-5));
     CHECK(emu::near("dweight", got[1], ref[1], C, 1e-5 * emu::max_abs(ref[1], C), 1e-5));
     CHECK(emu::near("dbias", got[2], ref[2], C, 1e-5 * emu::max_abs(ref[2], C), 1e-5));
     for (int t = 0; t < 3; t++) CHECK(emu::same_bits("alone vs together", got[3 + t], got[t], start[t].size()));
     for (const vector<float> &o : got) CHECK(emu::untouched_past("layernorm_backward", o, o.size() - emu::GUARD));
-    emu::race_check(run, got);
 }
 TEST(layernorm_backward_bert) { check_layernorm_backward(517, 768); }
 TEST(layernorm_backward_minilm) { check_layernorm_backward(300, 384); }
@@ -163,11 +158,10 @@ TEST(gelu_backward_grid_stride) {
         mt_cuda::gelu_backward(o[1].data(), x.data(), y.data(), dout.data(), n);  // out given: not read
         return o;
     };
-    const emu::outputs got = run();
+    const emu::outputs got = emu::run_all_schedules("gelu_backward", run);
     CHECK(emu::near("out NULL", got[0], ref, n, 1e-6, 1e-6));
     CHECK(emu::same_bits("out given", got[1], got[0], n));
     for (const vector<float> &o : got) CHECK(emu::untouched_past("gelu_backward", o, n));
-    emu::race_check(run, got);
 }
 
 // ---- embeddings_backward: exact (the CPU's float additions in token order) -----------------------
@@ -196,13 +190,12 @@ void check_embeddings_backward(const vector<int> &lengths, int C, int V, bool wi
                                      types.data(), pos.data(), N, C);
         return o;
     };
-    const emu::outputs got = run();
+    const emu::outputs got = emu::run_all_schedules("embeddings_backward", run);
     const char *names[3] = {"dwte", "dwpe", "dwtt"};
     for (int t = 0; t < 3; t++) {
         CHECK(emu::same_bits(names[t], got[t], ref[t], start[t].size()));  // dwpe NULL: ref untouched too
         CHECK(emu::untouched_past(names[t], got[t], start[t].size()));
     }
-    emu::race_check(run, got);
 }
 const vector<int> lengths = {1, 7, 32, 128, 512, 3, 64, 200};  // op_parity's
 TEST(embeddings_backward_384) { check_embeddings_backward(lengths, 384, 1000, true); }

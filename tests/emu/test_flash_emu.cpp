@@ -15,11 +15,11 @@ extern "C" {
 #include "backend_glue.h"
 
 #include <signal.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include "check.h"
 #include "rand.h"
+
+#include "parity.h"
 
 namespace mt_cuda {  // gemm.cu's, which the test sets
 static int precision = MT_PRECISION_BF16;
@@ -31,53 +31,9 @@ namespace {
 const mt_backend *cpu = mt_backend_cpu();
 const int NH = 2;
 
-struct packing {
-    int B = 0, N = 0, maxL = 0;
-    std::vector<int32_t> offsets;
-    std::vector<int64_t> att_offsets;
-    int64_t att_size = 0;
-};
-packing pack(const std::vector<int> &lengths) {
-    packing p;
-    p.B = (int)lengths.size();
-    p.offsets.push_back(0);
-    for (int L : lengths) {
-        p.att_offsets.push_back(p.att_size);
-        p.att_size += (int64_t)NH * L * L;
-        p.offsets.push_back(p.offsets.back() + L);
-        p.maxL = std::max(p.maxL, L);
-    }
-    p.N = p.offsets.back();
-    return p;
-}
+using emu::packing;
+using emu::rand_around;
 
-std::vector<float> rand_around(size_t n, float scale) {
-    std::vector<float> v(n);
-    for (float &x : v) x = scale * frand();
-    return v;
-}
-double max_abs(const std::vector<float> &x, size_t n) {
-    double m = 0;
-    for (size_t i = 0; i < n; i++) m = std::max(m, (double)fabsf(x[i]));
-    return m;
-}
-
-// |got - ref| <= atol on the first n elements; the first miss and the count as "#" lines.
-bool within(const char *what, const std::vector<float> &got, const std::vector<float> &ref, size_t n, double atol) {
-    size_t bad = 0, first = 0;
-    double worst = 0;
-    for (size_t i = 0; i < n; i++) {
-        const double d = fabs((double)got[i] - ref[i]);
-        if (!(d <= atol)) {
-            if (!bad++) first = i;
-            worst = std::max(worst, std::isnan(d) ? INFINITY : d);
-        }
-    }
-    if (bad)
-        printf("# %s: %zu of %zu past %.3g (worst %.3g); [%zu] got %.9g want %.9g\n", what, bad, n, atol, worst, first,
-               got[first], ref[first]);
-    return bad == 0;
-}
 bool rel_l2_within(const char *what, const std::vector<float> &got, const std::vector<float> &ref, double tol) {
     double num = 0, den = 0;
     for (size_t i = 0; i < ref.size(); i++) num += ((double)got[i] - ref[i]) * ((double)got[i] - ref[i]), den += (double)ref[i] * ref[i];
@@ -85,12 +41,6 @@ bool rel_l2_within(const char *what, const std::vector<float> &got, const std::v
     if (!(rel <= tol)) printf("# %s: relative L2 %.3g > %.3g\n", what, rel, tol);
     return rel <= tol;
 }
-bool all_nan(const std::vector<float> &x, size_t from) {
-    for (size_t i = from; i < x.size(); i++)
-        if (!std::isnan(x[i])) return false;
-    return true;
-}
-
 // lse[att_offsets[b] + h L + i] in double from the fp32 inputs; *max_s the largest |scaled score|.
 std::vector<float> host_lse(const std::vector<float> &qkv, const packing &pk, int C, double *max_s) {
     const int hs = C / NH;
@@ -116,80 +66,58 @@ std::vector<float> host_lse(const std::vector<float> &qkv, const packing &pk, in
     return lse;
 }
 
-// The fused forward and backward on the emulator: out and att NaN-filled with `guard` NaNs
-// after them, dqkv from `start` (plus guard), under schedule `order`.
-struct fused_run {
-    std::vector<float> out, att, dqkv;
-};
-#ifdef __SANITIZE_ADDRESS__
-constexpr size_t GUARD = 0;  // exact sizes: AddressSanitizer sees any access past them
-#else
-constexpr size_t GUARD = 1024;
-#endif
-fused_run run_fused(const packing &pk, const std::vector<float> &qkv, const std::vector<float> &dout,
-                    const std::vector<float> &start, int C, int prec, const mt_dropout_key *key,
-                    mt_emu::schedule order = mt_emu::WARPS_UP) {
-    fused_run r;
-    r.out.assign((size_t)pk.N * C + GUARD, NAN);
-    r.att.assign(pk.att_size + GUARD, NAN);
-    r.dqkv = start;
-    r.dqkv.resize(start.size() + GUARD, NAN);
+// The fused forward and backward on the emulator under each schedule (`when`): out, att and
+// dqkv (from `start`), out and att NaN-filled, each with GUARD NaNs after it. The default
+// schedule's outputs.
+emu::outputs run_fused(const packing &pk, const std::vector<float> &qkv, const std::vector<float> &dout,
+                       const std::vector<float> &start, int C, int prec, const mt_dropout_key *key,
+                       emu::races when = emu::races::plain_build) {
     mt_cuda::precision = prec;
-    mt_emu::set_schedule(order);
-    mt_cuda::attention_forward_flash(r.out.data(), r.att.data(), qkv.data(), pk.offsets.data(), pk.att_offsets.data(),
-                                     pk.B, pk.maxL, C, NH, key);
-    mt_cuda::attention_backward_flash(r.dqkv.data(), dout.data(), qkv.data(), r.att.data(), pk.offsets.data(),
-                                      pk.att_offsets.data(), pk.B, pk.maxL, C, NH, key);
-    mt_emu::set_schedule(mt_emu::WARPS_UP);
-    return r;
+    return emu::run_all_schedules("fused", [&] {
+        emu::outputs r = {emu::guarded((size_t)pk.N * C), emu::guarded(pk.att_size), emu::guarded(start)};
+        mt_cuda::attention_forward_flash(r[0].data(), r[1].data(), qkv.data(), pk.offsets.data(), pk.att_offsets.data(),
+                                         pk.B, pk.maxL, C, NH, key);
+        mt_cuda::attention_backward_flash(r[2].data(), dout.data(), qkv.data(), r[1].data(), pk.offsets.data(),
+                                          pk.att_offsets.data(), pk.B, pk.maxL, C, NH, key);
+        return r;
+    }, when);
 }
 
-mt_dropout_key key_of(float p, uint32_t site) { return mt_dropout_key{p, 0x0123456789ABCDEFULL, 7, site}; }
-
-// op_parity's check_attention_fused on the emulator, and the race check.
-void check_fused(const std::vector<int> &lengths, int hs, int prec, float p, bool race_check = true) {
-    const packing pk = pack(lengths);
+// op_parity's check_attention_fused on the emulator, and the race check unless `when` skips it.
+void check_fused(const std::vector<int> &lengths, int hs, int prec, float p,
+                 emu::races when = emu::races::plain_build) {
+    const packing pk = emu::pack(lengths, NH);
     const int C = NH * hs;
-    const mt_dropout_key key = key_of(p, mt_dropout_site(0, 4, 1)), *k = p > 0 ? &key : nullptr;
+    const mt_dropout_key key = emu::key_of(p, mt_dropout_site(0, 4, 1)), *k = p > 0 ? &key : nullptr;
     const size_t nqkv = (size_t)pk.N * 3 * C, nout = (size_t)pk.N * C;
-    const std::vector<float> qkv = rand_around(nqkv, 2), dout = rand_around(nout, 1), start = rand_around(nqkv, 0.1f);
+    const std::vector<float> qkv = rand_around(nqkv, 0, 2), dout = rand_around(nout, 0, 1),
+                             start = rand_around(nqkv, 0, 0.1f);
     std::vector<float> ref(nout), ratt(pk.att_size), rd = start;
     cpu->attention_forward_dropout(ref.data(), ratt.data(), qkv.data(), pk.offsets.data(), pk.att_offsets.data(), pk.B,
                                    pk.maxL, C, NH, k);
     cpu->attention_backward(rd.data(), dout.data(), qkv.data(), ratt.data(), pk.offsets.data(), pk.att_offsets.data(),
                             pk.B, pk.maxL, C, NH, k);
-    const fused_run got = run_fused(pk, qkv, dout, start, C, prec, k);
+    const emu::outputs got = run_fused(pk, qkv, dout, start, C, prec, k, when);
+    const std::vector<float> &out = got[0], &att = got[1], &dqkv = got[2];
     const double u = prec == MT_PRECISION_FP16 ? ldexp(1, -11) : ldexp(1, -8);
 
-    CHECK(within("out", got.out, ref, nout, 10 * u * max_abs(ref, nout)));
-    CHECK(all_nan(got.out, nout) && all_nan(got.dqkv, nqkv));  // nothing written past out, dqkv
-    bool att_as_lse = all_nan(got.att, pk.att_size);           // exactly NH L values per block
+    CHECK(emu::near("out", out, ref, nout, 10 * u * emu::max_abs(ref, nout), 0));
+    CHECK(emu::untouched_past("out", out, nout) && emu::untouched_past("dqkv", dqkv, nqkv));
+    bool att_as_lse = emu::untouched_past("att", att, pk.att_size);  // exactly NH L values per block
     for (int b = 0; b < pk.B; b++) {
         const int64_t L = lengths[b], used = NH * L;
-        for (int64_t i = 0; i < NH * L * L; i++) att_as_lse = att_as_lse && (i < used) == !std::isnan(got.att[pk.att_offsets[b] + i]);
+        for (int64_t i = 0; i < NH * L * L; i++) att_as_lse = att_as_lse && (i < used) == !std::isnan(att[pk.att_offsets[b] + i]);
     }
     CHECK(att_as_lse);
     double max_s;
-    std::vector<float> lse = host_lse(qkv, pk, C, &max_s), glse(got.att.begin(), got.att.begin() + pk.att_size);
+    std::vector<float> lse = host_lse(qkv, pk, C, &max_s), glse(att.begin(), att.begin() + pk.att_size);
     for (size_t i = 0; i < lse.size(); i++)
         if (std::isnan(lse[i])) lse[i] = glse[i] = 0;  // the rest of each block: checked above
-    CHECK(within("log-sum-exp", glse, lse, lse.size(), 10 * u * max_s));
+    CHECK(emu::near("log-sum-exp", glse, lse, lse.size(), 10 * u * max_s, 0));
     std::vector<float> gd(nqkv), rdi(nqkv);
-    for (size_t i = 0; i < nqkv; i++) gd[i] = got.dqkv[i] - start[i], rdi[i] = rd[i] - start[i];
+    for (size_t i = 0; i < nqkv; i++) gd[i] = dqkv[i] - start[i], rdi[i] = rd[i] - start[i];
     CHECK(rel_l2_within("dqkv", gd, rdi, prec == MT_PRECISION_BF16 ? 5e-2 : 1e-2));
 
-    // the race check: the same bits under the other schedules (the plain build's: the sanitizer
-    // build is there for the bounds of every access, and schedules do not move those)
-#ifdef __SANITIZE_ADDRESS__
-    race_check = false;
-#endif
-    for (mt_emu::schedule order : {mt_emu::WARPS_DOWN, mt_emu::LOCKSTEP_DOWN}) {
-        if (!race_check) break;
-        const fused_run again = run_fused(pk, qkv, dout, start, C, prec, k, order);
-        CHECK(memcmp(again.out.data(), got.out.data(), got.out.size() * 4) == 0);
-        CHECK(memcmp(again.att.data(), got.att.data(), got.att.size() * 4) == 0);
-        CHECK(memcmp(again.dqkv.data(), got.dqkv.data(), got.dqkv.size() * 4) == 0);
-    }
 }
 
 // Lengths across the 64-row tiles' edges (1 token, a partial tile, one and two full ones, three).
@@ -202,18 +130,18 @@ TEST(fused_bf16_hs64_dropout) { check_fused(edges, 64, MT_PRECISION_BF16, 0.1f);
 TEST(fused_fp16_hs32_dropout) { check_fused(edges, 32, MT_PRECISION_FP16, 0.1f); }
 TEST(fused_fp16_hs64) { check_fused(edges, 64, MT_PRECISION_FP16, 0.0f); }
 // BERT's longest sequences: eight 64-key tiles per row block (one schedule: the rows above race-check)
-TEST(fused_bf16_hs64_long_dropout) { check_fused({512, 200}, 64, MT_PRECISION_BF16, 0.1f, false); }
+TEST(fused_bf16_hs64_long_dropout) { check_fused({512, 200}, 64, MT_PRECISION_BF16, 0.1f, emu::races::skip); }
 
 // op_parity's mask row: Q = 0 makes every P exactly 1/L; with integer V and dO and power-of-two
 // lengths every 16-bit operand is exact, so out and dV match the CPU to its own rounding while
 // one element masked differently moves them by 2e-3 or more.
 void check_mask(int hs, int prec) {
     const std::vector<int> lengths = {1, 2, 32, 64, 128};
-    const packing pk = pack(lengths);
+    const packing pk = emu::pack(lengths, NH);
     const int C = NH * hs;
-    const mt_dropout_key key = key_of(0.1f, mt_dropout_site(0, 6, 1));
+    const mt_dropout_key key = emu::key_of(0.1f, mt_dropout_site(0, 6, 1));
     const size_t nqkv = (size_t)pk.N * 3 * C, nout = (size_t)pk.N * C;
-    std::vector<float> qkv = rand_around(nqkv, 2), dout(nout);
+    std::vector<float> qkv = rand_around(nqkv, 0, 2), dout(nout);
     for (int n = 0; n < pk.N; n++)
         for (int c = 0; c < C; c++) {
             qkv[(size_t)n * 3 * C + c] = 0.0f;
@@ -225,13 +153,13 @@ void check_mask(int hs, int prec) {
                                    pk.maxL, C, NH, &key);
     cpu->attention_backward(rd.data(), dout.data(), qkv.data(), att.data(), pk.offsets.data(), pk.att_offsets.data(),
                             pk.B, pk.maxL, C, NH, &key);
-    const fused_run got = run_fused(pk, qkv, dout, std::vector<float>(nqkv, 0.0f), C, prec, &key);
-    CHECK(within("mask: out", got.out, ref, nout, 2e-5 * max_abs(ref, nout)));
+    const emu::outputs got = run_fused(pk, qkv, dout, std::vector<float>(nqkv, 0.0f), C, prec, &key, emu::races::skip);
+    CHECK(emu::near("mask: out", got[0], ref, nout, 2e-5 * emu::max_abs(ref, nout), 0));
     std::vector<float> dv_ref(nout), dv_got(nout);
     for (int n = 0; n < pk.N; n++)
         for (int c = 0; c < C; c++)
-            dv_ref[(size_t)n * C + c] = rd[(size_t)n * 3 * C + 2 * C + c], dv_got[(size_t)n * C + c] = got.dqkv[(size_t)n * 3 * C + 2 * C + c];
-    CHECK(within("mask: dV", dv_got, dv_ref, nout, 2e-5 * max_abs(dv_ref, nout)));
+            dv_ref[(size_t)n * C + c] = rd[(size_t)n * 3 * C + 2 * C + c], dv_got[(size_t)n * C + c] = got[2][(size_t)n * 3 * C + 2 * C + c];
+    CHECK(emu::near("mask: dV", dv_got, dv_ref, nout, 2e-5 * emu::max_abs(dv_ref, nout), 0));
 }
 TEST(fused_mask_bf16_hs64) { check_mask(64, MT_PRECISION_BF16); }
 TEST(fused_mask_fp16_hs32) { check_mask(32, MT_PRECISION_FP16); }
@@ -304,16 +232,10 @@ __global__ void divergent_barrier_kernel(float *x) {
 }
 __global__ void big_smem_kernel(float *x) { x[threadIdx.x] = 1.0f; }
 bool child_aborts(void (*body)(float *)) {
-    fflush(stdout);
-    const pid_t pid = fork();
-    if (pid == 0) {
-        if (!freopen("/dev/null", "w", stderr)) _exit(3);
+    const int status = emu::in_child([&] {
         float x[64];
         body(x);
-        _exit(0);  // not stopped: the check failed to fire
-    }
-    int status = 0;
-    waitpid(pid, &status, 0);
+    });
     return WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT;
 }
 TEST(emu_stops_what_the_hardware_would_not_run) {

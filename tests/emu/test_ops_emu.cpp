@@ -20,109 +20,30 @@ extern "C" {
 #include "check.h"
 #include "rand.h"
 
+#include "parity.h"
+
 namespace {
 
 typedef std::vector<float> vec;
-typedef std::vector<vec> outputs;
+using emu::outputs;
+using emu::rand_around;
+using emu::same_bits;
+using emu::untouched_past;
 const mt_backend *cpu = mt_backend_cpu();
 
-#ifdef __SANITIZE_ADDRESS__
-constexpr size_t GUARD = 0;  // exact sizes: AddressSanitizer sees any access past them
-#else
-constexpr size_t GUARD = 1024;
-#endif
-// Two NaNs told apart by their payloads (arithmetic keeps an input NaN's): what follows an output
-// (and fills it before the launch) and what follows an input. A kernel that reads past an input
-// and writes the result past an output leaves the input's NaN (or another) in the output's guard.
-const uint32_t OUT_NAN = 0x7fc0ffeeu, IN_NAN = 0x7fc0beefu;
-float nan_of(uint32_t bits) {
-    float f;
-    memcpy(&f, &bits, 4);
-    return f;
-}
+// Two NaNs told apart by their payloads: what follows an output (and fills it before the launch)
+// and what follows an input. A kernel that reads past an input and writes the result past an
+// output leaves the input's NaN (or another) in the output's guard.
+const float OUT_NAN = emu::nan_of(0x7fc0ffeeu), IN_NAN = emu::nan_of(0x7fc0beefu);
 
 // v followed by GUARD input NaNs: a read past it becomes a NaN in the output.
-vec guarded(vec v) {
-    v.resize(v.size() + GUARD, nan_of(IN_NAN));
-    return v;
-}
+vec guarded(const vec &v) { return emu::guarded(v, IN_NAN); }
 // n output NaNs and the guard: an element the kernel skips stays NaN.
-vec nans(size_t n) { return vec(n + GUARD, nan_of(OUT_NAN)); }
-vec rand_around(size_t n, float center, float scale) {  // op_parity's: center + scale * frand()
-    vec v(n);
-    for (float &x : v) x = center + scale * frand();
-    return v;
-}
+vec nans(size_t n) { return emu::guarded(n, OUT_NAN); }
 
-struct packing {
-    int B = 0, N = 0, maxL = 0;
-    std::vector<int32_t> offsets{0};
-};
-packing pack(const std::vector<int> &lengths) {
-    packing p;
-    for (int L : lengths) p.offsets.push_back(p.offsets.back() + L), p.maxL = std::max(p.maxL, L);
-    p.B = (int)lengths.size(), p.N = p.offsets.back();
-    return p;
-}
-
-// ---- comparisons: each prints its first miss as a "#" line ----------------------------------
-
-// op_parity's rule: |got - ref| <= atol + rtol |ref| on the first n elements, NaN exactly where
-// ref has NaN, an infinity only where ref has the same one.
-bool close(const char *what, const vec &got, const vec &ref, size_t n, double atol, double rtol) {
-    size_t bad = 0, first = 0;
-    for (size_t i = 0; i < n; i++) {
-        const bool ok = std::isnan(got[i]) || std::isnan(ref[i])
-                            ? std::isnan(got[i]) && std::isnan(ref[i])
-                            : got[i] == ref[i] || fabs((double)got[i] - ref[i]) <= atol + rtol * fabs(ref[i]);
-        if (!ok && !bad++) first = i;
-    }
-    if (bad)
-        printf("# %s: %zu of %zu past %.3g + %.3g |ref|; [%zu] got %.9g want %.9g\n", what, bad, n, atol, rtol, first,
-               got[first], ref[first]);
-    return bad == 0;
-}
-// The first n floats bit for bit (op_parity's exact rows; NaNs compare by their bits too).
-bool same_bits(const char *what, const vec &got, const vec &ref, size_t n) {
-    for (size_t i = 0; i < n; i++)
-        if (memcmp(&got[i], &ref[i], 4)) {
-            printf("# %s: [%zu] of %zu got %.9g want %.9g (bits)\n", what, i, n, got[i], ref[i]);
-            return false;
-        }
-    return true;
-}
-// Nothing written past the first n floats: the guard still holds its NaN (`guard`: OUT_NAN
-// after an output, IN_NAN after an input updated in place), bit for bit.
-bool guard_intact(const char *what, const vec &x, size_t n, uint32_t guard = OUT_NAN) {
-    for (size_t i = n; i < x.size(); i++)
-        if (memcmp(&x[i], &guard, 4)) {
-            uint32_t bits;
-            memcpy(&bits, &x[i], 4);
-            printf("# %s: written past its %zu floats, at [%zu]: %.9g (bits %08x)\n", what, n, i, x[i], bits);
-            return false;
-        }
-    return true;
-}
-
-// ---- the race check -------------------------------------------------------------------------
-
-// Runs `launch` (fresh outputs, one launcher call) under the default schedule and then under
-// the others, which must give the same bits in every output, guards included; the default's.
+// Every launch under every schedule, in the ASan build too: these launches are cheap.
 template <class F> outputs run_all_schedules(const char *what, F launch) {
-    mt_emu::set_schedule(mt_emu::WARPS_UP);
-    const outputs first = launch();
-    for (mt_emu::schedule order : {mt_emu::WARPS_DOWN, mt_emu::LOCKSTEP_DOWN}) {
-        mt_emu::set_schedule(order);
-        const outputs again = launch();
-        mt_emu::set_schedule(mt_emu::WARPS_UP);
-        for (size_t k = 0; k < first.size(); k++)
-            if (again[k].size() != first[k].size() ||
-                (!first[k].empty() && memcmp(again[k].data(), first[k].data(), first[k].size() * 4))) {
-                printf("# %s: output %zu differs under schedule %d (a race)\n", what, k, (int)order);
-                CHECK(false);
-            }
-    }
-    return first;
+    return emu::run_all_schedules(what, launch, emu::races::every_build);
 }
 
 // ---- embeddings -----------------------------------------------------------------------------
@@ -130,7 +51,7 @@ template <class F> outputs run_all_schedules(const char *what, F launch) {
 // op_parity's check_embeddings: exact. ids include V - 1 and the longest sequence P tokens, so
 // the last row of each table is read (one past it reads a guard NaN).
 void check_embeddings(const std::vector<int> &lengths, int C, int V, int P) {
-    const packing p = pack(lengths);
+    const emu::packing p = emu::pack(lengths);
     const int N = p.N, TV = 2;
     std::vector<int32_t> ids(N), types(N), pos(N);
     for (int b = 0; b < p.B; b++)
@@ -149,7 +70,7 @@ void check_embeddings(const std::vector<int> &lengths, int C, int V, int P) {
         return outputs{out};
     });
     CHECK(same_bits("embeddings", got[0], ref, n));
-    CHECK(guard_intact("embeddings", got[0], n));
+    CHECK(untouched_past("embeddings", got[0], n, OUT_NAN));
 }
 
 // op_parity's check_row_gather: heads fit gathers rows with all-zero position and type tables,
@@ -168,7 +89,7 @@ void check_row_gather(int rows, int m, int D) {
         return outputs{out};
     });
     CHECK(same_bits("row gather", got[0], ref, (size_t)m * D));
-    CHECK(guard_intact("row gather", got[0], (size_t)m * D));
+    CHECK(untouched_past("row gather", got[0], (size_t)m * D, OUT_NAN));
 }
 
 TEST(embeddings_minilm) { check_embeddings({1, 7, 32, 128, 512, 3, 64, 200}, 384, 1000, 512); }
@@ -193,12 +114,12 @@ void check_layernorm(int N, int C) {
         mt_cuda::layernorm_forward(out.data(), m.data(), r.data(), x.data(), w.data(), bias.data(), N, C, 1e-12f);
         return outputs{out, m, r};
     });
-    CHECK(close("layernorm out", got[0], ref, n, 1e-5, 1e-5));
-    CHECK(close("layernorm mean", got[1], rm, N, 1e-6, 1e-6));
-    CHECK(close("layernorm rstd", got[2], rr, N, 1e-6, 1e-5));
-    CHECK(guard_intact("layernorm out", got[0], n));
-    CHECK(guard_intact("layernorm mean", got[1], N));
-    CHECK(guard_intact("layernorm rstd", got[2], N));
+    CHECK(emu::near("layernorm out", got[0], ref, n, 1e-5, 1e-5));
+    CHECK(emu::near("layernorm mean", got[1], rm, N, 1e-6, 1e-6));
+    CHECK(emu::near("layernorm rstd", got[2], rr, N, 1e-6, 1e-5));
+    CHECK(untouched_past("layernorm out", got[0], n, OUT_NAN));
+    CHECK(untouched_past("layernorm mean", got[1], N, OUT_NAN));
+    CHECK(untouched_past("layernorm rstd", got[2], N, OUT_NAN));
 
     const outputs inplace = run_all_schedules("layernorm in place", [&] {
         vec io = x, m = nans(N), r = nans(N);
@@ -207,7 +128,7 @@ void check_layernorm(int N, int C) {
     });
     CHECK(same_bits("layernorm in place", inplace[0], got[0], n));
     CHECK(same_bits("layernorm in place, mean", inplace[1], got[1], N));
-    CHECK(guard_intact("layernorm in place", inplace[0], n, IN_NAN));
+    CHECK(untouched_past("layernorm in place", inplace[0], n, IN_NAN));
 
     const outputs no_stats = run_all_schedules("layernorm, no mean/rstd", [&] {
         vec out = nans(n);
@@ -215,7 +136,7 @@ void check_layernorm(int N, int C) {
         return outputs{out};
     });
     CHECK(same_bits("layernorm, no mean/rstd", no_stats[0], got[0], n));
-    CHECK(guard_intact("layernorm, no mean/rstd", no_stats[0], n));
+    CHECK(untouched_past("layernorm, no mean/rstd", no_stats[0], n, OUT_NAN));
 }
 
 TEST(layernorm_minilm) { check_layernorm(300, 384); }
@@ -249,15 +170,15 @@ void check_unary(const char *name, unary_fn *cpu_fn, unary_fn *emu_fn, int64_t n
         emu_fn(out.data(), x.data(), n);
         return outputs{out};
     });
-    CHECK(close(name, got[0], ref, n, atol, rtol));
-    CHECK(guard_intact(name, got[0], n));
+    CHECK(emu::near(name, got[0], ref, n, atol, rtol));
+    CHECK(untouched_past(name, got[0], n, OUT_NAN));
     const outputs inplace = run_all_schedules(name, [&] {  // each element once: a stride off shows
         vec io = x;
         emu_fn(io.data(), io.data(), n);
         return outputs{io};
     });
     CHECK(same_bits(name, inplace[0], got[0], n));
-    CHECK(guard_intact(name, inplace[0], n, IN_NAN));
+    CHECK(untouched_past(name, inplace[0], n, IN_NAN));
 }
 
 // 1000003: op_parity's n (64 blocks stride 61 times); 16385: one element past the grid's first
@@ -273,7 +194,7 @@ TEST(tanh) {
 
 // op_parity's check_pool: cls and max exact, mean 1e-6 + 1e-6 |ref|.
 void check_pool(const std::vector<int> &lengths, int C, int mode) {
-    const packing p = pack(lengths);
+    const emu::packing p = emu::pack(lengths);
     const size_t nin = (size_t)p.N * C, nout = (size_t)p.B * C;
     const vec x = guarded(rand_around(nin, 0, 1));
     vec ref(nout);
@@ -283,9 +204,9 @@ void check_pool(const std::vector<int> &lengths, int C, int mode) {
         mt_cuda::pool_forward(out.data(), x.data(), p.offsets.data(), p.B, C, mode);
         return outputs{out};
     });
-    if (mode == MT_POOL_MEAN) CHECK(close("pool mean", got[0], ref, nout, 1e-6, 1e-6));
+    if (mode == MT_POOL_MEAN) CHECK(emu::near("pool mean", got[0], ref, nout, 1e-6, 1e-6));
     else CHECK(same_bits(mode == MT_POOL_CLS ? "pool cls" : "pool max", got[0], ref, nout));
-    CHECK(guard_intact("pool", got[0], nout));
+    CHECK(untouched_past("pool", got[0], nout, OUT_NAN));
 }
 
 const std::vector<int> lengths = {1, 7, 32, 128, 512, 3, 64, 200};  // op_parity's
@@ -307,7 +228,7 @@ TEST(pool) {
 // the next row), and its neighbours are what the CPU gives without it.
 TEST(pool_empty_sequence) {
     const int C = 45;
-    const packing p = pack({3, 0, 5, 0}), q = pack({3, 5});
+    const emu::packing p = emu::pack({3, 0, 5, 0}), q = emu::pack({3, 5});
     const vec x = guarded(rand_around((size_t)p.N * C, 0, 1));
     for (int mode = 0; mode < 3; mode++) {
         vec ref((size_t)q.B * C);
@@ -321,7 +242,7 @@ TEST(pool_empty_sequence) {
         std::copy(ref.begin(), ref.begin() + C, want.begin());
         std::copy(ref.begin() + C, ref.end(), want.begin() + 2 * C);
         CHECK(same_bits("pool, empty", got[0], want, want.size()));
-        CHECK(guard_intact("pool, empty", got[0], want.size()));
+        CHECK(untouched_past("pool, empty", got[0], want.size(), OUT_NAN));
     }
 }
 
@@ -329,7 +250,7 @@ TEST(pool_empty_sequence) {
 
 // op_parity's check_unpack: exact over a NaN-filled output (pad rows must be written as zeros).
 void check_unpack(const std::vector<int> &lengths, int C, int extra) {
-    const packing p = pack(lengths);
+    const emu::packing p = emu::pack(lengths);
     const int T = p.maxL + extra;
     const size_t nin = (size_t)p.N * C, nout = (size_t)p.B * T * C;
     // at least one float each: the CPU's memcpy of 0 bytes (B > 0, T = 0) still wants pointers
@@ -342,7 +263,7 @@ void check_unpack(const std::vector<int> &lengths, int C, int extra) {
         return outputs{out};
     });
     CHECK(same_bits("unpack", got[0], ref, nout));
-    CHECK(guard_intact("unpack", got[0], nout));
+    CHECK(untouched_past("unpack", got[0], nout, OUT_NAN));
 }
 
 TEST(unpack) {
@@ -373,7 +294,7 @@ void check_bias_residual(int N, int OC, int variant) {
         return outputs{out};
     });
     CHECK(same_bits("bias_residual", got[0], ref, n));
-    CHECK(guard_intact("bias_residual", got[0], n));
+    CHECK(untouched_past("bias_residual", got[0], n, OUT_NAN));
 }
 
 TEST(bias_residual) {
@@ -399,7 +320,7 @@ void check_scale_matrix(int M, int N, int ldc, float beta) {
         return outputs{out};
     });
     CHECK(same_bits("scale_matrix", got[0], ref, n));  // the padding included
-    CHECK(guard_intact("scale_matrix", got[0], n, IN_NAN));
+    CHECK(untouched_past("scale_matrix", got[0], n, IN_NAN));
 }
 
 TEST(scale_matrix) {

@@ -19,53 +19,24 @@ extern "C" {
 #include "check.h"
 #include "rand.h"
 
+#include "parity.h"
+
 namespace {
 
 const mt_backend *cpu = mt_backend_cpu();
 
+using emu::GUARD;
+using emu::same_bits;
+using emu::untouched_past;
+
 // What follows an array: read-only inputs get NaNs (a read past the end poisons a result),
 // written arrays get CANARY (a write past the end changes it, even a NaN computed from NaNs).
-// Under ASan no guard: exact sizes, and AddressSanitizer sees any access past them.
-#ifdef __SANITIZE_ADDRESS__
-constexpr size_t GUARD = 0;
-#else
-constexpr size_t GUARD = 1024;
-#endif
 const float CANARY = -7.25f;
 
 // n values center + scale * frand(), then GUARD copies of `after`
 std::vector<float> rand_then(size_t n, float center, float scale, float after) {
-    std::vector<float> v(n + GUARD, after);
-    for (size_t i = 0; i < n; i++) v[i] = center + scale * frand();
-    return v;
+    return emu::guarded(emu::rand_around(n, center, scale), after);
 }
-
-// got[0, n) holds ref's bits; the first miss and the count as "#" lines
-template <class T> bool same_bits(const char *what, const T *got, const T *ref, size_t n) {
-    size_t bad = 0, first = 0;
-    for (size_t i = 0; i < n; i++)
-        if (memcmp(&got[i], &ref[i], sizeof(T)) && !bad++) first = i;
-    if (bad) printf("# %s: %zu of %zu differ; [%zu] got %.17g want %.17g\n", what, bad, n, first, (double)got[first], (double)ref[first]);
-    return bad == 0;
-}
-// x[n, n + GUARD) still CANARY: nothing written past the output
-template <class T> bool untouched_after(const char *what, const std::vector<T> &x, size_t n) {
-    for (size_t i = n; i < x.size(); i++)
-        if (x[i] != (T)CANARY) {
-            printf("# %s: written past its end at [%zu] (%zu past)\n", what, i, i - n);
-            return false;
-        }
-    return true;
-}
-
-// The race check runs each op again under these schedules; its bits must not move. The plain
-// build's only: the sanitizer build is there for the bounds of every access, which schedules do
-// not move.
-#ifdef __SANITIZE_ADDRESS__
-const std::vector<mt_emu::schedule> other_schedules = {};
-#else
-const std::vector<mt_emu::schedule> other_schedules = {mt_emu::WARPS_DOWN, mt_emu::LOCKSTEP_DOWN};
-#endif
 
 // ---- AdamW -------------------------------------------------------------------------------------
 
@@ -121,17 +92,18 @@ struct adamw_state {
     std::vector<float> p, m, v;  // [n] then GUARD canaries
 };
 
-// `steps` updates of the layout's slices on the emulator under `order`, from `start`
-adamw_state run_adamw(layout l, const adamw_state &start, const std::vector<float> &g, int steps,
-                      mt_emu::schedule order = mt_emu::WARPS_UP) {
-    adamw_state s = start;
-    mt_emu::set_schedule(order);
-    for (int step = 1; step <= steps; step++) {
-        l.set_step(step);
-        mt_cuda::adamw_update_multi(s.p.data(), g.data(), s.m.data(), s.v.data(), l.list.data(), (int)l.list.size());
-    }
-    mt_emu::set_schedule(mt_emu::WARPS_UP);
-    return s;
+// `steps` updates of the layout's slices on the emulator from `start` under each schedule
+// (`when`): p, m, v of the default schedule
+emu::outputs run_adamw(layout l, const adamw_state &start, const std::vector<float> &g, int steps, emu::races when) {
+    return emu::run_all_schedules("adamw", [&] {
+        adamw_state s = start;
+        for (int step = 1; step <= steps; step++) {
+            l.set_step(step);
+            mt_cuda::adamw_update_multi(s.p.data(), g.data(), s.m.data(), s.v.data(), l.list.data(),
+                                        (int)l.list.size());
+        }
+        return emu::outputs{s.p, s.m, s.v};
+    }, when);
 }
 
 // op_parity's check_adamw_list: p, g, m, v [total] through `steps` updates on both tables, every
@@ -145,19 +117,13 @@ void check_adamw(const char *what, layout l, size_t total, int steps = 3, bool o
         l.set_step(step);
         cpu->adamw_update_multi(ref.p.data(), g.data(), ref.m.data(), ref.v.data(), l.list.data(), (int)l.list.size());
     }
-    const adamw_state got = run_adamw(l, start, g, steps);
+    const emu::outputs got = run_adamw(l, start, g, steps, once ? emu::races::skip : emu::races::plain_build);
     printf("# adamw %s: %zu slices, %zu elements\n", what, l.list.size(), total);
-    CHECK(same_bits("adamw p", got.p.data(), ref.p.data(), total));
-    CHECK(same_bits("adamw m", got.m.data(), ref.m.data(), total));
-    CHECK(same_bits("adamw v", got.v.data(), ref.v.data(), total));
-    CHECK(untouched_after("adamw p", got.p, total) && untouched_after("adamw m", got.m, total) &&
-          untouched_after("adamw v", got.v, total));
-    for (mt_emu::schedule order : once ? std::vector<mt_emu::schedule>{} : other_schedules) {
-        const adamw_state again = run_adamw(l, start, g, steps, order);
-        CHECK(memcmp(again.p.data(), got.p.data(), got.p.size() * 4) == 0);
-        CHECK(memcmp(again.m.data(), got.m.data(), got.m.size() * 4) == 0);
-        CHECK(memcmp(again.v.data(), got.v.data(), got.v.size() * 4) == 0);
-    }
+    CHECK(same_bits("adamw p", got[0], ref.p, total));
+    CHECK(same_bits("adamw m", got[1], ref.m, total));
+    CHECK(same_bits("adamw v", got[2], ref.v, total));
+    CHECK(untouched_past("adamw p", got[0], total, CANARY) && untouched_past("adamw m", got[1], total, CANARY) &&
+          untouched_past("adamw v", got[2], total, CANARY));
 }
 
 // one big slice: 245 chunks on a 64-block grid (the grid-stride loop strides), a partial last one
@@ -212,28 +178,28 @@ buffers make_buffers(int k, size_t n) {
     return b;
 }
 
-std::vector<double> run_gram(const buffers &b, int k, size_t n, mt_emu::schedule order = mt_emu::WARPS_UP) {
-    std::vector<double> out((size_t)k * k + GUARD, CANARY);
-    mt_emu::set_schedule(order);
-    mt_cuda::gram(out.data(), b.ptr.data(), k, n);
-    mt_emu::set_schedule(mt_emu::WARPS_UP);
-    return out;
+// Each op under every schedule (the race check): its output, CANARY after it, of the default one.
+std::vector<double> run_gram(const buffers &b, int k, size_t n) {
+    return emu::run_all_schedules("gram", [&] {
+        std::vector<double> out((size_t)k * k + GUARD, CANARY);
+        mt_cuda::gram(out.data(), b.ptr.data(), k, n);
+        return std::vector<std::vector<double>>{out};
+    })[0];
 }
-std::vector<float> run_combine(const buffers &b, int k, size_t n, mt_emu::schedule order = mt_emu::WARPS_UP) {
-    std::vector<float> out(n + GUARD, CANARY);
-    std::fill(out.begin(), out.begin() + n, NAN);  // an element never written stays NaN
-    mt_emu::set_schedule(order);
-    mt_cuda::combine(out.data(), b.ptr.data(), b.w.data(), k, n);
-    mt_emu::set_schedule(mt_emu::WARPS_UP);
-    return out;
+std::vector<float> run_combine(const buffers &b, int k, size_t n) {
+    return emu::run_all_schedules("combine", [&] {
+        // an element never written stays NaN
+        std::vector<float> out = emu::guarded(std::vector<float>(n, NAN), CANARY);
+        mt_cuda::combine(out.data(), b.ptr.data(), b.w.data(), k, n);
+        return emu::outputs{out};
+    })[0];
 }
-std::vector<float> run_scale(const std::vector<float> &x0, size_t n, mt_emu::schedule order = mt_emu::WARPS_UP) {
-    std::vector<float> x(x0.begin(), x0.begin() + n);
-    x.resize(n + GUARD, CANARY);
-    mt_emu::set_schedule(order);
-    mt_cuda::scale(x.data(), 0.3f, n);
-    mt_emu::set_schedule(mt_emu::WARPS_UP);
-    return x;
+std::vector<float> run_scale(const std::vector<float> &x0, size_t n) {
+    return emu::run_all_schedules("scale", [&] {
+        std::vector<float> x = emu::guarded(std::vector<float>(x0.begin(), x0.begin() + n), CANARY);
+        mt_cuda::scale(x.data(), 0.3f, n);
+        return emu::outputs{x};
+    })[0];
 }
 
 // gram to 1e-9 of its largest entry (the blocks' partial sums in double, added in block order;
@@ -253,35 +219,23 @@ void check_gram(const buffers &b, int k, size_t n) {
     if (!(worst <= 1e-9 * maxref)) printf("# gram k=%d n=%zu: |got - ref| %.3g > %.3g\n", k, n, worst, 1e-9 * maxref);
     CHECK(worst <= 1e-9 * maxref);
     CHECK(symmetric);
-    CHECK(untouched_after("gram", got, (size_t)k * k));
-    for (mt_emu::schedule order : other_schedules) {
-        const std::vector<double> again = run_gram(b, k, n, order);
-        CHECK(memcmp(again.data(), got.data(), got.size() * 8) == 0);
-    }
+    CHECK(untouched_past("gram", got, (size_t)k * k, CANARY));
 }
 
 void check_combine(const buffers &b, int k, size_t n) {
     std::vector<float> ref(n);
     cpu->combine(ref.data(), b.ptr.data(), b.w.data(), k, n);
     const std::vector<float> got = run_combine(b, k, n);
-    CHECK(same_bits("combine", got.data(), ref.data(), n));
-    CHECK(untouched_after("combine", got, n));
-    for (mt_emu::schedule order : other_schedules) {
-        const std::vector<float> again = run_combine(b, k, n, order);
-        CHECK(memcmp(again.data(), got.data(), got.size() * 4) == 0);
-    }
+    CHECK(same_bits("combine", got, ref, n));
+    CHECK(untouched_past("combine", got, n, CANARY));
 }
 
 void check_scale(const std::vector<float> &x0, size_t n) {
     std::vector<float> ref(x0.begin(), x0.begin() + n);
     cpu->scale(ref.data(), 0.3f, n);
     const std::vector<float> got = run_scale(x0, n);
-    CHECK(same_bits("scale", got.data(), ref.data(), n));
-    CHECK(untouched_after("scale", got, n));
-    for (mt_emu::schedule order : other_schedules) {
-        const std::vector<float> again = run_scale(x0, n, order);
-        CHECK(memcmp(again.data(), got.data(), got.size() * 4) == 0);
-    }
+    CHECK(same_bits("scale", got, ref, n));
+    CHECK(untouched_past("scale", got, n, CANARY));
 }
 
 // op_parity's check_gram_combine: the three ops on k buffers of n floats

@@ -25,96 +25,29 @@ extern "C" {
 #include "check.h"
 #include "rand.h"
 
+#include "parity.h"
+
 namespace {
 
 const mt_backend *cpu = mt_backend_cpu();
 
-#ifdef __SANITIZE_ADDRESS__
-constexpr size_t GUARD = 0;  // exact sizes: AddressSanitizer sees any access outside them
-#else
-constexpr size_t GUARD = 1024;
-#endif
+using emu::buf;
+using emu::pack;
+using emu::rand_around;
 
-// n floats with GUARD NaNs on each side: p() is the buffer a kernel gets; a read outside it
-// reads NaN into the result, a write outside it shows in guards_intact().
-struct buf {
-    std::vector<float> v;
-    size_t n;
-    explicit buf(size_t n_, float scale = 0.0f) : v(n_ + 2 * GUARD, NAN), n(n_) {
-        for (size_t i = 0; i < n; i++) v[GUARD + i] = scale != 0.0f ? scale * frand() : 0.0f;
-    }
-    buf(const std::vector<float> &x) : v(x.size() + 2 * GUARD, NAN), n(x.size()) {
-        std::copy(x.begin(), x.end(), v.begin() + GUARD);
-    }
-    float *p() { return v.data() + GUARD; }
-    const float *p() const { return v.data() + GUARD; }
-    int32_t *ip() { return (int32_t *)p(); }
-    std::vector<float> body() const { return std::vector<float>(p(), p() + n); }
-    bool guards_intact() const {
-        for (size_t i = 0; i < GUARD; i++)
-            if (!std::isnan(v[i]) || !std::isnan(v[GUARD + n + i])) return false;
-        return true;
-    }
-};
-
-std::vector<float> rand_vec(size_t n, float scale = 1.0f) {
-    std::vector<float> v(n);
-    for (float &x : v) x = scale * frand();
-    return v;
-}
-
-// got == ref bit for bit on n floats (or int32s); the first difference and the count as "#".
-bool same_bits(const char *what, const float *got, const float *ref, size_t n) {
-    size_t bad = 0, first = 0;
-    for (size_t i = 0; i < n; i++)
-        if (memcmp(&got[i], &ref[i], 4) && !bad++) first = i;
-    if (bad) {
-        int32_t gi, ri;
-        memcpy(&gi, &got[first], 4), memcpy(&ri, &ref[first], 4);
-        printf("# %s: %zu of %zu differ; [%zu] got %.9g (%#x) want %.9g (%#x)\n", what, bad, n, first, got[first],
-               (unsigned)gi, ref[first], (unsigned)ri);
-    }
-    return bad == 0;
-}
+// got's body holds ref's bits, and is ref's size
 bool same_bits(const char *what, const buf &got, const std::vector<float> &ref) {
-    return same_bits(what, got.p(), ref.data(), std::min(got.n, ref.size())) && got.n == ref.size();
-}
-
-struct packing {
-    int B = 0, N = 0;
-    std::vector<int32_t> offsets;  // exact size: ASan sees a read past offsets[B]
-};
-packing pack(const std::vector<int> &lengths) {
-    packing p;
-    p.B = (int)lengths.size();
-    p.offsets.push_back(0);
-    for (int L : lengths) p.offsets.push_back(p.offsets.back() + L);
-    p.N = p.offsets.back();
-    return p;
+    return emu::same_bits(what, got.p(), ref.data(), std::min(got.n, ref.size())) && got.n == ref.size();
 }
 
 // run() (a launch sequence on fresh copies of the inputs, returning the emulator's outputs) under
-// the default schedule; in the plain build again under the two others, which must give the
-// same bits, guards included. Returns the default run's outputs.
+// every schedule (emu::run_all_schedules); nothing written outside the default run's outputs.
 template <class R> std::vector<buf> schedules(const char *what, R run) {
-    mt_emu::set_schedule(mt_emu::WARPS_UP);
-    std::vector<buf> first = run();
+    std::vector<buf> first = emu::run_all_schedules(what, run);
     for (size_t k = 0; k < first.size(); k++) {
-        if (!first[k].guards_intact()) printf("# %s: output %zu: written outside it\n", what, k);
-        CHECK(first[k].guards_intact());
+        if (!first[k].guards_intact(what)) printf("# %s: output %zu: written outside it\n", what, k);
+        CHECK(first[k].guards_intact(what));
     }
-#ifndef __SANITIZE_ADDRESS__  // the sanitizer build is there for the bounds; schedules do not move those
-    for (mt_emu::schedule order : {mt_emu::WARPS_DOWN, mt_emu::LOCKSTEP_DOWN}) {
-        mt_emu::set_schedule(order);
-        std::vector<buf> again = run();
-        for (size_t k = 0; k < first.size(); k++)
-            if (memcmp(again[k].v.data(), first[k].v.data(), first[k].v.size() * 4)) {
-                printf("# %s: output %zu differs under schedule %d (a race)\n", what, k, (int)order);
-                CHECK(!"same bits under every schedule");
-            }
-    }
-#endif
-    mt_emu::set_schedule(mt_emu::WARPS_UP);
     return first;
 }
 
@@ -123,8 +56,8 @@ const std::vector<int> one = {1};
 
 // ---- pool_backward, copy_2d, add_bias (op_parity's check_sentence_small_ops) --------------------
 
-void check_pool_backward(const packing &p, int C) {
-    const std::vector<float> acc = rand_vec((size_t)p.N * C), g = rand_vec((size_t)p.B * C);
+void check_pool_backward(const emu::packing &p, int C) {
+    const std::vector<float> acc = rand_around((size_t)p.N * C, 0, 1), g = rand_around((size_t)p.B * C, 0, 1);
     for (int mode = 0; mode < 2; mode++) {
         std::vector<float> ref = acc;
         cpu->pool_backward(ref.data(), g.data(), p.offsets.data(), p.B, C, mode);
@@ -140,9 +73,9 @@ void check_pool_backward(const packing &p, int C) {
 }
 
 // columns 3 .. C/2 of [N, C] rows into a [N, C/2 + 5] buffer (its other columns kept)
-void check_copy_2d(const packing &p, int C) {
+void check_copy_2d(const emu::packing &p, int C) {
     const int w = C / 2, ldd = w + 5;
-    const std::vector<float> src = rand_vec((size_t)p.N * C), dst = rand_vec((size_t)p.N * ldd);
+    const std::vector<float> src = rand_around((size_t)p.N * C, 0, 1), dst = rand_around((size_t)p.N * ldd, 0, 1);
     std::vector<float> ref = dst;
     cpu->copy_2d(ref.data(), ldd, src.data() + 3, C, p.N, w - 3);
     char what[96];
@@ -158,8 +91,8 @@ void check_copy_2d(const packing &p, int C) {
 // forward on columns [0, F) of rows of stride ldo, one bias then two; backward of the same
 // columns into db1, then of all ldo columns into db1 and db2 (op_parity's sequence)
 void check_add_bias(int N, int ldo, int F) {
-    const std::vector<float> acc = rand_vec((size_t)N * ldo), b1 = rand_vec(ldo), b2 = rand_vec(ldo),
-                             db1 = rand_vec(ldo), db2 = rand_vec(ldo);
+    const std::vector<float> acc = rand_around((size_t)N * ldo, 0, 1), b1 = rand_around(ldo, 0, 1),
+                             b2 = rand_around(ldo, 0, 1), db1 = rand_around(ldo, 0, 1), db2 = rand_around(ldo, 0, 1);
     std::vector<float> ref = acc, rdb1 = db1, rdb2 = db2;
     cpu->add_bias_forward(ref.data(), ldo, b1.data(), NULL, N, F);
     cpu->add_bias_forward(ref.data(), ldo, b1.data(), b2.data(), N, F);
@@ -180,7 +113,7 @@ void check_add_bias(int N, int ldo, int F) {
     CHECK(same_bits(what, got[2], rdb2));
 }
 
-void check_small_ops(const packing &p, int C) {
+void check_small_ops(const emu::packing &p, int C) {
     check_pool_backward(p, C);
     check_copy_2d(p, C);
     check_add_bias(p.N, C, C / 2);
@@ -208,9 +141,9 @@ TEST(small_ops_edges) {
 
 // ---- im2col / col2im (op_parity's check_im2col) --------------------------------------------------
 
-void check_im2col(const packing &p, int C, int w) {
+void check_im2col(const emu::packing &p, int C, int w) {
     const size_t nx = (size_t)p.N * C, ncol = nx * w;
-    const std::vector<float> x = rand_vec(nx), dcol = rand_vec(ncol), acc = rand_vec(nx);
+    const std::vector<float> x = rand_around(nx, 0, 1), dcol = rand_around(ncol, 0, 1), acc = rand_around(nx, 0, 1);
     std::vector<float> ref(ncol), racc = acc;
     cpu->im2col_same(ref.data(), x.data(), p.offsets.data(), p.B, p.N, C, w);
     cpu->col2im_same(racc.data(), dcol.data(), p.offsets.data(), p.B, p.N, C, w);
@@ -243,14 +176,12 @@ TEST(im2col_edges) {
 
 // ---- relu_dropout, max_pool (op_parity's check_relu_dropout_max_pool) ----------------------------
 
-mt_dropout_key key_of(float p, uint32_t site) { return mt_dropout_key{p, 0x0123456789ABCDEFULL, 7, site}; }
-
 // coarse: inputs rounded to multiples of 1/2, so positive maxima tie too (argmax keeps the first)
-void check_relu_dropout_max_pool(const packing &p, int D, float pdrop, bool coarse) {
-    const mt_dropout_key key = key_of(pdrop, mt_dropout_site(2, MT_SENT_DROPOUT_LAYER, 0));
+void check_relu_dropout_max_pool(const emu::packing &p, int D, float pdrop, bool coarse) {
+    const mt_dropout_key key = emu::key_of(pdrop, mt_dropout_site(2, MT_SENT_DROPOUT_LAYER, 0));
     const size_t n = (size_t)p.N * D, nb = (size_t)p.B * D;
-    std::vector<float> x = rand_vec(n);
-    const std::vector<float> dy = rand_vec(n), acc = rand_vec(n), g = rand_vec(nb);
+    std::vector<float> x = rand_around(n, 0, 1);
+    const std::vector<float> dy = rand_around(n, 0, 1), acc = rand_around(n, 0, 1), g = rand_around(nb, 0, 1);
     for (size_t i = 0; coarse && i < n; i++) x[i] = roundf(2.0f * x[i]) / 2.0f;
     std::vector<float> y = x, rdy = dy, pool(nb), racc = acc, arg(nb);
     cpu->relu_dropout_forward(y.data(), p.N, D, &key);
@@ -327,17 +258,17 @@ void lstm_loop(lstm_state &a, const mt_seq_steps &st, const std::vector<std::vec
 }
 
 void check_lstm(const std::vector<int> &lengths, int H, int reverse) {
-    const packing p = pack(lengths);
+    const emu::packing p = pack(lengths);
     const int G = 4 * H;
     mt_seq_steps st;
     mt_seq_steps_alloc(cpu, &st, p.N, p.B);
     mt_seq_steps_set(cpu, &st, p.offsets.data(), p.B);
-    const std::vector<float> gates0 = rand_vec((size_t)p.N * G, 2.0f), dhfinal = rand_vec((size_t)p.B * H);
+    const std::vector<float> gates0 = rand_around((size_t)p.N * G, 0, 2.0f), dhfinal = rand_around((size_t)p.B * H, 0, 1);
     std::vector<std::vector<float>> rg(st.T), rh(st.T);
     for (int s = 0; s < st.T; s++) {
         const int nact = st.start[s + 1] - st.start[s];
-        rg[s] = s ? rand_vec((size_t)nact * G) : std::vector<float>((size_t)nact * G, 0.0f);  // h0 = 0
-        rh[s] = rand_vec((size_t)p.B * H, 0.5f);
+        rg[s] = s ? rand_around((size_t)nact * G, 0, 1) : std::vector<float>((size_t)nact * G, 0.0f);  // h0 = 0
+        rh[s] = rand_around((size_t)p.B * H, 0, 0.5f);
     }
     lstm_state ref(gates0, p.N, p.B, H);
     lstm_loop(ref, st, rg, rh, dhfinal, H, reverse, cpu->lstm_cell_forward, cpu->lstm_cell_backward);
@@ -383,10 +314,10 @@ mt_backend emu_table() {
 }
 
 // out, dinp and the parameter gradients of one forward and backward through `be`.
-std::vector<buf> sentence_model(const mt_backend *be, const mt_sentence_layout &L, const packing &p,
+std::vector<buf> sentence_model(const mt_backend *be, const mt_sentence_layout &L, const emu::packing &p,
                                 const std::vector<float> &params, const std::vector<float> &x,
                                 const std::vector<float> &dx0, const std::vector<float> &R, float pdrop) {
-    const mt_dropout key = key_of(pdrop, mt_dropout_site(0, MT_SENT_DROPOUT_LAYER, 0));
+    const mt_dropout key = emu::key_of(pdrop, mt_dropout_site(0, MT_SENT_DROPOUT_LAYER, 0));
     buf P(params), X(x), out(std::vector<float>((size_t)p.B * L.D, NAN)), dx(dx0), grads(L.n_params), dR(R);
     mt_sentence_weights w, dw;
     mt_sentence_weights_point(&w, &L, P.p()), mt_sentence_weights_point(&dw, &L, grads.p());
@@ -399,15 +330,15 @@ std::vector<buf> sentence_model(const mt_backend *be, const mt_sentence_layout &
 }
 
 void check_sentence_model(const std::vector<int> &lengths, int C, int filters, int H, int over_cnn, float pdrop) {
-    const packing p = pack(lengths);
+    const emu::packing p = pack(lengths);
     mt_sentence_config cfg = mt_sentence_default_config(MT_SENT_SBERT_CNN_BILSTM, C, filters, H);
     cfg.lstm_over_cnn = over_cnn, cfg.cnn_dropout = pdrop;
     mt_sentence_layout L;
     mt_sentence_layout_init(&L, &cfg);
     std::vector<float> params(L.n_params);
     mt_sentence_init_params(&L, params.data(), 11);
-    const std::vector<float> x = rand_vec((size_t)p.N * C), dx0 = rand_vec((size_t)p.N * C, 0.1f),
-                             R = rand_vec((size_t)p.B * L.D);
+    const std::vector<float> x = rand_around((size_t)p.N * C, 0, 1), dx0 = rand_around((size_t)p.N * C, 0, 0.1f),
+                             R = rand_around((size_t)p.B * L.D, 0, 1);
     const std::vector<buf> ref = sentence_model(cpu, L, p, params, x, dx0, R, pdrop);
     const mt_backend emu = emu_table();
     char what[96];
