@@ -40,6 +40,10 @@ inline std::vector<float> rand_around(size_t n, float center, float scale) {
     for (float &x : v) x = center + scale * frand();
     return v;
 }
+// The guard after an output an op adds into (+=) or updates in place: a write past the end
+// changes it, even a NaN computed from a NaN guard (which NaN guards would not show).
+constexpr float CANARY = -7.25f;
+
 // v, then GUARD copies of `guard`: an output that starts from v's values, or an input whose
 // NaN guard a read past it carries into a result
 inline std::vector<float> guarded(std::vector<float> v, float guard = NAN) {

@@ -30,6 +30,7 @@ void gemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const floa
 
 namespace {
 
+using emu::CANARY;
 using emu::guarded;
 using emu::rand_around;
 using std::vector;
@@ -46,7 +47,7 @@ void check_dropout(int64_t n, float p) {
     cpu->dropout_backward(bwd.data(), res.data(), n, &key);
     cpu->dropout_forward(copy.data(), x.data(), res.data(), n, nullptr);
     auto run = [&] {
-        vector<float> y = guarded(n), in_place = guarded(x), b = guarded(acc), c = guarded(n);
+        vector<float> y = guarded(n), in_place = guarded(x, CANARY), b = guarded(acc, CANARY), c = guarded(n);
         mt_cuda::dropout_forward(y.data(), x.data(), nullptr, n, &key);
         mt_cuda::dropout_forward(in_place.data(), in_place.data(), res.data(), n, &key);  // out == inp
         mt_cuda::dropout_backward(b.data(), res.data(), n, &key);
@@ -58,7 +59,7 @@ void check_dropout(int64_t n, float p) {
     CHECK(emu::same_bits("fwd+residual in place", got[1], fwd_res, n));
     CHECK(emu::same_bits("bwd", got[2], bwd, n));
     CHECK(emu::same_bits("fwd+residual, key NULL", got[3], copy, n));
-    for (const vector<float> &o : got) CHECK(emu::untouched_past("dropout", o, n));
+    for (int k = 0; k < 4; k++) CHECK(emu::untouched_past("dropout", got[k], n, k == 1 || k == 2 ? CANARY : NAN));
     if (p > 0) {  // the mask itself, element by element, against lib/rng.h
         const uint32_t thr = mt_dropout_threshold(p);
         int64_t wrong = 0;
@@ -83,7 +84,7 @@ void check_matmul_backward(int N, int IC, int OC, int mask) {
     cpu->matmul_backward(mask & 1 ? ref[0].data() : nullptr, mask & 2 ? ref[1].data() : nullptr,
                          mask & 4 ? ref[2].data() : nullptr, dout.data(), inp.data(), w.data(), N, IC, OC);
     auto run = [&] {
-        emu::outputs o = {guarded(start[0]), guarded(start[1]), guarded(start[2])};
+        emu::outputs o = {guarded(start[0], CANARY), guarded(start[1], CANARY), guarded(start[2], CANARY)};
         mt_cuda::matmul_backward(mask & 1 ? o[0].data() : nullptr, mask & 2 ? o[1].data() : nullptr,
                                  mask & 4 ? o[2].data() : nullptr, dout.data(), inp.data(), w.data(), N, IC, OC);
         return o;
@@ -94,7 +95,7 @@ void check_matmul_backward(int N, int IC, int OC, int mask) {
         const size_t n = start[t].size();
         if (mask >> t & 1) CHECK(emu::near(names[t], got[t], ref[t], n, 1e-5 * emu::max_abs(ref[t], n), 1e-5));
         else CHECK(emu::same_bits(names[t], got[t], start[t], n));
-        CHECK(emu::untouched_past(names[t], got[t], n));
+        CHECK(emu::untouched_past(names[t], got[t], n, CANARY));
     }
 }
 TEST(matmul_backward_bert) { check_matmul_backward(517, 768, 3072, 7); }  // 256-row chunks: 2 and a part
@@ -118,8 +119,8 @@ void check_layernorm_backward(int N, int C) {
     cpu->layernorm_backward(ref[0].data(), ref[1].data(), ref[2].data(), dout.data(), x.data(), w.data(), mean.data(),
                             rstd.data(), N, C);
     auto run = [&] {
-        emu::outputs o = {guarded(start[0]), guarded(start[1]), guarded(start[2]), guarded(start[0]),
-                          guarded(start[1]), guarded(start[2])};
+        emu::outputs o = {guarded(start[0], CANARY), guarded(start[1], CANARY), guarded(start[2], CANARY),
+                          guarded(start[0], CANARY), guarded(start[1], CANARY), guarded(start[2], CANARY)};
         mt_cuda::layernorm_backward(o[0].data(), o[1].data(), o[2].data(), dout.data(), x.data(), w.data(), mean.data(),
                                     rstd.data(), N, C);
         mt_cuda::layernorm_backward(o[3].data(), nullptr, nullptr, dout.data(), x.data(), w.data(), mean.data(),
@@ -136,7 +137,7 @@ void check_layernorm_backward(int N, int C) {
     CHECK(emu::near("dweight", got[1], ref[1], C, 1e-5 * emu::max_abs(ref[1], C), 1e-5));
     CHECK(emu::near("dbias", got[2], ref[2], C, 1e-5 * emu::max_abs(ref[2], C), 1e-5));
     for (int t = 0; t < 3; t++) CHECK(emu::same_bits("alone vs together", got[3 + t], got[t], start[t].size()));
-    for (const vector<float> &o : got) CHECK(emu::untouched_past("layernorm_backward", o, o.size() - emu::GUARD));
+    for (const vector<float> &o : got) CHECK(emu::untouched_past("layernorm_backward", o, o.size() - emu::GUARD, CANARY));
 }
 TEST(layernorm_backward_bert) { check_layernorm_backward(517, 768); }
 TEST(layernorm_backward_minilm) { check_layernorm_backward(300, 384); }
@@ -153,7 +154,7 @@ TEST(gelu_backward_grid_stride) {
     cpu->gelu_forward(y.data(), x.data(), n);
     cpu->gelu_backward(ref.data(), x.data(), nullptr, dout.data(), n);
     auto run = [&] {
-        emu::outputs o = {guarded(start), guarded(start)};
+        emu::outputs o = {guarded(start, CANARY), guarded(start, CANARY)};
         mt_cuda::gelu_backward(o[0].data(), x.data(), nullptr, dout.data(), n);
         mt_cuda::gelu_backward(o[1].data(), x.data(), y.data(), dout.data(), n);  // out given: not read
         return o;
@@ -161,7 +162,7 @@ TEST(gelu_backward_grid_stride) {
     const emu::outputs got = emu::run_all_schedules("gelu_backward", run);
     CHECK(emu::near("out NULL", got[0], ref, n, 1e-6, 1e-6));
     CHECK(emu::same_bits("out given", got[1], got[0], n));
-    for (const vector<float> &o : got) CHECK(emu::untouched_past("gelu_backward", o, n));
+    for (const vector<float> &o : got) CHECK(emu::untouched_past("gelu_backward", o, n, CANARY));
 }
 
 // ---- embeddings_backward: exact (the CPU's float additions in token order) -----------------------
@@ -185,7 +186,7 @@ void check_embeddings_backward(const vector<int> &lengths, int C, int V, bool wi
     cpu->embeddings_backward(ref[0].data(), with_pos ? ref[1].data() : nullptr, ref[2].data(), dout.data(), ids.data(),
                              types.data(), pos.data(), N, C);
     auto run = [&] {
-        emu::outputs o = {guarded(start[0]), guarded(start[1]), guarded(start[2])};
+        emu::outputs o = {guarded(start[0], CANARY), guarded(start[1], CANARY), guarded(start[2], CANARY)};
         mt_cuda::embeddings_backward(o[0].data(), with_pos ? o[1].data() : nullptr, o[2].data(), dout.data(), ids.data(),
                                      types.data(), pos.data(), N, C);
         return o;
@@ -194,7 +195,7 @@ void check_embeddings_backward(const vector<int> &lengths, int C, int V, bool wi
     const char *names[3] = {"dwte", "dwpe", "dwtt"};
     for (int t = 0; t < 3; t++) {
         CHECK(emu::same_bits(names[t], got[t], ref[t], start[t].size()));  // dwpe NULL: ref untouched too
-        CHECK(emu::untouched_past(names[t], got[t], start[t].size()));
+        CHECK(emu::untouched_past(names[t], got[t], start[t].size(), CANARY));
     }
 }
 const vector<int> lengths = {1, 7, 32, 128, 512, 3, 64, 200};  // op_parity's

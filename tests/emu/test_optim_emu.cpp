@@ -30,8 +30,8 @@ using emu::same_bits;
 using emu::untouched_past;
 
 // What follows an array: read-only inputs get NaNs (a read past the end poisons a result),
-// written arrays get CANARY (a write past the end changes it, even a NaN computed from NaNs).
-const float CANARY = -7.25f;
+// written arrays get emu::CANARY.
+using emu::CANARY;
 
 // n values center + scale * frand(), then GUARD copies of `after`
 std::vector<float> rand_then(size_t n, float center, float scale, float after) {
