@@ -4,12 +4,15 @@
 // copies and memsets run only when the host waits, as on a GPU. gemm.cu is stood in for by
 // tests/emu/gemm_standin.cpp (the CPU's fp32 products, queued on the stream). Checks:
 //   - the emulator's stream defers (a reused pinned buffer, an event's position, a launch);
+//   - the precision: fp32 only (the stand-in's products), others die;
 //   - the memory plan: workspaces reserved once from a shape, re-reserving nothing for a shape
 //     it covers, memory_free's accounting, an over-ask (the raw call, and attention_forward on
 //     a batch past the shape) and out-of-memory dying with the names (in a child);
 //   - the upload staging ring of cuda_copy_to_device: ~100 uploads of 1 byte to 3 MiB (> 16 MiB
 //     between syncs, so it wraps), the caller reusing its buffer at once, one upload of exactly
 //     the ring's size and one past it: every byte after a sync;
+//   - the sentence model (sbert-cnn-bilstm, the LSTM over the encoder and over the CNN, dropout
+//     0.1) forward and backward, op_parity's rows at its fp32 tolerance;
 //   - train_check parity's approach: 3 training steps of models/all-MiniLM-L6-v2 (dropout 0.1,
 //     AdamW) on this table and on the CPU table, losses within 1e-5, gradients after step 1 and
 //     parameters after step 3 within 1e-4 globally and 1e-3 per tensor.
@@ -27,6 +30,8 @@ extern "C" {
 #include "adamw.h"
 #include "backend.h"
 #include "bert.h"
+#include "rng.h"
+#include "sentence.h"
 }
 #include "backend_cuda.h"
 #include "check.h"
@@ -169,6 +174,17 @@ TEST(memory_plan) {
     CHECK(died_saying(err, st, "for the attention Q workspace"));
 }
 
+// gemm_standin.cpp computes fp32 only: another precision dies rather than be faked.
+TEST(precision_fp32_only) {
+    CHECK(mt_cuda_set_precision("fp32") == 0 && !strcmp(mt_cuda_precision(), "fp32"));
+    CHECK(mt_cuda_set_precision("fp64") == -1);
+    for (const char *p : {"bf16", "fp16", "tf32"}) {
+        int st;
+        std::string err = in_child([&] { mt_cuda_set_precision(p); }, &st);
+        CHECK(died_saying(err, st, "cuBLAS is not emulated"));
+    }
+}
+
 // ---- the upload staging ring -----------------------------------------------------------------
 
 unsigned char pattern(size_t i, size_t j) { return (unsigned char)((j ^ (j >> 9)) * 31 + i * 101 + 17); }
@@ -210,6 +226,65 @@ TEST(upload_ring) {
     CHECK(bad == 0);
     printf("# %zu uploads, %.1f MiB\n", sizes.size(), total / 1048576.0);
     for (void *p : dev) cuda->free(p);
+}
+
+// ---- the sentence model: op_parity's check_sentence_model through the whole table ----------------
+
+// out, dinp and the parameter gradients of one forward and backward through be (host copies)
+vector<vector<float>> sentence_model(const mt_backend *be, const mt_sentence_layout &L, const vector<int32_t> &offsets,
+                                     const vector<float> &params, const vector<float> &x, const vector<float> &dx0,
+                                     const vector<float> &R, const mt_dropout_key *key) {
+    const int B = (int)offsets.size() - 1, N = offsets[B];
+    vector<vector<float>> host = {params, x, dx0, R, vector<float>((size_t)B * L.D, NAN), vector<float>(L.n_params, 0)};
+    vector<float *> d;  // params, x, dx, dR, out, grads
+    for (const auto &h : host) {
+        d.push_back((float *)be->alloc(h.size() * sizeof(float)));
+        be->copy_to_device(d.back(), h.data(), h.size() * sizeof(float));
+    }
+    mt_sentence_weights w, dw;
+    mt_sentence_weights_point(&w, &L, d[0]), mt_sentence_weights_point(&dw, &L, d[5]);
+    mt_sentence_acts a;
+    mt_sentence_acts_alloc(be, &a, &L, N, B);
+    mt_sentence_forward(be, d[4], &a, &L, &w, d[1], offsets.data(), B, N, key);
+    mt_sentence_backward(be, d[2], &dw, d[3], &a, &L, &w, d[1]);
+    vector<vector<float>> out;
+    for (int k : {4, 2, 5}) {
+        out.push_back(vector<float>(host[k].size()));
+        be->copy_to_host(out.back().data(), d[k], host[k].size() * sizeof(float));
+    }
+    mt_sentence_acts_free(be, &a);
+    for (float *p : d) be->free(p);
+    return out;
+}
+
+// op_parity's fp32 rule: |got - ref| <= 1e-5 max|ref| + 1e-5 |ref|
+bool near_rows(const char *what, const vector<float> &got, const vector<float> &ref) {
+    double m = 0;
+    for (float v : ref) m = std::max(m, (double)fabsf(v));
+    size_t bad = 0;
+    for (size_t i = 0; i < ref.size(); i++) bad += !(fabs((double)got[i] - ref[i]) <= 1e-5 * m + 1e-5 * fabs(ref[i]));
+    if (bad) printf("# %s: %zu of %zu past 1e-5 max|ref| + 1e-5 |ref|\n", what, bad, ref.size());
+    return bad == 0;
+}
+
+TEST(sentence_model) {
+    const vector<int32_t> offsets = {0, 1, 8, 40, 43, 107, 109, 126, 166};  // lengths 1, 7, 32, 3, 64, 2, 17, 40
+    for (int over_cnn = 0; over_cnn < 2; over_cnn++) {
+        mt_sentence_config cfg = mt_sentence_default_config(MT_SENT_SBERT_CNN_BILSTM, 384, 64, 128);
+        cfg.lstm_over_cnn = over_cnn, cfg.cnn_dropout = 0.1f;
+        mt_sentence_layout L;
+        mt_sentence_layout_init(&L, &cfg);
+        vector<float> params(L.n_params), x((size_t)offsets.back() * 384), dx0(x.size()), R((size_t)8 * L.D);
+        mt_sentence_init_params(&L, params.data(), 11);
+        uint64_t r = 7 + over_cnn;
+        for (auto *v : {&x, &dx0, &R})
+            for (float &e : *v) r = r * 6364136223846793005ULL + 1442695040888963407ULL, e = (float)(r >> 40) / (1 << 24) - 0.5f;
+        const mt_dropout_key key = {0.1f, 0x0123456789ABCDEFULL, 7, mt_dropout_site(0, MT_SENT_DROPOUT_LAYER, 0)};
+        const auto ref = sentence_model(cpu, L, offsets, params, x, dx0, R, &key);
+        const auto got = sentence_model(cuda, L, offsets, params, x, dx0, R, &key);
+        const char *names[] = {"out", "dinp", "dparams"};
+        for (int k = 0; k < 3; k++) CHECK(near_rows(names[k], got[k], ref[k]));
+    }
 }
 
 // ---- training: train_check parity's steps, emulated CUDA vs CPU -------------------------------
@@ -339,7 +414,9 @@ int main(void) {
     printf("# %s: %s, %d SMs as the kernels see them\n", cuda->name, desc, mt_cuda::num_sms);
     RUN(stream_defers);
     RUN(memory_plan);
+    RUN(precision_fp32_only);
     RUN(upload_ring);
+    RUN(sentence_model);
     RUN(training_parity);
     return check_summary();
 }
