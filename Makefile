@@ -153,6 +153,22 @@ $(BUILD)/tests/test_%_emu: tests/emu/test_%_emu.cpp tests/emu/cuda_emu.h tests/e
 	@mkdir -p $(@D)
 	$(CXX) $(EMU_CXXFLAGS) $< $(BUILD)/libmtbert.a $(LDLIBS) -o $@
 
+# The whole CUDA backend on the emulator (tests/emu/test_backend_emu): every kernel file but gemm.cu,
+# one object each (their internal names stay apart), and tests/emu/gemm_standin.cpp for gemm.cu.
+EMU_BACKEND_OBJ := $(addprefix $(BUILD)/emu/,$(addsuffix .emu.o,ops attention flash backward sentence optim backend_cuda) gemm_standin.o)
+EMU_DEPS := tests/emu/cuda_emu.h $(wildcard tests/emu/include/cub/*/*.cuh) $(wildcard kernels/*.cuh lib/*.h)
+
+$(BUILD)/emu/%.emu.o: $(BUILD)/emu/%.emu.cpp $(EMU_DEPS)
+	$(CXX) $(EMU_CXXFLAGS) -include tests/emu/cuda_emu.h -c $< -o $@
+
+$(BUILD)/emu/gemm_standin.o: tests/emu/gemm_standin.cpp $(EMU_DEPS)
+	@mkdir -p $(@D)
+	$(CXX) $(EMU_CXXFLAGS) -include tests/emu/cuda_emu.h -c $< -o $@
+
+$(BUILD)/tests/test_backend_emu: tests/emu/test_backend_emu.cpp $(EMU_BACKEND_OBJ) tests/unit/check.h $(BUILD)/libmtbert.a
+	@mkdir -p $(@D)
+	$(CXX) $(EMU_CXXFLAGS) $< $(EMU_BACKEND_OBJ) $(BUILD)/libmtbert.a $(LDLIBS) -o $@
+
 # tests/gpu/check.sh builds these alone (make NO_BLAS=1 BUILD=build-gpu gpu-check-build)
 gpu-check-build: $(if $(GPU_CHECK_BINS),$(GPU_CHECK_BINS),gpu-check-needs-nvcc)
 gpu-check-needs-nvcc:

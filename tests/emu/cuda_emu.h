@@ -22,9 +22,21 @@
 // so a lane that reads another lane's share before __syncwarp reads the old contents under some
 // schedule. Static __shared__ arrays are plain statics: not refilled with NaN between blocks.
 //
+// The runtime, enough for kernels/backend_cuda.cu's whole table (tests/emu/test_backend_emu):
+// cudaMalloc / cudaFree against a pretend capacity (set_capacity; 4 GiB) that cudaMemGetInfo
+// reports, cudaHostAlloc (pinned), events, and a pretend sm_90 device of SMS = 2 multiprocessors
+// (cudaGetDeviceCount, cudaGetDeviceProperties, cudaDeviceGetAttribute, cudaFuncGetAttributes,
+// cudaSetDevice). The one stream runs each launch, copy and memset at its call (the default), or
+// after set_async(true) queues them, arguments by value, and runs them in order only when the
+// host waits (cudaStreamSynchronize, cudaEventSynchronize up to the event, a copy to pageable host
+// memory, cudaMemcpy, cudaFree): a host that reuses a buffer before its copy ran, or reads results
+// before a wait, gets wrong data, as on a GPU ("the stream" below says exactly what waits).
+//
 // Use: compile the kernel source with this header included first, after rewriting its launch
 // syntax (the Makefile's sed: kernel<<<g, b, s, st>>>(args) -> mt_emu::launch(kernel, g, b, s,
-// st)(args); `extern __shared__ ... name[]` -> a pointer from mt_emu::dynamic_smem()).
+// st)(args); `extern __shared__ ... name[]` -> a pointer from mt_emu::dynamic_smem()). Several
+// kernel files may be compiled apart (g++ -include cuda_emu.h, one object each) and linked into
+// one program: everything here is inline, and the fiber switch a weak symbol.
 #pragma once
 #include <cublasLt.h>
 #include <cublas_v2.h>
@@ -40,6 +52,7 @@
 #include <string.h>
 
 #include <algorithm>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -65,11 +78,13 @@ namespace mt_emu {
 
 // ---- fibers --------------------------------------------------------------------------------
 // A context switch saves the callee-saved registers and the stack pointer (x86-64 System V).
+// A weak symbol: every translation unit that includes this header defines it, and the linker
+// keeps one (a library of several kernel files, tests/emu/test_backend_emu).
 extern "C" void mt_emu_switch(void **save_sp, void *load_sp);
 #if defined(__x86_64__)
 asm(R"(
     .text
-    .globl mt_emu_switch
+    .weak mt_emu_switch
     .type mt_emu_switch, @function
 mt_emu_switch:
     pushq %rbp
@@ -304,15 +319,65 @@ inline void run_grid(const void *kernel, dim3 g, dim3 bd, size_t smem, const std
     }
 }
 
+// ---- the stream: immediate, or queued (set_async) ---------------------------------------------
+// One stream (every stream argument names it). Off, the default: a launch, copy or memset runs
+// at its call, to its end. On: each is queued, its arguments captured by value at the call, and
+// the queue runs in order only when the host waits: cudaStreamSynchronize, cudaEventSynchronize
+// (up to that event's record), cudaMemcpy, an async copy to pageable host memory (CUDA returns
+// once it is done), cudaFree and cudaFreeHost (they synchronise the device). So a host that
+// reuses a buffer a queued copy still reads, or reads results before it waits, gets wrong data,
+// as on a GPU. An async copy from pageable host memory takes its bytes at the call (CUDA stages
+// them before it returns) but, unlike CUDA, does not wait for the queue first.
+struct stream_state {
+    bool async = false;
+    std::deque<std::function<void()>> queue;
+    uint64_t enqueued = 0, done = 0;  // operations so far; an event records `enqueued`
+    uint64_t event_waits = 0;         // cudaEventSynchronize calls (a test's count of the host's waits)
+};
+inline stream_state &stream_q() {
+    static stream_state s;
+    return s;
+}
+// Runs queued operations until the first n have run.
+inline void run_until(uint64_t n) {
+    stream_state &q = stream_q();
+    while (q.done < n) {
+        std::function<void()> op = std::move(q.queue.front());
+        q.queue.pop_front();
+        op();
+        q.done++;
+    }
+}
+inline void drain() { run_until(stream_q().enqueued); }
+inline void enqueue(std::function<void()> op) {
+    stream_state &q = stream_q();
+    q.enqueued++;
+    if (q.async) return q.queue.push_back(std::move(op));
+    op();
+    q.done++;
+}
+inline void set_async(bool on) {
+    drain();
+    stream_q().async = on;
+}
+inline size_t queued() { return stream_q().queue.size(); }
+
 template <class... P> struct launcher {
     void (*kernel)(P...);
     dim3 grid, block_dim;
     size_t smem;
+    // The arguments are captured by value now (as cudaLaunchKernel copies them); the grid runs
+    // on the stream (at once, or at the host's next wait under set_async).
     template <class... A> void operator()(A &&...args) const {
         std::tuple<std::decay_t<P>...> params(std::forward<A>(args)...);
+        check_launch((const void *)kernel, grid, block_dim, smem);  // a bad configuration fails at the launch
         auto k = kernel;
-        std::function<void()> body = [&params, k] { std::apply(k, params); };
-        run_grid((const void *)kernel, grid, block_dim, smem, body);
+        const dim3 g = grid, bd = block_dim;
+        const size_t sm = smem;
+        enqueue([params, k, g, bd, sm]() mutable {
+            std::function<void()> body = [&params, k] { std::apply(k, params); };
+            run_grid((const void *)k, g, bd, sm, body);
+        });
     }
 };
 template <class... P>
@@ -333,26 +398,186 @@ template <class K> cudaError_t func_set_attribute(K *kernel, cudaFuncAttribute a
     return cudaSuccess;
 }
 inline cudaError_t get_last_error() { return cudaSuccess; }
-// Device memory is host memory here, and the stream runs each launch to its end.
-inline cudaError_t memcpy_async(void *dst, const void *src, size_t bytes, cudaMemcpyKind, cudaStream_t = nullptr) {
+
+// ---- memory and the device -------------------------------------------------------------------
+// cudaMalloc: 256-byte aligned host memory, filled with NaN bytes (the GPU's is not cleared),
+// counted against a pretend capacity (set_capacity; 4 GiB) that cudaMemGetInfo reports, so an
+// out-of-memory path runs; under ASan the rounding past the bytes asked is poisoned.
+// cudaHostAlloc: page-aligned host memory, remembered as pinned (the copies below treat it so).
+// Memory not from cudaMalloc (the one-file tests' vectors) is device memory too.
+// The device is a pretend sm_90 with SMS multiprocessors: few, so grid_for's cap (32 blocks
+// per SM) is small and grid-stride loops stride.
+constexpr int SMS = 2;
+struct memory_state {
+    size_t capacity = (size_t)4 << 30, used = 0;  // bytes: the pretend device's, and cudaMalloc's
+    uint64_t mallocs = 0;                         // cudaMalloc calls that allocated
+    std::map<const void *, size_t> device, pinned;  // allocation -> bytes asked
+};
+inline memory_state &mem() {
+    static memory_state m;
+    return m;
+}
+inline void set_capacity(size_t bytes) { mem().capacity = bytes; }
+inline bool is_pinned(const void *p, size_t bytes) {
+    const auto &m = mem().pinned;
+    auto it = m.upper_bound(p);
+    if (it == m.begin()) return false;
+    --it;
+    const char *a = (const char *)it->first, *q = (const char *)p;
+    return q >= a && q + bytes <= a + it->second;
+}
+
+template <class T> cudaError_t device_malloc(T **p, size_t bytes) {
+    memory_state &m = mem();
+    *p = nullptr;
+    if (!bytes) return cudaSuccess;
+    if (m.used > m.capacity || bytes > m.capacity - m.used) return cudaErrorMemoryAllocation;
+    const size_t rounded = (bytes + 255) / 256 * 256;
+    unsigned char *q = (unsigned char *)aligned_alloc(256, rounded);
+    if (!q) fail("cudaMalloc: the host has no %zu bytes", rounded);
+    memset(q, 0xff, rounded);  // NaN as float, bf16 and fp16
+#ifdef __SANITIZE_ADDRESS__
+    ASAN_POISON_MEMORY_REGION(q + bytes, rounded - bytes);
+#endif
+    m.device[q] = bytes, m.used += bytes, m.mallocs++;
+    *p = (T *)q;
+    return cudaSuccess;
+}
+inline cudaError_t device_free(void *p) {
+    drain();
+    if (!p) return cudaSuccess;
+    memory_state &m = mem();
+    auto it = m.device.find(p);
+    if (it == m.device.end()) return cudaErrorInvalidValue;
+#ifdef __SANITIZE_ADDRESS__
+    ASAN_UNPOISON_MEMORY_REGION(p, (it->second + 255) / 256 * 256);
+#endif
+    m.used -= it->second;
+    m.device.erase(it);
+    free(p);
+    return cudaSuccess;
+}
+inline cudaError_t mem_get_info(size_t *free_bytes, size_t *total) {
+    const memory_state &m = mem();
+    *free_bytes = m.capacity > m.used ? m.capacity - m.used : 0, *total = m.capacity;
+    return cudaSuccess;
+}
+template <class T> cudaError_t host_alloc(T **p, size_t bytes, unsigned = 0) {
+    const size_t rounded = (std::max(bytes, (size_t)1) + 4095) / 4096 * 4096;
+    *p = (T *)aligned_alloc(4096, rounded);
+    if (!*p) return cudaErrorMemoryAllocation;
+    mem().pinned[(const void *)*p] = bytes;
+    return cudaSuccess;
+}
+inline cudaError_t free_host(void *p) {
+    drain();
+    if (p && !mem().pinned.erase(p)) return cudaErrorInvalidValue;
+    free(p);
+    return cudaSuccess;
+}
+
+inline cudaError_t get_device_count(int *n) {
+    *n = 1;
+    return cudaSuccess;
+}
+inline cudaError_t set_device(int d) { return d == 0 ? cudaSuccess : cudaErrorInvalidDevice; }
+inline cudaError_t get_device_properties(cudaDeviceProp *p, int d) {
+    if (d != 0) return cudaErrorInvalidDevice;
+    memset(p, 0, sizeof *p);
+    snprintf(p->name, sizeof p->name, "cuda_emu (a pretend sm_90 on the CPU)");
+    p->major = 9, p->minor = 0, p->multiProcessorCount = SMS, p->warpSize = WARP;
+    p->totalGlobalMem = mem().capacity, p->maxThreadsPerBlock = 1024;
+    p->sharedMemPerBlock = 48 * 1024, p->sharedMemPerBlockOptin = 227 * 1024;
+    return cudaSuccess;
+}
+inline cudaError_t device_get_attribute(int *v, cudaDeviceAttr attr, int d) {
+    if (d != 0) return cudaErrorInvalidDevice;
+    switch (attr) {
+    case cudaDevAttrMultiProcessorCount: *v = SMS; break;
+    case cudaDevAttrComputeCapabilityMajor: *v = 9; break;
+    case cudaDevAttrComputeCapabilityMinor: *v = 0; break;
+    case cudaDevAttrMaxSharedMemoryPerBlockOptin: *v = 227 * 1024; break;
+    default: fail("cudaDeviceGetAttribute: attribute %d is not emulated", (int)attr);
+    }
+    return cudaSuccess;
+}
+// Every kernel of this build "loads": sm_90 code on the pretend sm_90.
+template <class K> cudaError_t func_get_attributes(cudaFuncAttributes *a, K *) {
+    memset(a, 0, sizeof *a);
+    a->maxThreadsPerBlock = 1024, a->ptxVersion = 90, a->binaryVersion = 90;
+    a->maxDynamicSharedSizeBytes = 48 * 1024;
+    return cudaSuccess;
+}
+
+// ---- events: a position in the stream's queue --------------------------------------------------
+struct event {
+    uint64_t at = 0;  // the operations enqueued before its record
+};
+inline cudaError_t event_create(cudaEvent_t *e, unsigned = 0) {
+    *e = reinterpret_cast<cudaEvent_t>(new event);
+    return cudaSuccess;
+}
+inline cudaError_t event_record(cudaEvent_t e, cudaStream_t = nullptr) {
+    reinterpret_cast<event *>(e)->at = stream_q().enqueued;
+    return cudaSuccess;
+}
+inline cudaError_t event_synchronize(cudaEvent_t e) {
+    stream_q().event_waits++;
+    run_until(reinterpret_cast<event *>(e)->at);
+    return cudaSuccess;
+}
+inline cudaError_t event_destroy(cudaEvent_t e) {
+    delete reinterpret_cast<event *>(e);
+    return cudaSuccess;
+}
+
+// ---- copies and memsets, on the stream ---------------------------------------------------------
+inline cudaError_t memcpy_async(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind, cudaStream_t = nullptr) {
+    if (!bytes) return cudaSuccess;
+    if (!stream_q().async) memmove(dst, src, bytes);
+    else if (kind == cudaMemcpyHostToDevice && !is_pinned(src, bytes)) {  // staged at the call
+        auto staged = std::make_shared<std::vector<unsigned char>>((const unsigned char *)src,
+                                                                   (const unsigned char *)src + bytes);
+        enqueue([dst, staged] { memcpy(dst, staged->data(), staged->size()); });
+    } else if (kind == cudaMemcpyDeviceToHost && !is_pinned(dst, bytes)) {  // returns when done
+        drain();
+        memmove(dst, src, bytes);
+    } else {
+        enqueue([dst, src, bytes] { memmove(dst, src, bytes); });
+    }
+    return cudaSuccess;
+}
+inline cudaError_t memcpy_sync(void *dst, const void *src, size_t bytes, cudaMemcpyKind) {
+    drain();
     memmove(dst, src, bytes);
     return cudaSuccess;
 }
-inline cudaError_t memcpy_sync(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind) {
-    return memcpy_async(dst, src, bytes, kind);
-}
+// Device to device (sentence.cu's copy_2d): the source is read when the copy runs.
 inline cudaError_t memcpy_2d_async(void *dst, size_t dpitch, const void *src, size_t spitch, size_t width,
                                    size_t height, cudaMemcpyKind, cudaStream_t = nullptr) {
     if (width > dpitch || width > spitch) return cudaErrorInvalidPitchValue;
-    for (size_t r = 0; r < height; r++) memmove((char *)dst + r * dpitch, (const char *)src + r * spitch, width);
+    enqueue([=] {
+        for (size_t r = 0; r < height; r++) memmove((char *)dst + r * dpitch, (const char *)src + r * spitch, width);
+    });
     return cudaSuccess;
 }
 inline cudaError_t memset_async(void *dst, int value, size_t bytes, cudaStream_t = nullptr) {
-    memset(dst, value, bytes);
+    enqueue([=] { memset(dst, value, bytes); });
     return cudaSuccess;
 }
-inline cudaError_t stream_synchronize(cudaStream_t) { return cudaSuccess; }
-inline const char *error_string(cudaError_t e) { return e == cudaSuccess ? "no error" : "error (emulated)"; }
+inline cudaError_t stream_synchronize(cudaStream_t) {
+    drain();
+    return cudaSuccess;
+}
+inline const char *error_string(cudaError_t e) {
+    switch (e) {
+    case cudaSuccess: return "no error";
+    case cudaErrorMemoryAllocation: return "out of memory (emulated)";
+    case cudaErrorInvalidValue: return "invalid argument (emulated)";
+    case cudaErrorInvalidDevice: return "invalid device ordinal (emulated)";
+    default: return "error (emulated)";
+    }
+}
 
 // ---- the thread's view -----------------------------------------------------------------------
 inline const uint3 &thread_idx() {
@@ -440,6 +665,21 @@ inline float min(float a, float b) { return fminf(a, b); }
 #define cudaMemcpy2DAsync mt_emu::memcpy_2d_async
 #define cudaMemsetAsync mt_emu::memset_async
 #define cudaStreamSynchronize mt_emu::stream_synchronize
+#define cudaMalloc mt_emu::device_malloc
+#define cudaFree mt_emu::device_free
+#define cudaMemGetInfo mt_emu::mem_get_info
+#define cudaHostAlloc mt_emu::host_alloc
+#define cudaFreeHost mt_emu::free_host
+#define cudaGetDeviceCount mt_emu::get_device_count
+#define cudaSetDevice mt_emu::set_device
+#define cudaGetDeviceProperties mt_emu::get_device_properties
+#define cudaDeviceGetAttribute mt_emu::device_get_attribute
+#define cudaFuncGetAttributes mt_emu::func_get_attributes
+#define cudaEventCreate mt_emu::event_create
+#define cudaEventCreateWithFlags mt_emu::event_create
+#define cudaEventRecord mt_emu::event_record
+#define cudaEventSynchronize mt_emu::event_synchronize
+#define cudaEventDestroy mt_emu::event_destroy
 
 // ---- nvcuda::wmma, 16x16x16 ----------------------------------------------------------------
 // a and b fragments hold the whole tile (every lane loads all of it, as every lane's share of
