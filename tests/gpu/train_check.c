@@ -99,21 +99,42 @@ static double rel_diff(const float *a, const float *b, size_t n, double *max_abs
 }
 
 // Global and per-tensor relative differences of got against ref (both [P], host): a small
-// tensor gone wrong cannot hide in the global norm. Prints one line; 1 if past either tolerance.
+// tensor gone wrong cannot hide in the global norm. A tensor whose reference gradient is below
+// 1e-6 of the whole's is rounding noise: the key biases (their exact gradient is 0, a row's
+// softmax ignores a shift; the noise differs between devices, and Adam turns it into full steps
+// of either sign) and the pooler (no gradient here). Those are judged within the global norm
+// only, from the gradients' call on (`noise`, one flag per tensor, filled when find_noise), and
+// anything else that small fails. Prints one line; 1 if past either tolerance.
 static int compare_tensors(const char *what, const mt_bert *m, const float *got, const float *ref, double tol_global,
-                           double tol_tensor) {
-    double mx, r = rel_diff(got, ref, m->num_params, &mx), worst = 0, unused;
+                           double tol_tensor, char *noise, int find_noise) {
+    double mx, r = rel_diff(got, ref, m->num_params, &mx), worst = 0, unused, whole = 0;
     const char *worst_name = "-";
-    int n = mt_bert_tensor_info(m, NULL, 0);
+    int n = mt_bert_tensor_info(m, NULL, 0), bad = 0, skipped = 0;
     struct mt_bert_tensor_info *info = mt_malloc((size_t)n * sizeof *info);
     mt_bert_tensor_info(m, info, n);
+    for (size_t i = 0; i < m->num_params; i++) whole += (double)ref[i] * ref[i];
     for (int i = 0; i < n; i++) {
+        if (find_noise) {
+            double t = 0;
+            for (size_t k = 0; k < info[i].size; k++) t += (double)ref[info[i].offset + k] * ref[info[i].offset + k];
+            noise[i] = sqrt(t) < 1e-6 * sqrt(whole);
+            if (noise[i] && !strstr(info[i].name, "attention.self.key.bias") && !strstr(info[i].name, "pooler.")) {
+                printf("%s: %s has a gradient at rounding level (%.2e of the whole)\n", what, info[i].name,
+                       sqrt(t / whole));
+                bad = 1;
+            }
+        }
+        if (noise[i]) {
+            skipped++;
+            continue;
+        }
         double rt = rel_diff(got + info[i].offset, ref + info[i].offset, info[i].size, &unused);
         if (!(rt <= worst)) worst = rt, worst_name = info[i].name;  // NaN wins
     }
-    int bad = !(r <= tol_global) || !(worst <= tol_tensor);
+    bad |= !(r <= tol_global) || !(worst <= tol_tensor);
     printf("%s: ||cuda - cpu|| / ||cpu|| = %.2e (tolerance %.0e), max |diff| %.2e; worst tensor %s %.2e "
-           "(tolerance %.0e)\n", what, r, tol_global, mx, worst_name, worst, tol_tensor);
+           "(tolerance %.0e; %d rounding-noise tensors in the global norm only)\n",
+           what, r, tol_global, mx, worst_name, worst, tol_tensor, skipped);
     free(info);
     return bad;
 }
@@ -142,6 +163,7 @@ static int parity(const char *dir, int steps) {
     size_t P = a.m->num_params;
     int32_t offsets[9];
     int bad = 0;
+    char *noise = mt_calloc((size_t)mt_bert_tensor_info(a.m, NULL, 0), 1);  // by the gradients' call
     printf("%-6s %16s %16s %10s\n", "step", "loss cpu", "loss cuda", "rel diff");
     for (int s = 0; s < steps; s++) {
         int32_t *ids = make_batch(B, L, 1, offsets, (uint64_t)s + 1);
@@ -151,7 +173,7 @@ static int parity(const char *dir, int steps) {
         bad |= !(rd <= 1e-5);
         if (s == 0) {
             float *ga = to_host(cpu, a.grads, P), *gg = to_host(gpu, g.grads, P);
-            bad |= compare_tensors("gradients after step 1", a.m, gg, ga, 1e-4, 1e-3);
+            bad |= compare_tensors("gradients after step 1", a.m, gg, ga, 1e-4, 1e-3, noise, 1);
             free(ga), free(gg);
         }
         free(ids);
@@ -161,9 +183,9 @@ static int parity(const char *dir, int steps) {
     // elements at rounding level whose sign differs move 2 lr apart (per tensor: 1e-3)
     char what[64];
     snprintf(what, sizeof what, "parameters after %d steps", steps);
-    bad |= compare_tensors(what, a.m, pg, pa, 1e-4, 1e-3);
+    bad |= compare_tensors(what, a.m, pg, pa, 1e-4, 1e-3, noise, 0);
     printf("training parity: %s\n", bad ? "FAIL" : "PASS");
-    free(pa), free(pg);
+    free(pa), free(pg), free(noise);
     return bad;
 }
 
