@@ -145,8 +145,9 @@ $(BUILD)/emu/%.emu.cpp: kernels/%.cu
 	@mkdir -p $(@D)
 	sed -E -e 's/([A-Za-z_][A-Za-z0-9_]*(<[^;]*>)?)<<<([^;]*)>>>\(/mt_emu::launch(\1, \3)(/' \
 	  -e 's/extern __shared__ __align__\(([0-9]+)\) unsigned char ([A-Za-z_][A-Za-z0-9_]*)\[\];/unsigned char *\2 = mt_emu::dynamic_smem(\1);/' \
+	  -e 's/__shared__ ([A-Za-z_][A-Za-z0-9_]*) ([A-Za-z_][A-Za-z0-9_]*)((\[[^]]*\])+);/auto \&\2 = mt_emu::block_shared<\1\3>([] {});/' \
 	  $< > $@.tmp
-	@if grep -n '<<<\|extern __shared__' $@.tmp; then echo "$<: launch or shared-memory syntax the emulator's rewrite does not know (above)" >&2; rm -f $@.tmp; exit 1; fi
+	@if grep -n '<<<\|__shared__' $@.tmp; then echo "$<: launch or shared-memory syntax the emulator's rewrite does not know (above)" >&2; rm -f $@.tmp; exit 1; fi
 	@mv $@.tmp $@
 
 $(BUILD)/tests/test_%_emu: tests/emu/test_%_emu.cpp tests/emu/cuda_emu.h tests/emu/backend_glue.h tests/emu/parity.h $(wildcard tests/emu/include/cub/*/*.cuh) $(BUILD)/emu/%.emu.cpp tests/unit/check.h tests/unit/rand.h $(wildcard kernels/*.cuh lib/*.h) $(BUILD)/libmtbert.a

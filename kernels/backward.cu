@@ -65,7 +65,8 @@ void dropout_backward(float *dinp, const float *dout, int64_t n, const mt_dropou
 template <bool NORM>
 __global__ void colsum_partial_kernel(double *partial, double *partial2, const float *dout, const float *inp,
                                       const float *mean, const float *rstd, int N, int C) {
-    __shared__ double s1[COLSUM_TY][COLSUM_TX], s2[COLSUM_TY][COLSUM_TX];
+    __shared__ double s1[COLSUM_TY][COLSUM_TX];
+    __shared__ double s2[COLSUM_TY][COLSUM_TX];
     const int tx = threadIdx.x, ty = threadIdx.y, c = blockIdx.x * COLSUM_TX + tx, chunk = blockIdx.y;
     const int r0 = chunk * COLSUM_ROWS, r1 = min(r0 + COLSUM_ROWS, N);
     double a1 = 0.0, a2 = 0.0;

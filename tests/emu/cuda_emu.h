@@ -15,12 +15,12 @@
 // What is checked as the hardware would refuse it: block and grid limits, dynamic shared
 // memory past 48 KB without cudaFuncSetAttribute or past sm_90's 227 KB, wmma pointers not
 // 32-byte aligned or ldm not a multiple of 16 bytes, a barrier no thread can pass (deadlock),
-// a full-warp __syncwarp or shuffle after a lane of the warp has exited, __trap. (Threads that
-// exit before a __syncthreads are not waited for, as on the hardware.) Stricter than the
+// a shuffle that reads a lane which has exited or lies past the block, __trap. (Barriers wait
+// for the threads that have not exited, as on the hardware.) Stricter than the
 // hardware: wmma's *_sync calls do not synchronise the warp here (the kernels put __syncwarp
 // where lanes hand data over), and each lane stores only its own eighth of an accumulator tile,
 // so a lane that reads another lane's share before __syncwarp reads the old contents under some
-// schedule. Static __shared__ arrays are plain statics: not refilled with NaN between blocks.
+// schedule.
 //
 // The runtime, enough for kernels/backend_cuda.cu's whole table (tests/emu/test_backend_emu):
 // cudaMalloc / cudaFree against a pretend capacity (set_capacity; 4 GiB) that cudaMemGetInfo
@@ -34,7 +34,9 @@
 //
 // Use: compile the kernel source with this header included first, after rewriting its launch
 // syntax (the Makefile's sed: kernel<<<g, b, s, st>>>(args) -> mt_emu::launch(kernel, g, b, s,
-// st)(args); `extern __shared__ ... name[]` -> a pointer from mt_emu::dynamic_smem()). Several
+// st)(args); `extern __shared__ ... name[]` -> a pointer from mt_emu::dynamic_smem();
+// `__shared__ T name[..];` -> mt_emu::block_shared<T[..]>, storage refilled with NaN bytes for
+// each block as dynamic shared memory is). Several
 // kernel files may be compiled apart (g++ -include cuda_emu.h, one object each) and linked into
 // one program: everything here is inline, and the fiber switch a weak symbol.
 #pragma once
@@ -166,14 +168,6 @@ inline void yield_to_scheduler() {
     mt_emu_switch(&t.sp, r.scheduler_sp);
 }
 
-// __syncwarp() and the shuffles name the whole warp: with a lane gone it is undefined behaviour
-// (a hang or garbage on the hardware), here an error.
-[[noreturn]] inline void exited_lane_fail(int w) {
-    const uint3 b = rt().block_idx;
-    fail("block (%u, %u, %u), warp %d: a full-warp __syncwarp or shuffle with a lane that has exited", b.x, b.y,
-         b.z, w);
-}
-
 [[noreturn]] inline void fiber_entry() {
     runtime &r = rt();
     (*r.body)();
@@ -182,8 +176,7 @@ inline void yield_to_scheduler() {
     t.st = DONE;
     b.live--;
     const int w = r.current / WARP;
-    b.warp_live[w]--;
-    if (b.at_warp[w] > 0) exited_lane_fail(w);
+    b.warp_live[w]--;  // a warp barrier waits for the live lanes only, as the guide says
     mt_emu_switch(&t.sp, r.scheduler_sp);
     abort();  // a finished fiber is never resumed
 }
@@ -383,6 +376,16 @@ template <class... P> struct launcher {
 template <class... P>
 launcher<P...> launch(void (*kernel)(P...), dim3 grid, dim3 block_dim, size_t smem = 0, cudaStream_t = nullptr) {
     return launcher<P...>{kernel, grid, block_dim, smem};
+}
+
+// A static __shared__ array (the sed writes `auto &name = mt_emu::block_shared<T[..]>([] {});`:
+// the lambda's type makes each declaration, in each instantiation, its own storage). One block
+// runs at a time, so one storage serves every block; it is NaN-filled again for each new block.
+template <class T, class Site> T &block_shared(Site) {
+    static T storage;
+    static uint64_t filled_for = UINT64_MAX;
+    if (filled_for != rt().blocks_run) memset(&storage, 0xff, sizeof storage), filled_for = rt().blocks_run;
+    return storage;
 }
 
 inline unsigned char *dynamic_smem(size_t align) {
@@ -592,7 +595,6 @@ inline void barrier(state at) {
     b.threads[r.current].st = at;
     const int w = r.current / WARP;
     if (at == AT_BLOCK) b.at_block++;
-    else if (b.warp_live[w] < std::min(WARP, (int)b.threads.size() - w * WARP)) exited_lane_fail(w);
     else b.at_warp[w]++;
     yield_to_scheduler();
 }
@@ -601,8 +603,16 @@ template <class T> T shfl_xor(T v, int lane_mask) {
     static_assert(sizeof(T) <= 8, "shuffle of at most 8 bytes");
     runtime &r = rt();
     const int me = r.current, partner = (me / WARP) * WARP + ((me % WARP) ^ lane_mask);
+    if (lane_mask < 0 || lane_mask >= WARP) fail("__shfl_xor_sync: lane mask %d", lane_mask);
     memcpy(&r.blk.exchange[me], &v, sizeof v);
-    barrier(AT_WARP);  // every lane has written
+    barrier(AT_WARP);  // every live lane has written
+    // the mask may name exited lanes (and lanes past a partial warp), but what a shuffle reads
+    // from one is undefined: a hang or garbage on the hardware, here an error
+    if (partner >= (int)r.blk.threads.size() || r.blk.threads[partner].st == DONE) {
+        const uint3 b = r.block_idx;
+        fail("block (%u, %u, %u), lane %d: a shuffle reads lane %d, which %s", b.x, b.y, b.z, me % WARP,
+             partner % WARP, partner >= (int)r.blk.threads.size() ? "is past the block" : "has exited");
+    }
     T out;
     memcpy(&out, &r.blk.exchange[partner], sizeof out);
     barrier(AT_WARP);  // every lane has read
@@ -654,9 +664,6 @@ inline long long max(long long a, long long b) { return a > b ? a : b; }
 inline long long min(long long a, long long b) { return a < b ? a : b; }
 inline float max(float a, float b) { return fmaxf(a, b); }
 inline float min(float a, float b) { return fminf(a, b); }
-// __shared__ arrays: one block runs at a time, so a static is the block's shared memory
-#undef __shared__
-#define __shared__ static
 #define cudaFuncSetAttribute mt_emu::func_set_attribute
 #define cudaGetLastError mt_emu::get_last_error
 #define cudaGetErrorString mt_emu::error_string

@@ -110,8 +110,9 @@ inline bool near(const char *what, const std::vector<float> &got, const std::vec
     double worst = 0;
     for (size_t i = 0; i < n; i++) {
         const double d = fabs((double)got[i] - ref[i]);
-        const bool ok = std::isnan(got[i]) || std::isnan(ref[i]) ? std::isnan(got[i]) && std::isnan(ref[i])
-                                                                 : got[i] == ref[i] || d <= atol + rtol * fabs(ref[i]);
+        const bool ok = std::isnan(got[i]) || std::isnan(ref[i])   ? std::isnan(got[i]) && std::isnan(ref[i])
+                        : std::isinf(got[i]) || std::isinf(ref[i]) ? got[i] == ref[i]  // inf <= inf tolerance
+                                                                   : d <= atol + rtol * fabs(ref[i]);
         if (!ok && !bad++) first = i;
         if (!ok) worst = std::max(worst, std::isnan(d) ? INFINITY : d);
     }

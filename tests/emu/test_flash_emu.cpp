@@ -219,11 +219,20 @@ TEST(emu_finds_a_missing_barrier) {
     CHECK(out[1][0] == out[1][1] && !std::isnan(out[1][0]));
 }
 
-// What the hardware would refuse or hang on, the emulator stops with a message (abort): each
-// case in a child process.
+// What the hardware would refuse, hang on or leave undefined, the emulator stops with a message
+// (abort): each case in a child process, its message checked.
 __global__ void exited_lane_kernel(float *x) {
     if (threadIdx.x == 3) return;
-    x[threadIdx.x] = __shfl_xor_sync(0xffffffffu, 1.0f, 1);  // lane 3 is gone: undefined
+    x[threadIdx.x] = __shfl_xor_sync(0xffffffffu, 1.0f, 1);  // lane 2 reads lane 3, which is gone
+}
+__global__ void half_warp_sum_kernel(float *x) {  // correct: exited lanes are named but never read
+    if (threadIdx.x >= 16) return;
+    float v = 1.0f;
+    for (int o = 8; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    x[threadIdx.x] = v;
+}
+__global__ void partial_warp_kernel(float *x) {  // 48 threads: lane 0 of warp 1 reads lane 16, past the block
+    x[threadIdx.x] = __shfl_xor_sync(0xffffffffu, 1.0f, 16);
 }
 __global__ void divergent_barrier_kernel(float *x) {
     if (threadIdx.x % 32 < 16) __syncwarp();  // half of each warp waits here, half at the block's
@@ -231,19 +240,35 @@ __global__ void divergent_barrier_kernel(float *x) {
     x[threadIdx.x] = 1.0f;
 }
 __global__ void big_smem_kernel(float *x) { x[threadIdx.x] = 1.0f; }
-bool child_aborts(void (*body)(float *)) {
-    const int status = emu::in_child([&] {
-        float x[64];
-        body(x);
-    });
-    return WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT;
+// "" when the child exits cleanly, else its message (or "no abort" when it died another way).
+std::string child_message(void (*body)(float *)) {
+    std::string err;
+    const int status = emu::in_child(
+        [&] {
+            float x[64];
+            body(x);
+        },
+        &err);
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return "";
+    return WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT ? err : "no abort";
+}
+bool stopped_saying(void (*body)(float *), const char *what) {
+    const std::string err = child_message(body);
+    if (err.find(what) == std::string::npos) printf("# wanted \"%s\", got \"%s\"\n", what, err.c_str());
+    return err.find(what) != std::string::npos;
 }
 TEST(emu_stops_what_the_hardware_would_not_run) {
-    CHECK(child_aborts([](float *x) { mt_emu::launch(exited_lane_kernel, 1, 32)(x); }));
-    CHECK(child_aborts([](float *x) { mt_emu::launch(divergent_barrier_kernel, 1, 64)(x); }));
-    CHECK(child_aborts([](float *x) { mt_emu::launch(big_smem_kernel, 1, 32, 64 * 1024)(x); }));  // no opt-in
-    CHECK(child_aborts([](float *x) { mt_emu::launch(big_smem_kernel, 1, 2048)(x); }));
-    CHECK(!child_aborts([](float *x) { mt_emu::launch(big_smem_kernel, 1, 64, 1024)(x); }));  // the control
+    CHECK(stopped_saying([](float *x) { mt_emu::launch(exited_lane_kernel, 1, 32)(x); }, "which has exited"));
+    CHECK(stopped_saying([](float *x) { mt_emu::launch(partial_warp_kernel, 1, 48)(x); }, "past the block"));
+    CHECK(stopped_saying([](float *x) { mt_emu::launch(divergent_barrier_kernel, 1, 64)(x); }, "deadlock"));
+    CHECK(stopped_saying([](float *x) { mt_emu::launch(big_smem_kernel, 1, 32, 64 * 1024)(x); }, "past 48 KB"));
+    CHECK(stopped_saying([](float *x) { mt_emu::launch(big_smem_kernel, 1, 2048)(x); }, "threads per block"));
+    // the controls: legal launches run
+    CHECK(child_message([](float *x) { mt_emu::launch(big_smem_kernel, 1, 64, 1024)(x); }).empty());
+    CHECK(child_message([](float *x) {
+              mt_emu::launch(half_warp_sum_kernel, 1, 32)(x);
+              if (x[0] != 16.0f || x[15] != 16.0f) abort();
+          }).empty());
 }
 
 }  // namespace
