@@ -145,7 +145,8 @@ struct runtime {
     const std::function<void()> *body = nullptr;
     uint3 block_idx;
     dim3 grid_dim, block_dim;
-    bool down = false, lockstep = false;  // the schedule (set_schedule)
+    int order = 0;           // the schedule (set_schedule): UP, DOWN or SHUFFLED below
+    bool lockstep = false;
     std::map<const void *, int> max_dynamic_smem;  // cudaFuncSetAttribute's opt-ins
     uint64_t blocks_run = 0, phases = 0;
 };
@@ -155,11 +156,25 @@ inline runtime &rt() {
 }
 
 // The order a launch runs its threads in. WARPS_UP is the default; the others are for a test's
-// second and third runs, whose bits must match the first's.
-enum schedule { WARPS_UP, WARPS_DOWN, LOCKSTEP_UP, LOCKSTEP_DOWN };
+// second and third runs, whose bits must match the first's. SHUFFLED: lanes, warps and blocks in
+// an order that changes every phase (an affine permutation: neither ascending nor descending).
+enum schedule { WARPS_UP, WARPS_DOWN, LOCKSTEP_UP, LOCKSTEP_DOWN, LOCKSTEP_SHUFFLED };
+enum { UP, DOWN, SHUFFLED };
 inline void set_schedule(schedule s) {
-    rt().down = s == WARPS_DOWN || s == LOCKSTEP_DOWN;  // lanes, warps and blocks in descending order
-    rt().lockstep = s == LOCKSTEP_UP || s == LOCKSTEP_DOWN;
+    rt().order = s == WARPS_DOWN || s == LOCKSTEP_DOWN ? DOWN : s == LOCKSTEP_SHUFFLED ? SHUFFLED : UP;
+    rt().lockstep = s == LOCKSTEP_UP || s == LOCKSTEP_DOWN || s == LOCKSTEP_SHUFFLED;
+}
+// The k-th of n in the schedule's order; `turn` picks the shuffle and must stay the same while
+// k runs over 0 .. n-1 (lanes and warps: the phase; blocks: the grid).
+inline long long in_order(long long k, long long n, uint64_t turn) {
+    const runtime &r = rt();
+    if (r.order == UP) return k;
+    if (r.order == DOWN) return n - 1 - k;
+    static const long long primes[] = {5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43};  // 3 * ... * 43 > 2^31
+    long long a = 1;
+    for (int i = 0; i < 12; i++)
+        if (n % (a = primes[(turn + i) % 12]) != 0) break;  // coprime with n: a permutation
+    return (a * k + (long long)(turn * 7919 % (uint64_t)n)) % n;
 }
 
 inline void yield_to_scheduler() {
@@ -235,7 +250,7 @@ inline bool sweep_warp(int w, int nthreads) {
     const int first = w * WARP, last = std::min(nthreads, first + WARP) - 1;
     bool ran = false;
     for (int k = 0; k <= last - first; k++) {
-        const int t = r.down ? last - k : first + k;
+        const int t = first + (int)in_order(k, last - first + 1, r.phases * 2);
         if (r.blk.threads[t].st == RUNNABLE) step(t), ran = true;
     }
     return ran;
@@ -261,7 +276,7 @@ inline void run_block(int nthreads) {
     while (b.live > 0) {
         bool progress = false;
         for (int k = 0; k < warps; k++) {
-            const int w = r.down ? warps - 1 - k : k;
+            const int w = (int)in_order(k, warps, r.phases * 2 + 1);
             if (r.lockstep) progress |= sweep_warp(w, nthreads);
             else
                 while (sweep_warp(w, nthreads) | open_warp(w)) progress = true;
@@ -299,8 +314,9 @@ inline void run_grid(const void *kernel, dim3 g, dim3 bd, size_t smem, const std
     b.exchange.assign(nthreads, 0);
     r.body = &body, r.grid_dim = g, r.block_dim = bd;
     const long long blocks = (long long)g.x * g.y * g.z;
+    const uint64_t grid_turn = r.blocks_run;
     for (long long k = 0; k < blocks; k++) {
-        const long long i = r.down ? blocks - 1 - k : k;
+        const long long i = in_order(k, blocks, grid_turn);
         r.block_idx = make_uint3(i % g.x, i / g.x % g.y, i / ((long long)g.x * g.y));
         b.smem_bytes = smem;
         b.smem = (unsigned char *)aligned_alloc(128, smem ? (smem + 127) / 128 * 128 : 128);

@@ -219,6 +219,28 @@ TEST(emu_finds_a_missing_barrier) {
     CHECK(out[1][0] == out[1][1] && !std::isnan(out[1][0]));
 }
 
+// Every schedule runs every thread of every block exactly once, and the three orders differ.
+__global__ void order_kernel(int *count, int *sequence, int *next) {
+    count[blockIdx.x * blockDim.x + threadIdx.x]++;
+    if (threadIdx.x == 0) sequence[(*next)++] = blockIdx.x;
+}
+TEST(emu_schedules_are_permutations) {
+    const int blocks = 37, threads = 45;
+    std::vector<int> seq[3];
+    const mt_emu::schedule orders[3] = {mt_emu::WARPS_UP, mt_emu::WARPS_DOWN, mt_emu::LOCKSTEP_SHUFFLED};
+    for (int o = 0; o < 3; o++) {
+        std::vector<int> count(blocks * threads, 0);
+        seq[o].assign(blocks, -1);
+        int next = 0;
+        mt_emu::set_schedule(orders[o]);
+        mt_emu::launch(order_kernel, blocks, threads)(count.data(), seq[o].data(), &next);
+        mt_emu::set_schedule(mt_emu::WARPS_UP);
+        CHECK(next == blocks && std::count(count.begin(), count.end(), 1) == blocks * threads);
+    }
+    std::vector<int> reversed(seq[0].rbegin(), seq[0].rend());
+    CHECK(seq[1] == reversed && seq[2] != seq[0] && seq[2] != seq[1]);
+}
+
 // What the hardware would refuse, hang on or leave undefined, the emulator stops with a message
 // (abort): each case in a child process, its message checked.
 __global__ void exited_lane_kernel(float *x) {
@@ -276,6 +298,7 @@ TEST(emu_stops_what_the_hardware_would_not_run) {
 int main(void) {
     RUN(emu_wmma_layouts);
     RUN(emu_finds_a_missing_barrier);
+    RUN(emu_schedules_are_permutations);
     RUN(emu_stops_what_the_hardware_would_not_run);
     RUN(fused_bf16_hs32);
     RUN(fused_bf16_hs32_dropout);

@@ -7,7 +7,7 @@
 // sentence model through the CPU table with these ops swapped in.
 // Every op, every row: the result, "nothing written outside the output" (NaN guards on both sides
 // of every float buffer in the plain build, exact sizes under ASan), and the race check (the
-// same bits under mt_emu::WARPS_DOWN and LOCKSTEP_DOWN as under the default; plain build only).
+// same bits under mt_emu::WARPS_DOWN and LOCKSTEP_SHUFFLED as under the default; plain build only).
 // Tolerances: op_parity says exact for every op here, so bits. The LSTM cell and the model are
 // 1e-5 norm there only because CUDA's expf / tanhf are an ulp or two from libm; on the emulator
 // they are libm's, and the kernels round every other operation as the C does (__fmul_rn /
