@@ -102,6 +102,7 @@ probes:
 	mark "$(HAVE_OPENBLAS)" "OpenBLAS $(if $(HAVE_OPENBLAS),,— using the plain-C GEMM fallback)"; \
 	mark "$(HAVE_OPENMP)" "OpenMP $(if $(HAVE_OPENMP),,— single-threaded)"; \
 	mark "$(if $(NVCC),1,)" "nvcc $(if $(NVCC),$(NVCC) — building kernels/ (sm_90),— CPU backend only)"; \
+	mark "$(if $(EMU_TESTS),1,)" "CUDA headers $(if $(EMU_TESTS),— kernels/ also tested on the CPU emulator (tests/emu),— no emulator tests (tests/emu skipped))"; \
 	if [ "$(HAVE_ZLIB)" != 1 ] || [ "$(HAVE_UTF8PROC)" != 1 ]; then echo "missing required libraries: run 'make deps'" >&2; exit 1; fi
 
 $(BUILD)/%.o: %.c $(wildcard lib/*.h lib/cpu/*.h)
@@ -166,7 +167,7 @@ $(BUILD)/emu/gemm_standin.o: tests/emu/gemm_standin.cpp $(EMU_DEPS)
 	@mkdir -p $(@D)
 	$(CXX) $(EMU_CXXFLAGS) -include tests/emu/cuda_emu.h -c $< -o $@
 
-$(BUILD)/tests/test_backend_emu: tests/emu/test_backend_emu.cpp $(EMU_BACKEND_OBJ) tests/unit/check.h $(BUILD)/libmtbert.a
+$(BUILD)/tests/test_backend_emu: tests/emu/test_backend_emu.cpp $(EMU_BACKEND_OBJ) tests/unit/check.h tests/emu/parity.h tests/gpu/train_parity.h $(BUILD)/libmtbert.a
 	@mkdir -p $(@D)
 	$(CXX) $(EMU_CXXFLAGS) $< $(EMU_BACKEND_OBJ) $(BUILD)/libmtbert.a $(LDLIBS) -o $@
 
@@ -176,7 +177,7 @@ gpu-check-needs-nvcc:
 	@echo "gpu-check-build: nvcc not found (set NVCC=/path/to/nvcc)" >&2; exit 1
 
 # train_check and test_device load the .so as the programs do (from $(BUILD)/gpu: its parent)
-$(BUILD)/gpu/train_check: tests/gpu/train_check.c $(BUILD)/libmtbert.a $(CUDA_SO)
+$(BUILD)/gpu/train_check: tests/gpu/train_check.c tests/gpu/train_parity.h $(BUILD)/libmtbert.a $(CUDA_SO)
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) $< $(CUDA_HOST_LINK) $(BUILD)/libmtbert.a $(LDLIBS) -o $@
 

@@ -8,9 +8,12 @@
 // exits, then the next. A barrier opens once every live thread it waits for has arrived. The
 // order of lanes, warps and blocks, and whether the warps keep in step or one runs ahead to its
 // next __syncthreads, is the schedule (set_schedule): a kernel whose result depends on it has a
-// race (a missing barrier, two blocks adding to one element), which a test finds by running
-// under several schedules and comparing bits. Dynamic shared memory is a fresh allocation of
-// exactly the launch's bytes, filled with NaN bytes: a read before a write shows in the output.
+// race (a missing barrier: a read before another thread's write), which a test finds by running
+// under several schedules and comparing bits. A thread is never interrupted between barriers,
+// so each read-modify-write is atomic here: two writers of one element show only where the
+// order of their additions changes the bits (tests add into random nonzero starts for that),
+// and a lost update cannot happen. Shared memory, dynamic and static, is filled with NaN bytes
+// for each block: a read before a write shows in the output.
 //
 // What is checked as the hardware would refuse it: block and grid limits, dynamic shared
 // memory past 48 KB without cudaFuncSetAttribute or past sm_90's 227 KB, wmma pointers not
