@@ -52,6 +52,7 @@
 #include <math.h>
 #include <stdarg.h>
 #include <stdint.h>
+#include <sys/mman.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -122,7 +123,18 @@ mt_emu_switch:
 #endif
 
 enum state { RUNNABLE, AT_WARP, AT_BLOCK, DONE };
-constexpr size_t STACK_BYTES = 256 * 1024;
+constexpr size_t STACK_BYTES = 256 * 1024, GUARD_PAGE = 4096;
+
+// A fiber's stack: STACK_BYTES above one inaccessible page, so a kernel that overflows it faults
+// at once instead of writing over the heap.
+struct stack_unmap {
+    void operator()(unsigned char *stack) const { munmap(stack - GUARD_PAGE, STACK_BYTES + GUARD_PAGE); }
+};
+inline unsigned char *new_stack() {
+    void *p = mmap(nullptr, STACK_BYTES + GUARD_PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED || mprotect(p, GUARD_PAGE, PROT_NONE) != 0) fail("no memory for a fiber stack");
+    return (unsigned char *)p + GUARD_PAGE;
+}
 constexpr int WARP = 32;
 
 struct thread {
@@ -133,7 +145,7 @@ struct thread {
 
 struct block {
     std::vector<thread> threads;
-    std::vector<std::unique_ptr<unsigned char[]>> stacks;
+    std::vector<std::unique_ptr<unsigned char, stack_unmap>> stacks;
     int live = 0, at_block = 0;
     std::vector<int> warp_live, at_warp;
     std::vector<uint64_t> exchange;  // a shuffle's values, one slot per thread
@@ -312,7 +324,7 @@ inline void run_grid(const void *kernel, dim3 g, dim3 bd, size_t smem, const std
     runtime &r = rt();
     block &b = r.blk;
     const int nthreads = bd.x * bd.y * bd.z;
-    while ((int)b.stacks.size() < nthreads) b.stacks.emplace_back(new unsigned char[STACK_BYTES]);
+    while ((int)b.stacks.size() < nthreads) b.stacks.emplace_back(new_stack());
     b.threads.assign(nthreads, thread());
     b.exchange.assign(nthreads, 0);
     r.body = &body, r.grid_dim = g, r.block_dim = bd;
