@@ -269,6 +269,38 @@ __device__ __forceinline__ void grad_element(float &pk, float &ds, float s, floa
     ds = p * ((keep ? dp.scale : 0.0f) * dpd - D_q) * scale;
 }
 
+// What both backward kernels know of their block: sequence b (L tokens from row `first`), head h,
+// the block's 64 rows from row0 (keys for dK/dV, queries for dQ), the warp's first row wr, the
+// head's columns of qkv (qh, row stride ld) and its log-sum-exps and D (lse, D).
+struct bwd_block {
+    int b, h, first, L, row0, C, wr, lane;
+    int64_t ld, att0;
+    const float *qh, *lse, *D;
+};
+
+// Fills k for this block; false when its rows lie past its sequence (nothing to do).
+template <int HS>
+__device__ bool bwd_block_of(bwd_block &k, const float *qkv, const float *att, const float *delta,
+                             const int32_t *offsets, const int64_t *att_offsets, int NH, int Lmax) {
+    block_of(Lmax, k.b, k.row0);
+    k.h = blockIdx.y, k.first = offsets[k.b], k.L = offsets[k.b + 1] - k.first;
+    if (k.L > Lmax) __trap();  // as the forward
+    if (k.row0 >= k.L) return false;
+    k.C = NH * HS, k.wr = threadIdx.x / 32 * WR, k.lane = threadIdx.x % 32;
+    k.ld = 3 * (int64_t)k.C, k.att0 = att_offsets[k.b];
+    k.qh = qkv + k.h * HS, k.lse = att + k.att0 + (int64_t)k.h * k.L, k.D = delta + ((int64_t)k.b * NH + k.h) * Lmax;
+    return true;
+}
+
+// The warp's rows of S = X U^T and dP' = Y W^T (fp32, sh.S and sh.dP), readable by every lane.
+template <typename T, int HS>
+__device__ void warp_scores(const bwd_smem<T, HS> &sh, int wr) {
+    using SM = layout<HS>;
+    warp_abt<T, HS>(sh.S + wr * SM::LDS, SM::LDS, sh.X + wr * SM::LDH, SM::LDH, sh.U, SM::LDH);
+    warp_abt<T, HS>(sh.dP + wr * SM::LDS, SM::LDS, sh.Y + wr * SM::LDH, SM::LDH, sh.W, SM::LDH);
+    __syncwarp();
+}
+
 // Grid of block_of: the block owns keys k0 .. k0+63 of (b, h) and loops over query
 // tiles; warp rows are keys. dqkv's K and V columns += dK, dV / (1-p).
 template <typename T, int HS>
@@ -279,33 +311,26 @@ flash_backward_dkdv_kernel(float *dqkv, const float *dout, const float *qkv, con
     using SM = layout<HS>;
     extern __shared__ __align__(128) unsigned char smem[];
     bwd_smem<T, HS> sh(smem);
-    int b, k0;
-    block_of(Lmax, b, k0);
-    const int h = blockIdx.y, first = offsets[b], L = offsets[b + 1] - first;
-    if (L > Lmax) __trap();
-    if (k0 >= L) return;
-    const int C = NH * HS, wr = threadIdx.x / 32 * WR, lane = threadIdx.x % 32;
-    const int64_t ld = 3 * (int64_t)C, att0 = att_offsets[b];
-    const float *qh = qkv + h * HS, *lse = att + att0 + (int64_t)h * L, *Db = delta + ((int64_t)b * NH + h) * Lmax;
-    load_tile<T, HS>(sh.X, qh + C, ld, first, k0, L);      // K
-    load_tile<T, HS>(sh.Y, qh + 2 * C, ld, first, k0, L);  // V
+    bwd_block k;
+    if (!bwd_block_of<HS>(k, qkv, att, delta, offsets, att_offsets, NH, Lmax)) return;
+    const int k0 = k.row0, wr = k.wr;
+    load_tile<T, HS>(sh.X, k.qh + k.C, k.ld, k.first, k0, k.L);      // K
+    load_tile<T, HS>(sh.Y, k.qh + 2 * k.C, k.ld, k.first, k0, k.L);  // V
     acc_frag dK[HS / 16], dV[HS / 16];
 #pragma unroll
     for (int n = 0; n < HS / 16; n++) wmma::fill_fragment(dK[n], 0.0f), wmma::fill_fragment(dV[n], 0.0f);
-    for (int q0 = 0; q0 < L; q0 += TILE) {
+    for (int q0 = 0; q0 < k.L; q0 += TILE) {
         __syncthreads();  // the last query tile is spent
-        load_tile<T, HS>(sh.U, qh, ld, first, q0, L);               // Q
-        load_tile<T, HS>(sh.W, dout + h * HS, C, first, q0, L);     // dO
-        load_rows(sh.lse, sh.D, lse, Db, q0, L);
+        load_tile<T, HS>(sh.U, k.qh, k.ld, k.first, q0, k.L);                  // Q
+        load_tile<T, HS>(sh.W, dout + k.h * HS, k.C, k.first, q0, k.L);        // dO
+        load_rows(sh.lse, sh.D, k.lse, k.D, q0, k.L);
         __syncthreads();
-        warp_abt<T, HS>(sh.S + wr * SM::LDS, SM::LDS, sh.X + wr * SM::LDH, SM::LDH, sh.U, SM::LDH);   // S^T = K Q^T
-        warp_abt<T, HS>(sh.dP + wr * SM::LDS, SM::LDS, sh.Y + wr * SM::LDH, SM::LDH, sh.W, SM::LDH);  // dP'^T = V dO^T
-        __syncwarp();
-        for (int e = lane; e < WR * TILE; e += 32) {
+        warp_scores<T, HS>(sh, wr);  // S^T = K Q^T, dP'^T = V dO^T
+        for (int e = k.lane; e < WR * TILE; e += 32) {
             const int r = wr + e / TILE, c = e % TILE;  // key k0 + r, query q0 + c
             float pk, ds;
             grad_element(pk, ds, sh.S[r * SM::LDS + c], sh.dP[r * SM::LDS + c], sh.lse[c], sh.D[c], q0 + c, k0 + r,
-                         L, h, att0, scale, dp);
+                         k.L, k.h, k.att0, scale, dp);
             round_to(sh.P + r * SM::LDP + c, pk);
             round_to(sh.dS + r * SM::LDP + c, ds);
         }
@@ -313,10 +338,10 @@ flash_backward_dkdv_kernel(float *dqkv, const float *dout, const float *qkv, con
         warp_ab<T, HS>(dV, sh.P + wr * SM::LDP, SM::LDP, sh.W, SM::LDH);   // dV += P'^T dO
         warp_ab<T, HS>(dK, sh.dS + wr * SM::LDP, SM::LDP, sh.U, SM::LDH);  // dK += dS^T Q
     }
-    const int rows = L - k0 - wr;  // the warp's real keys (may be <= 0)
-    float *dk = dqkv + (first + k0 + wr) * ld + C + h * HS, *scratch = sh.S + wr * SM::LDS;
-    warp_add_out<HS>(dk, ld, rows, 1.0f, dK, scratch);
-    warp_add_out<HS>(dk + C, ld, rows, dp.scale, dV, scratch);
+    const int rows = k.L - k0 - wr;  // the warp's real keys (may be <= 0)
+    float *dk = dqkv + (k.first + k0 + wr) * k.ld + k.C + k.h * HS, *scratch = sh.S + wr * SM::LDS;
+    warp_add_out<HS>(dk, k.ld, rows, 1.0f, dK, scratch);
+    warp_add_out<HS>(dk + k.C, k.ld, rows, dp.scale, dV, scratch);
 }
 
 // Grid of block_of: the block owns queries q0 .. q0+63 of (b, h) and loops over key
@@ -329,40 +354,33 @@ flash_backward_dq_kernel(float *dqkv, const float *dout, const float *qkv, const
     using SM = layout<HS>;
     extern __shared__ __align__(128) unsigned char smem[];
     bwd_smem<T, HS> sh(smem);
-    int b, q0;
-    block_of(Lmax, b, q0);
-    const int h = blockIdx.y, first = offsets[b], L = offsets[b + 1] - first;
-    if (L > Lmax) __trap();
-    if (q0 >= L) return;
-    const int C = NH * HS, wr = threadIdx.x / 32 * WR, lane = threadIdx.x % 32;
-    const int64_t ld = 3 * (int64_t)C, att0 = att_offsets[b];
-    const float *qh = qkv + h * HS, *lse = att + att0 + (int64_t)h * L, *Db = delta + ((int64_t)b * NH + h) * Lmax;
-    load_tile<T, HS>(sh.X, qh, ld, first, q0, L);            // Q
-    load_tile<T, HS>(sh.Y, dout + h * HS, C, first, q0, L);  // dO
-    load_rows(sh.lse, sh.D, lse, Db, q0, L);
+    bwd_block k;
+    if (!bwd_block_of<HS>(k, qkv, att, delta, offsets, att_offsets, NH, Lmax)) return;
+    const int q0 = k.row0, wr = k.wr;
+    load_tile<T, HS>(sh.X, k.qh, k.ld, k.first, q0, k.L);            // Q
+    load_tile<T, HS>(sh.Y, dout + k.h * HS, k.C, k.first, q0, k.L);  // dO
+    load_rows(sh.lse, sh.D, k.lse, k.D, q0, k.L);
     acc_frag dQ[HS / 16];
 #pragma unroll
     for (int n = 0; n < HS / 16; n++) wmma::fill_fragment(dQ[n], 0.0f);
-    for (int k0 = 0; k0 < L; k0 += TILE) {
+    for (int k0 = 0; k0 < k.L; k0 += TILE) {
         __syncthreads();  // the last key tile is spent (and Q, dO, lse, D are in)
-        load_tile<T, HS>(sh.U, qh + C, ld, first, k0, L);      // K
-        load_tile<T, HS>(sh.W, qh + 2 * C, ld, first, k0, L);  // V
+        load_tile<T, HS>(sh.U, k.qh + k.C, k.ld, k.first, k0, k.L);      // K
+        load_tile<T, HS>(sh.W, k.qh + 2 * k.C, k.ld, k.first, k0, k.L);  // V
         __syncthreads();
-        warp_abt<T, HS>(sh.S + wr * SM::LDS, SM::LDS, sh.X + wr * SM::LDH, SM::LDH, sh.U, SM::LDH);   // S = Q K^T
-        warp_abt<T, HS>(sh.dP + wr * SM::LDS, SM::LDS, sh.Y + wr * SM::LDH, SM::LDH, sh.W, SM::LDH);  // dP' = dO V^T
-        __syncwarp();
-        for (int e = lane; e < WR * TILE; e += 32) {
+        warp_scores<T, HS>(sh, wr);  // S = Q K^T, dP' = dO V^T
+        for (int e = k.lane; e < WR * TILE; e += 32) {
             const int r = wr + e / TILE, c = e % TILE;  // query q0 + r, key k0 + c
             float pk, ds;
             grad_element(pk, ds, sh.S[r * SM::LDS + c], sh.dP[r * SM::LDS + c], sh.lse[r], sh.D[r], q0 + r, k0 + c,
-                         L, h, att0, scale, dp);
+                         k.L, k.h, k.att0, scale, dp);
             round_to(sh.dS + r * SM::LDP + c, ds);
         }
         __syncwarp();
         warp_ab<T, HS>(dQ, sh.dS + wr * SM::LDP, SM::LDP, sh.U, SM::LDH);  // dQ += dS K
     }
-    float *dq = dqkv + (first + q0 + wr) * ld + h * HS;
-    warp_add_out<HS>(dq, ld, L - q0 - wr, 1.0f, dQ, sh.S + wr * SM::LDS);
+    float *dq = dqkv + (k.first + q0 + wr) * k.ld + k.h * HS;
+    warp_add_out<HS>(dq, k.ld, k.L - q0 - wr, 1.0f, dQ, sh.S + wr * SM::LDS);
 }
 
 // ---- launchers ------------------------------------------------------------------------------
