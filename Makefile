@@ -140,7 +140,7 @@ $(BUILD)/tests/%: tests/unit/%.c tests/unit/check.h tests/unit/rand.h $(BUILD)/l
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -Itests/unit $< $(CUDA_HOST_LINK) $(BUILD)/libmtbert.a $(LDLIBS) -o $@
 
-# kernels/X.cu with its launch syntax and dynamic shared memory rewritten for tests/emu/cuda_emu.h;
+# kernels/X.cu with its launch syntax and shared memory (dynamic and static) rewritten for tests/emu/cuda_emu.h;
 # a construct the rewrite missed fails here, not as a compiler error in the test
 $(BUILD)/emu/%.emu.cpp: kernels/%.cu
 	@mkdir -p $(@D)
